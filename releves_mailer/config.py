@@ -1,0 +1,329 @@
+"""Admin configuration: one TOML file, validated at start with errors naming file and key.
+
+Every key may also come from the environment as ``RELEVES_MAILER__<SECTION>__<KEY>``
+(upper case, nested sections joined by ``__``), which is how secrets stay out of the file:
+``RELEVES_MAILER__RELAY__PASSWORD=...``. The environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "CONFIG_ENV_VARIABLE",
+    "CONFIG_FILE_NAME",
+    "DEFAULT_CONFIG_PATH",
+    "ENV_PREFIX",
+    "Config",
+    "ConfigError",
+    "find_config_path",
+    "load_config",
+]
+
+CONFIG_FILE_NAME = "releves-mailer.toml"
+CONFIG_ENV_VARIABLE = "RELEVES_MAILER_CONFIG"
+DEFAULT_CONFIG_PATH = Path("releves-data") / CONFIG_FILE_NAME
+ENV_PREFIX = "RELEVES_MAILER__"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key path."""
+
+    def __init__(self, message: str, *, file: Path | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.reason = message
+        where = f"{file}" if file else "configuration"
+        if key:
+            where += f", clé « {key} »"
+        super().__init__(f"{where} : {message}")
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PortalSection(Section):
+    domain: str = "releves.localhost"
+    name: str = "Portail"
+    data_dir: Path = Path(".")
+    support_email: str = ""
+    support_phone: str = ""
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not value or " " in value or "@" in value:
+            raise ValueError("nom de domaine invalide")
+        return value
+
+
+class DatabaseSection(Section):
+    url: str = ""
+
+
+class ImapSection(Section):
+    listen: str = "127.0.0.1"
+    port: Port = 1143
+    tls_port: Port = 1993
+    plaintext_auth_from_loopback: bool = True
+    max_line_length: int = Field(default=65536, ge=1024)
+    max_literal_size: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_connections_per_login: int = Field(default=20, ge=1)
+    idle_timeout_seconds: int = Field(default=1800, ge=60)
+
+
+class SmtpSection(Section):
+    listen: str = "127.0.0.1"
+    port: Port = 2525
+    max_message_size: int = Field(default=50 * 1024 * 1024, ge=1024)
+
+
+class HttpSection(Section):
+    listen: str = "127.0.0.1"
+    port: Port = 8080
+    public_url: str = "http://127.0.0.1:8080"
+
+
+class TlsSection(Section):
+    certificate: Path = Path("tls/cert.pem")
+    key: Path = Path("tls/key.pem")
+
+
+class SigningSection(Section):
+    certificate: Path = Path("signing/portal-cert.pem")
+    key: Path = Path("signing/portal-key.pem")
+
+
+class SecretsSection(Section):
+    key_file: Path = Path("keys/secrets.key")
+
+
+class CollectionSection(Section):
+    window_start: dt.time = dt.time(0, 0)
+    window_end: dt.time = dt.time(6, 0)
+    refresh_hours: int = Field(default=24, ge=1)
+    jitter_hours: int = Field(default=3, ge=0)
+    max_concurrency_per_provider: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _window(self) -> CollectionSection:
+        if self.window_start == self.window_end:
+            raise ValueError("la fenêtre de collecte est vide (début = fin)")
+        return self
+
+
+class RelaySection(Section):
+    host: str = ""
+    port: Port = 587
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    starttls: bool = True
+    from_address: str = ""
+
+
+class PowensSection(Section):
+    enabled: bool = False
+    domain: str = ""
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    webhook_secret: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> PowensSection:
+        if self.enabled:
+            missing = [
+                name
+                for name, value in (
+                    ("domain", self.domain),
+                    ("client_id", self.client_id),
+                    ("client_secret", self.client_secret.get_secret_value()),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    "valeur obligatoire quand Powens est activé : " + ", ".join(missing)
+                )
+        return self
+
+
+class TestBankSection(Section):
+    enabled: bool = True
+    seed: int = 1
+    errors: list[str] = Field(default_factory=list)
+
+
+class AggregatorSection(Section):
+    powens: PowensSection = Field(default_factory=PowensSection)
+    testbank: TestBankSection = Field(default_factory=TestBankSection)
+
+
+class TemplatesSection(Section):
+    custom_dir: Path | None = None
+
+
+class LoggingSection(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    file: Path | None = None
+
+
+class Config(Section):
+    """The whole validated configuration. Relative paths are resolved against ``data_dir``."""
+
+    portal: PortalSection = Field(default_factory=PortalSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    imap: ImapSection = Field(default_factory=ImapSection)
+    smtp: SmtpSection = Field(default_factory=SmtpSection)
+    http: HttpSection = Field(default_factory=HttpSection)
+    tls: TlsSection = Field(default_factory=TlsSection)
+    signing: SigningSection = Field(default_factory=SigningSection)
+    secrets: SecretsSection = Field(default_factory=SecretsSection)
+    collection: CollectionSection = Field(default_factory=CollectionSection)
+    relay: RelaySection = Field(default_factory=RelaySection)
+    aggregator: AggregatorSection = Field(default_factory=AggregatorSection)
+    templates: TemplatesSection = Field(default_factory=TemplatesSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+
+    #: Where the file was read from (not a key of the file).
+    source: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.portal.data_dir
+
+    def path(self, relative: Path) -> Path:
+        """Resolve a path of the config against the data directory."""
+        return relative if relative.is_absolute() else self.data_dir / relative
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'releves.sqlite3'}"
+
+
+_FRENCH_REASONS = {
+    "missing": "valeur obligatoire manquante",
+    "extra_forbidden": "clé inconnue",
+    "int_parsing": "doit être un nombre entier",
+    "int_type": "doit être un nombre entier",
+    "bool_parsing": "doit être true ou false",
+    "bool_type": "doit être true ou false",
+    "string_type": "doit être une chaîne de caractères",
+    "list_type": "doit être une liste",
+    "model_type": "doit être une section [table]",
+    "dict_type": "doit être une section [table]",
+    "time_parsing": "doit être une heure HH:MM",
+    "time_type": "doit être une heure HH:MM",
+    "path_type": "doit être un chemin",
+    "literal_error": "valeur non autorisée",
+}
+
+
+def _french_reason(error: Mapping[str, Any]) -> str:
+    kind = str(error.get("type", ""))
+    if kind in ("greater_than_equal", "less_than_equal"):
+        limits = error.get("ctx", {})
+        bound = next(iter(limits.values()), "?")
+        word = "au moins" if kind == "greater_than_equal" else "au plus"
+        return f"doit valoir {word} {bound}"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"valeur non autorisée (attendu : {expected})"
+    if kind == "value_error":
+        return str(error.get("ctx", {}).get("error", error.get("msg", "")))
+    reason = _FRENCH_REASONS.get(kind, str(error.get("msg", kind)))
+    if kind != "missing" and "input" in error and not isinstance(error["input"], dict):
+        reason += f" (reçu : {error['input']!r})"
+    return reason
+
+
+def _environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not parts:
+            continue
+        node = overrides
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def find_config_path(option: Path | None, environ: Mapping[str, str] | None = None) -> Path:
+    """Pick ``--config``, else ``$RELEVES_MAILER_CONFIG``, else the default path."""
+    environ = os.environ if environ is None else environ
+    if option is not None:
+        return option
+    if environ.get(CONFIG_ENV_VARIABLE):
+        return Path(environ[CONFIG_ENV_VARIABLE])
+    return DEFAULT_CONFIG_PATH
+
+
+def parse_config(
+    raw: Mapping[str, Any], *, file: Path | None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a decoded TOML document (plus environment overrides) into a :class:`Config`."""
+    environ = os.environ if environ is None else environ
+    document = _merge(dict(raw), _environment_overrides(environ))
+    try:
+        config = Config.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(_french_reason(first), file=file, key=key) from None
+    base = file.parent if file else Path.cwd()
+    data_dir = config.portal.data_dir
+    data_dir = (data_dir if data_dir.is_absolute() else base / data_dir).resolve()
+    portal = config.portal.model_copy(update={"data_dir": data_dir})
+    return config.model_copy(update={"portal": portal, "source": file})
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at ``path``; raise :class:`ConfigError` otherwise."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            "fichier introuvable (créez-le avec « releves-mailer init DOSSIER »)", file=path
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError("le fichier n'est pas en UTF-8", file=path) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"syntaxe TOML invalide : {error}", file=path) from None
+    except OSError as error:
+        raise ConfigError(f"lecture impossible : {error.strerror}", file=path) from None
+    return parse_config(raw, file=path.resolve(), environ=environ)

@@ -1,0 +1,57 @@
+"""Shared fixtures: a migrated database per test (SQLite, or PostgreSQL when asked) and a clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from releves_mailer.clock import ManualClock
+from releves_mailer.db import Database
+from releves_mailer.db.migrate import upgrade
+
+#: Set to a PostgreSQL URL (``postgresql+asyncpg://postgres@127.0.0.1:5432/test``) to run
+#: every database test on PostgreSQL instead of SQLite.
+POSTGRES_URL_VARIABLE = "RELEVES_MAILER_TEST_DATABASE_URL"
+
+
+def database_url_for_tests(tmp_path: Path) -> str:
+    return os.environ.get(POSTGRES_URL_VARIABLE) or f"sqlite+aiosqlite:///{tmp_path}/test.sqlite3"
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A freshly migrated, empty database, private to the test."""
+    url = database_url_for_tests(tmp_path)
+    if url.startswith("sqlite"):
+        db = Database(url)
+        await upgrade(db)
+        yield db
+        await db.dispose()
+        return
+    # PostgreSQL: one schema per test, dropped afterwards.
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url)
+    async with admin.begin() as connection:
+        await connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    db = Database(url, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        await upgrade(db)
+        yield db
+    finally:
+        await db.dispose()
+        async with admin.begin() as connection:
+            await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock frozen at a Tuesday morning, Paris time; tests move it explicitly."""
+    return ManualClock(dt.datetime(2026, 3, 10, 9, 30, tzinfo=dt.UTC))
