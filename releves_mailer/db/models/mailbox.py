@@ -1,0 +1,1 @@
+"""Tables of the message store (owned by the mailbox area)."""

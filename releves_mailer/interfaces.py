@@ -1,0 +1,53 @@
+"""Contracts between the areas of the daemon, as ``typing.Protocol`` classes.
+
+Adapters (IMAP, SMTP, HTTP) call these; the composition root (``daemon.py``) hands them
+implementations. Contracts private to one area live in that area's package.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+__all__ = ["Authenticator", "MessageSink"]
+
+
+class Authenticator(Protocol):
+    """Checks mailbox credentials (IMAP LOGIN/AUTHENTICATE, SMTP AUTH)."""
+
+    async def authenticate(self, username: str, password: str) -> str | None:
+        """Return the canonical mail address the credentials open, or ``None``.
+
+        ``username`` may be a bare login (``demo``) or an address (``demo@domain``,
+        ``releves.demo@domain``); the dedicated box shares its account's password.
+        Slow password hashing runs off the event loop.
+        """
+        ...
+
+    async def is_local_address(self, address: str) -> bool:
+        """Whether mail for ``address`` can be delivered into one of our boxes."""
+        ...
+
+
+class MessageSink(Protocol):
+    """Delivers a raw RFC 5322 message into a local mailbox."""
+
+    async def deliver(
+        self,
+        session: AsyncSession,
+        address: str,
+        raw: bytes,
+        *,
+        folder: str = "INBOX",
+        flags: Sequence[str] = (),
+        internal_date: dt.datetime | None = None,
+    ) -> int:
+        """Store ``raw`` in ``folder`` of ``address`` inside the caller's transaction.
+
+        Returns the new message's UID. Sessions watching the folder are told once the
+        caller's transaction commits, never before (a rolled-back delivery is invisible).
+        """
+        ...
