@@ -11,7 +11,7 @@ from releves_mailer.db import (
     Database,
     models,  # noqa: F401
 )
-from releves_mailer.db.migrate import check_schema, current_revision, head_revision
+from releves_mailer.db.migrate import check_schema, current_heads, head_revisions
 
 
 async def test_migrations_match_models(database: Database) -> None:
@@ -25,5 +25,5 @@ async def test_migrations_match_models(database: Database) -> None:
 
 
 async def test_schema_check_passes_at_head(database: Database) -> None:
-    assert await current_revision(database) == head_revision()
+    assert await current_heads(database) == head_revisions()
     await check_schema(database)

@@ -1,8 +1,61 @@
 """Command line: the ``releves-mailer`` console script and its command groups."""
 
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 
+from releves_mailer.cli.common import AppContext
+from releves_mailer.config import ConfigError
+from releves_mailer.errors import UserError
 
-@click.group()
-def main() -> None:
-    """releves-mailer."""
+__all__ = ["main"]
+
+
+class MainGroup(click.Group):
+    """Turns every refusal into one French line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (UserError, ConfigError) as error:
+            raise click.ClickException(str(error)) from None
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort from None
+        except Exception as error:
+            if ctx.obj is not None and getattr(ctx.obj, "debug", False):
+                raise
+            logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+            raise click.ClickException(
+                f"erreur inattendue ({type(error).__name__}) : {error} "
+                "— relancez avec --debug pour le détail"
+            ) from None
+
+
+@click.group(cls=MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_option",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Fichier de configuration (sinon $RELEVES_MAILER_CONFIG, "
+    "sinon ./releves-data/releves-mailer.toml).",
+)
+@click.option("--debug", is_flag=True, help="Affiche la trace complète des erreurs inattendues.")
+@click.version_option(package_name="releves-mailer")
+@click.pass_context
+def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
+    """releves-mailer : relevés bancaires CFONB120 livrés dans vos boîtes IMAP."""
+    app = ctx.ensure_object(AppContext)
+    app.config_option = config_option
+    app.debug = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )

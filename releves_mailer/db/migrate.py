@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from releves_mailer.db.engine import Database
 
-__all__ = ["SchemaOutOfDate", "check_schema", "current_revision", "head_revision", "upgrade"]
+__all__ = ["SchemaOutOfDate", "check_schema", "current_heads", "head_revisions", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -28,21 +28,20 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+def head_revisions() -> frozenset[str]:
+    """The newest revision of each area's branch (areas add tables independently)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-async def current_revision(database: Database) -> str | None:
-    def read(connection: Connection) -> str | None:
-        return MigrationContext.configure(connection).get_current_revision()
+async def current_heads(database: Database) -> frozenset[str]:
+    def read(connection: Connection) -> frozenset[str]:
+        return frozenset(MigrationContext.configure(connection).get_current_heads())
 
     async with database.engine.connect() as connection:
         return await connection.run_sync(read)
 
 
-async def upgrade(database: Database, revision: str = "head") -> None:
+async def upgrade(database: Database, revision: str = "heads") -> None:
     """Apply every pending migration in one transaction (where the backend allows it)."""
 
     def run(connection: Connection) -> None:
@@ -54,11 +53,12 @@ async def upgrade(database: Database, revision: str = "head") -> None:
 
 async def check_schema(database: Database) -> None:
     """Raise :class:`SchemaOutOfDate` unless the database is at the head revision."""
-    current = await current_revision(database)
-    head = head_revision()
-    if current != head:
-        shown = current or "vide"
+    current = await current_heads(database)
+    expected = head_revisions()
+    if current != expected:
+        shown = ", ".join(sorted(current)) or "vide"
+        wanted = ", ".join(sorted(expected))
         raise SchemaOutOfDate(
-            f"le schéma de la base est à la révision {shown}, ce programme attend {head} : "
+            f"le schéma de la base est à la révision {shown}, ce programme attend {wanted} : "
             "lancez « releves-mailer db upgrade »"
         )
