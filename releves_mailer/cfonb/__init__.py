@@ -1,0 +1,103 @@
+"""CFONB120 account statements: a writer and a reader to the letter of the standard.
+
+Pure library: no I/O but writing to a caller-given text stream, no import of the rest of
+``releves_mailer``. The format is summarised in ``shared/reference/cfonb120.md``; the
+writer follows it and the reader measures every file against it.
+
+Decisions taken where the standard is silent or ambiguous
+---------------------------------------------------------
+
+1. Line terminator: LF after every record, the last one included (the only terminator
+   every tested reader accepts); CRLF on request (``newline="\\r\\n"``); never a blank
+   line. The reader takes LF, CRLF, CR or no separator at all.
+2. Characters: printable upper-case ASCII only. Text is transliterated with anyascii
+   (any script: ``"北京"`` -> ``"BEIJING"``), upper-cased, control characters become
+   blanks and blank runs collapse to one blank.
+3. Reserved zones are blank, position 21 of the 04 included (no legacy ``E``), and
+   105-120 of the 01/07; the 04 commission-exemption and unavailability indexes are blank
+   unless the movement says ``True``/``False``; the bank internal code (8-11) is blank
+   unless given; the 04 reference zone (105-120) is blank unless given.
+4. Amounts are ``int`` minor units; position 20 is the ISO 4217 minor unit of the
+   currency (EUR 2, JPY/XPF/XOF/XAF 0, KWD/TND/BHD 3, CLF 4; table in :mod:`.amounts`);
+   magnitude at most 10^14 - 1 units, otherwise an error.
+5. Dates: the two-digit year follows Python's ``%y`` pivot (69-99 -> 19xx, 00-68 ->
+   20xx, like python-cfonb); the writer refuses dates outside 1969-01-01..2068-12-31.
+   The 01 carries the previous closing date, the 07 the period end. Movements booked
+   before the opening date (late postings) are allowed; movements booked after the period
+   end are refused. An absent value date is the booking date.
+6. Labels: the first 31 characters go to the 04; the rest continues in ``LIB`` 05
+   records of 70 characters placed right after the 04, cut at fixed positions (not at
+   words). The reader rebuilds the label from the 04 and the ``LIB`` records that follow
+   it directly, joining with one blank when the previous piece ends with blanks. Explicit
+   ``LIB`` complements are refused: extend the label instead. Other complements follow in
+   the order given (builders in :mod:`.complements`: NPY/NBE names, LCC/LC2 remittance
+   information up to 140 characters, RCN, REF, RUM, IBE, IPY, CBE, CPY, LCS, MMO).
+7. Entry number (82-88): the caller's (digits are zero-filled to 7), or else the
+   1-based position of the movement in its statement, so identical movements of one day
+   always differ. Give a number that is stable across statements (e.g.
+   :func:`.complements.entry_number_from_id` of the aggregator's id) when a late posting
+   may land in another statement next to an identical one.
+8. Account: bank, branch and account number of a French-layout IBAN (FR, MC, overseas
+   codes), RIB key checked. Any other valid IBAN: bank ``00000``, branch ``00000``,
+   account number = the last 11 characters of the BBAN (see :mod:`.account`).
+9. One file may hold several statements: several accounts, and consecutive periods of
+   one account, which must chain (closing date and balance of one = opening date and
+   balance of the next; checked by the writer, reported by the reader).
+10. Operation codes: from the aggregator's type, the sign and the label (:mod:`.opcodes`);
+    ``99`` only when nothing says more.
+11. Reader variants (each reported as a deviation, none fatal): records shorter than 120
+    (trailing blanks trimmed) are padded, lowercase is accepted, filled reserved zones
+    are ignored, a blank currency is EUR, blank decimals are the ISO minor unit, record
+    decimals that differ from the currency's are converted when exact. Unknown
+    qualifiers are kept as they are.
+"""
+
+from __future__ import annotations
+
+from . import complements
+from .account import bban_fields, rib_key
+from .amounts import AMOUNT_LIMIT, CURRENCIES, decode_amount, encode_amount, minor_unit
+from .model import Account, Complement, Movement, Statement
+from .opcodes import OP_CODES, OpCodeMapper, classify_label, op_code_for
+from .reader import CfonbReadError, Deviation, ReadResult, check, parse, read
+from .text import clean_text
+from .writer import (
+    CfonbWriteError,
+    dumps,
+    iter_records,
+    stream_statement,
+    write_statement,
+    write_statements,
+)
+
+__all__ = [
+    "AMOUNT_LIMIT",
+    "CURRENCIES",
+    "OP_CODES",
+    "Account",
+    "CfonbReadError",
+    "CfonbWriteError",
+    "Complement",
+    "Deviation",
+    "Movement",
+    "OpCodeMapper",
+    "ReadResult",
+    "Statement",
+    "bban_fields",
+    "check",
+    "classify_label",
+    "clean_text",
+    "complements",
+    "decode_amount",
+    "dumps",
+    "encode_amount",
+    "iter_records",
+    "minor_unit",
+    "op_code_for",
+    "parse",
+    "read",
+    "rib_key",
+    "stream_statement",
+    "write_statement",
+    "write_statements",
+]
