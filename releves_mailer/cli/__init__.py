@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
+from releves_mailer.cli.admin import check_config, db, init
 from releves_mailer.cli.common import AppContext
+from releves_mailer.cli.portfolio import accounts, redevables
 from releves_mailer.config import ConfigError
 from releves_mailer.errors import UserError
 
@@ -59,3 +61,7 @@ def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+for _command in (init, check_config, db, accounts, redevables):
+    main.add_command(_command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -78,7 +79,12 @@ async def open_database(config: Config, *, check: bool = True) -> AsyncIterator[
         await database.dispose()
 
 
-def echo_json(value: Any) -> None:
-    """Print ``value`` as indented JSON (dates as ISO strings)."""
-    click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value)
 
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as indented JSON (dates and times in ISO 8601)."""
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=_json_default))

@@ -1,0 +1,152 @@
+"""Commands that set up and check an installation: ``init``, ``check-config``, ``db upgrade``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import click
+
+from releves_mailer.cli.common import AppContext, async_command
+from releves_mailer.clock import SystemClock
+from releves_mailer.config import CONFIG_FILE_NAME, Config, ConfigError, load_config
+from releves_mailer.db import Database
+from releves_mailer.db.migrate import current_heads, head_revisions, upgrade
+from releves_mailer.errors import UserError
+from releves_mailer.resources import example_config_path
+from releves_mailer.signing.certificates import write_signing_pair, write_tls_pair
+from releves_mailer.signing.secrets import generate_key_file
+
+__all__ = ["check_config", "db", "init"]
+
+
+@click.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--domain",
+    default="releves.localhost",
+    show_default=True,
+    help="Domaine des boîtes aux lettres internes.",
+)
+def init(directory: Path, domain: str) -> None:
+    """Crée un dossier de données prêt à l'emploi (configuration, clés, base)."""
+    config_path = directory / CONFIG_FILE_NAME
+    if config_path.exists():
+        raise UserError(f"{config_path} existe déjà : rien n'a été modifié")
+    if not re.fullmatch(
+        r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", domain.lower()
+    ):
+        raise UserError(f"nom de domaine invalide « {domain} »")
+    directory.mkdir(parents=True, exist_ok=True)
+    text = example_config_path().read_text(encoding="utf-8")
+    text = text.replace('domain = "releves.localhost"', f'domain = "{domain.lower()}"', 1)
+    # Written last under its final name, so that a failed init leaves no usable half-config.
+    staging = directory / (CONFIG_FILE_NAME + ".tmp")
+    staging.write_text(text, encoding="utf-8")
+    config = load_config(staging)
+    clock = SystemClock()
+    for path in (
+        config.path(config.secrets.key_file),
+        config.path(config.tls.key),
+        config.path(config.tls.certificate),
+        config.path(config.signing.key),
+        config.path(config.signing.certificate),
+    ):
+        if path.exists():
+            staging.unlink()
+            raise UserError(f"{path} existe déjà : rien n'a été modifié")
+    generate_key_file(config.path(config.secrets.key_file))
+    write_tls_pair(
+        config.portal.domain,
+        config.path(config.tls.key),
+        config.path(config.tls.certificate),
+        clock.now(),
+    )
+    write_signing_pair(
+        f"portail@{config.portal.domain}",
+        config.portal.name,
+        config.path(config.signing.key),
+        config.path(config.signing.certificate),
+        clock.now(),
+    )
+
+    async def migrate() -> None:
+        database = Database(config.database_url)
+        try:
+            await upgrade(database)
+        finally:
+            await database.dispose()
+
+    asyncio.run(migrate())
+    staging.replace(config_path)
+    click.echo(f"Dossier de données prêt : {directory.resolve()}")
+    click.echo(f"Configuration : {config_path.resolve()}")
+    click.echo("Étapes suivantes :")
+    click.echo(f"  export RELEVES_MAILER_CONFIG={config_path.resolve()}")
+    click.echo("  releves-mailer accounts add LOGIN --siret SIRET --name NOM --email EMAIL")
+    click.echo("  releves-mailer redevables import FICHIER --account LOGIN")
+
+
+def _file_problems(config: Config) -> list[str]:
+    problems = []
+    for key, path in (
+        ("secrets.key_file", config.secrets.key_file),
+        ("tls.certificate", config.tls.certificate),
+        ("tls.key", config.tls.key),
+        ("signing.certificate", config.signing.certificate),
+        ("signing.key", config.signing.key),
+    ):
+        resolved = config.path(path)
+        if not resolved.is_file():
+            problems.append(f"clé « {key} » : fichier introuvable {resolved}")
+    if config.templates.custom_dir and not config.path(config.templates.custom_dir).is_dir():
+        problems.append(
+            f"clé « templates.custom_dir » : dossier introuvable "
+            f"{config.path(config.templates.custom_dir)}"
+        )
+    return problems
+
+
+@click.command(name="check-config")
+@async_command
+async def check_config(app: AppContext) -> None:
+    """Valide le fichier de configuration, les fichiers qu'il désigne et la base."""
+    config = app.config
+    problems = _file_problems(config)
+    database = Database(config.database_url)
+    try:
+        current = await current_heads(database)
+        if current != head_revisions():
+            problems.append("la base n'est pas à jour : lancez « releves-mailer db upgrade »")
+    except Exception as error:  # any driver error means "unreachable"
+        problems.append(f"base de données injoignable ({type(error).__name__}: {error})")
+    finally:
+        await database.dispose()
+    if problems:
+        for problem in problems:
+            click.echo(f"{config.source} : {problem}", err=True)
+        raise ConfigError(f"{len(problems)} problème(s) trouvé(s)", file=config.source)
+    click.echo(f"Configuration valide : {config.source}")
+
+
+@click.group()
+def db() -> None:
+    """Base de données."""
+
+
+@db.command(name="upgrade")
+@async_command
+async def db_upgrade(app: AppContext) -> None:
+    """Applique les migrations du schéma (sans perte de données)."""
+    database = Database(app.config.database_url)
+    try:
+        before = await current_heads(database)
+        await upgrade(database)
+        after = await current_heads(database)
+    finally:
+        await database.dispose()
+    if before == after:
+        click.echo(f"Base déjà à jour (révision {', '.join(sorted(after))}).")
+    else:
+        click.echo(f"Base mise à jour : révision {', '.join(sorted(after))}.")

@@ -1,0 +1,603 @@
+"""Commands on portal accounts (``accounts``) and redevables (``redevables``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
+from releves_mailer.clock import SystemClock
+from releves_mailer.db.models import PortalAccount, ReceptionMode, Redevable
+from releves_mailer.errors import UserError
+from releves_mailer.portfolio import accounts as account_service
+from releves_mailer.portfolio import redevables as redevable_service
+from releves_mailer.portfolio.importer import import_redevables
+from releves_mailer.portfolio.periodicity import Schedule
+from releves_mailer.portfolio.redevables import FIELD_LABELS, RedevableSearch
+
+__all__ = ["accounts", "redevables"]
+
+RECEPTION = click.Choice([mode.value for mode in ReceptionMode])
+
+
+def read_password(password_file: Path | None, *, confirm: bool = True) -> str:
+    """The password from a file (its first line) or a hidden prompt, never from argv."""
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise UserError(f"{password_file} : lecture impossible ({error.strerror})") from None
+        if not lines or not lines[0]:
+            raise UserError(f"{password_file} : le fichier de mot de passe est vide")
+        return lines[0]
+    value: str = click.prompt("Mot de passe", hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+def account_json(account: PortalAccount, parent_login: str | None) -> dict[str, Any]:
+    return {
+        "login": account.login,
+        "company_name": account.company_name,
+        "siret": account.siret,
+        "contact_name": account.contact_name,
+        "email": account.email,
+        "phone": account.phone,
+        "profile": "primary" if account.is_primary else "secondary",
+        "parent": parent_login,
+        "subscribed": account.subscribed,
+        "terms_accepted_at": account.terms_accepted_at,
+        "reception_mode": account.reception_mode.value,
+        "created_at": account.created_at,
+    }
+
+
+def redevable_json(redevable: Redevable) -> dict[str, Any]:
+    schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
+    return {
+        "id": redevable.id,
+        "account": redevable.account.login,
+        "siren": redevable.siren,
+        "nic": redevable.nic,
+        "siret": redevable.siret,
+        "company_name": redevable.company_name,
+        "company_name_2": redevable.company_name_2,
+        "email": redevable.email,
+        "periodicity": redevable.periodicity.value,
+        "month": redevable.month,
+        "day": redevable.day,
+        "schedule": schedule.describe(),
+        "remote_entry": redevable.remote_entry,
+        "no_auto_link": redevable.no_auto_link,
+        "active": redevable.active,
+        "deactivated_at": redevable.deactivated_at,
+        "created_at": redevable.created_at,
+    }
+
+
+async def _parent_login(session: AsyncSession, account: PortalAccount) -> str | None:
+    if account.parent_id is None:
+        return None
+    return await session.scalar(
+        select(PortalAccount.login).where(PortalAccount.id == account.parent_id)
+    )
+
+
+async def resolve_account(session: AsyncSession, login: str | None) -> PortalAccount:
+    """``--account LOGIN``, or the only account of the installation when there is one."""
+    if login:
+        return await account_service.get_account(session, login)
+    found = await account_service.list_accounts(session)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserError("aucun compte : créez-en un avec « releves-mailer accounts add »")
+    raise UserError("plusieurs comptes existent : précisez --account LOGIN")
+
+
+# ---------------------------------------------------------------------------- accounts
+
+
+@click.group()
+def accounts() -> None:
+    """Comptes du portail (principaux et secondaires)."""
+
+
+@accounts.command(name="add")
+@click.argument("login")
+@click.option("--siret", required=True, help="SIRET de l'entreprise titulaire du compte.")
+@click.option("--name", "company_name", required=True, help="Raison sociale.")
+@click.option("--email", required=True, help="E-mail de contact du responsable.")
+@click.option("--contact", "contact_name", default="", help="Nom du responsable.")
+@click.option("--phone", default="", help="Téléphone du responsable.")
+@click.option("--parent", "parent_login", help="Compte principal (crée un compte secondaire).")
+@click.option(
+    "--reception",
+    type=RECEPTION,
+    default="default",
+    show_default=True,
+    help="Réception des relevés : none, default (boîte du compte), dedicated.",
+)
+@click.option(
+    "--accept-cgau",
+    is_flag=True,
+    help="Souscrit au service en acceptant les CGAU (date enregistrée).",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Fichier dont la première ligne est le mot de passe (sinon demandé).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def accounts_add(
+    app: AppContext,
+    login: str,
+    siret: str,
+    company_name: str,
+    email: str,
+    contact_name: str,
+    phone: str,
+    parent_login: str | None,
+    reception: str,
+    accept_cgau: bool,
+    password_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Crée un compte du portail et sa boîte aux lettres LOGIN@domaine."""
+    password = read_password(password_file)
+    clock = SystemClock()
+    data = account_service.AccountInput(
+        login=login,
+        company_name=company_name,
+        siret=siret,
+        email=email,
+        contact_name=contact_name,
+        phone=phone,
+        parent_login=parent_login,
+        reception_mode=ReceptionMode(reception),
+    )
+    async with open_database(app.config) as database, database.session() as session:
+        account = await account_service.create_account(session, clock, data, password)
+        if accept_cgau:
+            await account_service.subscribe(
+                session, clock, account, accept_terms=True, reception_mode=ReceptionMode(reception)
+            )
+        parent = await _parent_login(session, account)
+    if as_json:
+        echo_json(account_json(account, parent))
+        return
+    kind = f"secondaire de « {parent} »" if parent else "principal"
+    click.echo(
+        f"Compte {kind} « {account.login} » créé : boîte {account.login}@{app.config.portal.domain}"
+    )
+
+
+@accounts.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def accounts_list(app: AppContext, as_json: bool) -> None:
+    """Liste les comptes du portail."""
+    async with open_database(app.config) as database, database.session() as session:
+        found = await account_service.list_accounts(session)
+        logins = {account.id: account.login for account in found}
+    rows = [account_json(a, logins.get(a.parent_id) if a.parent_id else None) for a in found]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("Aucun compte.")
+    for row in rows:
+        profile = f"secondaire de {row['parent']}" if row["parent"] else "principal"
+        click.echo(
+            f"{row['login']:<20} {row['siret']}  {row['company_name']:<35} "
+            f"{profile}, réception {row['reception_mode']}"
+        )
+
+
+@accounts.command(name="show")
+@click.argument("login")
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def accounts_show(app: AppContext, login: str, as_json: bool) -> None:
+    """Affiche un compte du portail."""
+    async with open_database(app.config) as database, database.session() as session:
+        account = await account_service.get_account(session, login)
+        row = account_json(account, await _parent_login(session, account))
+        row["redevables"] = await account_service.count_redevables(session, account)
+    if as_json:
+        echo_json(row)
+        return
+    labels = {
+        "login": "Login",
+        "company_name": "Raison sociale",
+        "siret": "SIRET",
+        "contact_name": "Responsable",
+        "email": "Email",
+        "phone": "Téléphone",
+        "profile": "Profil",
+        "parent": "Compte principal",
+        "subscribed": "Abonné",
+        "terms_accepted_at": "CGAU acceptées le",
+        "reception_mode": "Réception des relevés",
+        "created_at": "Création",
+        "redevables": "Redevables",
+    }
+    for key, label in labels.items():
+        value = row[key]
+        shown = (
+            ""
+            if value is None
+            else ("oui" if value is True else "non" if value is False else str(value))
+        )
+        click.echo(f"{label:<22} {shown}")
+
+
+@accounts.command(name="passwd")
+@click.argument("login")
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Fichier dont la première ligne est le mot de passe (sinon demandé).",
+)
+@async_command
+async def accounts_passwd(app: AppContext, login: str, password_file: Path | None) -> None:
+    """Change le mot de passe d'un compte (et de sa boîte dédiée)."""
+    password = read_password(password_file)
+    async with open_database(app.config) as database, database.session() as session:
+        account = await account_service.get_account(session, login)
+        await account_service.set_password(session, SystemClock(), account, password)
+    click.echo(f"Mot de passe de « {account.login} » changé.")
+
+
+@accounts.command(name="edit")
+@click.argument("login")
+@click.option("--siret")
+@click.option("--name", "company_name")
+@click.option("--email")
+@click.option("--contact", "contact_name")
+@click.option("--phone")
+@click.option("--reception", type=RECEPTION)
+@click.option("--accept-cgau", is_flag=True, help="Souscrit au service en acceptant les CGAU.")
+@async_command
+async def accounts_edit(
+    app: AppContext,
+    login: str,
+    siret: str | None,
+    company_name: str | None,
+    email: str | None,
+    contact_name: str | None,
+    phone: str | None,
+    reception: str | None,
+    accept_cgau: bool,
+) -> None:
+    """Modifie un compte du portail."""
+    clock = SystemClock()
+    mode = ReceptionMode(reception) if reception else None
+    async with open_database(app.config) as database, database.session() as session:
+        account = await account_service.get_account(session, login)
+        await account_service.edit_account(
+            session,
+            clock,
+            account,
+            account_service.AccountChanges(
+                company_name=company_name,
+                siret=siret,
+                email=email,
+                contact_name=contact_name,
+                phone=phone,
+                reception_mode=mode,
+            ),
+        )
+        if accept_cgau:
+            await account_service.subscribe(
+                session,
+                clock,
+                account,
+                accept_terms=True,
+                reception_mode=mode or account.reception_mode,
+            )
+    click.echo(f"Compte « {account.login} » modifié.")
+
+
+# -------------------------------------------------------------------------- redevables
+
+PERIODICITIES = click.Choice(
+    ["JOURNALIERE", "HEBDOMADAIRE", "MENSUELLE", "TRIMESTRIELLE", "SEMESTRIELLE", "ANNUELLE"],
+    case_sensitive=False,
+)
+ACCOUNT_OPTION = click.option(
+    "--account", "account_login", help="Compte du portail (facultatif s'il n'y en a qu'un)."
+)
+
+
+def _raise_first(problems: list[UserError]) -> None:
+    if problems:
+        if len(problems) == 1:
+            raise problems[0]
+        raise UserError(
+            " ; ".join(
+                f"{FIELD_LABELS.get(p.field or '', p.field)} : {p.message}" for p in problems
+            )
+        )
+
+
+@click.group()
+def redevables() -> None:
+    """Redevables (entreprises clientes dont les relevés sont collectés)."""
+
+
+@redevables.command(name="add")
+@ACCOUNT_OPTION
+@click.option("--siren", required=True)
+@click.option("--nic", default="")
+@click.option("--name", "company_name", required=True, help="Raison sociale (35 caractères).")
+@click.option("--name2", "company_name_2", default="", help="Suite de la raison sociale.")
+@click.option("--email", default="", help="Obligatoire avec --remote-entry.")
+@click.option("--periodicity", type=PERIODICITIES, required=True)
+@click.option(
+    "--month", type=int, help="Mois (TRIMESTRIELLE 1-3, SEMESTRIELLE 1-6, ANNUELLE 1-12)."
+)
+@click.option("--day", type=int, help="Jour (HEBDOMADAIRE 1=dimanche..7; 0 = fin du mois).")
+@click.option(
+    "--remote-entry/--direct-entry",
+    default=False,
+    help="Saisie des identifiants bancaires déportée chez le redevable.",
+)
+@click.option(
+    "--no-auto-link",
+    is_flag=True,
+    help="Ne pas générer automatiquement le jeton de mise à jour des identifiants.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@async_command
+async def redevables_add(
+    app: AppContext,
+    account_login: str | None,
+    siren: str,
+    nic: str,
+    company_name: str,
+    company_name_2: str,
+    email: str,
+    periodicity: str,
+    month: int | None,
+    day: int | None,
+    remote_entry: bool,
+    no_auto_link: bool,
+    as_json: bool,
+) -> None:
+    """Crée un redevable."""
+    data, problems = redevable_service.validate_redevable(
+        siren=siren,
+        nic=nic,
+        company_name=company_name,
+        company_name_2=company_name_2,
+        email=email,
+        periodicity=periodicity,
+        month=month,
+        day=day,
+        remote_entry=remote_entry,
+        no_auto_link=no_auto_link,
+    )
+    _raise_first(problems)
+    assert data is not None
+    async with open_database(app.config) as database, database.session() as session:
+        account = await resolve_account(session, account_login)
+        redevable = await redevable_service.create_redevable(session, SystemClock(), account, data)
+        await session.refresh(redevable, ["account"])
+        row = redevable_json(redevable)
+    if as_json:
+        echo_json(row)
+    else:
+        click.echo(f"Redevable {row['siret']} « {row['company_name']} » créé ({row['schedule']}).")
+
+
+@redevables.command(name="list")
+@ACCOUNT_OPTION
+@click.option("--siret", default="", help="SIRET ou début de SIRET.")
+@click.option("--name", default="", help="Partie de la raison sociale.")
+@click.option("--inactive", "include_inactive", is_flag=True, help="Inclut les désactivés.")
+@click.option(
+    "--secondaries",
+    "include_secondaries",
+    is_flag=True,
+    help="Inclut les redevables des comptes secondaires (compte principal).",
+)
+@click.option("--limit", type=click.IntRange(1, 100000), default=1000, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0)
+@click.option("--json", "as_json", is_flag=True)
+@async_command
+async def redevables_list(
+    app: AppContext,
+    account_login: str | None,
+    siret: str,
+    name: str,
+    include_inactive: bool,
+    include_secondaries: bool,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """Recherche des redevables (comme l'écran « Paramétrage »)."""
+    criteria = RedevableSearch(
+        siret=siret,
+        name=name,
+        include_inactive=include_inactive,
+        include_secondaries=include_secondaries,
+        limit=limit,
+        offset=offset,
+    )
+    async with open_database(app.config) as database, database.session() as session:
+        account = await resolve_account(session, account_login)
+        page = await redevable_service.search_redevables(session, account, criteria)
+        rows = [redevable_json(r) for r in page.rows]
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        prefix = f"{row['account']:<15} " if include_secondaries else ""
+        state = "" if row["active"] else "  [désactivé]"
+        click.echo(
+            f"{prefix}{row['siret']:<14}  {row['company_name']:<35} {row['schedule']}{state}"
+        )
+    click.echo(f"{len(rows)} redevable(s) affiché(s) sur {page.total}.", err=True)
+
+
+async def _find(session: AsyncSession, account_login: str | None, siret: str) -> Redevable:
+    account = await resolve_account(session, account_login)
+    return await redevable_service.get_redevable(session, account, siret)
+
+
+@redevables.command(name="show")
+@click.argument("siret")
+@ACCOUNT_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@async_command
+async def redevables_show(
+    app: AppContext, siret: str, account_login: str | None, as_json: bool
+) -> None:
+    """Affiche un redevable (SIRET, ou SIREN s'il est sans ambiguïté)."""
+    async with open_database(app.config) as database, database.session() as session:
+        row = redevable_json(await _find(session, account_login, siret))
+    if as_json:
+        echo_json(row)
+        return
+    for key, value in row.items():
+        click.echo(f"{key:<16} {'' if value is None else value}")
+
+
+@redevables.command(name="edit")
+@click.argument("siret")
+@ACCOUNT_OPTION
+@click.option("--siren")
+@click.option("--nic")
+@click.option("--name", "company_name")
+@click.option("--name2", "company_name_2")
+@click.option("--email")
+@click.option("--periodicity", type=PERIODICITIES)
+@click.option("--month", type=int)
+@click.option("--day", type=int)
+@click.option("--remote-entry/--direct-entry", default=None)
+@click.option("--no-auto-link/--auto-link", default=None)
+@async_command
+async def redevables_edit(
+    app: AppContext,
+    siret: str,
+    account_login: str | None,
+    siren: str | None,
+    nic: str | None,
+    company_name: str | None,
+    company_name_2: str | None,
+    email: str | None,
+    periodicity: str | None,
+    month: int | None,
+    day: int | None,
+    remote_entry: bool | None,
+    no_auto_link: bool | None,
+) -> None:
+    """Modifie un redevable ; changer de périodicité demande les mois/jour qui lui vont."""
+    async with open_database(app.config) as database, database.session() as session:
+        redevable = await _find(session, account_login, siret)
+        new_periodicity = periodicity or redevable.periodicity.value
+        periodicity_changed = new_periodicity.upper() != redevable.periodicity.value
+        data, problems = redevable_service.validate_redevable(
+            siren=siren if siren is not None else redevable.siren,
+            nic=nic if nic is not None else redevable.nic,
+            company_name=company_name if company_name is not None else redevable.company_name,
+            company_name_2=(
+                company_name_2 if company_name_2 is not None else redevable.company_name_2
+            ),
+            email=email if email is not None else redevable.email,
+            periodicity=new_periodicity,
+            month=month if month is not None or periodicity_changed else redevable.month,
+            day=day if day is not None or periodicity_changed else redevable.day,
+            remote_entry=remote_entry if remote_entry is not None else redevable.remote_entry,
+            no_auto_link=no_auto_link if no_auto_link is not None else redevable.no_auto_link,
+        )
+        _raise_first(problems)
+        assert data is not None
+        await redevable_service.update_redevable(session, SystemClock(), redevable, data)
+    click.echo(f"Redevable {redevable.siret} modifié.")
+
+
+@redevables.command(name="deactivate")
+@click.argument("siret")
+@ACCOUNT_OPTION
+@async_command
+async def redevables_deactivate(app: AppContext, siret: str, account_login: str | None) -> None:
+    """Désactive un redevable (conservé ; ses comptes bancaires deviennent inactifs)."""
+    async with open_database(app.config) as database, database.session() as session:
+        redevable = await _find(session, account_login, siret)
+        await redevable_service.deactivate_redevable(session, SystemClock(), redevable)
+    click.echo(f"Redevable {redevable.siret} désactivé.")
+
+
+@redevables.command(name="reactivate")
+@click.argument("siret")
+@ACCOUNT_OPTION
+@async_command
+async def redevables_reactivate(app: AppContext, siret: str, account_login: str | None) -> None:
+    """Réactive un redevable désactivé."""
+    async with open_database(app.config) as database, database.session() as session:
+        redevable = await _find(session, account_login, siret)
+        await redevable_service.reactivate_redevable(session, SystemClock(), redevable)
+    click.echo(f"Redevable {redevable.siret} réactivé.")
+
+
+@redevables.command(name="import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@ACCOUNT_OPTION
+@click.option("--dry-run", is_flag=True, help="Vérifie le fichier sans rien enregistrer.")
+@click.option("--update", is_flag=True, help="Met à jour les SIRET déjà présents sur ce compte.")
+@click.option("--json", "as_json", is_flag=True)
+@async_command
+async def redevables_import(
+    app: AppContext,
+    file: Path,
+    account_login: str | None,
+    dry_run: bool,
+    update: bool,
+    as_json: bool,
+) -> None:
+    """Importe des redevables depuis un fichier au format de l'Annexe 1."""
+    data = await asyncio.to_thread(file.read_bytes)
+    async with open_database(app.config) as database, database.session() as session:
+        account = await resolve_account(session, account_login)
+        report = await import_redevables(
+            session, SystemClock(), account, data, update=update, dry_run=dry_run
+        )
+    if as_json:
+        echo_json(
+            {
+                "file": str(file),
+                "dry_run": dry_run,
+                "created": report.created,
+                "updated": report.updated,
+                "errors": [
+                    {
+                        "line": i.line,
+                        "field": FIELD_LABELS.get(i.field, i.field),
+                        "value": i.value,
+                        "reason": i.reason,
+                    }
+                    for i in report.issues
+                ],
+            }
+        )
+    else:
+        for issue in report.issues:
+            click.echo(f"{file}: {issue}", err=True)
+    if report.issues:
+        raise UserError(
+            f"{file} : {len(report.issues)} erreur(s) sur "
+            f"{len({i.line for i in report.issues})} ligne(s) : rien n'a été importé"
+        )
+    if not as_json:
+        verb = "seraient" if dry_run else "ont été"
+        click.echo(
+            f"{report.created} redevable(s) {verb} créé(s), {report.updated} mis à jour ({file})."
+        )

@@ -1,0 +1,1 @@
+"""Portfolio: portal accounts, redevables, their statement schedules and the import file."""
