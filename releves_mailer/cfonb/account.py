@@ -69,7 +69,9 @@ def bban_fields(iban: str) -> tuple[str, str, str]:
             raise ValueError(f"invalid IBAN {iban!r}: wrong RIB key {key}")
         return bank, branch, account
     try:
-        compact = stdnum_iban.validate(compact)
+        # check_country=False: the country modules of python-stdnum also look bank codes up
+        # in registries that age; the check digits and the BBAN structure are checked.
+        compact = stdnum_iban.validate(compact, check_country=False)
     except ValidationError as exc:
         raise ValueError(f"invalid IBAN {iban!r}: {exc}") from None
     return FOREIGN_BANK_CODE, FOREIGN_BRANCH_CODE, compact[4:][-11:]

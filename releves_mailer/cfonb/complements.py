@@ -116,7 +116,7 @@ def remittance_information(text: str) -> tuple[Complement, ...]:
     """``LCC`` then ``LC2``: unstructured remittance information, 140 characters at most
     (the SEPA limit; anything beyond is cut)."""
     text = clean_text(text)[:140]
-    lines = (text[:70].rstrip(), text[70:].strip())
+    lines = (text[:70].rstrip(), text[70:].rstrip())
     return tuple(Complement(q, line) for q, line in zip(("LCC", "LC2"), lines, strict=True) if line)
 
 

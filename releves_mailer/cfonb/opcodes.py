@@ -247,9 +247,9 @@ LABEL_TYPES: Final[tuple[tuple[str, str], ...]] = (
     (r"\bREM(ISE)?\.? (DE )?(CHQ|CHEQUE)", "deposit"),
     (r"\bCHQ\b|\bCHEQUE", "check"),
     (r"\bREM(ISE)?\.? (DE )?(CB|CARTE)", "deposit"),
-    (r"\bVERSEMENT|\bVERS\.? ESP|\bDEPOT\b", "deposit"),
     (r"\bECH(EANCE)?\.? PRET|\bREMB(OURSEMENT)?\.? PRET|\bECHEANCE CREDIT", "loan_payment"),
     (r"\bAGIOS?\b|\bFRAIS\b|\bCOMMISSIONS?\b|\bCOTIS|\bINTERETS?\b", "bank"),
+    (r"\bVERSEMENT|\bVERS\.? ESP|\bDEPOT\b", "deposit"),
     (_CARD, "card"),
 )
 

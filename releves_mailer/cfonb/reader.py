@@ -141,7 +141,7 @@ class _Open:
 @dataclass(slots=True)
 class _PendingMovement:
     line: int
-    head: str  # positions 3-40, repeated by its 05 records
+    head: str  # positions 3-20 and 22-40, repeated by its 05 records
     booking_date: date
     value_date: date
     amount: int
@@ -407,7 +407,7 @@ class _Parser:
             return
         self.movement = _PendingMovement(
             line=line,
-            head=record[2:40],
+            head=record[2:20] + record[21:40],
             booking_date=booking,
             value_date=value,
             amount=amount,
@@ -426,15 +426,15 @@ class _Parser:
         if movement is None:
             self.deviate(line, 1, "complément (05) sans mouvement (04) qui le précède", fatal=True)
             return
-        if record[2:40] != movement.head:
-            column = 3 + next(
-                i
-                for i, (a, b) in enumerate(zip(record[2:40], movement.head, strict=True))
-                if a != b
+        # Position 21 is excluded: banks put a legacy "E" in the 04 only.
+        head = record[2:20] + record[21:40]
+        if head != movement.head:
+            index = next(
+                i for i, (a, b) in enumerate(zip(head, movement.head, strict=True)) if a != b
             )
             self.deviate(
                 line,
-                column,
+                3 + index + (index >= 18),
                 f"positions 3-40 différentes de celles du mouvement (ligne {movement.line})",
             )
         self.blank(line, record, 41, 45)

@@ -162,7 +162,7 @@ class _Renderer:
             entry = entry.zfill(7) if entry.isdigit() else f"{entry:<7}"
         else:
             entry = f"{seq % 10_000_000:07d}"
-        internal = m.internal_code
+        internal = m.internal_code.upper()
         if internal and (len(internal) > 4 or not _is_alnum(internal)):
             raise CfonbWriteError(f"bank internal code must be 1-4 letters or digits: {internal!r}")
         reject = m.reject_code
