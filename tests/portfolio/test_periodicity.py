@@ -41,8 +41,15 @@ def oracle(schedule: Schedule, date: dt.date) -> bool:
     tomorrow = date + dt.timedelta(days=1)
     is_last_day = tomorrow.month != date.month
     french_weekday = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"]
-    annexe_days = {"dimanche": 1, "lundi": 2, "mardi": 3, "mercredi": 4, "jeudi": 5,
-                   "vendredi": 6, "samedi": 7}
+    annexe_days = {
+        "dimanche": 1,
+        "lundi": 2,
+        "mardi": 3,
+        "mercredi": 4,
+        "jeudi": 5,
+        "vendredi": 6,
+        "samedi": 7,
+    }
     kind = schedule.periodicity
     if kind is Periodicity.JOURNALIERE:
         return True
@@ -50,8 +57,12 @@ def oracle(schedule: Schedule, date: dt.date) -> bool:
         return annexe_days[french_weekday[date.weekday()]] == schedule.day
     months = {
         Periodicity.MENSUELLE: set(range(1, 13)),
-        Periodicity.TRIMESTRIELLE: {schedule.month, (schedule.month or 0) + 3,
-                                    (schedule.month or 0) + 6, (schedule.month or 0) + 9},
+        Periodicity.TRIMESTRIELLE: {
+            schedule.month,
+            (schedule.month or 0) + 3,
+            (schedule.month or 0) + 6,
+            (schedule.month or 0) + 9,
+        },
         Periodicity.SEMESTRIELLE: {schedule.month, (schedule.month or 0) + 6},
         Periodicity.ANNUELLE: {schedule.month},
     }[kind]
@@ -73,7 +84,9 @@ def test_schedule_count_covers_every_variant() -> None:
     assert len(ALL_SCHEDULES) == 1 + 7 + 29 + 87 + 174 + 372
 
 
-@pytest.mark.parametrize("schedule", ALL_SCHEDULES, ids=lambda s: f"{s.periodicity}-{s.month}-{s.day}")
+@pytest.mark.parametrize(
+    "schedule", ALL_SCHEDULES, ids=lambda s: f"{s.periodicity}-{s.month}-{s.day}"
+)
 def test_is_due_next_and_previous_match_the_oracle(schedule: Schedule) -> None:
     all_days = list(days())
     due = [d for d in all_days if oracle(schedule, d)]
