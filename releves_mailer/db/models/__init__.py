@@ -1,5 +1,32 @@
 """ORM models of every area; importing this package registers all tables on ``Base.metadata``."""
 
+from releves_mailer.db.models.collect import (
+    BankAccount,
+    BankConnection,
+    BankEvent,
+    BankEventKind,
+    BankTransaction,
+    BankTransactionVersion,
+    ConnectionState,
+    TransactionStatus,
+)
+from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
 from releves_mailer.db.models.portfolio import Periodicity, PortalAccount, ReceptionMode, Redevable
 
-__all__ = ["Periodicity", "PortalAccount", "ReceptionMode", "Redevable"]
+__all__ = [
+    "BankAccount",
+    "BankConnection",
+    "BankEvent",
+    "BankEventKind",
+    "BankTransaction",
+    "BankTransactionVersion",
+    "ConnectionState",
+    "MailFolder",
+    "MailMessage",
+    "MailSubscription",
+    "Periodicity",
+    "PortalAccount",
+    "ReceptionMode",
+    "Redevable",
+    "TransactionStatus",
+]

@@ -1,0 +1,1 @@
+"""Mailboxes: the message store, delivery into boxes, and the IMAP server."""

@@ -1,0 +1,200 @@
+"""IMAP listeners (plain with STARTTLS, and implicit TLS) inside the daemon's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import logging
+import ssl
+from collections import defaultdict, deque
+from contextlib import AsyncExitStack
+
+from releves_mailer.clock import Clock
+from releves_mailer.config import ImapSection
+from releves_mailer.interfaces import Authenticator
+from releves_mailer.mailbox.contracts import MailStore
+from releves_mailer.mailbox.imap.session import ImapSession
+
+__all__ = ["ImapServer", "LoginThrottle"]
+
+_log = logging.getLogger(__name__)
+
+
+class LoginThrottle:
+    """Counts failed logins per client address and per login over a sliding window.
+
+    Past ``max_failures`` in ``window``, logins from that address (or for that login) are
+    refused without checking the password, until old failures leave the window.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_failures: int = 10,
+        window: dt.timedelta = dt.timedelta(minutes=15),
+    ) -> None:
+        self.clock = clock
+        self.max_failures = max_failures
+        self.window = window
+        self._failures: dict[str, deque[dt.datetime]] = defaultdict(deque)
+
+    def _count(self, key: str) -> int:
+        entries = self._failures.get(key)
+        if not entries:
+            return 0
+        horizon = self.clock.now() - self.window
+        while entries and entries[0] < horizon:
+            entries.popleft()
+        if not entries:
+            del self._failures[key]
+            return 0
+        return len(entries)
+
+    def blocked(self, address: str, login: str) -> bool:
+        return (
+            self._count("ip:" + address) >= self.max_failures
+            or self._count("login:" + login.lower()) >= self.max_failures
+        )
+
+    def failed(self, address: str, login: str) -> None:
+        now = self.clock.now()
+        self._failures["ip:" + address].append(now)
+        self._failures["login:" + login.lower()].append(now)
+
+
+class ImapServer:
+    """The IMAP service: a plain listener (STARTTLS) and an IMAPS listener.
+
+    Args:
+        config: the ``[imap]`` section; port 0 binds a free port (see ``port``/``tls_port``).
+        store: the message store.
+        authenticator: checks credentials, gives the canonical address.
+        ssl_context: server TLS context; ``None`` disables STARTTLS and the IMAPS port.
+        clock: time source for throttling windows.
+        failure_delay: seconds to wait before answering a failed login.
+        poll_interval: seconds between checks for changes made by other processes while a
+            client idles.
+    """
+
+    def __init__(
+        self,
+        config: ImapSection,
+        store: MailStore,
+        authenticator: Authenticator,
+        ssl_context: ssl.SSLContext | None,
+        clock: Clock,
+        *,
+        failure_delay: float = 1.0,
+        poll_interval: float = 2.0,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.authenticator = authenticator
+        self.ssl_context = ssl_context
+        self.clock = clock
+        self.failure_delay = failure_delay
+        self.poll_interval = poll_interval
+        self.throttle = throttle or LoginThrottle(clock)
+        self.port: int | None = None
+        self.tls_port: int | None = None
+        self._servers: list[asyncio.Server] = []
+        self._sessions: set[ImapSession] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._per_login: dict[str, set[ImapSession]] = defaultdict(set)
+
+    @staticmethod
+    def is_loopback(host: str) -> bool:
+        try:
+            return ipaddress.ip_address(host.split("%")[0]).is_loopback
+        except ValueError:
+            return False
+
+    def register_login(self, session: ImapSession, address: str) -> bool:
+        sessions = self._per_login[address]
+        if len(sessions) >= self.config.max_connections_per_login:
+            return False
+        sessions.add(session)
+        return True
+
+    def forget(self, session: ImapSession) -> None:
+        self._sessions.discard(session)
+        if session.user is not None:
+            sessions = self._per_login.get(session.user)
+            if sessions is not None:
+                sessions.discard(session)
+                if not sessions:
+                    del self._per_login[session.user]
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool
+    ) -> None:
+        session = ImapSession(self, reader, writer, tls=tls)
+        self._sessions.add(session)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await session.run()
+        except Exception:
+            _log.exception("IMAP session crashed")
+        finally:
+            self.forget(session)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def start(self, stack: AsyncExitStack | None = None) -> None:
+        """Bind the listeners; with ``stack``, :meth:`stop` runs when it unwinds."""
+        limit = self.config.max_line_length + 1024
+
+        async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(reader, writer, tls=False)
+
+        async def secure(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(reader, writer, tls=True)
+
+        server = await asyncio.start_server(
+            plain, self.config.listen, self.config.port, limit=limit
+        )
+        self._servers.append(server)
+        self.port = server.sockets[0].getsockname()[1]
+        _log.info("IMAP listening on %s", _where(server))
+        if self.ssl_context is not None:
+            tls_server = await asyncio.start_server(
+                secure,
+                self.config.listen,
+                self.config.tls_port,
+                ssl=self.ssl_context,
+                limit=limit,
+                ssl_handshake_timeout=30,
+            )
+            self._servers.append(tls_server)
+            self.tls_port = tls_server.sockets[0].getsockname()[1]
+            _log.info("IMAPS listening on %s", _where(tls_server))
+        if stack is not None:
+            stack.push_async_callback(self.stop)
+
+    async def stop(self) -> None:
+        """Stop listening, say BYE to every session and wait for them to end."""
+        for server in self._servers:
+            server.close()
+        for session in list(self._sessions):
+            await session.shutdown()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=5)
+            for task in pending:
+                task.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+def _where(server: asyncio.Server) -> str:
+    return ", ".join(
+        "[{}]:{}".format(*sock.getsockname()[:2])
+        if ":" in str(sock.getsockname()[0])
+        else "{}:{}".format(*sock.getsockname()[:2])
+        for sock in server.sockets
+    )

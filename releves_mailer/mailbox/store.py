@@ -1,0 +1,702 @@
+"""Message store: folders and messages in the database, raw messages in content-addressed files.
+
+The only mailbox module that speaks SQL. Every change is one database transaction; the raw
+message file is written and fsynced before the row that points at it is committed, so a
+crash or a rollback can leave an orphan file but never a row without its file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from releves_mailer.clock import Clock
+from releves_mailer.db import Database
+from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
+from releves_mailer.mailbox.contracts import (
+    FetchColumn,
+    FolderChanges,
+    FolderExists,
+    FolderInfo,
+    MessageMeta,
+    MessageRecord,
+    NoSuchFolder,
+    StoreError,
+)
+from releves_mailer.mailbox.imap import mime
+
+__all__ = ["SYSTEM_FLAGS", "MessageStore", "canonical_flags"]
+
+_log = logging.getLogger(__name__)
+
+SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
+_SYSTEM_BY_LOWER = {flag.lower(): flag for flag in SYSTEM_FLAGS}
+_NOTIFY_KEY = "releves_mailer.mailbox.notify"
+_LISTENING_KEY = "releves_mailer.mailbox.listening"
+_PARSE_IN_THREAD = 256 * 1024
+_IN_CHUNK = 500
+DELIMITER = "/"
+
+
+def canonical_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    """Flags deduplicated (keywords case-insensitively), system flags first, sorted."""
+    seen: dict[str, str] = {}
+    for flag in flags:
+        if not flag or flag.lower() == "\\recent":
+            continue
+        flag = _SYSTEM_BY_LOWER.get(flag.lower(), flag)
+        seen.setdefault(flag.lower(), flag)
+    return tuple(sorted(seen.values(), key=lambda f: (not f.startswith("\\"), f.lower())))
+
+
+def _flags_of(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+def _folder_info(row: Any) -> FolderInfo:
+    return FolderInfo(
+        id=row.id,
+        name=row.name,
+        uidvalidity=row.uidvalidity,
+        uidnext=row.uidnext,
+        highestmodseq=row.highestmodseq,
+        expunge_modseq=row.expunge_modseq,
+        recent_uid=row.recent_uid,
+        special_use=row.special_use,
+    )
+
+
+def _chunks(items: Sequence[int], size: int = _IN_CHUNK) -> Iterable[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _Analysis:
+    """What delivery precomputes from a raw message, once."""
+
+    __slots__ = ("body", "bodystructure", "envelope", "header", "sent_date")
+
+    def __init__(self, raw: bytes) -> None:
+        part = mime.parse_message(raw)
+        self.header = part.header_bytes
+        self.envelope = mime.envelope(part)
+        self.bodystructure = mime.bodystructure(part, extended=True)
+        self.body = mime.bodystructure(part, extended=False)
+        self.sent_date = mime.parse_sent_date(part.header("date"))
+
+
+class MessageStore:
+    """Mailboxes of every local address; implements ``MessageSink`` and ``MailStore``.
+
+    Args:
+        database: the daemon's database (schema at head).
+        blob_dir: directory of the raw message files, e.g. ``<data_dir>/messages``.
+        clock: source of internal dates and UIDVALIDITY values.
+    """
+
+    def __init__(self, database: Database, blob_dir: Path, clock: Clock) -> None:
+        self.database = database
+        self.blob_dir = Path(blob_dir)
+        self.clock = clock
+        self._watchers: dict[int, set[asyncio.Event]] = defaultdict(set)
+        self._last_uidvalidity = 0
+
+    # region notification #################################################################
+
+    def watch(self, folder_id: int) -> asyncio.Event:
+        event = asyncio.Event()
+        self._watchers[folder_id].add(event)
+        return event
+
+    def unwatch(self, folder_id: int, event: asyncio.Event) -> None:
+        watchers = self._watchers.get(folder_id)
+        if watchers is not None:
+            watchers.discard(event)
+            if not watchers:
+                del self._watchers[folder_id]
+
+    def notify(self, folder_ids: Iterable[int]) -> None:
+        for folder_id in folder_ids:
+            for event in self._watchers.get(folder_id, ()):
+                event.set()
+
+    def _notify_after_commit(self, session: AsyncSession, folder_id: int) -> None:
+        pending: set[int] = session.info.setdefault(_NOTIFY_KEY, set())
+        pending.add(folder_id)
+        if session.info.get(_LISTENING_KEY):
+            return
+        session.info[_LISTENING_KEY] = True
+
+        def committed(sync_session: Session) -> None:
+            folders = set(sync_session.info.get(_NOTIFY_KEY, ()))
+            sync_session.info[_NOTIFY_KEY] = set()
+            self.notify(folders)
+
+        def rolled_back(sync_session: Session, _previous: object) -> None:
+            sync_session.info[_NOTIFY_KEY] = set()
+
+        sa_event.listen(session.sync_session, "after_commit", committed)
+        sa_event.listen(session.sync_session, "after_soft_rollback", rolled_back)
+
+    # endregion
+    # region blobs ########################################################################
+
+    def _blob_path(self, blob: str) -> Path:
+        return self.blob_dir / blob[:2] / blob[2:]
+
+    def _write_blob_sync(self, raw: bytes) -> str:
+        blob = hashlib.sha256(raw).hexdigest()
+        path = self._blob_path(blob)
+        if path.exists():
+            return blob
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{id(raw)}.tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return blob
+
+    async def read_blob(self, blob: str) -> bytes:
+        return await asyncio.to_thread(self._blob_path(blob).read_bytes)
+
+    async def read_blobs(self, blobs: Sequence[str]) -> list[bytes]:
+        paths = [self._blob_path(blob) for blob in blobs]
+        return await asyncio.to_thread(lambda: [path.read_bytes() for path in paths])
+
+    async def _prepare(self, raw: bytes) -> tuple[str, _Analysis]:
+        if len(raw) > _PARSE_IN_THREAD:
+            analysis = await asyncio.to_thread(_Analysis, raw)
+        else:
+            analysis = _Analysis(raw)
+        blob = await asyncio.to_thread(self._write_blob_sync, raw)
+        return blob, analysis
+
+    # endregion
+    # region delivery (MessageSink) #######################################################
+
+    async def deliver(
+        self,
+        session: AsyncSession,
+        address: str,
+        raw: bytes,
+        *,
+        folder: str = "INBOX",
+        flags: Sequence[str] = (),
+        internal_date: dt.datetime | None = None,
+    ) -> int:
+        """Store ``raw`` in ``folder`` of ``address`` inside the caller's transaction.
+
+        The folder is created when missing. Watchers hear of it once the caller commits.
+        """
+        owner = address.strip().lower()
+        if folder.upper() == "INBOX":
+            folder = "INBOX"
+        blob, analysis = await self._prepare(raw)
+        info = await self._get_folder(session, owner, folder)
+        if info is None:
+            info = await self._create_folder(session, owner, folder)
+        _, uid = await self._insert(session, info.id, raw, blob, analysis, flags, internal_date)
+        return uid
+
+    async def deliver_now(
+        self,
+        address: str,
+        raw: bytes,
+        *,
+        folder: str = "INBOX",
+        flags: Sequence[str] = (),
+        internal_date: dt.datetime | None = None,
+    ) -> int:
+        """:meth:`deliver` in a transaction of its own."""
+        async with self.database.session() as session:
+            return await self.deliver(
+                session, address, raw, folder=folder, flags=flags, internal_date=internal_date
+            )
+
+    async def _bump(
+        self, session: AsyncSession, folder_id: int, *, uids: int = 0, expunge: bool = False
+    ) -> tuple[int, int]:
+        """Take ``uids`` new UIDs and one new MODSEQ; returns (first uid, modseq)."""
+        values: dict[str, Any] = {"highestmodseq": MailFolder.highestmodseq + 1}
+        if uids:
+            values["uidnext"] = MailFolder.uidnext + uids
+        if expunge:
+            values["expunge_modseq"] = MailFolder.highestmodseq + 1
+        row = (
+            await session.execute(
+                update(MailFolder)
+                .where(MailFolder.id == folder_id)
+                .values(**values)
+                .returning(MailFolder.uidnext, MailFolder.highestmodseq)
+            )
+        ).one_or_none()
+        if row is None:
+            raise NoSuchFolder("Mailbox does not exist")
+        self._notify_after_commit(session, folder_id)
+        return row.uidnext - uids, row.highestmodseq
+
+    async def _insert(
+        self,
+        session: AsyncSession,
+        folder_id: int,
+        raw: bytes,
+        blob: str,
+        analysis: _Analysis,
+        flags: Sequence[str],
+        internal_date: dt.datetime | None,
+    ) -> tuple[int, int]:
+        uid, modseq = await self._bump(session, folder_id, uids=1)
+        when = (internal_date or self.clock.now()).astimezone(dt.UTC).replace(microsecond=0)
+        await session.execute(
+            insert(MailMessage).values(
+                folder_id=folder_id,
+                uid=uid,
+                modseq=modseq,
+                flags=" ".join(canonical_flags(flags)),
+                internal_date=when,
+                size=len(raw),
+                blob=blob,
+                header=analysis.header,
+                envelope=analysis.envelope,
+                bodystructure=analysis.bodystructure,
+                body=analysis.body,
+                sent_date=analysis.sent_date,
+            )
+        )
+        return modseq, uid
+
+    async def append(
+        self,
+        folder_id: int,
+        raw: bytes,
+        flags: Sequence[str],
+        internal_date: dt.datetime | None,
+    ) -> tuple[int, int]:
+        blob, analysis = await self._prepare(raw)
+        async with self.database.session() as session:
+            info = await self._folder_by_id(session, folder_id)
+            if info is None:
+                raise NoSuchFolder("Mailbox does not exist")
+            _, uid = await self._insert(
+                session, folder_id, raw, blob, analysis, flags, internal_date
+            )
+            return info.uidvalidity, uid
+
+    # endregion
+    # region folders ######################################################################
+
+    async def _get_folder(self, session: AsyncSession, owner: str, name: str) -> FolderInfo | None:
+        row = (
+            await session.execute(
+                select(MailFolder).where(MailFolder.owner == owner, MailFolder.name == name)
+            )
+        ).scalar_one_or_none()
+        return None if row is None else _folder_info(row)
+
+    async def _folder_by_id(self, session: AsyncSession, folder_id: int) -> FolderInfo | None:
+        row = await session.get(MailFolder, folder_id)
+        return None if row is None else _folder_info(row)
+
+    def _new_uidvalidity(self) -> int:
+        # Strictly increasing in this process, so a mailbox deleted and created again within
+        # one second still gets a new UIDVALIDITY (RFC 3501 section 2.3.1.1).
+        value = max(int(self.clock.now().timestamp()), self._last_uidvalidity + 1)
+        value = min(value, 0xFFFFFFFF)
+        self._last_uidvalidity = value
+        return value
+
+    async def _create_folder(
+        self, session: AsyncSession, owner: str, name: str, special_use: str = ""
+    ) -> FolderInfo:
+        parts = name.split(DELIMITER)
+        for depth in range(1, len(parts)):
+            parent = DELIMITER.join(parts[:depth])
+            if parent and await self._get_folder(session, owner, parent) is None:
+                await self._add_folder(session, owner, parent, "")
+        return await self._add_folder(session, owner, name, special_use)
+
+    async def _add_folder(
+        self, session: AsyncSession, owner: str, name: str, special_use: str
+    ) -> FolderInfo:
+        row = MailFolder(
+            owner=owner,
+            name=name,
+            uidvalidity=self._new_uidvalidity(),
+            uidnext=1,
+            highestmodseq=1,
+            expunge_modseq=0,
+            recent_uid=1,
+            special_use=special_use,
+            created_at=self.clock.now(),
+        )
+        session.add(row)
+        await session.flush()
+        return _folder_info(row)
+
+    async def ensure_inbox(self, owner: str) -> None:
+        async with self.database.session() as session:
+            if await self._get_folder(session, owner, "INBOX") is None:
+                await self._add_folder(session, owner, "INBOX", "")
+
+    async def list_folders(self, owner: str) -> list[FolderInfo]:
+        async with self.database.session() as session:
+            rows = (
+                await session.execute(
+                    select(MailFolder).where(MailFolder.owner == owner).order_by(MailFolder.name)
+                )
+            ).scalars()
+            return [_folder_info(row) for row in rows]
+
+    async def get_folder(self, owner: str, name: str) -> FolderInfo | None:
+        async with self.database.session() as session:
+            return await self._get_folder(session, owner, name)
+
+    async def create_folder(self, owner: str, name: str, special_use: str = "") -> FolderInfo:
+        async with self.database.session() as session:
+            if await self._get_folder(session, owner, name) is not None:
+                raise FolderExists("Mailbox already exists")
+            return await self._create_folder(session, owner, name, special_use)
+
+    async def delete_folder(self, owner: str, name: str) -> None:
+        if name == "INBOX":
+            raise StoreError("INBOX cannot be deleted")
+        async with self.database.session() as session:
+            info = await self._get_folder(session, owner, name)
+            if info is None:
+                raise NoSuchFolder("Mailbox does not exist")
+            await session.execute(delete(MailMessage).where(MailMessage.folder_id == info.id))
+            await session.execute(delete(MailFolder).where(MailFolder.id == info.id))
+            self._notify_after_commit(session, info.id)
+
+    async def rename_folder(self, owner: str, old: str, new: str) -> None:
+        async with self.database.session() as session:
+            info = await self._get_folder(session, owner, old)
+            if info is None:
+                raise NoSuchFolder("Mailbox does not exist")
+            if await self._get_folder(session, owner, new) is not None:
+                raise FolderExists("Target mailbox already exists")
+            if new.startswith(old + DELIMITER):
+                raise StoreError("Cannot move a mailbox under itself")
+            parts = new.split(DELIMITER)
+            for depth in range(1, len(parts)):
+                parent = DELIMITER.join(parts[:depth])
+                if parent and await self._get_folder(session, owner, parent) is None:
+                    await self._add_folder(session, owner, parent, "")
+            await session.execute(
+                update(MailFolder).where(MailFolder.id == info.id).values(name=new)
+            )
+            self._notify_after_commit(session, info.id)
+            if old == "INBOX":
+                # RFC 3501 6.3.5: the messages move, INBOX stays (empty, fresh UIDVALIDITY).
+                await self._add_folder(session, owner, "INBOX", "")
+                return
+            children = (
+                await session.execute(
+                    select(MailFolder.id, MailFolder.name).where(
+                        MailFolder.owner == owner,
+                        MailFolder.name.startswith(old + DELIMITER, autoescape=True),
+                    )
+                )
+            ).all()
+            for child_id, child_name in children:
+                await session.execute(
+                    update(MailFolder)
+                    .where(MailFolder.id == child_id)
+                    .values(name=new + child_name[len(old) :])
+                )
+
+    async def subscriptions(self, owner: str) -> list[str]:
+        async with self.database.session() as session:
+            rows = await session.execute(
+                select(MailSubscription.name).where(MailSubscription.owner == owner)
+            )
+            return sorted(name for (name,) in rows)
+
+    async def set_subscribed(self, owner: str, name: str, subscribed: bool) -> None:
+        async with self.database.session() as session:
+            existing = (
+                await session.execute(
+                    select(MailSubscription.id).where(
+                        MailSubscription.owner == owner, MailSubscription.name == name
+                    )
+                )
+            ).scalar_one_or_none()
+            if subscribed and existing is None:
+                session.add(MailSubscription(owner=owner, name=name))
+            elif not subscribed and existing is not None:
+                await session.execute(
+                    delete(MailSubscription).where(MailSubscription.id == existing)
+                )
+
+    async def folder_counts(self, folder_id: int) -> tuple[int, int, int]:
+        async with self.database.session() as session:
+            info = await self._folder_by_id(session, folder_id)
+            if info is None:
+                raise NoSuchFolder("Mailbox does not exist")
+            rows = (
+                await session.execute(
+                    select(MailMessage.uid, MailMessage.flags).where(
+                        MailMessage.folder_id == folder_id
+                    )
+                )
+            ).all()
+        unseen = sum(1 for _, flags in rows if "\\Seen" not in _flags_of(flags))
+        recent = sum(1 for uid, _ in rows if uid >= info.recent_uid)
+        return len(rows), unseen, recent
+
+    # endregion
+    # region selected-folder views ########################################################
+
+    async def load_view(self, folder_id: int) -> tuple[FolderInfo, list[MessageMeta]]:
+        async with self.database.session() as session:
+            info = await self._folder_by_id(session, folder_id)
+            if info is None:
+                raise NoSuchFolder("Mailbox does not exist")
+            rows = (
+                await session.execute(
+                    select(MailMessage.uid, MailMessage.flags, MailMessage.modseq)
+                    .where(MailMessage.folder_id == folder_id)
+                    .order_by(MailMessage.uid)
+                )
+            ).all()
+        return info, [MessageMeta(uid, _flags_of(flags), modseq) for uid, flags, modseq in rows]
+
+    async def folder_head(self, folder_id: int) -> tuple[int, int] | None:
+        async with self.database.sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(MailFolder.highestmodseq, MailFolder.uidnext).where(
+                        MailFolder.id == folder_id
+                    )
+                )
+            ).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None:
+        async with self.database.session() as session:
+            info = await self._folder_by_id(session, folder_id)
+            if info is None:
+                return None
+            if info.highestmodseq <= since_modseq:
+                return FolderChanges(info, [], None)
+            rows = (
+                await session.execute(
+                    select(MailMessage.uid, MailMessage.flags, MailMessage.modseq)
+                    .where(MailMessage.folder_id == folder_id, MailMessage.modseq > since_modseq)
+                    .order_by(MailMessage.uid)
+                )
+            ).all()
+            all_uids: list[int] | None = None
+            if info.expunge_modseq > since_modseq:
+                all_uids = list(
+                    (
+                        await session.execute(
+                            select(MailMessage.uid)
+                            .where(MailMessage.folder_id == folder_id)
+                            .order_by(MailMessage.uid)
+                        )
+                    ).scalars()
+                )
+        changed = [MessageMeta(uid, _flags_of(flags), modseq) for uid, flags, modseq in rows]
+        return FolderChanges(info, changed, all_uids)
+
+    async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:
+        async with self.database.session() as session:
+            info = await self._folder_by_id(session, folder_id)
+            if info is None or info.recent_uid >= info.uidnext:
+                return None
+            result = await session.execute(
+                update(MailFolder)
+                .where(MailFolder.id == folder_id, MailFolder.recent_uid == info.recent_uid)
+                .values(recent_uid=info.uidnext)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                return None
+            return info.recent_uid, info.uidnext
+
+    # endregion
+    # region messages #####################################################################
+
+    async def fetch_records(
+        self, folder_id: int, uids: Sequence[int], columns: Iterable[FetchColumn]
+    ) -> list[MessageRecord]:
+        wanted = sorted(set(columns) - {"uid"})
+        selected = [MailMessage.uid] + [getattr(MailMessage, name) for name in wanted]
+        if not uids:
+            return []
+        ordered = sorted(uids)
+        records: list[MessageRecord] = []
+        async with self.database.session() as session:
+            # A contiguous UID range is one indexed range scan, not a long IN list.
+            if ordered[-1] - ordered[0] + 1 <= len(ordered) * 2:
+                condition = and_(MailMessage.uid >= ordered[0], MailMessage.uid <= ordered[-1])
+                batches: list[Any] = [condition]
+                keep: set[int] | None = set(ordered)
+            else:
+                batches = [MailMessage.uid.in_(list(chunk)) for chunk in _chunks(ordered)]
+                keep = None
+            for condition in batches:
+                result = await session.execute(
+                    select(*selected)
+                    .where(MailMessage.folder_id == folder_id, condition)
+                    .order_by(MailMessage.uid)
+                )
+                for row in result:
+                    if keep is not None and row[0] not in keep:
+                        continue
+                    record = MessageRecord(uid=row[0])
+                    for index, name in enumerate(wanted, 1):
+                        value = row[index]
+                        if name == "flags":
+                            value = _flags_of(value)
+                        setattr(record, name, value)
+                    records.append(record)
+        return records
+
+    async def store_flags(
+        self,
+        folder_id: int,
+        uids: Sequence[int],
+        mode: Literal["set", "add", "remove"],
+        flags: Sequence[str],
+        unchanged_since: int | None = None,
+    ) -> tuple[list[MessageMeta], list[int]]:
+        given = canonical_flags(flags)
+        given_lower = {f.lower() for f in given}
+        changed: list[tuple[int, str]] = []
+        failed: list[int] = []
+        unchanged: list[MessageMeta] = []
+        async with self.database.session() as session:
+            rows: list[Any] = []
+            for chunk in _chunks(sorted(uids)):
+                rows += (
+                    await session.execute(
+                        select(MailMessage.uid, MailMessage.flags, MailMessage.modseq).where(
+                            MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
+                        )
+                    )
+                ).all()
+            for uid, text, modseq in rows:
+                if unchanged_since is not None and modseq > unchanged_since:
+                    failed.append(uid)
+                    continue
+                current = _flags_of(text)
+                if mode == "set":
+                    new = given
+                elif mode == "add":
+                    new = canonical_flags((*current, *given))
+                else:
+                    new = tuple(f for f in current if f.lower() not in given_lower)
+                if new != current:
+                    changed.append((uid, " ".join(new)))
+                else:
+                    unchanged.append(MessageMeta(uid, current, modseq))
+            if not changed:
+                return [], sorted(failed)
+            _, modseq = await self._bump(session, folder_id)
+            table = MailMessage.__table__
+            assert isinstance(table, Table)
+            await session.execute(
+                update(table)
+                .where(
+                    table.c.folder_id == bindparam("f_id"),
+                    table.c.uid == bindparam("f_uid"),
+                )
+                .values(flags=bindparam("f_flags"), modseq=modseq),
+                [{"f_id": folder_id, "f_uid": uid, "f_flags": text} for uid, text in changed],
+            )
+        metas = [MessageMeta(uid, _flags_of(text), modseq) for uid, text in changed]
+        return sorted(metas, key=lambda m: m.uid), sorted(failed)
+
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        async with self.database.session() as session:
+            query = select(MailMessage.uid, MailMessage.flags).where(
+                MailMessage.folder_id == folder_id
+            )
+            rows = (await session.execute(query)).all()
+            allowed = None if uids is None else set(uids)
+            gone = sorted(
+                uid
+                for uid, flags in rows
+                if "\\Deleted" in _flags_of(flags) and (allowed is None or uid in allowed)
+            )
+            if not gone:
+                return []
+            await self._bump(session, folder_id, expunge=True)
+            for chunk in _chunks(gone):
+                await session.execute(
+                    delete(MailMessage).where(
+                        MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
+                    )
+                )
+        return gone
+
+    async def copy(
+        self, folder_id: int, uids: Sequence[int], target_id: int, *, move: bool = False
+    ) -> tuple[int, list[tuple[int, int]]]:
+        columns = [
+            "flags",
+            "internal_date",
+            "size",
+            "blob",
+            "header",
+            "envelope",
+            "bodystructure",
+            "body",
+            "sent_date",
+        ]
+        async with self.database.session() as session:
+            target = await self._folder_by_id(session, target_id)
+            if target is None:
+                raise NoSuchFolder("[TRYCREATE] Target mailbox does not exist")
+            rows: list[Any] = []
+            for chunk in _chunks(sorted(uids)):
+                rows += (
+                    await session.execute(
+                        select(MailMessage.uid, *[getattr(MailMessage, c) for c in columns])
+                        .where(MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk)))
+                        .order_by(MailMessage.uid)
+                    )
+                ).all()
+            if not rows:
+                return target.uidvalidity, []
+            first, modseq = await self._bump(session, target_id, uids=len(rows))
+            mapping: list[tuple[int, int]] = []
+            values = []
+            for offset, row in enumerate(rows):
+                mapping.append((row.uid, first + offset))
+                item = {c: getattr(row, c) for c in columns}
+                item.update(folder_id=target_id, uid=first + offset, modseq=modseq)
+                values.append(item)
+            await session.execute(insert(MailMessage), values)
+            if move:
+                await self._bump(session, folder_id, expunge=True)
+                moved = [old for old, _ in mapping]
+                for chunk in _chunks(moved):
+                    await session.execute(
+                        delete(MailMessage).where(
+                            MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
+                        )
+                    )
+        return target.uidvalidity, mapping
+
+    # endregion
