@@ -21,6 +21,13 @@ from releves_mailer.db.migrate import upgrade
 POSTGRES_URL_VARIABLE = "RELEVES_MAILER_TEST_DATABASE_URL"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the database, so that a PostgreSQL run can select them."""
+    for item in items:
+        if "database" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
 def database_url_for_tests(tmp_path: Path) -> str:
     return os.environ.get(POSTGRES_URL_VARIABLE) or f"sqlite+aiosqlite:///{tmp_path}/test.sqlite3"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -93,7 +94,7 @@ def test_is_due_next_and_previous_match_the_oracle(schedule: Schedule) -> None:
     assert [d for d in all_days if schedule.is_due(d)] == due
     assert due, "every schedule is due at least once in eight years"
     # next_due(d) is the first due date strictly after d; previous_due the last strictly before.
-    for earlier, later in zip(due, due[1:], strict=False):
+    for earlier, later in itertools.pairwise(due):
         assert schedule.next_due(earlier) == later
         assert schedule.previous_due(later) == earlier
         middle = earlier + (later - earlier) // 2
