@@ -1,0 +1,1 @@
+"""Collection of bank data: provider contract, test bank, incremental sync of connections."""

@@ -1,0 +1,18 @@
+"""The test bank ("Connecteur de test"): a deterministic simulated bank, also the demo bank."""
+
+from releves_mailer.collect.testbank.bank import BANK_CODE, BIC, TestBank, TestBankToken
+from releves_mailer.collect.testbank.schedule import (
+    ScheduledError,
+    parse_error_schedule,
+    parse_scheduled_error,
+)
+
+__all__ = [
+    "BANK_CODE",
+    "BIC",
+    "ScheduledError",
+    "TestBank",
+    "TestBankToken",
+    "parse_error_schedule",
+    "parse_scheduled_error",
+]
