@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -353,9 +354,12 @@ class MessageStore:
         return _folder_info(row)
 
     async def ensure_inbox(self, owner: str) -> None:
-        async with self.database.session() as session:
-            if await self._get_folder(session, owner, "INBOX") is None:
-                await self._add_folder(session, owner, "INBOX", "")
+        try:
+            async with self.database.session() as session:
+                if await self._get_folder(session, owner, "INBOX") is None:
+                    await self._add_folder(session, owner, "INBOX", "")
+        except IntegrityError:
+            pass  # another connection of the same user created it first
 
     async def list_folders(self, owner: str) -> list[FolderInfo]:
         async with self.database.session() as session:

@@ -66,7 +66,8 @@ class MailMessage(Base):
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     bodystructure: Mapped[bytes] = mapped_column(LargeBinary)
     body: Mapped[bytes] = mapped_column(LargeBinary)
-    #: Date header as UTC (SENTBEFORE/SENTON/SENTSINCE), NULL when absent or unreadable.
+    #: Date header's wall-clock time in the sender's zone, labelled UTC (SENT* searches
+    #: ignore zones); NULL when absent or unreadable.
     sent_date: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 

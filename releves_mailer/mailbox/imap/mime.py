@@ -233,6 +233,7 @@ def _tokens(value: bytes) -> list[tuple[str, bytes]]:
             pos += 1
         elif char == ord("("):
             depth = 0
+            comment_start = pos
             while pos < length:
                 if value[pos] == ord("\\"):
                     pos += 2
@@ -245,6 +246,7 @@ def _tokens(value: bytes) -> list[tuple[str, bytes]]:
                         pos += 1
                         break
                 pos += 1
+            tokens.append(("c", value[comment_start + 1 : pos - 1].strip()))
         elif char == ord('"'):
             pos += 1
             out = bytearray()
@@ -275,6 +277,8 @@ def _addr_spec(tokens: list[tuple[str, bytes]]) -> tuple[bytes | None, bytes | N
     target = local
     seen_at = False
     for kind, text in tokens:
+        if kind == "c":
+            continue
         if kind == "s" and text == b"@" and not seen_at:
             seen_at = True
             target = domain
@@ -289,7 +293,7 @@ def _addr_spec(tokens: list[tuple[str, bytes]]) -> tuple[bytes | None, bytes | N
 
 
 def _phrase(tokens: list[tuple[str, bytes]]) -> bytes | None:
-    words = [text for _, text in tokens]
+    words = [text for kind, text in tokens if kind != "c"]
     if not words:
         return None
     out = bytearray()
@@ -340,7 +344,10 @@ def parse_addresses(value: bytes) -> list[Address]:
         if collected:
             mailbox, host = _addr_spec(collected)
             if mailbox is not None or host is not None:
-                result.append((None, None, mailbox, host))
+                # Old style "user@domain (Real Name)": the comment is the display name.
+                comments = [text for kind, text in collected if kind == "c" and text]
+                name = comments[-1] if comments else None
+                result.append((name, None, mailbox, host))
         if stop == b";" and in_group:
             in_group = False
             result.append((None, None, None, None))
@@ -483,18 +490,18 @@ def header_fields(header: bytes, names: set[bytes], exclude: bool) -> bytes:
 
 
 def parse_sent_date(value: bytes | None) -> dt.datetime | None:
+    """The Date header's wall-clock time in the sender's own zone, labelled UTC.
+
+    SENTBEFORE/SENTON/SENTSINCE compare dates "disregarding time and timezone"
+    (RFC 3501 6.4.4), so the sender's calendar date is what must be kept.
+    """
     if value is None:
         return None
     try:
         parsed = email.utils.parsedate_to_datetime(value.decode("latin-1"))
     except (ValueError, TypeError, IndexError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    try:
-        return parsed.astimezone(dt.UTC)
-    except (ValueError, OverflowError):
-        return None
+    return parsed.replace(tzinfo=dt.UTC)
 
 
 def section_bytes(

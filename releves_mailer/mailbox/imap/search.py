@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
+from releves_mailer.mailbox.imap.mime import parse_addresses
 from releves_mailer.mailbox.imap.parser import ParseError, Parser, SequenceSet
 
 __all__ = [
@@ -167,6 +168,18 @@ def _header_values(header: bytes, name: str) -> list[bytes]:
     return values
 
 
+def _addresses_text(value: bytes) -> str:
+    out = []
+    for name, _route, mailbox, host in parse_addresses(value):
+        if mailbox is None and host is None:
+            continue
+        shown = decode_header_text(name) if name else ""
+        local = (mailbox or b"").decode("utf-8", "replace")
+        domain = (host or b"").decode("utf-8", "replace")
+        out.append(f"{shown} <{local}@{domain}>" if domain else f"{shown} {local}")
+    return ", ".join(out).casefold()
+
+
 @dataclass(slots=True)
 class MessageContext:
     """One message as the evaluator sees it."""
@@ -275,7 +288,12 @@ def matches(key: Key, ctx: MessageContext) -> bool:
             return False
         if not needle:
             return True
-        return any(needle in decode_header_text(value).casefold() for value in values)
+        if any(needle in decode_header_text(value).casefold() for value in values):
+            return True
+        if name in _HEADER_KEYS and name != "SUBJECT":
+            # Also match the normalised "name <mailbox@host>" form, like Dovecot.
+            return any(needle in _addresses_text(value) for value in values)
+        return False
     if name in ("BODY", "TEXT"):
         needle = str(key.args[0]).casefold()
         header, body = ctx.text()

@@ -560,6 +560,10 @@ class ImapSession:
                 low, high = claimed
                 start = bisect.bisect_left(view.uids, low)
                 view.recent = {u for u in view.uids[start:] if u < high}
+        else:
+            # EXAMINE shows \Recent without taking it from the next SELECT.
+            start = bisect.bisect_left(view.uids, info.recent_uid)
+            view.recent = set(view.uids[start:])
         self.view = view
         self.state = State.SELECTED
         self._send_flags(view)
@@ -1207,7 +1211,6 @@ class ImapSession:
                     )
                     for meta in updated:
                         view.meta[meta.uid] = meta
-                        view.modseq = max(view.modseq, meta.modseq)
                     newly_seen = {m.uid for m in updated}
             for uid in batch:
                 if uid not in view.meta:
@@ -1327,7 +1330,6 @@ class ImapSession:
         changed = set()
         for meta in updated:
             view.meta[meta.uid] = meta
-            view.modseq = max(view.modseq, meta.modseq)
             changed.add(meta.uid)
         new_keywords = {f for m in updated for f in m.flags if not f.startswith("\\")}
         if new_keywords - view.keywords:

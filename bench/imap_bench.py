@@ -1,0 +1,424 @@
+"""IMAP benchmark: our server against a private Dovecot over the same 10,000 statement mails.
+
+Usage::
+
+    .venv/bin/python bench/imap_bench.py [--count 10000] [--clients 50] [--repeat 3]
+    .venv/bin/python bench/imap_bench.py --serve --data DIR --port 1143   # for imaptest
+
+The data set is statement-like mails of about 4 KB (a short French text body and one
+base64 CFONB attachment) with internal dates spread over 400 days. Our server runs in a
+child process (so that client and server do not share a GIL); Dovecot, when Debian's
+``dovecot-imapd`` is installed, runs privately on a high loopback port over a Maildir with the
+same messages and the same internal dates. Both get one warm-up pass before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import imaplib
+import os
+import pwd
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from releves_mailer.clock import SystemClock  # noqa: E402
+from releves_mailer.config import ImapSection  # noqa: E402
+from releves_mailer.db import Database  # noqa: E402
+from releves_mailer.db.migrate import upgrade  # noqa: E402
+from releves_mailer.mailbox.imap.server import ImapServer  # noqa: E402
+from releves_mailer.mailbox.store import MessageStore  # noqa: E402
+
+USER = "bench"
+PASSWORD = "pass"
+DOMAIN = "bench.test"
+START = dt.datetime(2025, 1, 1, 8, 0, tzinfo=dt.UTC)
+SINCE = "1-Jan-2026"
+
+
+class AnyUser:
+    """Accepts any login with the password ``pass`` (bench and imaptest only)."""
+
+    async def authenticate(self, username: str, password: str) -> str | None:
+        if password != PASSWORD or not username:
+            return None
+        name = username.lower()
+        return name if "@" in name else f"{name}@{DOMAIN}"
+
+    async def is_local_address(self, address: str) -> bool:
+        return True
+
+
+def statement_mail(index: int, rng: random.Random) -> tuple[bytes, dt.datetime]:
+    when = START + dt.timedelta(minutes=index * 58)
+    lines = []
+    for line_no in range(24):
+        amount = rng.randint(100, 999999)
+        lines.append(
+            f"0430004{index:05d}EUR2 {line_no:011d}{when:%d%m%y}  VIR SEPA {amount:013d}"[:120]
+        )
+    cfonb = ("\r\n".join(lines) + "\r\n").encode()
+    attachment = base64.encodebytes(cfonb).decode().replace("\n", "\r\n")
+    date = when.strftime("%a, %d %b %Y %H:%M:%S +0000")
+    raw = (
+        f"From: Portail <portail@{DOMAIN}>\r\n"
+        f"Reply-To: noreply@{DOMAIN}\r\n"
+        f"To: {USER}@{DOMAIN}\r\n"
+        f"Subject: Relevé QUOTIDIEN du compte bancaire Société {index % 97} - Compte {index}\r\n"
+        f"Date: {date}\r\n"
+        f"Message-ID: <stmt-{index}@{DOMAIN}>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="=_b"\r\n'
+        "\r\n"
+        "--=_b\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"
+        "Bonjour,\r\n\r\nVeuillez trouver ci-joint le relevé du compte "
+        f"FR76 3000 4000 0500 0000 {index:07d} 42.\r\n\r\nCordialement,\r\nLe portail\r\n"
+        "--=_b\r\n"
+        f'Content-Type: application/octet-stream; name="releve_{index}.cfonb"\r\n'
+        f'Content-Disposition: attachment; filename="releve_{index}.cfonb"\r\n'
+        "Content-Transfer-Encoding: base64\r\n"
+        "\r\n"
+        f"{attachment}"
+        "--=_b--\r\n"
+    ).encode()
+    return raw, when
+
+
+def make_mails(count: int) -> list[tuple[bytes, dt.datetime]]:
+    rng = random.Random(42)
+    return [statement_mail(index, rng) for index in range(count)]
+
+
+# region our server ###########################################################################
+
+
+def database_url(data: Path) -> str:
+    return os.environ.get("RELEVES_MAILER_BENCH_DATABASE_URL") or (
+        f"sqlite+aiosqlite:///{data}/bench.sqlite3"
+    )
+
+
+async def populate(data: Path, mails: list[tuple[bytes, dt.datetime]]) -> None:
+    database = Database(database_url(data))
+    await upgrade(database)
+    store = MessageStore(database, data / "messages", SystemClock())
+    address = f"{USER}@{DOMAIN}"
+    for start in range(0, len(mails), 500):
+        async with database.session() as session:
+            for raw, when in mails[start : start + 500]:
+                await store.deliver(session, address, raw, internal_date=when)
+    await database.dispose()
+
+
+async def serve(data: Path, port: int, ready: Path | None = None) -> None:
+    database = Database(database_url(data))
+    await upgrade(database)
+    store = MessageStore(database, data / "messages", SystemClock())
+    config = ImapSection(
+        listen="127.0.0.1",
+        port=port,
+        tls_port=0,
+        max_connections_per_login=1000,
+        max_literal_size=64 * 1024 * 1024,
+    )
+    server = ImapServer(config, store, AnyUser(), None, SystemClock(), failure_delay=0.0)
+    await server.start()
+    if ready is not None:
+        ready.write_text(str(server.port))  # noqa: ASYNC240  (tiny, once)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    await server.stop()
+    await database.dispose()
+
+
+def start_ours(data: Path) -> tuple[subprocess.Popen[bytes], int]:
+    ready = data / "port"
+    ready.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            "--data",
+            str(data),
+            "--port",
+            "0",
+            "--ready",
+            str(ready),
+        ]
+    )
+    for _ in range(600):
+        if ready.exists() and ready.read_text():
+            return process, int(ready.read_text())
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("our server did not start")
+
+
+def peak_rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# endregion
+# region dovecot ##############################################################################
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_dovecot(
+    base: Path, mails: list[tuple[bytes, dt.datetime]]
+) -> tuple[subprocess.Popen[bytes], int] | None:
+    binary = shutil.which("dovecot") or (
+        "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
+    )
+    if binary is None:
+        return None
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    home = base / "home"
+    maildir = home / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    for index, (raw, when) in enumerate(mails):
+        path = maildir / "cur" / f"{int(when.timestamp())}.M{index}P1.bench,S={len(raw)}:2,"
+        path.write_bytes(raw)
+        os.utime(path, (when.timestamp(), when.timestamp()))
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    base.chmod(0o755)
+    port = free_port()
+    config = base / "dovecot.conf"
+    config.write_text(
+        f"""
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+first_valid_uid = 1
+mail_location = maildir:{maildir}
+passdb {{
+  driver = static
+  args = password={PASSWORD}
+}}
+userdb {{
+  driver = static
+  args = uid={nobody.pw_uid} gid={nobody.pw_gid} home={home}
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service imap-login {{
+  chroot =
+}}
+mail_max_userip_connections = 1000
+"""
+    )
+    process = subprocess.Popen([binary, "-F", "-c", str(config)])
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process, port
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    print("Dovecot did not start; see", base / "dovecot.log")
+    return None
+
+
+# endregion
+# region measures #############################################################################
+
+
+def timed(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def connect(port: int) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", port)
+    client.login(USER, PASSWORD)
+    return client
+
+
+def measure(port: int, clients: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    holder: dict[str, imaplib.IMAP4] = {}
+
+    def login_select() -> None:
+        client = connect(port)
+        typ, _ = client.select("INBOX")
+        assert typ == "OK"
+        holder["c"] = client
+
+    results["login+select"] = timed(login_select)
+    client = holder["c"]
+
+    def envelopes() -> None:
+        typ, data = client.uid("FETCH", "1:*", "(FLAGS ENVELOPE)")
+        assert typ == "OK" and len(data) > 0
+
+    def bodies() -> None:
+        typ, data = client.uid("FETCH", "1:*", "(BODY.PEEK[])")
+        assert typ == "OK"
+        size = sum(len(item[1]) for item in data if isinstance(item, tuple))
+        results["bodies MB"] = size / 1e6
+
+    def search() -> None:
+        typ, data = client.uid("SEARCH", None, "SINCE", SINCE)
+        assert typ == "OK"
+        results["search hits"] = len(data[0].split())
+
+    results["UID FETCH 1:* (FLAGS ENVELOPE)"] = timed(envelopes)
+    results["FETCH all bodies"] = timed(bodies)
+    results["UID SEARCH SINCE"] = timed(search)
+    client.logout()
+
+    def one_client() -> None:
+        own = connect(port)
+        typ, data = own.select("INBOX")
+        exists = int(data[0])
+        typ, _ = own.fetch(f"{max(1, exists - 9)}:{exists}", "(FLAGS ENVELOPE BODY.PEEK[])")
+        assert typ == "OK"
+        own.logout()
+
+    def concurrent() -> None:
+        threads = [threading.Thread(target=one_client) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    results[f"{clients} concurrent clients"] = timed(concurrent)
+    return results
+
+
+def run_series(name: str, port: int, clients: int, repeat: int) -> dict[str, list[float]]:
+    measure(port, 5)  # warm-up: Dovecot builds its index, we fill the OS cache
+    series: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for key, value in measure(port, clients).items():
+            series.setdefault(key, []).append(value)
+    return series
+
+
+def show(name: str, series: dict[str, list[float]]) -> None:
+    print(f"\n{name}")
+    for key, values in series.items():
+        if key in ("bodies MB", "search hits"):
+            print(f"  {key:<34} {values[0]:.1f}")
+        else:
+            print(
+                f"  {key:<34} min {min(values):7.3f} s   median {statistics.median(values):7.3f} s"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--serve", action="store_true", help="only run our server")
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--port", type=int, default=1143)
+    parser.add_argument("--ready", type=Path)
+    parser.add_argument("--no-dovecot", action="store_true")
+    args = parser.parse_args()
+
+    if args.serve:
+        data = args.data or Path(tempfile.mkdtemp(prefix="imap-serve-"))
+        data.mkdir(parents=True, exist_ok=True)
+        asyncio.run(serve(data, args.port, args.ready))
+        return
+
+    base = Path(tempfile.mkdtemp(prefix="imap-bench-"))
+    try:
+        print(f"Generating {args.count} statement mails...")
+        mails = make_mails(args.count)
+        average = sum(len(raw) for raw, _ in mails) / len(mails)
+        print(f"  average size {average:.0f} bytes")
+        ours_dir = base / "ours"
+        ours_dir.mkdir()
+        elapsed = timed(lambda: asyncio.run(populate(ours_dir, mails)))
+        print(f"Delivered into our store in {elapsed:.1f} s ({args.count / elapsed:.0f} msg/s)")
+
+        process, port = start_ours(ours_dir)
+        try:
+            ours = run_series("ours", port, args.clients, args.repeat)
+            peak = peak_rss_kb(process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+        show("releves-mailer IMAP server", ours)
+        print(f"  peak memory (server process RSS)   {peak / 1024:.0f} MB")
+
+        if args.no_dovecot:
+            print("\nDovecot: skipped (--no-dovecot)")
+            return
+        started = start_dovecot(base / "dovecot", mails)
+        if started is None:
+            print("\nDovecot: not installed (apt-get install dovecot-imapd), no side-by-side run")
+            return
+        dovecot, dport = started
+        try:
+            theirs = run_series("dovecot", dport, args.clients, args.repeat)
+        finally:
+            dovecot.terminate()
+            dovecot.wait(30)
+        show("Dovecot (same data, same client)", theirs)
+        print("\nratio ours / Dovecot (medians)")
+        for key, values in ours.items():
+            if key in theirs and key not in ("bodies MB", "search hits"):
+                ratio = statistics.median(values) / max(statistics.median(theirs[key]), 1e-9)
+                print(f"  {key:<34} {ratio:5.2f}x")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
