@@ -561,6 +561,12 @@ def parse(source: str | Iterable[str]) -> ReadResult:
     last = 0
     for line, record in _records(_split(source)):
         last = line
+        if line == 1 and record.startswith("\ufeff"):
+            parser.deviate(1, 1, "marque d'ordre des octets (BOM) en début de fichier")
+            record = record[1:]
+        if record == "\x1a":
+            parser.deviate(line, 1, "caractère de fin de fichier DOS (Ctrl-Z)")
+            continue
         parser.record(line, record)
     parser.finish(last)
     return ReadResult(tuple(parser.statements), tuple(sorted(parser.deviations)))

@@ -220,3 +220,9 @@ def test_unclosed_statement_and_orphan_records() -> None:
     assert [(d.line, d.column, d.fatal) for d in result.deviations] == [(1, 1, True)]
     assert result.statements == ()
     assert [(d.line, d.fatal) for d in check(lines[5])] == [(1, True)]
+
+
+def test_bom_and_ctrl_z() -> None:
+    result = parse("\ufeff" + EUR + "\x1a")
+    assert [(d.line, d.column) for d in result.deviations] == [(1, 1), (7, 1)]
+    assert result.statements == EUR_BASIC
