@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
+from releves_mailer.db.models import PortalAccount
+from releves_mailer.portfolio.accounts import AccountInput, create_account
+from tests.factories import PASSWORD, make_nic, make_siren
 
 #: Set to a PostgreSQL URL (``postgresql+asyncpg://postgres@127.0.0.1:5432/test``) to run
 #: every database test on PostgreSQL instead of SQLite.
@@ -62,3 +65,33 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
 def clock() -> ManualClock:
     """A clock frozen at a Tuesday morning, Paris time; tests move it explicitly."""
     return ManualClock(dt.datetime(2026, 3, 10, 9, 30, tzinfo=dt.UTC))
+
+
+@pytest.fixture
+async def family(database: Database, clock: ManualClock) -> tuple[PortalAccount, PortalAccount]:
+    """A primary account ``cabinet`` and its secondary ``agence``, password ``PASSWORD``."""
+    async with database.session() as session:
+        primary = await create_account(
+            session,
+            clock,
+            AccountInput(
+                login="cabinet",
+                company_name="Cabinet Martin",
+                siret=make_siren(1) + make_nic(make_siren(1)),
+                email="chef@cabinet.example",
+            ),
+            PASSWORD,
+        )
+        secondary = await create_account(
+            session,
+            clock,
+            AccountInput(
+                login="agence",
+                company_name="Cabinet Martin Agence Sud",
+                siret=make_siren(2) + make_nic(make_siren(2)),
+                email="sud@cabinet.example",
+                parent_login="cabinet",
+            ),
+            PASSWORD,
+        )
+    return primary, secondary

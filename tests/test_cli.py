@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from releves_mailer.resources import example_import_path
-from tests.portfolio.conftest import make_nic, make_siren
+from tests.factories import make_nic, make_siren
 
 
 def run(

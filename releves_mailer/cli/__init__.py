@@ -12,6 +12,7 @@ import click
 from releves_mailer.cli.admin import check_config, db, init
 from releves_mailer.cli.common import AppContext
 from releves_mailer.cli.portfolio import accounts, redevables
+from releves_mailer.cli.serve import serve
 from releves_mailer.config import ConfigError
 from releves_mailer.errors import UserError
 
@@ -63,5 +64,5 @@ def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
     )
 
 
-for _command in (init, check_config, db, accounts, redevables):
+for _command in (init, check_config, db, accounts, redevables, serve):
     main.add_command(_command)

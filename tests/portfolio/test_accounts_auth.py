@@ -17,7 +17,7 @@ from releves_mailer.portfolio.accounts import (
     subscribe,
 )
 from releves_mailer.portfolio.auth import PortfolioAuthenticator, split_address
-from tests.portfolio.conftest import PASSWORD, make_nic, make_siren
+from tests.factories import PASSWORD, make_nic, make_siren
 
 
 async def test_password_is_stored_as_argon2_hash_only(

@@ -8,7 +8,7 @@ from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount, Redevable
 from releves_mailer.portfolio.importer import import_redevables, parse_import_file
-from tests.portfolio.conftest import make_nic, make_siren
+from tests.factories import make_nic, make_siren
 
 HEADER = (
     "SIREN;NIC;Raison Sociale;Raison Sociale (Suite);Email;Périodicité;Mois;Jour;"

@@ -19,7 +19,7 @@ from releves_mailer.portfolio.redevables import (
     search_redevables,
     validate_redevable,
 )
-from tests.portfolio.conftest import PASSWORD, make_nic, make_siren
+from tests.factories import PASSWORD, make_nic, make_siren
 
 
 def valid(index: int, name: str = "", nic: bool = True, **overrides: object) -> RedevableInput:

@@ -1,0 +1,58 @@
+"""The ``serve`` command: runs the daemon in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from releves_mailer.cli.common import AppContext, pass_app
+from releves_mailer.clock import SystemClock
+from releves_mailer.daemon import Daemon, ListenOverrides
+from releves_mailer.logs import configure_logging
+
+__all__ = ["listen_options", "serve"]
+
+
+def listen_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--listen`` and the per-server port overrides shared by ``serve`` and ``demo``."""
+    port = click.IntRange(0, 65535)
+    for option in reversed(
+        [
+            click.option("--listen", help="Adresse d'écoute de tous les serveurs."),
+            click.option("--imap-port", type=port, help="Port IMAP (0 : port libre)."),
+            click.option("--imaps-port", type=port, help="Port IMAPS (0 : port libre)."),
+            click.option("--smtp-port", type=port, help="Port SMTP (0 : port libre)."),
+            click.option("--http-port", type=port, help="Port HTTP (0 : port libre)."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def print_ports(daemon: Daemon) -> None:
+    ports = ", ".join(f"{name} {port}" for name, port in daemon.ports.items() if port)
+    click.echo(
+        f"releves-mailer prêt ({ports}) ; ports écrits dans {daemon.config.data_dir / 'ports.json'}"
+    )
+
+
+@click.command()
+@listen_options
+@pass_app
+def serve(
+    app: AppContext,
+    listen: str | None,
+    imap_port: int | None,
+    imaps_port: int | None,
+    smtp_port: int | None,
+    http_port: int | None,
+) -> None:
+    """Lance le service : serveurs IMAP, IMAPS et SMTP, collecte planifiée."""
+    overrides = ListenOverrides(listen, imap_port, imaps_port, smtp_port, http_port)
+    config = overrides.apply(app.config)
+    configure_logging(config.logging, config.data_dir)
+    daemon = Daemon(config, SystemClock())
+    asyncio.run(daemon.run(on_ready=print_ports))

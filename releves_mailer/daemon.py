@@ -1,0 +1,149 @@
+"""Composition root: builds every component from the config and owns their lifecycle.
+
+Components start in order inside one ``AsyncExitStack`` and stop in reverse. SIGTERM and
+SIGINT stop the daemon cleanly (IMAP sessions get BYE, transactions in flight finish or roll
+back); SIGHUP reopens the log file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from releves_mailer.clock import Clock
+from releves_mailer.config import Config, ConfigError
+from releves_mailer.db import Database
+from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
+from releves_mailer.logs import configure_logging
+from releves_mailer.mailbox.imap.server import ImapServer
+from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
+from releves_mailer.mailbox.store import MessageStore
+from releves_mailer.portfolio.auth import PortfolioAuthenticator
+
+__all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ListenOverrides:
+    """Command-line overrides of the listen address and ports (0 picks a free port)."""
+
+    listen: str | None = None
+    imap_port: int | None = None
+    imaps_port: int | None = None
+    smtp_port: int | None = None
+    http_port: int | None = None
+
+    def apply(self, config: Config) -> Config:
+        def given(**values: object) -> dict[str, object]:
+            return {key: value for key, value in values.items() if value is not None}
+
+        listen = self.listen
+        return config.model_copy(
+            update={
+                "imap": config.imap.model_copy(
+                    update=given(listen=listen, port=self.imap_port, tls_port=self.imaps_port)
+                ),
+                "smtp": config.smtp.model_copy(update=given(listen=listen, port=self.smtp_port)),
+                "http": config.http.model_copy(update=given(listen=listen, port=self.http_port)),
+            }
+        )
+
+
+def server_ssl_context(config: Config) -> ssl.SSLContext:
+    """TLS context of the IMAP/SMTP servers, from ``[tls]``."""
+    certificate = config.path(config.tls.certificate)
+    key = config.path(config.tls.key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certificate, key)
+    except FileNotFoundError as error:
+        raise ConfigError(
+            f"fichier introuvable {error.filename}", file=config.source, key="tls"
+        ) from None
+    except ssl.SSLError as error:
+        raise ConfigError(
+            f"certificat ou clé TLS illisible ({error.reason})", file=config.source, key="tls"
+        ) from None
+    return context
+
+
+class Daemon:
+    """The running service: database, message store, IMAP and SMTP servers."""
+
+    def __init__(self, config: Config, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.ports: dict[str, int | None] = {}
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _deliver_local(
+        self, database: Database, store: MessageStore, addresses: Sequence[str], raw: bytes
+    ) -> None:
+        async with database.session() as session:
+            for address in addresses:
+                await store.deliver(session, address, raw)
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        config = self.config
+        database = Database(config.database_url)
+        stack.push_async_callback(database.dispose)
+        try:
+            await check_schema(database)
+        except SchemaOutOfDate as error:
+            raise ConfigError(str(error), file=config.source) from None
+        context = server_ssl_context(config)
+        store = MessageStore(database, config.data_dir / "messages", self.clock)
+        authenticator = PortfolioAuthenticator(database, config.portal.domain)
+        imap = ImapServer(config.imap, store, authenticator, context, self.clock)
+        await imap.start(stack)
+
+        async def deliver(addresses: Sequence[str], raw: bytes) -> None:
+            await self._deliver_local(database, store, addresses, raw)
+
+        handler = InboundHandler(authenticator, deliver, self.clock, config.portal.domain)
+        smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
+        await smtp.start(stack)
+        self.ports = {"imap": imap.port, "imaps": imap.tls_port, "smtp": smtp.port, "http": None}
+        self._write_ports(config.data_dir / "ports.json")
+
+    def _write_ports(self, path: Path) -> None:
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.ports) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+
+    async def run(self, on_ready: Callable[[Daemon], Awaitable[None] | None] | None = None) -> None:
+        """Start everything, wait for SIGTERM/SIGINT (or :meth:`stop`), then stop in reverse."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(
+            signal.SIGHUP, configure_logging, self.config.logging, self.config.data_dir
+        )
+        try:
+            async with AsyncExitStack() as stack:
+                await self.start(stack)
+                _log.info("releves-mailer ready: %s", self.ports)
+                if on_ready is not None:
+                    result = on_ready(self)
+                    if result is not None:
+                        await result
+                await self._stop.wait()
+                _log.info("stopping")
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+        _log.info("stopped")
