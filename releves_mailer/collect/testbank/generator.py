@@ -278,7 +278,7 @@ class _Builder:
         local_id = self.next_id(letter)
         appears = _posting_time(rng, booking)
         last_update = appears
-        if rng.random() < 0.08:
+        if rng.random() < 0.12:
             # Late posting: shown a few business days after its (true) booking date.
             late_day = add_business_days(booking, rng.randint(2, 4))
             appears = _posting_time(rng, late_day)

@@ -71,6 +71,7 @@ class BankEventKind(enum.StrEnum):
     CONNECTION_CREATED = "connection_created"
     CONNECTION_OK = "connection_ok"
     CONNECTION_ERROR = "connection_error"
+    CONNECTION_CLOSED = "connection_closed"
     ACCOUNT_ADDED = "account_added"
     ACCOUNT_REATTACHED = "account_reattached"
     ACCOUNT_GONE = "account_gone"
@@ -150,6 +151,9 @@ class BankAccount(Base):
     last_collected_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     #: Last booking date covered by a delivered statement (written by the statement builder).
     last_reported_date: Mapped[dt.date | None] = mapped_column(Date)
+    #: Last re-attachment to a new connection: rows under the previous provider ids are
+    #: re-keyed (not inserted again) for a while after it.
+    reattached_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     #: Re-read transactions from this date at the next refresh (set on reactivation).
     backfill_from: Mapped[dt.date | None] = mapped_column(Date)
     #: Last balance reported by the bank, in minor units, and when it was read.
@@ -232,7 +236,8 @@ class BankTransaction(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     provider_last_update: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: When the latest version of the payload was received.
+    last_change_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     #: When the row first became booked at our side.
     booked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     #: Last change of a reportable field (amount, dates, label) after the row was booked.
@@ -241,6 +246,8 @@ class BankTransaction(Base):
     replaced_by_id: Mapped[int | None] = mapped_column(
         ForeignKey("bank_transaction.id", ondelete="SET NULL")
     )
+    #: The pending row this booked row replaces (the other end of ``replaced_by_id``).
+    replaces_id: Mapped[int | None] = mapped_column(Integer)
     #: Latest provider payload (older ones are in ``bank_transaction_version``).
     raw: Mapped[str] = mapped_column(Text)
     payload_hash: Mapped[str] = mapped_column(String(64))

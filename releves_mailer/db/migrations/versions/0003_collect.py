@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0001
-Create Date: 2026-11-26 15:09:20.322329
+Create Date: 2026-11-26 15:15:21.738859
 """
 
 from collections.abc import Sequence
@@ -60,6 +60,7 @@ def upgrade() -> None:
     sa.Column('gone_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_collected_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_reported_date', sa.Date(), nullable=True),
+    sa.Column('reattached_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('backfill_from', sa.Date(), nullable=True),
     sa.Column('balance', sa.BigInteger(), nullable=True),
     sa.Column('balance_at', sa.DateTime(timezone=True), nullable=True),
@@ -112,10 +113,11 @@ def upgrade() -> None:
     sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('provider_last_update', sa.DateTime(timezone=True), nullable=False),
     sa.Column('first_seen_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_change_seen_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('booked_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('changed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('replaced_by_id', sa.Integer(), nullable=True),
+    sa.Column('replaces_id', sa.Integer(), nullable=True),
     sa.Column('raw', sa.Text(), nullable=False),
     sa.Column('payload_hash', sa.String(length=64), nullable=False),
     sa.Column('reported_statement_id', sa.Integer(), nullable=True),
