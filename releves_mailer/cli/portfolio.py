@@ -400,6 +400,13 @@ async def redevables_add(
 @ACCOUNT_OPTION
 @click.option("--siret", default="", help="SIRET ou début de SIRET.")
 @click.option("--name", default="", help="Partie de la raison sociale.")
+@click.option("--iban", default="", help="Partie de l'IBAN d'un de ses comptes bancaires.")
+@click.option(
+    "--state",
+    "collection_state",
+    type=click.Choice(["succes", "erreur"]),
+    help="État de la collecte : succes (connexions OK) ou erreur.",
+)
 @click.option("--inactive", "include_inactive", is_flag=True, help="Inclut les désactivés.")
 @click.option(
     "--secondaries",
@@ -416,6 +423,8 @@ async def redevables_list(
     account_login: str | None,
     siret: str,
     name: str,
+    iban: str,
+    collection_state: str | None,
     include_inactive: bool,
     include_secondaries: bool,
     limit: int,
@@ -426,6 +435,8 @@ async def redevables_list(
     criteria = RedevableSearch(
         siret=siret,
         name=name,
+        iban=iban,
+        collection_state=collection_state or "",
         include_inactive=include_inactive,
         include_secondaries=include_secondaries,
         limit=limit,

@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from releves_mailer.clock import Clock
-from releves_mailer.db.models import PortalAccount, Redevable
+from releves_mailer.db.models import (
+    BankAccount,
+    BankConnection,
+    ConnectionState,
+    PortalAccount,
+    Redevable,
+)
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.accounts import family_ids
 from releves_mailer.portfolio.periodicity import Schedule
@@ -284,6 +290,10 @@ class RedevableSearch:
 
     siret: str = ""
     name: str = ""
+    #: Any part of an IBAN of one of the redevable's bank accounts (spaces ignored).
+    iban: str = ""
+    #: ``"succes"``: every active connection is OK; ``"erreur"``: one is in error.
+    collection_state: str = ""
     include_inactive: bool = False
     include_secondaries: bool = False
     limit: int = 50
@@ -312,6 +322,31 @@ async def search_redevables(
         pattern = criteria.name.strip().lower()
         full_name = func.lower(Redevable.company_name + " " + Redevable.company_name_2)
         query = query.where(full_name.contains(pattern, autoescape=True))
+    iban = criteria.iban.replace(" ", "").upper()
+    if iban:
+        query = query.where(
+            select(BankAccount.id)
+            .where(BankAccount.redevable_id == Redevable.id)
+            .where(BankAccount.iban.contains(iban, autoescape=True))
+            .exists()
+        )
+    if criteria.collection_state:
+        live = (BankConnection.redevable_id == Redevable.id) & BankConnection.active
+        failing = select(BankConnection.id).where(
+            live, BankConnection.state == ConnectionState.ERROR
+        )
+        if criteria.collection_state == "erreur":
+            query = query.where(failing.exists())
+        elif criteria.collection_state == "succes":
+            healthy = select(BankConnection.id).where(
+                live, BankConnection.state == ConnectionState.OK
+            )
+            query = query.where(healthy.exists(), ~failing.exists())
+        else:
+            raise UserError(
+                f"état de collecte inconnu « {criteria.collection_state} » (succes ou erreur)",
+                field="state",
+            )
     query = query.where(true() if criteria.include_inactive else Redevable.active)
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = (

@@ -6,7 +6,7 @@ import pytest
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
-from releves_mailer.db.models import PortalAccount
+from releves_mailer.db.models import BankAccount, BankConnection, ConnectionState, PortalAccount
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.accounts import AccountInput, create_account
 from releves_mailer.portfolio.redevables import (
@@ -159,3 +159,54 @@ async def test_deactivate_reactivate_and_search(
         assert target.deactivated_at == clock.now()
         await reactivate_redevable(session, clock, target)
     assert "GARAGE CENTRAL" in await names(primary)
+
+
+async def test_search_by_iban_and_collection_state(
+    database: Database, clock: ManualClock, family: tuple[PortalAccount, PortalAccount]
+) -> None:
+    primary, _ = family
+    now = clock.now()
+    async with database.session() as session:
+        rows = [
+            await create_redevable(session, clock, primary, valid(30 + i, f"R{i}"))
+            for i in range(3)
+        ]
+        states = [ConnectionState.OK, ConnectionState.ERROR, None]
+        for index, (redevable, state) in enumerate(zip(rows, states, strict=True)):
+            if state is None:
+                continue
+            connection = BankConnection(
+                redevable_id=redevable.id,
+                provider="testbank",
+                provider_connection_id=f"c{index}",
+                token_encrypted=b"x",
+                state=state,
+                active=True,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(connection)
+            await session.flush()
+            session.add(
+                BankAccount(
+                    redevable_id=redevable.id,
+                    connection_id=connection.id,
+                    provider_account_id=f"a{index}",
+                    iban=f"FR76130262400193002900000{index}9",
+                    activated_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    async def names(**criteria: object) -> list[str]:
+        async with database.session() as session:
+            page = await search_redevables(session, primary, RedevableSearch(**criteria))  # type: ignore[arg-type]
+        return [r.company_name for r in page.rows]
+
+    assert await names(iban="fr76 1302 6240 0193") == ["R0", "R1"]
+    assert await names(iban="0000019") == ["R1"]
+    assert await names(collection_state="succes") == ["R0"]
+    assert await names(collection_state="erreur") == ["R1"]
+    with pytest.raises(UserError):
+        await names(collection_state="inconnu")
