@@ -67,10 +67,13 @@ class AnyUser:
 def statement_mail(index: int, rng: random.Random) -> tuple[bytes, dt.datetime]:
     when = START + dt.timedelta(minutes=index * 58)
     lines = []
-    for line_no in range(24):
+    for line_no in range(20):
         amount = rng.randint(100, 999999)
+        label = f"VIR SEPA CLIENT {rng.randint(1000, 9999)} FACTURE {line_no:04d}"
         lines.append(
-            f"0430004{index:05d}EUR2 {line_no:011d}{when:%d%m%y}  VIR SEPA {amount:013d}"[:120]
+            f"0430004{index:05d}EUR2 {line_no:011d}{when:%d%m%y}  {label:<40}{amount:013d}".ljust(
+                120
+            )
         )
     cfonb = ("\r\n".join(lines) + "\r\n").encode()
     attachment = base64.encodebytes(cfonb).decode().replace("\n", "\r\n")
@@ -125,6 +128,7 @@ async def populate(data: Path, mails: list[tuple[bytes, dt.datetime]]) -> None:
         async with database.session() as session:
             for raw, when in mails[start : start + 500]:
                 await store.deliver(session, address, raw, internal_date=when)
+    await store.close()
     await database.dispose()
 
 
@@ -149,6 +153,7 @@ async def serve(data: Path, port: int, ready: Path | None = None) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
     await server.stop()
+    await store.close()
     await database.dispose()
 
 
@@ -218,7 +223,8 @@ def start_dovecot(
         os.utime(path, (when.timestamp(), when.timestamp()))
     for path in [home, *home.rglob("*")]:
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
-    base.chmod(0o755)
+    for directory in (base.parent, base):
+        directory.chmod(0o755)  # the mail user (nobody) must reach the Maildir
     port = free_port()
     config = base / "dovecot.conf"
     config.write_text(

@@ -72,9 +72,7 @@ class InboundHandler:
         envelope.rcpt_tos.append(address.lower())
         return "250 2.1.5 Recipient OK"
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         peer = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
         received = (

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
@@ -62,10 +70,6 @@ def canonical_flags(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(seen.values(), key=lambda f: (not f.startswith("\\"), f.lower())))
 
 
-def _flags_of(text: str) -> tuple[str, ...]:
-    return tuple(text.split()) if text else ()
-
-
 def _folder_info(row: Any) -> FolderInfo:
     return FolderInfo(
         id=row.id,
@@ -82,6 +86,20 @@ def _folder_info(row: Any) -> FolderInfo:
 def _chunks(items: Sequence[int], size: int = _IN_CHUNK) -> Iterable[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _flags_of(text: str) -> tuple[str, ...]:
+    # Cached: every selected session keeps one tuple per message, mostly the same few.
+    return tuple(text.split()) if text else ()
 
 
 class _Analysis:
@@ -113,6 +131,31 @@ class MessageStore:
         self.clock = clock
         self._watchers: dict[int, set[asyncio.Event]] = defaultdict(set)
         self._last_uidvalidity = 0
+        self._engine: AsyncEngine | None = None
+        self._sessionmaker = database.sessionmaker
+        if database.is_sqlite:
+            # The shared Database opens a new SQLite connection (and aiosqlite thread) per
+            # session; IMAP sessions run several short transactions per command, so the
+            # store keeps a small pool of its own over the same file.
+            self._engine = create_async_engine(
+                database.url, poolclass=AsyncAdaptedQueuePool, pool_size=4, max_overflow=16
+            )
+            sa_event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+            self._sessionmaker = async_sessionmaker(self._engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessionmaker() as session, session.begin():
+            yield session
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Register :meth:`close` on the daemon's exit stack."""
+        stack.push_async_callback(self.close)
+
+    async def close(self) -> None:
+        """Release the store's own connections (SQLite only; PostgreSQL shares the pool)."""
+        if self._engine is not None:
+            await self._engine.dispose()
 
     # region notification #################################################################
 
@@ -228,7 +271,7 @@ class MessageStore:
         internal_date: dt.datetime | None = None,
     ) -> int:
         """:meth:`deliver` in a transaction of its own."""
-        async with self.database.session() as session:
+        async with self._session() as session:
             return await self.deliver(
                 session, address, raw, folder=folder, flags=flags, internal_date=internal_date
             )
@@ -293,7 +336,7 @@ class MessageStore:
         internal_date: dt.datetime | None,
     ) -> tuple[int, int]:
         blob, analysis = await self._prepare(raw)
-        async with self.database.session() as session:
+        async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
@@ -355,14 +398,14 @@ class MessageStore:
 
     async def ensure_inbox(self, owner: str) -> None:
         try:
-            async with self.database.session() as session:
+            async with self._session() as session:
                 if await self._get_folder(session, owner, "INBOX") is None:
                     await self._add_folder(session, owner, "INBOX", "")
         except IntegrityError:
             pass  # another connection of the same user created it first
 
     async def list_folders(self, owner: str) -> list[FolderInfo]:
-        async with self.database.session() as session:
+        async with self._session() as session:
             rows = (
                 await session.execute(
                     select(MailFolder).where(MailFolder.owner == owner).order_by(MailFolder.name)
@@ -371,11 +414,11 @@ class MessageStore:
             return [_folder_info(row) for row in rows]
 
     async def get_folder(self, owner: str, name: str) -> FolderInfo | None:
-        async with self.database.session() as session:
+        async with self._session() as session:
             return await self._get_folder(session, owner, name)
 
     async def create_folder(self, owner: str, name: str, special_use: str = "") -> FolderInfo:
-        async with self.database.session() as session:
+        async with self._session() as session:
             if await self._get_folder(session, owner, name) is not None:
                 raise FolderExists("Mailbox already exists")
             return await self._create_folder(session, owner, name, special_use)
@@ -383,7 +426,7 @@ class MessageStore:
     async def delete_folder(self, owner: str, name: str) -> None:
         if name == "INBOX":
             raise StoreError("INBOX cannot be deleted")
-        async with self.database.session() as session:
+        async with self._session() as session:
             info = await self._get_folder(session, owner, name)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
@@ -392,7 +435,7 @@ class MessageStore:
             self._notify_after_commit(session, info.id)
 
     async def rename_folder(self, owner: str, old: str, new: str) -> None:
-        async with self.database.session() as session:
+        async with self._session() as session:
             info = await self._get_folder(session, owner, old)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
@@ -429,14 +472,14 @@ class MessageStore:
                 )
 
     async def subscriptions(self, owner: str) -> list[str]:
-        async with self.database.session() as session:
+        async with self._session() as session:
             rows = await session.execute(
                 select(MailSubscription.name).where(MailSubscription.owner == owner)
             )
             return sorted(name for (name,) in rows)
 
     async def set_subscribed(self, owner: str, name: str, subscribed: bool) -> None:
-        async with self.database.session() as session:
+        async with self._session() as session:
             existing = (
                 await session.execute(
                     select(MailSubscription.id).where(
@@ -452,7 +495,7 @@ class MessageStore:
                 )
 
     async def folder_counts(self, folder_id: int) -> tuple[int, int, int]:
-        async with self.database.session() as session:
+        async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
@@ -471,7 +514,7 @@ class MessageStore:
     # region selected-folder views ########################################################
 
     async def load_view(self, folder_id: int) -> tuple[FolderInfo, list[MessageMeta]]:
-        async with self.database.session() as session:
+        async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
@@ -485,7 +528,7 @@ class MessageStore:
         return info, [MessageMeta(uid, _flags_of(flags), modseq) for uid, flags, modseq in rows]
 
     async def folder_head(self, folder_id: int) -> tuple[int, int] | None:
-        async with self.database.sessionmaker() as session:
+        async with self._sessionmaker() as session:
             row = (
                 await session.execute(
                     select(MailFolder.highestmodseq, MailFolder.uidnext).where(
@@ -496,7 +539,7 @@ class MessageStore:
         return None if row is None else (row[0], row[1])
 
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None:
-        async with self.database.session() as session:
+        async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 return None
@@ -524,7 +567,7 @@ class MessageStore:
         return FolderChanges(info, changed, all_uids)
 
     async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:
-        async with self.database.session() as session:
+        async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None or info.recent_uid >= info.uidnext:
                 return None
@@ -549,7 +592,7 @@ class MessageStore:
             return []
         ordered = sorted(uids)
         records: list[MessageRecord] = []
-        async with self.database.session() as session:
+        async with self._session() as session:
             # A contiguous UID range is one indexed range scan, not a long IN list.
             if ordered[-1] - ordered[0] + 1 <= len(ordered) * 2:
                 condition = and_(MailMessage.uid >= ordered[0], MailMessage.uid <= ordered[-1])
@@ -589,7 +632,7 @@ class MessageStore:
         changed: list[tuple[int, str]] = []
         failed: list[int] = []
         unchanged: list[MessageMeta] = []
-        async with self.database.session() as session:
+        async with self._session() as session:
             rows: list[Any] = []
             for chunk in _chunks(sorted(uids)):
                 rows += (
@@ -632,7 +675,7 @@ class MessageStore:
         return sorted(metas, key=lambda m: m.uid), sorted(failed)
 
     async def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
-        async with self.database.session() as session:
+        async with self._session() as session:
             query = select(MailMessage.uid, MailMessage.flags).where(
                 MailMessage.folder_id == folder_id
             )
@@ -668,7 +711,7 @@ class MessageStore:
             "body",
             "sent_date",
         ]
-        async with self.database.session() as session:
+        async with self._session() as session:
             target = await self._folder_by_id(session, target_id)
             if target is None:
                 raise NoSuchFolder("[TRYCREATE] Target mailbox does not exist")

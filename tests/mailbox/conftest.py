@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -63,8 +64,12 @@ def client_ssl(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture
-def store(database: Database, tmp_path: Path, clock: ManualClock) -> MessageStore:
-    return MessageStore(database, tmp_path / "messages", clock)
+async def store(
+    database: Database, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[MessageStore]:
+    message_store = MessageStore(database, tmp_path / "messages", clock)
+    yield message_store
+    await message_store.close()
 
 
 def imap_section(**overrides: Any) -> ImapSection:
@@ -123,3 +128,56 @@ def sample_message(
         "\r\n"
         f"{body}"
     ).encode()
+
+
+class RawClient:
+    """A byte-level IMAP client for transcripts the libraries cannot produce."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.greeting = b""
+
+    @classmethod
+    async def connect(cls, port: int, login: bool = True) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer)
+        client.greeting = await client.line()
+        if login:
+            await client.ok(f'a0 LOGIN demo "{PASSWORD}"')
+        return client
+
+    async def line(self) -> bytes:
+        return await asyncio.wait_for(self.reader.readuntil(b"\n"), 10)
+
+    async def send(self, data: bytes | str) -> None:
+        self.writer.write(data.encode() if isinstance(data, str) else data)
+        await self.writer.drain()
+
+    async def until_tagged(self, tag: bytes) -> list[bytes]:
+        """Lines (literals inline) up to and including the tagged one."""
+        lines: list[bytes] = []
+        while True:
+            line = await self.line()
+            while line.endswith(b"}\r\n") and b"{" in line:
+                size = int(line[line.rindex(b"{") + 1 : -3])
+                line += await asyncio.wait_for(self.reader.readexactly(size), 10)
+                line += await self.line()
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                return lines
+
+    async def command(self, text: bytes | str) -> list[bytes]:
+        data = text.encode() if isinstance(text, str) else text
+        await self.send(data + b"\r\n")
+        return await self.until_tagged(data.split(b" ", 1)[0])
+
+    async def ok(self, text: bytes | str) -> list[bytes]:
+        lines = await self.command(text)
+        assert b" OK " in lines[-1], lines
+        return lines
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()

@@ -81,6 +81,7 @@ class _CommandError(Exception):
         super().__init__(text)
         self.kind = kind
         self.text = text
+        self.tag: str | None = None
 
 
 @dataclass(slots=True)
@@ -200,9 +201,12 @@ class ImapSession:
         limit = self.config.max_line_length
         try:
             line = await asyncio.wait_for(self.reader.readuntil(b"\n"), seconds)
-        except asyncio.LimitOverrunError:
+        except asyncio.LimitOverrunError as exc:
+            start = await self.reader.readexactly(exc.consumed)
             await self._discard_line()
-            raise _CommandError("BAD", "Command line too long") from None
+            error = _CommandError("BAD", "Command line too long")
+            error.tag = self._peek_tag(start[:200])
+            raise error from None
         except asyncio.IncompleteReadError as exc:
             raise _Disconnect() from exc
         except TimeoutError:
@@ -240,7 +244,9 @@ class ImapSession:
             literal_total += size
             if literal_total > self.config.max_literal_size:
                 if synchronising:
-                    raise _CommandError("NO", "[TOOBIG] Literal too big")
+                    error = _CommandError("NO", "[TOOBIG] Literal too big")
+                    error.tag = self._peek_tag(bytes(data[:200]))
+                    raise error
                 self.send(b"* BYE [TOOBIG] Literal too big")
                 raise _Disconnect()
             if synchronising:
@@ -294,7 +300,7 @@ class ImapSession:
                     tag = self._peek_tag(data)
                     await self.dispatch(data)
                 except _CommandError as exc:
-                    self.send(f"{tag} {exc.kind} {exc.text}".encode())
+                    self.send(f"{exc.tag or tag} {exc.kind} {exc.text}".encode())
                 await self.flush()
         except _Disconnect:
             pass

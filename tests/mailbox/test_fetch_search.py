@@ -1,0 +1,197 @@
+"""FETCH (sections, partials, BODYSTRUCTURE, ENVELOPE), SEARCH, APPEND and \\Recent."""
+
+from __future__ import annotations
+
+import imaplib
+
+from releves_mailer.mailbox.imap import mime
+from releves_mailer.mailbox.imap.server import ImapServer
+from releves_mailer.mailbox.store import MessageStore
+
+from .conftest import DOMAIN, PASSWORD, RawClient, in_thread, sample_message
+
+ADDRESS = f"demo@{DOMAIN}"
+
+NESTED = (
+    b'From: "Doe, John" <john@example.org>\r\n'
+    b"To: undisclosed-recipients:;\r\n"
+    b"Subject: =?utf-8?q?Relev=C3=A9?= nested\r\n"
+    b"Date: Mon, 09 Mar 2026 23:30:00 -0200\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=outer\r\n"
+    b"\r\n"
+    b"preamble\r\n"
+    b"--outer\r\n"
+    b'Content-Type: multipart/alternative; boundary="inner"\r\n'
+    b"\r\n"
+    b"--inner\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"plain body\r\n"
+    b"--inner\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"\r\n"
+    b"<p>html body</p>\r\n"
+    b"--inner--\r\n"
+    b"--outer\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    b"From: inner@example.org\r\n"
+    b"Subject: attached\r\n"
+    b"\r\n"
+    b"inner text\r\n"
+    b"--outer\r\n"
+    b'Content-Type: application/octet-stream; name="r.cfonb"\r\n'
+    b'Content-Disposition: attachment; filename="r.cfonb"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"MDEyMzQ1Njc4OQ==\r\n"
+    b"--outer--\r\n"
+)
+
+
+def test_bodystructure_of_nested_multiparts_and_message_rfc822() -> None:
+    part = mime.parse_message(NESTED)
+    assert mime.bodystructure(part, extended=False) == (
+        b'((("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 10 1)'
+        b'("text" "html" ("charset" "utf-8") NIL NIL "7bit" 16 1) "alternative")'
+        b'("message" "rfc822" NIL NIL NIL "7bit" 56 '
+        b'(NIL "attached" ((NIL NIL "inner" "example.org")) ((NIL NIL "inner" "example.org")) '
+        b'((NIL NIL "inner" "example.org")) NIL NIL NIL NIL NIL) '
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 10 1) 4)'
+        b'("application" "octet-stream" ("name" "r.cfonb") NIL NIL "base64" 16) "mixed")'
+    )
+    extended = mime.bodystructure(part)
+    assert b'("attachment" ("filename" "r.cfonb"))' in extended
+    assert b'"mixed" ("boundary" "outer") NIL NIL NIL)' in extended
+    assert mime.envelope(part).startswith(
+        b'("Mon, 09 Mar 2026 23:30:00 -0200" "=?utf-8?q?Relev=C3=A9?= nested" '
+        b'(("Doe, John" NIL "john" "example.org"))'
+    )
+    assert b'((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))' in mime.envelope(
+        part
+    ).replace(b") (", b")(")
+    assert mime.section_bytes(part, [1, 2], "") == b"<p>html body</p>"
+    assert mime.section_bytes(part, [2], "HEADER") == (
+        b"From: inner@example.org\r\nSubject: attached\r\n\r\n"
+    )
+    assert mime.section_bytes(part, [2, 1], "") == b"inner text"
+    assert mime.section_bytes(part, [3], "MIME").startswith(b"Content-Type: application")
+    assert mime.section_bytes(part, [], "HEADER.FIELDS", [b"subject"]) == (
+        b"Subject: =?utf-8?q?Relev=C3=A9?= nested\r\n\r\n"
+    )
+    assert mime.section_bytes(part, [9], "") == b""
+
+
+async def test_fetch_sections_partials_and_seen(server: ImapServer, store: MessageStore) -> None:
+    await store.deliver_now(ADDRESS, NESTED)
+    client = await RawClient.connect(server.port)
+    await client.ok("a SELECT INBOX")
+    lines = await client.ok("b FETCH 1 (BODY.PEEK[1.1]<0.5> BODY.PEEK[3] RFC822.SIZE)")
+    assert b"BODY[1.1]<0> {5}\r\nplain" in lines[0]
+    assert b"BODY[3] {16}\r\nMDEyMzQ1Njc4OQ==" in lines[0]
+    assert b"RFC822.SIZE %d" % len(NESTED) in lines[0]
+    lines = await client.ok("c FETCH 1 (FLAGS)")
+    assert b"\\Seen" not in lines[0]
+    lines = await client.ok("d FETCH 1 (BODY[]<10000.5>)")
+    assert b"BODY[]<10000> {0}" in lines[0] and b"\\Seen" in lines[0]
+    lines = await client.ok("e FETCH 1 (BODYSTRUCTURE ENVELOPE BODY)")
+    assert b"BODYSTRUCTURE (((" in lines[0]
+    lines = await client.ok("f FETCH 1 (RFC822.HEADER RFC822.TEXT)")
+    assert b"RFC822.TEXT {" in lines[0]
+    lines = await client.ok("g FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (FROM TO DATE SUBJECT)])")
+    assert b"MIME-Version" in lines[0] and b"From:" not in lines[0]
+    lines = await client.ok("h FETCH 1 FAST")
+    assert b"INTERNALDATE" in lines[0]
+    await client.close()
+
+
+async def test_search_keys(server: ImapServer, store: MessageStore) -> None:
+    subjects = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    for index, subject in enumerate(subjects):
+        raw = sample_message(subject=subject, body=f"body number {index} caf\u00e9\r\n")
+        await store.deliver_now(ADDRESS, raw, flags=["\\Seen"] if index % 2 else [])
+    await store.deliver_now(ADDRESS, NESTED)
+    client = await RawClient.connect(server.port)
+    await client.ok("a SELECT INBOX")
+
+    async def search(criteria: str) -> list[int]:
+        lines = await client.ok(f"s {criteria}")
+        return [int(n) for n in lines[0].split()[2:]]
+
+    assert await search("SEARCH ALL") == [1, 2, 3, 4, 5, 6]
+    assert await search("SEARCH OR SUBJECT alpha SUBJECT gamma") == [1, 3]
+    assert await search("SEARCH NOT SEEN") == [1, 3, 5, 6]
+    assert await search("SEARCH 2:* NOT SEEN") == [3, 5, 6]
+    assert await search("UID SEARCH UID 4:*") == [4, 5, 6]
+    assert await search("UID SEARCH UID *") == [6]
+    assert await search("SEARCH UID 2,3,5 OR SEEN SUBJECT gamma") == [2, 3]
+    assert await search("SEARCH (OR SUBJECT beta SUBJECT delta) UNSEEN") == []
+    assert await search('SEARCH CHARSET UTF-8 BODY "café"') == [1, 2, 3, 4, 5]
+    assert await search('SEARCH SUBJECT "relevé"') == [6]
+    assert await search('SEARCH TEXT "html body"') == [6]
+    assert await search('SEARCH FROM "doe, john"') == [6]
+    assert await search("SEARCH HEADER Message-ID m1@example.org") == [1, 2, 3, 4, 5]
+    assert await search("SEARCH SENTON 9-Mar-2026") == [6]
+    assert await search("SEARCH SENTSINCE 10-Mar-2026") == [1, 2, 3, 4, 5]
+    assert await search("SEARCH SINCE 1-Jan-2026 BEFORE 1-Jan-2027") == [1, 2, 3, 4, 5, 6]
+    assert await search(f"SEARCH LARGER {len(NESTED) - 1}") == [6]
+    assert await search("SEARCH RECENT NEW") == [1, 3, 5, 6]
+    lines = await client.command("s SEARCH CHARSET KOI8-R ALL")
+    assert b"[BADCHARSET" in lines[-1]
+    await client.close()
+
+
+async def test_recent_goes_to_the_first_session_only(
+    server: ImapServer, store: MessageStore
+) -> None:
+    await store.deliver_now(ADDRESS, sample_message())
+    one = await RawClient.connect(server.port)
+    lines = await one.ok("a SELECT INBOX")
+    assert b"* 1 RECENT\r\n" in lines
+    two = await RawClient.connect(server.port)
+    lines = await two.ok("a SELECT INBOX")
+    assert b"* 0 RECENT\r\n" in lines
+    await store.deliver_now(ADDRESS, sample_message())
+    lines = await two.ok("b NOOP")
+    assert b"* 2 EXISTS\r\n" in lines and b"* 1 RECENT\r\n" in lines
+    lines = await one.ok("b NOOP")
+    assert b"* 2 EXISTS\r\n" in lines and b"* 1 RECENT\r\n" in lines
+    lines = await one.ok("c FETCH 1:2 FLAGS")
+    assert b"\\Recent" in lines[0] and b"\\Recent" not in lines[1]
+    await one.close()
+    await two.close()
+
+
+async def test_imaplib_append_with_flags_and_date_then_expunge(
+    server: ImapServer, store: MessageStore
+) -> None:
+    def conversation() -> None:
+        client = imaplib.IMAP4("127.0.0.1", server.port)
+        client.login("demo", PASSWORD)
+        client.create("Statements")
+        typ, data = client.append(
+            "Statements",
+            "(\\Flagged $Statement)",
+            '"01-Feb-2026 12:34:56 +0100"',
+            sample_message(subject="appended"),
+        )
+        assert typ == "OK" and b"APPENDUID" in data[0]
+        typ, data = client.append("Nope", None, None, sample_message())
+        assert typ == "NO" and b"TRYCREATE" in data[0]
+        client.select("Statements")
+        typ, data = client.fetch("1", "(FLAGS INTERNALDATE)")
+        assert b"\\Flagged" in data[0] and b"$Statement" in data[0]
+        assert b'" 1-Feb-2026 11:34:56 +0000"' in data[0]
+        client.store("1", "+FLAGS", "\\Deleted")
+        typ, data = client.expunge()
+        assert data == [b"1"]
+        typ, data = client.status("Statements", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
+        assert b"MESSAGES 0" in data[0] and b"UIDNEXT 2" in data[0]
+        client.close()
+        client.delete("Statements")
+        typ, data = client.list()
+        assert not any(b"Statements" in line for line in data)
+        client.logout()
+
+    await in_thread(conversation)
