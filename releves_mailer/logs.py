@@ -49,9 +49,7 @@ def configure_logging(section: LoggingSection, data_dir: Path) -> None:
     if section.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(section.level)
     # Alembic announces its dialect at every schema check: only worth seeing when debugging.

@@ -136,6 +136,7 @@ def test_new_user_flow(data_dir: Path) -> None:
         "hebdomadaire",
         "--day",
         "6",
+        "--include-pending",
     )
     duplicate = run(
         data_dir,
@@ -170,6 +171,7 @@ def test_new_user_flow(data_dir: Path) -> None:
         run(data_dir, "redevables", "show", siren, "--account", "agence", "--json").stdout
     )
     assert shown["schedule"] == "Annuelle, le 31 février"
+    assert shown["include_pending"] is True and shown["skip_empty_mail"] is False
     run(data_dir, "redevables", "deactivate", siren, "--account", "agence")
     mixed = json.loads(
         run(

@@ -73,6 +73,8 @@ def redevable_json(redevable: Redevable) -> dict[str, Any]:
         "schedule": schedule.describe(),
         "remote_entry": redevable.remote_entry,
         "no_auto_link": redevable.no_auto_link,
+        "include_pending": redevable.include_pending,
+        "skip_empty_mail": redevable.skip_empty_mail,
         "active": redevable.active,
         "deactivated_at": redevable.deactivated_at,
         "created_at": redevable.created_at,
@@ -353,6 +355,12 @@ def redevables() -> None:
     is_flag=True,
     help="Ne pas générer automatiquement le jeton de mise à jour des identifiants.",
 )
+@click.option(
+    "--include-pending",
+    is_flag=True,
+    help="Inclut les transactions non consolidées (à venir) dans les relevés.",
+)
+@click.option("--skip-empty-mail", is_flag=True, help="N'envoie pas les relevés sans mouvement.")
 @click.option("--json", "as_json", is_flag=True)
 @async_command
 async def redevables_add(
@@ -368,6 +376,8 @@ async def redevables_add(
     day: int | None,
     remote_entry: bool,
     no_auto_link: bool,
+    include_pending: bool,
+    skip_empty_mail: bool,
     as_json: bool,
 ) -> None:
     """Crée un redevable."""
@@ -382,6 +392,8 @@ async def redevables_add(
         day=day,
         remote_entry=remote_entry,
         no_auto_link=no_auto_link,
+        include_pending=include_pending,
+        skip_empty_mail=skip_empty_mail,
     )
     _raise_first(problems)
     assert data is not None
@@ -494,6 +506,8 @@ async def redevables_show(
 @click.option("--day", type=int)
 @click.option("--remote-entry/--direct-entry", default=None)
 @click.option("--no-auto-link/--auto-link", default=None)
+@click.option("--include-pending/--booked-only", default=None)
+@click.option("--skip-empty-mail/--mail-empty", default=None)
 @async_command
 async def redevables_edit(
     app: AppContext,
@@ -509,6 +523,8 @@ async def redevables_edit(
     day: int | None,
     remote_entry: bool | None,
     no_auto_link: bool | None,
+    include_pending: bool | None,
+    skip_empty_mail: bool | None,
 ) -> None:
     """Modifie un redevable ; changer de périodicité demande les mois/jour qui lui vont."""
     async with open_database(app.config) as database, database.session() as session:
@@ -528,6 +544,12 @@ async def redevables_edit(
             day=day if day is not None or periodicity_changed else redevable.day,
             remote_entry=remote_entry if remote_entry is not None else redevable.remote_entry,
             no_auto_link=no_auto_link if no_auto_link is not None else redevable.no_auto_link,
+            include_pending=(
+                include_pending if include_pending is not None else redevable.include_pending
+            ),
+            skip_empty_mail=(
+                skip_empty_mail if skip_empty_mail is not None else redevable.skip_empty_mail
+            ),
         )
         _raise_first(problems)
         assert data is not None

@@ -227,10 +227,10 @@ async def import_redevables(
         apply_input(redevable, item.data)
         session.add(redevable)
     for redevable, item in to_update:
-        # The flag is not in the file: an update keeps the one set on the portal.
-        keep_no_auto_link = redevable.no_auto_link
+        # These options are not in the file: an update keeps the ones set on the portal.
+        kept = (redevable.no_auto_link, redevable.include_pending, redevable.skip_empty_mail)
         apply_input(redevable, item.data)
-        redevable.no_auto_link = keep_no_auto_link
+        redevable.no_auto_link, redevable.include_pending, redevable.skip_empty_mail = kept
         redevable.updated_at = now
     await session.flush()
     return report

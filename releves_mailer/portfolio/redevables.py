@@ -65,6 +65,8 @@ class RedevableInput:
     schedule: Schedule
     remote_entry: bool
     no_auto_link: bool = False
+    include_pending: bool = False
+    skip_empty_mail: bool = False
 
     @property
     def siret(self) -> str:
@@ -105,6 +107,8 @@ def validate_redevable(
     day: str | int | None = None,
     remote_entry: str | bool = False,
     no_auto_link: bool = False,
+    include_pending: bool = False,
+    skip_empty_mail: bool = False,
 ) -> tuple[RedevableInput | None, list[UserError]]:
     """Check every Annexe 1 rule; return the input, or every error found (each with its field)."""
     errors: list[UserError] = []
@@ -165,6 +169,8 @@ def validate_redevable(
             schedule=schedule,
             remote_entry=remote,
             no_auto_link=no_auto_link,
+            include_pending=include_pending,
+            skip_empty_mail=skip_empty_mail,
         ),
         [],
     )
@@ -181,6 +187,8 @@ def apply_input(redevable: Redevable, data: RedevableInput) -> None:
     redevable.day = data.schedule.day
     redevable.remote_entry = data.remote_entry
     redevable.no_auto_link = data.no_auto_link
+    redevable.include_pending = data.include_pending
+    redevable.skip_empty_mail = data.skip_empty_mail
 
 
 def _duplicate_error(siret: str, owner: Redevable, owner_login: str) -> UserError:

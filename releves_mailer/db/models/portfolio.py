@@ -124,6 +124,11 @@ class Redevable(Base):
     day: Mapped[int | None] = mapped_column(Integer)
     remote_entry: Mapped[bool] = mapped_column(Boolean, default=False)
     no_auto_link: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Report pending ("coming") transactions too, as the seed does for daily statements;
+    #: a later change or deletion of one of them then goes to the deleted-transactions CSV.
+    include_pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Do not mail statements without movement (they are still produced and downloadable).
+    skip_empty_mail: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     deactivated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
