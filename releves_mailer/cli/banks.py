@@ -1,0 +1,425 @@
+"""``releves-mailer banks``: connect a redevable's bank, list, show, switch and inspect accounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import click
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
+from releves_mailer.clock import PARIS, Clock, SystemClock
+from releves_mailer.collect.connections import (
+    build_test_bank,
+    connect_test_bank,
+    set_account_active,
+)
+from releves_mailer.collect.errors import describe_error
+from releves_mailer.collect.sync import refresh_connection
+from releves_mailer.collect.testbank import TestBank, parse_error_schedule
+from releves_mailer.config import Config
+from releves_mailer.db import Database
+from releves_mailer.db.models import (
+    BankAccount,
+    BankConnection,
+    BankEvent,
+    BankTransaction,
+    ConnectionState,
+    PortalAccount,
+    Redevable,
+    TransactionStatus,
+)
+from releves_mailer.errors import UserError
+from releves_mailer.signing.secrets import KeyRing, KeyRingError
+
+__all__ = ["banks"]
+
+_STATES = {
+    TransactionStatus.PENDING: "en attente",
+    TransactionStatus.BOOKED: "comptabilisée",
+    TransactionStatus.DELETED: "supprimée",
+    TransactionStatus.REPLACED: "remplacée",
+}
+_CONNECTION_STATES = {
+    ConnectionState.NEW: "nouvelle",
+    ConnectionState.OK: "active",
+    ConnectionState.ERROR: "en erreur",
+    ConnectionState.CLOSED: "fermée",
+}
+
+
+def _keyring(config: Config) -> KeyRing:
+    try:
+        return KeyRing.from_file(config.path(config.secrets.key_file))
+    except KeyRingError as error:
+        raise UserError(f"clés de chiffrement : {error}") from None
+
+
+def _clock() -> Clock:
+    return SystemClock()
+
+
+def _when(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(PARIS).strftime("%d/%m/%Y %H:%M")
+
+
+def _amount(minor: int | None, currency: str) -> str:
+    if minor is None:
+        return "-"
+    sign = "-" if minor < 0 else ""
+    units, cents = divmod(abs(minor), 100)
+    return f"{sign}{units:,}".replace(",", " ") + f",{cents:02d} {currency}"
+
+
+async def _find_redevable(session: AsyncSession, siren: str, login: str | None) -> Redevable:
+    query = select(Redevable).where(Redevable.siren == siren)
+    if login is not None:
+        account = await session.scalar(select(PortalAccount).where(PortalAccount.login == login))
+        if account is None:
+            raise UserError(f"compte portail « {login} » introuvable")
+        query = query.where(Redevable.account_id == account.id)
+    found = list((await session.scalars(query.order_by(Redevable.id))).all())
+    if not found:
+        where = f" sur le compte « {login} »" if login else ""
+        raise UserError(f"aucun redevable de SIREN {siren}{where}")
+    if len(found) > 1:
+        result = await session.execute(
+            select(PortalAccount.id, PortalAccount.login).where(
+                PortalAccount.id.in_([r.account_id for r in found])
+            )
+        )
+        logins = {account_id: login for account_id, login in result.all()}
+        listed = ", ".join(
+            f"{logins.get(r.account_id, '?')} ({r.siret} {r.company_name})" for r in found
+        )
+        raise UserError(
+            f"plusieurs redevables ont le SIREN {siren} : {listed} ; précisez --account LOGIN"
+        )
+    return found[0]
+
+
+async def _account_or_fail(session: AsyncSession, account_id: int) -> BankAccount:
+    account = await session.get(BankAccount, account_id)
+    if account is None:
+        raise UserError(f"compte bancaire {account_id} introuvable")
+    return account
+
+
+@click.group(name="banks")
+def banks() -> None:
+    """Connexions bancaires et comptes bancaires des redevables."""
+
+
+@banks.command(name="connect")
+@click.argument("siren")
+@click.option(
+    "--provider",
+    default="testbank",
+    show_default=True,
+    help="Agrégateur (seul « testbank » permet la connexion directe).",
+)
+@click.option("--account", "login", help="Compte portail du redevable (si le SIREN est ambigu).")
+@click.option("--seed", type=int, help="Graine du connecteur de test (sinon celle du fichier).")
+@click.option(
+    "--error",
+    "errors",
+    multiple=True,
+    metavar="CODE@AAAA-MM-JJ[..AAAA-MM-JJ]",
+    help="Erreur de connexion programmée (répétable).",
+)
+@async_command
+async def connect(
+    app: AppContext,
+    siren: str,
+    provider: str,
+    login: str | None,
+    seed: int | None,
+    errors: tuple[str, ...],
+) -> None:
+    """Connecte la banque d'un redevable (connexion directe au connecteur de test)."""
+    config = app.config
+    if provider != TestBank.name:
+        raise UserError(
+            f"le fournisseur « {provider} » n'accepte pas de connexion directe : "
+            "seul « testbank » le permet (le lien sécurisé viendra plus tard)"
+        )
+    if not config.aggregator.testbank.enabled:
+        raise UserError("le connecteur de test est désactivé (aggregator.testbank.enabled)")
+    schedule = parse_error_schedule(errors)
+    keyring = _keyring(config)
+    clock = _clock()
+    bank = build_test_bank(config, clock)
+    async with open_database(config) as database:
+        async with database.session() as session:
+            redevable = await _find_redevable(session, siren, login)
+        connection = await connect_test_bank(
+            database,
+            redevable.id,
+            bank=bank,
+            keyring=keyring,
+            clock=clock,
+            seed=seed,
+            errors=schedule,
+        )
+        result = await refresh_connection(
+            database,
+            connection.id,
+            providers={bank.name: bank},
+            keyring=keyring,
+            clock=clock,
+        )
+        click.echo(
+            f"Connexion {connection.id} créée pour {redevable.siret} {redevable.company_name} "
+            f"({bank.display_name})."
+        )
+        if result.ok:
+            click.echo(
+                f"{result.accounts} compte(s) bancaire(s), {result.inserted} transaction(s) "
+                "collectée(s)."
+            )
+        else:
+            message = describe_error(result.error_code or "bug").message
+            click.echo(f"Connexion en erreur ({result.error_code}) : {message}")
+
+
+async def _rows_for_list(
+    database: Database, siren: str | None, show_inactive: bool
+) -> list[dict[str, Any]]:
+    async with database.session() as session:
+        query = (
+            select(BankAccount, BankConnection, Redevable)
+            .join(BankConnection, BankConnection.id == BankAccount.connection_id)
+            .join(Redevable, Redevable.id == BankAccount.redevable_id)
+            .order_by(Redevable.siren, BankAccount.id)
+        )
+        if siren is not None:
+            query = query.where(Redevable.siren == siren)
+        if not show_inactive:
+            query = query.where(BankAccount.active.is_(True))
+        rows = (await session.execute(query)).all()
+    return [
+        {
+            "id": account.id,
+            "siren": redevable.siren,
+            "nic": redevable.nic,
+            "raison_sociale": redevable.company_name,
+            "banque": connection.bank_name,
+            "libelle": account.label,
+            "iban": account.iban,
+            "devise": account.currency,
+            "actif": account.active,
+            "connexion": connection.id,
+            "etat_connexion": connection.state.value,
+            "code_erreur": connection.error_code,
+            "derniere_connexion": connection.last_check_at,
+            "derniere_collecte": account.last_collected_at,
+        }
+        for account, connection, redevable in rows
+    ]
+
+
+@banks.command(name="list")
+@click.option("--siren", help="Seulement les comptes de ce SIREN.")
+@click.option("--all", "show_inactive", is_flag=True, help="Inclut les comptes désactivés.")
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def list_accounts(
+    app: AppContext, siren: str | None, show_inactive: bool, as_json: bool
+) -> None:
+    """Liste les comptes bancaires collectés."""
+    async with open_database(app.config) as database:
+        rows = await _rows_for_list(database, siren, show_inactive)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("Aucun compte bancaire.")
+        return
+    for row in rows:
+        state = "✓" if row["etat_connexion"] == "ok" else "⚠"
+        active = "" if row["actif"] else " [désactivé]"
+        click.echo(
+            f"{row['id']:>5}  {row['siren']} {row['raison_sociale'][:24]:<24}  "
+            f"{row['libelle'][:28]:<28}  {row['iban'] or '-':<27}  "
+            f"{state} {_when(row['derniere_connexion'])}  "
+            f"collecte {_when(row['derniere_collecte'])}{active}"
+        )
+
+
+@banks.command(name="show")
+@click.argument("account_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def show(app: AppContext, account_id: int, as_json: bool) -> None:
+    """Détail d'un compte bancaire et historique de ses événements."""
+    async with open_database(app.config) as database, database.session() as session:
+        account = await _account_or_fail(session, account_id)
+        connection = await session.get(BankConnection, account.connection_id)
+        redevable = await session.get(Redevable, account.redevable_id)
+        assert connection is not None and redevable is not None
+        events = (
+            await session.scalars(
+                select(BankEvent)
+                .where(
+                    (BankEvent.account_id == account.id)
+                    | (
+                        (BankEvent.connection_id == account.connection_id)
+                        & BankEvent.account_id.is_(None)
+                    )
+                )
+                .order_by(BankEvent.at, BankEvent.id)
+            )
+        ).all()
+    detail: dict[str, Any] = {
+        "id": account.id,
+        "redevable": {
+            "siren": redevable.siren,
+            "nic": redevable.nic,
+            "raison_sociale": redevable.company_name,
+        },
+        "banque": connection.bank_name,
+        "fournisseur": connection.provider,
+        "connexion": connection.id,
+        "etat_connexion": connection.state.value,
+        "code_erreur": connection.error_code,
+        "echecs_consecutifs": connection.consecutive_failures,
+        "type": account.type,
+        "libelle": account.label,
+        "iban": account.iban,
+        "bic": account.bic,
+        "devise": account.currency,
+        "actif": account.active,
+        "date_creation": account.created_at,
+        "date_activation": account.activated_at,
+        "date_desactivation": account.deactivated_at,
+        "derniere_connexion": connection.last_check_at,
+        "derniere_collecte": account.last_collected_at,
+        "derniere_date_relevee": account.last_reported_date,
+        "solde_banque": account.balance,
+        "solde_date": account.balance_at,
+        "evenements": [
+            {
+                "date": event.at,
+                "type": event.kind.value,
+                "message": event.message,
+                "ancienne_valeur": event.old_value,
+                "nouvelle_valeur": event.new_value,
+                "code_erreur": event.error_code,
+            }
+            for event in events
+        ],
+    }
+    if as_json:
+        echo_json(detail)
+        return
+    error = (
+        f" — {connection.error_code} : {describe_error(connection.error_code).message}"
+        if connection.error_code
+        else ""
+    )
+    lines = [
+        f"Redevable : {redevable.siret} {redevable.company_name}",
+        f"Banque : {connection.bank_name}    Connexion {connection.id} : "
+        f"{_CONNECTION_STATES[connection.state]}{error}",
+        f"Type : {account.type}    Libellé : {account.label}",
+        f"IBAN : {account.iban or '-'}    BIC : {account.bic or '-'}    "
+        f"Monnaie : {account.currency}",
+        f"Date création : {_when(account.created_at)}    "
+        f"Dernière connexion : {_when(connection.last_check_at)}",
+        f"Dernière collecte : {_when(account.last_collected_at)}    "
+        f"Date de désactivation : {_when(account.deactivated_at)}",
+        f"Solde banque : {_amount(account.balance, account.currency)} "
+        f"au {_when(account.balance_at)}",
+        "",
+        "Événements :",
+    ]
+    for event in events:
+        change = ""
+        if event.old_value is not None or event.new_value is not None:
+            old, new = event.old_value or "", event.new_value or ""
+            change = f" (ancienne valeur={old}, nouvelle valeur={new})"
+        lines.append(f"  {_when(event.at)}  {event.message}{change}")
+    click.echo("\n".join(lines))
+
+
+async def _switch(app: AppContext, account_id: int, active: bool) -> None:
+    clock = _clock()
+    async with open_database(app.config) as database:
+        account = await set_account_active(database, account_id, active, clock=clock)
+    word = "réactivé" if active else "désactivé"
+    click.echo(f"Compte bancaire {account.id} ({account.label}, {account.iban or '-'}) {word}.")
+
+
+@banks.command(name="deactivate")
+@click.argument("account_id", type=int)
+@async_command
+async def deactivate(app: AppContext, account_id: int) -> None:
+    """Désactive un compte bancaire : il n'est plus collecté."""
+    await _switch(app, account_id, False)
+
+
+@banks.command(name="reactivate")
+@click.argument("account_id", type=int)
+@async_command
+async def reactivate(app: AppContext, account_id: int) -> None:
+    """Réactive un compte bancaire : la collecte reprend depuis la dernière date relevée."""
+    await _switch(app, account_id, True)
+
+
+@banks.command(name="transactions")
+@click.argument("account_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def transactions(app: AppContext, account_id: int, as_json: bool) -> None:
+    """Toutes les transactions collectées d'un compte, avec leur état et leur relevé."""
+    async with open_database(app.config) as database, database.session() as session:
+        account = await _account_or_fail(session, account_id)
+        rows = (
+            await session.scalars(
+                select(BankTransaction)
+                .where(BankTransaction.account_id == account.id)
+                .order_by(BankTransaction.booking_date, BankTransaction.id)
+            )
+        ).all()
+    entries = [
+        {
+            "id": row.id,
+            "id_fournisseur": row.provider_id,
+            "date_comptable": row.booking_date,
+            "date_valeur": row.value_date,
+            "date_operation": row.real_date,
+            "montant": row.amount,
+            "devise": row.currency,
+            "libelle": row.raw_label,
+            "type": row.type,
+            "etat": row.status.value,
+            "modifiee": row.changed_at is not None,
+            "supprimee_le": row.deleted_at,
+            "remplacee_par": row.replaced_by_id,
+            "releve": row.reported_statement_id,
+            "correction_a_signaler": row.correction_pending,
+        }
+        for row in rows
+    ]
+    if as_json:
+        echo_json(entries)
+        return
+    if not entries:
+        click.echo("Aucune transaction collectée pour ce compte.")
+        return
+    for row in rows:
+        state = _STATES[row.status]
+        if row.changed_at is not None:
+            state += ", modifiée"
+        if row.replaced_by_id is not None:
+            state += f" par {row.replaced_by_id}"
+        statement = f"relevé {row.reported_statement_id}" if row.reported_statement_id else "-"
+        click.echo(
+            f"{row.id:>7}  {row.booking_date:%d/%m/%Y}  "
+            f"{_amount(row.amount, row.currency):>18}  {row.raw_label[:40]:<40}  "
+            f"{state:<24}  {statement}"
+        )
