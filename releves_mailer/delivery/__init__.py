@@ -1,0 +1,1 @@
+"""Statement mails: composition, signing and delivery into the boxes."""
