@@ -57,6 +57,8 @@ _LISTENING_KEY = "releves_mailer.mailbox.listening"
 _PARSE_IN_THREAD = 256 * 1024
 _IN_CHUNK = 500
 DELIMITER = "/"
+_VIEW_CACHE_SIZE = 64
+_FIXED_CACHE_SIZE = 16
 
 
 def canonical_flags(flags: Iterable[str]) -> tuple[str, ...]:
@@ -131,6 +133,8 @@ class MessageStore:
         self.clock = clock
         self._watchers: dict[int, set[asyncio.Event]] = defaultdict(set)
         self._last_uidvalidity = 0
+        self._views: dict[int, tuple[FolderInfo, list[MessageMeta]]] = {}
+        self._fixed: dict[int, dict[int, tuple[dt.datetime, int]]] = {}
         self._engine: AsyncEngine | None = None
         self._sessionmaker = database.sessionmaker
         if database.is_sqlite:
@@ -514,10 +518,20 @@ class MessageStore:
     # region selected-folder views ########################################################
 
     async def load_view(self, folder_id: int) -> tuple[FolderInfo, list[MessageMeta]]:
+        """The folder and its messages; the list is shared, callers must not change it."""
         async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
+            cached = self._views.get(folder_id)
+            if cached is not None and (
+                cached[0].highestmodseq,
+                cached[0].uidnext,
+                cached[0].uidvalidity,
+            ) == (info.highestmodseq, info.uidnext, info.uidvalidity):
+                # Nothing changed since the last load (a MODSEQ bump comes with any change):
+                # many clients polling one big box share one list.
+                return info, cached[1]
             rows = (
                 await session.execute(
                     select(MailMessage.uid, MailMessage.flags, MailMessage.modseq)
@@ -525,7 +539,12 @@ class MessageStore:
                     .order_by(MailMessage.uid)
                 )
             ).all()
-        return info, [MessageMeta(uid, _flags_of(flags), modseq) for uid, flags, modseq in rows]
+        metas = [MessageMeta(uid, _flags_of(flags), modseq) for uid, flags, modseq in rows]
+        self._views.pop(folder_id, None)
+        self._views[folder_id] = (info, metas)
+        while len(self._views) > _VIEW_CACHE_SIZE:
+            del self._views[next(iter(self._views))]
+        return info, metas
 
     async def folder_head(self, folder_id: int) -> tuple[int, int] | None:
         async with self._sessionmaker() as session:
@@ -587,10 +606,36 @@ class MessageStore:
         self, folder_id: int, uids: Sequence[int], columns: Iterable[FetchColumn]
     ) -> list[MessageRecord]:
         wanted = sorted(set(columns) - {"uid"})
-        selected = [MailMessage.uid] + [getattr(MailMessage, name) for name in wanted]
         if not uids:
             return []
         ordered = sorted(uids)
+        if wanted and set(wanted) <= {"internal_date", "size"}:
+            return await self._fixed_columns(folder_id, ordered)
+        return await self._query_records(folder_id, ordered, wanted)
+
+    async def _fixed_columns(self, folder_id: int, ordered: list[int]) -> list[MessageRecord]:
+        # Internal date and size never change: SEARCH SINCE/LARGER over a big box is served
+        # from memory after the first time instead of re-reading (and re-parsing) every row.
+        cache = self._fixed.pop(folder_id, None) or {}
+        self._fixed[folder_id] = cache
+        while len(self._fixed) > _FIXED_CACHE_SIZE:
+            del self._fixed[next(iter(self._fixed))]
+        missing = [uid for uid in ordered if uid not in cache]
+        if missing:
+            for record in await self._query_records(folder_id, missing, ["internal_date", "size"]):
+                assert record.internal_date is not None
+                cache[record.uid] = (record.internal_date, record.size)
+        records = []
+        for uid in ordered:
+            fixed = cache.get(uid)
+            if fixed is not None:
+                records.append(MessageRecord(uid, internal_date=fixed[0], size=fixed[1]))
+        return records
+
+    async def _query_records(
+        self, folder_id: int, ordered: list[int], wanted: Sequence[str]
+    ) -> list[MessageRecord]:
+        selected = [MailMessage.uid] + [getattr(MailMessage, name) for name in wanted]
         records: list[MessageRecord] = []
         async with self._session() as session:
             # A contiguous UID range is one indexed range scan, not a long IN list.

@@ -54,6 +54,7 @@ DELIMITER = "/"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,19})(\+?)\}\r?\n$")
 _FETCH_BATCH = 500
+_SEARCH_BATCH = 10_000
 _FLUSH_AT = 256 * 1024
 _SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 _FETCH_MACROS = {
@@ -1090,8 +1091,8 @@ class ImapSession:
         count = len(view.uids)
         largest_uid = view.uids[-1] if view.uids else 0
         found: list[tuple[int, int]] = []
-        for start in range(0, count, 2000):
-            uids = view.uids[start : start + 2000]
+        for start in range(0, count, _SEARCH_BATCH):
+            uids = view.uids[start : start + _SEARCH_BATCH]
             records: dict[int, MessageRecord] = {}
             if columns:
                 for record in await self.store.fetch_records(view.folder_id, uids, columns):
@@ -1279,6 +1280,10 @@ class ImapSession:
                     if item.text != "HEADER":
                         names = {f.lower() for f in item.fields}
                         data = mime.header_fields(data, names, item.text.endswith(".NOT"))
+                elif not item.path and item.text in ("", "TEXT"):
+                    data = raw or b""
+                    if item.text == "TEXT":
+                        data = data[mime.split_header(data) :]
                 else:
                     if parsed is None:
                         parsed = mime.parse_message(raw or b"")
