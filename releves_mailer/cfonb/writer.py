@@ -13,7 +13,7 @@ from datetime import date
 from typing import Final, Protocol
 
 from .amounts import AMOUNT_LIMIT, CURRENCIES
-from .complements import ONE_FIELD, SEQUENCE_TYPES
+from .complements import ONE_FIELD, QUALIFIERS, SEQUENCE_TYPES
 from .model import Account, Complement, Movement, Statement
 from .opcodes import OP_CODES
 from .text import clean_text, clean_zone
@@ -38,9 +38,12 @@ LAST_DATE: Final = date(2068, 12, 31)
 _POSITIVE: Final = "{ABCDEFGHI"
 _NEGATIVE: Final = "}JKLMNOPQR"
 _NEWLINES: Final = ("\n", "\r\n")
-_BATCH: Final = 512
+_LIMIT: Final = AMOUNT_LIMIT
 _BLANK50: Final = " " * 50
 _BLANK16: Final = " " * 16
+_FLAGS: Final[dict[bool | None, str]] = {None: " ", True: "1", False: "0"}
+# Known qualifiers whose clean data needs no further layout check (LIB is the label's).
+_PLAIN_QUALIFIERS: Final = frozenset(QUALIFIERS) - ONE_FIELD - {"LIB", "RUM", "MMO"}
 
 
 class SupportsWrite(Protocol):
@@ -116,7 +119,7 @@ def _complement_data(complement: Complement) -> str:
 class _Renderer:
     """Renders the records of one account; holds the zones shared by every record."""
 
-    __slots__ = ("bank", "dates", "middle", "newline")
+    __slots__ = ("bank", "booking_dates", "dates", "middle", "newline", "prefix04", "tail")
 
     def __init__(self, account: Account, newline: str) -> None:
         bank, branch, number, currency = _check_account(account)
@@ -124,7 +127,11 @@ class _Renderer:
         # Positions 12-32: branch, currency, decimals, reserved blank, account number.
         self.middle = f"{branch}{currency}{CURRENCIES[currency]} {number}"
         self.newline = newline
+        # Positions 1-32 of a 04 without bank internal code; 105-120 blank + newline.
+        self.prefix04 = f"04{bank}    {self.middle}"
+        self.tail = f"{_BLANK16}{newline}"
         self.dates: dict[date, str] = {}
+        self.booking_dates: dict[date, str] = {}
 
     def balance(self, code: str, day: date, amount: int) -> str:
         text = self.dates.get(day) or _ddmmyy(day, self.dates)
@@ -133,64 +140,118 @@ class _Renderer:
             f"{_amount(amount)}{_BLANK16}{self.newline}"
         )
 
-    def movement(self, m: Movement, seq: int) -> str:
+    def movement(self, m: Movement, seq: int, period_end: date) -> str:
         """The 04 record of ``m`` and its 05 records, each followed by the newline."""
-        dates = self.dates
+        # The hot path of the writer. Every substitution in an f-string costs, so the
+        # common movement (short label, no optional zone, no complement) takes one
+        # f-string with the constant zones pre-joined; anything else takes _full().
         op = m.op_code
         if op not in OP_CODES:
             raise CfonbWriteError(f"unknown operation code {op!r}")
-        booking = dates.get(m.booking_date) or _ddmmyy(m.booking_date, dates)
+        day = m.booking_date
+        booking = self.booking_dates.get(day) or self.booking_date(day, period_end)
         value_day = m.value_date
-        value = booking if value_day is None else dates.get(value_day) or _ddmmyy(value_day, dates)
+        if value_day is None:
+            value = booking
+        else:
+            value = self.dates.get(value_day) or _ddmmyy(value_day, self.dates)
+        label = m.label
+        if label.isascii() and label.isprintable():
+            label = " ".join(label.upper().split())
+        else:
+            label = clean_text(label)
         amount = m.amount
-        if type(amount) is not int:
-            raise CfonbWriteError(f"amount must be an int of minor units, not {amount!r}")
+        if type(amount) is not int or not -_LIMIT <= amount <= _LIMIT:
+            _amount(amount)  # raises the precise error
         if amount >= 0:
-            if amount > AMOUNT_LIMIT:
-                raise CfonbWriteError(f"amount {amount} beyond the CFONB limit of {AMOUNT_LIMIT}")
-            zone = f"{amount // 10:013d}{_POSITIVE[amount % 10]}"
+            tens, last = divmod(amount, 10)
+            sign = _POSITIVE[last]
         else:
-            if amount < -AMOUNT_LIMIT:
-                raise CfonbWriteError(f"amount {amount} beyond the CFONB limit of -{AMOUNT_LIMIT}")
-            zone = f"{-amount // 10:013d}{_NEGATIVE[-amount % 10]}"
-        label = clean_text(m.label)
+            tens, last = divmod(-amount, 10)
+            sign = _NEGATIVE[last]
+        if (
+            m.entry_number
+            or m.complements
+            or len(label) > 31
+            or m.internal_code
+            or m.reject_code
+            or m.reference
+            or m.exempt is not None
+            or m.unavailable is not None
+            or seq >= 10_000_000
+        ):
+            return self._full(m, seq, op, booking, value, label, f"{tens:013d}{sign}")
+        return (
+            f"{self.prefix04}{op}{booking}  {value}{label:<31}  {seq:07d}  {tens:013d}{sign}"
+            f"{self.tail}"
+        )
+
+    def _full(
+        self, m: Movement, seq: int, op: str, booking: str, value: str, label: str, zone: str
+    ) -> str:
         entry = m.entry_number
-        if entry:
-            entry = entry.upper()
-            if len(entry) > 7 or not _is_alnum(entry):
-                raise CfonbWriteError(f"entry number must be 1-7 letters or digits: {entry!r}")
-            entry = entry.zfill(7) if entry.isdigit() else f"{entry:<7}"
-        else:
-            entry = f"{seq % 10_000_000:07d}"
-        internal = m.internal_code.upper()
-        if internal and (len(internal) > 4 or not _is_alnum(internal)):
-            raise CfonbWriteError(f"bank internal code must be 1-4 letters or digits: {internal!r}")
+        entry = _entry_number(entry) if entry else f"{seq % 10_000_000:07d}"
+        internal = m.internal_code
+        if internal:
+            internal = _internal_code(internal)
         reject = m.reject_code
         if reject and (len(reject) != 2 or not (reject.isascii() and reject.isdigit())):
             raise CfonbWriteError(f"reject reason code must be 2 digits: {reject!r}")
-        flags = ("0" if m.exempt is False else " " if m.exempt is None else "1") + (
-            "0" if m.unavailable is False else " " if m.unavailable is None else "1"
-        )
         reference = m.reference
         if reference:
-            reference = clean_text(reference)
-            if len(reference) > 16:
-                raise CfonbWriteError(f"reference zone longer than 16 characters: {reference!r}")
+            reference = _reference(reference)
         nl = self.newline
         head = f"{self.bank}{internal:<4}{self.middle}{op}{booking}"
-        record = (
-            f"04{head}{reject:<2}{value}{label[:31]:<31}  {entry}{flags}{zone}{reference:<16}{nl}"
-        )
-        if len(label) <= 31 and not m.complements:
-            return record
-        parts = [record]
+        parts = [
+            f"04{head}{reject:<2}{value}{label[:31]:<31}  {entry}"
+            f"{_FLAGS[m.exempt]}{_FLAGS[m.unavailable]}{zone}{reference:<16}{nl}"
+        ]
         prefix = f"05{head}     "
         for start in range(31, len(label), 70):
             parts.append(f"{prefix}LIB{label[start : start + 70]:<70}  {nl}")
         for complement in m.complements:
-            data = _complement_data(complement)
-            parts.append(f"{prefix}{complement.qualifier}{data:<70}  {nl}")
+            qualifier, data = complement.qualifier, complement.data
+            if not (
+                qualifier in _PLAIN_QUALIFIERS
+                and len(data) <= 70
+                and data.isascii()
+                and data.isprintable()
+                and data == data.upper()
+            ):
+                data = _complement_data(complement)
+            parts.append(f"{prefix}{qualifier}{data:<70}  {nl}")
         return "".join(parts)
+
+    def booking_date(self, day: date, period_end: date) -> str:
+        """JJMMAA of a booking date, refused after the period end (cached once checked)."""
+        if day > period_end:
+            raise CfonbWriteError(
+                f"booked {day.isoformat()}, after the period end {period_end.isoformat()}"
+            )
+        text = self.dates.get(day) or _ddmmyy(day, self.dates)
+        self.booking_dates[day] = text
+        return text
+
+
+def _entry_number(entry: str) -> str:
+    entry = entry.upper()
+    if len(entry) > 7 or not _is_alnum(entry):
+        raise CfonbWriteError(f"entry number must be 1-7 letters or digits: {entry!r}")
+    return entry.zfill(7) if entry.isdigit() else f"{entry:<7}"
+
+
+def _internal_code(internal: str) -> str:
+    internal = internal.upper()
+    if len(internal) > 4 or not _is_alnum(internal):
+        raise CfonbWriteError(f"bank internal code must be 1-4 letters or digits: {internal!r}")
+    return internal
+
+
+def _reference(reference: str) -> str:
+    reference = clean_text(reference)
+    if len(reference) > 16:
+        raise CfonbWriteError(f"reference zone longer than 16 characters: {reference!r}")
+    return reference
 
 
 def _check_dates(opening_date: date, closing_date: date) -> None:
@@ -213,25 +274,19 @@ def _chunks(
     _check_newline(newline)
     _check_dates(opening_date, closing_date)
     renderer = _Renderer(account, newline)
-    render = renderer.movement
     buffer = [renderer.balance("01", opening_date, opening_balance)]
-    append = buffer.append
     total = opening_balance
-    for seq, movement in enumerate(movements, 1):
-        if movement.booking_date > closing_date:
-            raise CfonbWriteError(
-                f"movement {seq}: booked {movement.booking_date.isoformat()}, after the period"
-                f" end {closing_date.isoformat()}"
-            )
-        try:
-            append(render(movement, seq))
-        except CfonbWriteError as exc:
-            raise CfonbWriteError(f"movement {seq} ({movement.label!r}): {exc}") from None
-        total += movement.amount
-        if len(buffer) >= _BATCH:
-            yield "".join(buffer)
-            buffer.clear()
-    append(renderer.balance("07", closing_date, total))
+    seq = 0
+    try:
+        for seq, movement in enumerate(movements, 1):
+            buffer.append(renderer.movement(movement, seq, closing_date))
+            total += movement.amount
+            if len(buffer) >= 512:
+                yield "".join(buffer)
+                buffer.clear()
+    except CfonbWriteError as exc:
+        raise CfonbWriteError(f"movement {seq}: {exc}") from None
+    buffer.append(renderer.balance("07", closing_date, total))
     closing.append(total)
     yield "".join(buffer)
 
