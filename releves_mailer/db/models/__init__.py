@@ -11,6 +11,7 @@ from releves_mailer.db.models.collect import (
     TransactionStatus,
 )
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
+from releves_mailer.db.models.notify import OutboxMessage, OutboxState
 from releves_mailer.db.models.portfolio import Periodicity, PortalAccount, ReceptionMode, Redevable
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "MailFolder",
     "MailMessage",
     "MailSubscription",
+    "OutboxMessage",
+    "OutboxState",
     "Periodicity",
     "PortalAccount",
     "ReceptionMode",

@@ -1,0 +1,1 @@
+"""Mails to outside addresses (links, alerts, notifications) through a persistent outbox."""
