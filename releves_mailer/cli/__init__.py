@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from releves_mailer.cli.admin import check_config, db, init
+from releves_mailer.cli.banks import banks
 from releves_mailer.cli.cfonb import cfonb
 from releves_mailer.cli.common import AppContext
 from releves_mailer.cli.portfolio import accounts, redevables
@@ -65,5 +66,5 @@ def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
     )
 
 
-for _command in (init, check_config, db, accounts, redevables, serve, cfonb):
+for _command in (init, check_config, db, accounts, redevables, banks, serve, cfonb):
     main.add_command(_command)
