@@ -128,6 +128,8 @@ class StatementMail:
         if not _SAFE_ID.fullmatch(str(self.statement_id)) or isinstance(self.statement_id, bool):
             raise ValueError(f"statement id unusable in a Message-ID: {self.statement_id!r}")
         periodicity_label(self.periodicity)
+        if not (self.siret.isascii() and self.siret.isdigit() and len(self.siret) in (9, 14)):
+            raise ValueError(f"siret must be 14 digits (or a 9-digit SIREN): {self.siret!r}")
         for name in ("movement_count", "opening_balance", "closing_balance"):
             if not _is_int(getattr(self, name)):
                 raise TypeError(f"{name} must be an int, not {type(getattr(self, name)).__name__}")

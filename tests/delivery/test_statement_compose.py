@@ -285,6 +285,8 @@ async def test_redelivery_is_byte_comparable_up_to_the_signature(make_statement,
         ("recipient", "demo@x\r\nBcc: a@b", ValueError),
         ("periodicity", "BIMENSUELLE", ValueError),
         ("movement_count", -1, ValueError),
+        ("siret", "4048330480002", ValueError),
+        ("siret", "404 833 048", ValueError),
     ],
 )
 def test_statement_mail_refuses_bad_input(make_statement, field, value, error):
