@@ -19,7 +19,7 @@ from datetime import date
 from typing import Final
 
 from .amounts import CURRENCIES, decode_amount, format_amount
-from .complements import FREE_TEXT, ONE_FIELD, QUALIFIERS, SEQUENCE_TYPES, TWO_FIELDS
+from .complements import ONE_FIELD, QUALIFIERS, SEQUENCE_TYPES
 from .model import Account, Complement, Movement, Statement
 from .opcodes import OP_CODES
 
@@ -35,7 +35,6 @@ __all__ = [
 _RECORD: Final = 120
 _CODES: Final = frozenset({"01", "04", "05", "07"})
 _KNOWN_QUALIFIERS: Final = frozenset(QUALIFIERS)
-assert FREE_TEXT | ONE_FIELD | TWO_FIELDS | {"RUM", "MMO"} == _KNOWN_QUALIFIERS
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -228,9 +227,10 @@ class _Parser:
                     what = "caractère de contrôle" if char.isascii() else "caractère non ASCII"
                     self.deviate(line, column, f"{what} {char!r}")
                     break
-        if any(c.islower() for c in record):
-            column = next(i for i, c in enumerate(record, 1) if c.islower())
-            self.deviate(line, column, "minuscules : la norme demande des majuscules")
+        if record != record.upper():
+            column = next((i for i, c in enumerate(record, 1) if c.islower()), 0)
+            if column:
+                self.deviate(line, column, "minuscules : la norme demande des majuscules")
         return record
 
     # -- shared zones ------------------------------------------------------------------------

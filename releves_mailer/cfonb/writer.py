@@ -380,4 +380,4 @@ def dumps(statements: Iterable[Statement], *, newline: str = "\n") -> str:
 def iter_records(statements: Iterable[Statement]) -> Iterator[str]:
     """Yield the 120-character records of ``statements``, without line terminators."""
     for chunk in _file_chunks(statements, "\n"):
-        yield from chunk.splitlines()
+        yield from chunk.split("\n")[:-1]
