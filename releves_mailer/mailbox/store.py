@@ -34,11 +34,13 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
+from releves_mailer.interfaces import MessageSink
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
     FolderChanges,
     FolderExists,
     FolderInfo,
+    MailStore,
     MessageMeta,
     MessageRecord,
     NoSuchFolder,
@@ -134,7 +136,7 @@ class MessageStore:
         self._watchers: dict[int, set[asyncio.Event]] = defaultdict(set)
         self._last_uidvalidity = 0
         self._views: dict[int, tuple[FolderInfo, list[MessageMeta]]] = {}
-        self._fixed: dict[int, dict[int, tuple[dt.datetime, int]]] = {}
+        self._fixed: dict[int, dict[int, MessageRecord]] = {}
         self._engine: AsyncEngine | None = None
         self._sessionmaker = database.sessionmaker
         if database.is_sqlite:
@@ -227,8 +229,17 @@ class MessageStore:
         return await asyncio.to_thread(self._blob_path(blob).read_bytes)
 
     async def read_blobs(self, blobs: Sequence[str]) -> list[bytes]:
-        paths = [self._blob_path(blob) for blob in blobs]
-        return await asyncio.to_thread(lambda: [path.read_bytes() for path in paths])
+        base = str(self.blob_dir)
+        paths = [f"{base}/{blob[:2]}/{blob[2:]}" for blob in blobs]
+
+        def read_all() -> list[bytes]:
+            out = []
+            for path in paths:
+                with open(path, "rb") as handle:
+                    out.append(handle.read())
+            return out
+
+        return await asyncio.to_thread(read_all)
 
     async def _prepare(self, raw: bytes) -> tuple[str, _Analysis]:
         if len(raw) > _PARSE_IN_THREAD:
@@ -237,6 +248,30 @@ class MessageStore:
             analysis = _Analysis(raw)
         blob = await asyncio.to_thread(self._write_blob_sync, raw)
         return blob, analysis
+
+    async def collect_garbage(self, older_than: dt.timedelta = dt.timedelta(hours=1)) -> int:
+        """Delete message files no row points at any more; returns how many went.
+
+        Files younger than ``older_than`` are kept: their delivery may not have committed yet.
+        """
+        async with self._session() as session:
+            used = set((await session.execute(select(MailMessage.blob).distinct())).scalars())
+        horizon = (self.clock.now() - older_than).timestamp()
+
+        def sweep() -> int:
+            removed = 0
+            if not self.blob_dir.exists():
+                return 0
+            for path in self.blob_dir.glob("??/*"):
+                blob = path.parent.name + path.name
+                if blob in used or path.name.startswith("."):
+                    continue
+                if path.stat().st_mtime < horizon:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
 
     # endregion
     # region delivery (MessageSink) #######################################################
@@ -616,6 +651,7 @@ class MessageStore:
     async def _fixed_columns(self, folder_id: int, ordered: list[int]) -> list[MessageRecord]:
         # Internal date and size never change: SEARCH SINCE/LARGER over a big box is served
         # from memory after the first time instead of re-reading (and re-parsing) every row.
+        # The records handed out are shared: callers only read them.
         cache = self._fixed.pop(folder_id, None) or {}
         self._fixed[folder_id] = cache
         while len(self._fixed) > _FIXED_CACHE_SIZE:
@@ -623,14 +659,8 @@ class MessageStore:
         missing = [uid for uid in ordered if uid not in cache]
         if missing:
             for record in await self._query_records(folder_id, missing, ["internal_date", "size"]):
-                assert record.internal_date is not None
-                cache[record.uid] = (record.internal_date, record.size)
-        records = []
-        for uid in ordered:
-            fixed = cache.get(uid)
-            if fixed is not None:
-                records.append(MessageRecord(uid, internal_date=fixed[0], size=fixed[1]))
-        return records
+                cache[record.uid] = record
+        return [cache[uid] for uid in ordered if uid in cache]
 
     async def _query_records(
         self, folder_id: int, ordered: list[int], wanted: Sequence[str]
@@ -792,3 +822,8 @@ class MessageStore:
         return target.uidvalidity, mapping
 
     # endregion
+
+
+def _conforms(store: MessageStore) -> tuple[MessageSink, MailStore]:
+    # Type-checked only: the store implements both contracts.
+    return store, store

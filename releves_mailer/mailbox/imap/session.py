@@ -1103,22 +1103,23 @@ class ImapSession:
                     [records[u].blob for u in uids if u in records]
                 )
                 blobs = dict(zip([u for u in uids if u in records], blob_list, strict=True))
+            # One context reused for every message: SEARCH over a big box is a hot loop.
+            ctx = MessageContext(0, 0, (), 0, False, MessageRecord(0), count, largest_uid, bytes)
+            empty = MessageRecord(0)
+            recent = view.recent
             for offset, uid in enumerate(uids):
                 meta = view.meta[uid]
-                record = records.get(uid) or MessageRecord(uid)
-                ctx = MessageContext(
-                    seq=start + offset + 1,
-                    uid=uid,
-                    flags=meta.flags,
-                    modseq=meta.modseq,
-                    recent=uid in view.recent,
-                    record=record,
-                    max_seq=count,
-                    max_uid=largest_uid,
-                    raw=_getter(blobs, uid),
-                )
+                ctx.seq = start + offset + 1
+                ctx.uid = uid
+                ctx.flags = meta.flags
+                ctx.modseq = meta.modseq
+                ctx.recent = uid in recent
+                ctx.record = records.get(uid) or empty
+                if blobs:
+                    ctx.raw = _getter(blobs, uid)
+                    ctx._text = None
                 if matches(program, ctx):
-                    found.append((start + offset + 1, uid))
+                    found.append((ctx.seq, uid))
         numbers = [uid if context.uid else seq for seq, uid in found]
         line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
         if uses_modseq(program) and found:
@@ -1197,36 +1198,56 @@ class ImapSession:
         if need_blob:
             columns.add("blob")
         sets_seen = sets_seen and not view.readonly
-        for start in range(0, len(uids), _FETCH_BATCH):
-            batch = uids[start : start + _FETCH_BATCH]
-            records = (
-                {r.uid: r for r in await self.store.fetch_records(view.folder_id, batch, columns)}
-                if columns
-                else {}
-            )
+        folder_id = view.folder_id
+
+        async def load(batch: list[int]) -> tuple[dict[int, MessageRecord], dict[int, bytes]]:
+            records: dict[int, MessageRecord] = {}
+            if columns:
+                for record in await self.store.fetch_records(folder_id, batch, columns):
+                    records[record.uid] = record
             blobs: dict[int, bytes] = {}
             if need_blob:
                 present = [uid for uid in batch if uid in records]
                 contents = await self.store.read_blobs([records[u].blob for u in present])
                 blobs = dict(zip(present, contents, strict=True))
-            newly_seen: set[int] = set()
-            if sets_seen:
-                unseen = [u for u in batch if "\\Seen" not in view.meta[u].flags]
-                if unseen:
-                    updated, _ = await self.store.store_flags(
-                        view.folder_id, unseen, "add", ["\\Seen"]
-                    )
-                    for meta in updated:
-                        view.meta[meta.uid] = meta
-                    newly_seen = {m.uid for m in updated}
-            for uid in batch:
-                if uid not in view.meta:
-                    continue
-                record = records.get(uid, MessageRecord(uid))
-                if columns and uid not in records:
-                    continue  # expunged by someone else meanwhile
-                self._fetch_one(view, uid, items, record, blobs.get(uid), uid in newly_seen)
-            await self.maybe_flush()
+            return records, blobs
+
+        batches = [uids[i : i + _FETCH_BATCH] for i in range(0, len(uids), _FETCH_BATCH)]
+        # Pipeline: the next batch is read from the database and the files while this one is
+        # formatted and sent.
+        upcoming = asyncio.ensure_future(load(batches[0])) if batches else None
+        try:
+            for index, batch in enumerate(batches):
+                assert upcoming is not None
+                records, blobs = await upcoming
+                upcoming = (
+                    asyncio.ensure_future(load(batches[index + 1]))
+                    if index + 1 < len(batches)
+                    else None
+                )
+                newly_seen: set[int] = set()
+                if sets_seen:
+                    unseen = [u for u in batch if "\\Seen" not in view.meta[u].flags]
+                    if unseen:
+                        updated, _ = await self.store.store_flags(
+                            folder_id, unseen, "add", ["\\Seen"]
+                        )
+                        for meta in updated:
+                            view.meta[meta.uid] = meta
+                        newly_seen = {m.uid for m in updated}
+                for uid in batch:
+                    if uid not in view.meta:
+                        continue
+                    record = records.get(uid)
+                    if record is None:
+                        if columns:
+                            continue  # expunged by another session meanwhile
+                        record = MessageRecord(uid)
+                    self._fetch_one(view, uid, items, record, blobs.get(uid), uid in newly_seen)
+                await self.maybe_flush()
+        finally:
+            if upcoming is not None and not upcoming.done():
+                upcoming.cancel()
         self.ok(context, "Fetch completed")
 
     def _fetch_one(
