@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import click
 
+from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.cli.common import AppContext, async_command
 from releves_mailer.clock import SystemClock
-from releves_mailer.config import CONFIG_FILE_NAME, Config, ConfigError, load_config
+from releves_mailer.config import CONFIG_FILE_NAME, Config, ConfigError
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import current_heads, head_revisions, upgrade
-from releves_mailer.errors import UserError
-from releves_mailer.resources import example_config_path
-from releves_mailer.signing.certificates import write_signing_pair, write_tls_pair
-from releves_mailer.signing.secrets import generate_key_file
 
 __all__ = ["check_config", "db", "init"]
 
@@ -32,54 +28,7 @@ __all__ = ["check_config", "db", "init"]
 def init(directory: Path, domain: str) -> None:
     """Crée un dossier de données prêt à l'emploi (configuration, clés, base)."""
     config_path = directory / CONFIG_FILE_NAME
-    if config_path.exists():
-        raise UserError(f"{config_path} existe déjà : rien n'a été modifié")
-    if not re.fullmatch(
-        r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", domain.lower()
-    ):
-        raise UserError(f"nom de domaine invalide « {domain} »")
-    directory.mkdir(parents=True, exist_ok=True)
-    text = example_config_path().read_text(encoding="utf-8")
-    text = text.replace('domain = "releves.localhost"', f'domain = "{domain.lower()}"', 1)
-    # Written last under its final name, so that a failed init leaves no usable half-config.
-    staging = directory / (CONFIG_FILE_NAME + ".tmp")
-    staging.write_text(text, encoding="utf-8")
-    config = load_config(staging)
-    clock = SystemClock()
-    for path in (
-        config.path(config.secrets.key_file),
-        config.path(config.tls.key),
-        config.path(config.tls.certificate),
-        config.path(config.signing.key),
-        config.path(config.signing.certificate),
-    ):
-        if path.exists():
-            staging.unlink()
-            raise UserError(f"{path} existe déjà : rien n'a été modifié")
-    generate_key_file(config.path(config.secrets.key_file))
-    write_tls_pair(
-        config.portal.domain,
-        config.path(config.tls.key),
-        config.path(config.tls.certificate),
-        clock.now(),
-    )
-    write_signing_pair(
-        f"portail@{config.portal.domain}",
-        config.portal.name,
-        config.path(config.signing.key),
-        config.path(config.signing.certificate),
-        clock.now(),
-    )
-
-    async def migrate() -> None:
-        database = Database(config.database_url)
-        try:
-            await upgrade(database)
-        finally:
-            await database.dispose()
-
-    asyncio.run(migrate())
-    staging.replace(config_path)
+    asyncio.run(initialise_data_dir(directory, domain, SystemClock()))
     click.echo(f"Dossier de données prêt : {directory.resolve()}")
     click.echo(f"Configuration : {config_path.resolve()}")
     click.echo("Étapes suivantes :")
