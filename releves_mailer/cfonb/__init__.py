@@ -30,26 +30,38 @@ Decisions taken where the standard is silent or ambiguous
    words). The reader rebuilds the label from the 04 and the ``LIB`` records that follow
    it directly, joining with one blank when the previous piece ends with blanks. Explicit
    ``LIB`` complements are refused: extend the label instead. Other complements follow in
-   the order given (builders in :mod:`.complements`: NPY/NBE names, LCC/LC2 remittance
-   information up to 140 characters, RCN, REF, RUM, IBE, IPY, CBE, CPY, LCS, MMO).
+   the order given (builders in :mod:`.complements`: NPY/NBE names, cut at 70
+   characters; LCC/LC2 remittance information, 140 characters at most, cut at position
+   70; RCN, REF, RUM, IBE, IPY, CBE, CPY, LCS identifiers of at most 35 characters,
+   longer ones refused; MMO original amount).
 7. Entry number (82-88): the caller's (digits are zero-filled to 7), or else the
    1-based position of the movement in its statement, so identical movements of one day
    always differ. Give a number that is stable across statements (e.g.
    :func:`.complements.entry_number_from_id` of the aggregator's id) when a late posting
    may land in another statement next to an identical one.
 8. Account: bank, branch and account number of a French-layout IBAN (FR, MC, overseas
-   codes), RIB key checked. Any other valid IBAN: bank ``00000``, branch ``00000``,
-   account number = the last 11 characters of the BBAN (see :mod:`.account`).
+   codes), RIB key checked. Any other valid IBAN (check digits and BBAN structure checked,
+   not python-stdnum's national bank registries, which age): bank ``00000``, branch
+   ``00000``, account number = the last 11 characters of the BBAN (see :mod:`.account`).
 9. One file may hold several statements: several accounts, and consecutive periods of
    one account, which must chain (closing date and balance of one = opening date and
    balance of the next; checked by the writer, reported by the reader).
 10. Operation codes: from the aggregator's type, the sign and the label (:mod:`.opcodes`);
-    ``99`` only when nothing says more.
+    ``99`` only when nothing says more. The reject reason code (41-42) is blank unless
+    the caller gives one.
 11. Reader variants (each reported as a deviation, none fatal): records shorter than 120
     (trailing blanks trimmed) are padded, lowercase is accepted, filled reserved zones
     are ignored, a blank currency is EUR, blank decimals are the ISO minor unit, record
-    decimals that differ from the currency's are converted when exact. Unknown
-    qualifiers are kept as they are.
+    decimals that differ from the currency's are converted when exact, a UTF-8 BOM and a
+    DOS end-of-file mark are skipped. Unknown qualifiers and operation codes are
+    reported and kept as they are. Position 21 is not compared between a 05 and its 04
+    (banks put a legacy ``E`` in the 04 only). One non-ASCII or control character is
+    reported per record (the first). Line numbers are physical lines, or record numbers
+    in a file without separators; columns are positions 1-120.
+12. Deviations the reader reports beyond the record layout: 05 zones 3-40 that differ
+    from their 04, a 07 balance that is not the 01 balance plus the movements, a movement
+    booked after the 07 date, a 07 dated before its 01, and consecutive statements of one
+    account that do not chain.
 """
 
 from __future__ import annotations

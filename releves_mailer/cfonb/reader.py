@@ -135,6 +135,7 @@ class _Open:
     opening_date: date
     opening_balance: int
     movements: list[Movement] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # line of each movement's 04
 
 
 @dataclass(slots=True)
@@ -482,6 +483,7 @@ class _Parser:
         if self.movement is not None:
             assert self.open is not None
             self.open.movements.append(self.movement.freeze())
+            self.open.lines.append(self.movement.line)
             self.movement = None
 
     def closing(self, line: int, record: str) -> None:
@@ -504,6 +506,14 @@ class _Parser:
             return
         if day < current.opening_date:
             self.deviate(line, 35, "date du nouveau solde antérieure à celle de l'ancien solde")
+        for movement, movement_line in zip(current.movements, current.lines, strict=True):
+            if movement.booking_date > day:
+                self.deviate(
+                    movement_line,
+                    35,
+                    "date de comptabilisation postérieure à la date du nouveau solde"
+                    f" (ligne {line})",
+                )
         statement = Statement(
             current.account,
             current.opening_date,

@@ -226,3 +226,10 @@ def test_bom_and_ctrl_z() -> None:
     result = parse("\ufeff" + EUR + "\x1a")
     assert [(d.line, d.column) for d in result.deviations] == [(1, 1), (7, 1)]
     assert result.statements == EUR_BASIC
+
+
+def test_movement_booked_after_the_period_end() -> None:
+    lines = EUR.split("\n")
+    late = lines[4][:34] + "010224" + lines[4][40:]
+    found = [(d.line, d.column) for d in check("\n".join([*lines[:4], late, *lines[5:]]))]
+    assert found == [(5, 35)]
