@@ -27,7 +27,7 @@ import tracemalloc
 from collections.abc import Iterator
 from datetime import date, timedelta
 
-from releves_mailer.cfonb import Account, Movement, op_code_for, stream_statement
+from releves_mailer.cfonb import Account, Complement, Movement, op_code_for, stream_statement
 from releves_mailer.cfonb import complements as c
 
 TARGET_RATE = 250_000
@@ -62,7 +62,7 @@ def row(i: int) -> tuple[date, int, str, str]:
 
 
 def build(i: int, booking: date, amount: int, label: str, kind: str) -> Movement:
-    extra: tuple[c.Complement, ...] = ()
+    extra: tuple[Complement, ...] = ()
     if i % 5 == 1:
         extra = (
             c.beneficiary_name("EDF SA"),

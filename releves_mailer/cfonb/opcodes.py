@@ -291,7 +291,9 @@ class OpCodeMapper:
 
     def classify(self, label: str) -> str | None:
         """Guess the aggregator type from a label, or ``None`` when it says nothing."""
-        text = clean_text(label)
+        return self._classify(clean_text(label))
+
+    def _classify(self, text: str) -> str | None:
         for pattern, kind in self._label_types:
             if pattern.search(text):
                 return kind
@@ -330,7 +332,7 @@ class OpCodeMapper:
             kind = "unknown"
         code = self._code(kind, debit, text, card)
         if code == "99":
-            guessed = self.classify(text)
+            guessed = self._classify(text)
             if guessed is not None and guessed != "unknown" and guessed != kind:
                 code = self._code(guessed, debit, text, card)
         if foreign_currency and code in ("05", "06"):

@@ -4,6 +4,9 @@ Every record is built whole and checked before it is written; an invalid value r
 :class:`CfonbWriteError` (a ``ValueError``) naming the movement. Streaming writes go out
 in batches, so when an error interrupts a statement the stream holds its beginning: write
 to a temporary file and rename it, or use :func:`dumps`, which is all or nothing.
+
+Open files with ``newline=""``: the writer puts the terminators itself, and text mode
+would otherwise turn each LF into the platform's (CRLF on Windows).
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from releves_mailer.cfonb import OP_CODES, OpCodeMapper, classify_label, op_code_for
-from releves_mailer.cfonb.opcodes import TypeRules
+from releves_mailer.cfonb import OP_CODES, OpCodeMapper, classify_label, clean_text, op_code_for
+from releves_mailer.cfonb.opcodes import DEFAULT_RULES, TypeRules
 
 
 @pytest.mark.parametrize(
@@ -109,3 +111,27 @@ def test_custom_table() -> None:
     assert mapper.code("weird", 5, "nothing") == "91"
     with pytest.raises(ValueError, match="unknown operation code"):
         OpCodeMapper({"unknown": TypeRules("60", "99")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.none(), st.sampled_from(sorted(DEFAULT_RULES)), st.text(max_size=12)),
+    st.integers(-(10**14), 10**14),
+    st.text(max_size=80),
+    st.booleans(),
+    st.booleans(),
+)
+def test_always_a_cfonb_code(
+    kind: str | None, amount: int, label: str, card: bool, foreign: bool
+) -> None:
+    assert op_code_for(kind, amount, label, card=card, foreign_currency=foreign) in OP_CODES
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_clean_text_gives_upper_case_printable_ascii(text: str) -> None:
+    cleaned = clean_text(text)
+    assert cleaned.isascii() and cleaned.isprintable()
+    assert cleaned == cleaned.upper() == cleaned.strip()
+    assert "  " not in cleaned
+    assert clean_text(cleaned) == cleaned
