@@ -1,0 +1,51 @@
+"""Powens (partner mode): API client, Provider implementation, Webview URLs and callbacks."""
+
+from releves_mailer.collect.powens.client import (
+    PaginationError,
+    PowensAPIError,
+    PowensClient,
+    RetryPolicy,
+    Timeouts,
+    api_host,
+)
+from releves_mailer.collect.powens.parsing import (
+    KNOWN_STATES,
+    UNKNOWN_STATE,
+    PowensConnection,
+    parse_amount,
+    parse_timestamp,
+)
+from releves_mailer.collect.powens.provider import (
+    PAGE_LIMIT,
+    PowensProvider,
+    TemporaryCode,
+    account_disabled,
+)
+from releves_mailer.collect.powens.webview import (
+    WebviewCallback,
+    WebviewError,
+    build_webview_url,
+    parse_webview_callback,
+)
+
+__all__ = [
+    "KNOWN_STATES",
+    "PAGE_LIMIT",
+    "UNKNOWN_STATE",
+    "PaginationError",
+    "PowensAPIError",
+    "PowensClient",
+    "PowensConnection",
+    "PowensProvider",
+    "RetryPolicy",
+    "TemporaryCode",
+    "Timeouts",
+    "WebviewCallback",
+    "WebviewError",
+    "account_disabled",
+    "api_host",
+    "build_webview_url",
+    "parse_amount",
+    "parse_timestamp",
+    "parse_webview_callback",
+]

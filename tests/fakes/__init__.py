@@ -1,0 +1,1 @@
+"""Fakes of remote third parties (only those: our own servers run for real in tests)."""
