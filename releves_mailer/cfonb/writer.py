@@ -109,6 +109,9 @@ def _complement_data(complement: Complement) -> str:
         raise CfonbWriteError(f"qualifier must be 3 upper-case letters or digits: {qualifier!r}")
     if qualifier == "LIB":
         raise CfonbWriteError("LIB complements carry the label continuation: extend the label")
+    if qualifier not in QUALIFIERS:
+        # The strict reader reports qualifiers outside the CFONB list: never write one.
+        raise CfonbWriteError(f"qualifier {qualifier!r} is not in the CFONB list")
     data = clean_zone(complement.data)
     if len(data) > 70:
         raise CfonbWriteError(f"{qualifier} data longer than 70 characters: {data!r}")
@@ -116,7 +119,22 @@ def _complement_data(complement: Complement) -> str:
         raise CfonbWriteError(f"{qualifier} data longer than 35 characters: {data!r}")
     if qualifier == "RUM" and (len(data) > 39 or data[35:] not in SEQUENCE_TYPES | {""}):
         raise CfonbWriteError(f"RUM sequence type must be OOFF, FRST, RCUR or FNAL: {data!r}")
+    if qualifier == "MMO" and not _valid_mmo(data):
+        raise CfonbWriteError(
+            f"MMO must be currency, decimals, 14-digit amount, optional rate: {data!r}"
+        )
     return data
+
+
+def _valid_mmo(data: str) -> bool:
+    rate = data[18:31]
+    return (
+        data[:3] in CURRENCIES
+        and data[3:18].isdigit()
+        and len(data[3:18]) == 15
+        and (rate == "" or (len(rate) == 13 and rate.isdigit()))
+        and len(data) <= 31
+    )
 
 
 class _Renderer:

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
+from decimal import Decimal
 
 import pytest
 
@@ -144,6 +145,10 @@ def test_zero_and_three_decimal_currencies() -> None:
         (movement(complements=(Complement("NBE", "X" * 71),)), "70"),
         (movement(complements=(Complement("RUM", "RUM1" + " " * 31 + "XXXX"),)), "RUM"),
         (movement(complements=(Complement("CPY", "X" * 36),)), "35"),
+        (movement(complements=(Complement("PDO", "FR FRANCE"),)), "CFONB list"),
+        (movement(complements=(Complement("MMO", "EUR2"),)), "MMO"),
+        (movement(complements=(Complement("MMO", "EURX00000000600000"),)), "MMO"),
+        (movement(complements=(Complement("MMO", "EUR200000000600000" + "1"),)), "MMO"),
     ],
 )
 def test_invalid_movement_is_refused(bad: Movement, message: str) -> None:
@@ -238,6 +243,13 @@ def test_stream_statement_output_reads_back() -> None:
     (statement,) = read(out.getvalue(), strict=True)
     assert statement.closing_balance == 7 + 3 * (5 - 3 + 12)
     assert [m.entry_number for m in statement.movements] == [f"{i:07d}" for i in range(1, 10)]
+
+
+def test_mmo_builder_output_is_accepted() -> None:
+    mmo = c.original_amount("USD", -123456, Decimal("1.0825"))
+    assert mmo.data == "USD2000000001234560400000010825"
+    text = dumps([one(movement(complements=(mmo, c.original_amount("JPY", 5000))))])
+    assert check(text) == ()
 
 
 def test_period_end_beyond_2068_is_refused() -> None:
