@@ -898,8 +898,8 @@ class FakePowens:
             body = await self._body(request)
             if str(body.get("client_id")) != self.client_id:
                 return _error(400, "invalidValue", "Unknown client_id")
-            self.user_creations += 1
             if body.get("client_secret") is None:
+                self.user_creations += 1
                 user = FakeUser(self._next_id(), secrets.token_urlsafe(32), self.now(), True)
                 self.users[user.id] = user
                 self._temporary_tokens[user.token] = (user.id, self.now() + CODE_LIFETIME)
@@ -913,6 +913,7 @@ class FakePowens:
                 )
             if body.get("client_secret") != self.client_secret:
                 return _error(400, "invalidValue", "Wrong client_secret")
+            self.user_creations += 1
             user = self.create_user()
             return _json(
                 {
