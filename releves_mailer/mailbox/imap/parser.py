@@ -140,6 +140,10 @@ class Parser:
             self.pos += 1
         return data[start : self.pos]
 
+    def token(self, stop: bytes = b"") -> bytes:
+        """Atom characters up to one of ``stop`` (may be empty): SASL data, fetch macros."""
+        return self._chars(stop=stop)
+
     def atom(self) -> str:
         value = self._chars()
         if not value:

@@ -452,7 +452,7 @@ class ImapSession:
         mechanism = parser.atom().upper()
         initial: bytes | None = None
         if parser.maybe_sp():
-            initial = parser._chars(allowed_extra=b"") or parser.string()
+            initial = parser.token() or parser.string()
         parser.end()
         if mechanism != "PLAIN":
             raise _CommandError("NO", "Unsupported authentication mechanism")
@@ -702,12 +702,9 @@ class ImapSession:
                 regex += "[^/]*"
             else:
                 regex += re.escape(char)
-        if full.upper().startswith("INBOX"):
-            regex = (
-                "(?i:INBOX)" + regex[len(re.escape("INBOX")) :]
-                if full[:5].upper() == "INBOX"
-                else regex
-            )
+        if full[:5].upper() == "INBOX":
+            # INBOX is case-insensitive (RFC 3501 5.1); "INBOX" escapes to itself.
+            regex = "(?i:INBOX)" + regex[5:]
         return re.compile(regex + r"\Z", re.S)
 
     async def cmd_list(self, context: _CommandContext, parser: Parser) -> None:
@@ -855,7 +852,7 @@ class ImapSession:
         self.ok(context, "Status completed")
 
     async def _send_status(self, name: str, folder_id: int, items: list[str]) -> None:
-        info, _ = (await self.store.get_folder(self._owner(), name), None)
+        info = await self.store.get_folder(self._owner(), name)
         if info is None:
             return
         messages, unseen, recent = await self.store.folder_counts(folder_id)
@@ -1139,7 +1136,7 @@ class ImapSession:
                 raise ParseError("Empty fetch list")
             return items
         start = parser.pos
-        word = parser._chars(stop=b"[<").decode("ascii").upper()
+        word = parser.token(stop=b"[<").decode("ascii").upper()
         if word in _FETCH_MACROS:
             return [FetchAttribute(name, label=name.encode()) for name in _FETCH_MACROS[word]]
         parser.pos = start
