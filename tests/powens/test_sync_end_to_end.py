@@ -1,0 +1,78 @@
+"""The incremental sync of the collect package driven through the Powens provider and the fake."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography.fernet import Fernet
+from sqlalchemy import func, select
+
+from releves_mailer.clock import ManualClock
+from releves_mailer.collect.powens import PowensProvider
+from releves_mailer.collect.sync import RefreshResult, refresh_connection
+from releves_mailer.db import Database
+from releves_mailer.db.models.collect import BankConnection, BankTransaction, ConnectionState
+from releves_mailer.signing.secrets import KeyRing
+from tests.collect.conftest import make_portfolio
+from tests.fakes.powens_server import FakePowens
+
+DAY = dt.date(2026, 3, 1)
+
+
+async def test_refresh_through_powens(
+    database: Database, fake: FakePowens, provider: PowensProvider, clock: ManualClock
+) -> None:
+    keyring = KeyRing([Fernet.generate_key()])
+    portfolio = await make_portfolio(database, clock.now())
+    user = fake.create_user()
+    remote = fake.add_connection(user)
+    checking = fake.add_account(remote, name="Compte chèque", balance="100.00")
+    fake.add_account(remote, name="Livret A", type="savings", disabled=True)
+    booked = fake.add_transaction(checking, value="-12.34", date=DAY)
+    coming = fake.add_transaction(checking, value="-5.00", date=DAY, coming=True, type="card")
+    async with database.session() as session:
+        row = BankConnection(
+            redevable_id=portfolio.redevable_id,
+            provider="powens",
+            provider_connection_id=str(remote.id),
+            provider_user_id=str(user.id),
+            token_encrypted=keyring.encrypt(user.token),
+            bank_name="Connecteur de test",
+            state=ConnectionState.NEW,
+            consecutive_failures=0,
+            active=True,
+            created_at=clock.now(),
+            updated_at=clock.now(),
+        )
+        session.add(row)
+        await session.flush()
+        connection_id = row.id
+
+    async def refresh() -> RefreshResult:
+        return await refresh_connection(
+            database, connection_id, providers={"powens": provider}, keyring=keyring, clock=clock
+        )
+
+    first = await refresh()
+    assert first.ok and first.inserted == 2
+
+    clock.advance(dt.timedelta(days=1))
+    fake.book(coming, new_id=True, date=DAY + dt.timedelta(1), value="-5.20")
+    fake.delete_transaction(booked)
+    second = await refresh()
+    assert second.ok and second.inserted == 1
+    # Both rows are gone at Powens; the coming one is linked to its booked replacement.
+    assert second.deleted == 2 and second.replaced == 1
+
+    clock.advance(dt.timedelta(hours=1))
+    fake.set_state(remote, "SCARequired")
+    failed = await refresh()
+    assert not failed.ok and failed.error_code == "SCARequired"
+
+    clock.advance(dt.timedelta(hours=1))
+    fake.set_state(remote, None)
+    again = await refresh()
+    assert again.ok and again.inserted == 0
+    async with database.session() as session:
+        count = await session.scalar(select(func.count()).select_from(BankTransaction))
+    assert count == 3  # booked (deleted), coming (replaced), its booked replacement
