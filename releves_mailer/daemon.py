@@ -2,7 +2,7 @@
 
 Components start in order inside one ``AsyncExitStack`` and stop in reverse. SIGTERM and
 SIGINT stop the daemon cleanly (IMAP sessions get BYE, transactions in flight finish or roll
-back); SIGHUP reopens the log file.
+back); SIGHUP reopens the log file and reloads the templates.
 """
 
 from __future__ import annotations
@@ -13,20 +13,25 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from releves_mailer.clock import Clock
 from releves_mailer.config import Config, ConfigError
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
+from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
 from releves_mailer.mailbox.store import MessageStore
+from releves_mailer.notify.outbox import Outbox
 from releves_mailer.portfolio.auth import PortfolioAuthenticator
+from releves_mailer.render import Renderer
+from releves_mailer.signing.smime import SmimeSigner
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
 
@@ -85,6 +90,7 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.ports: dict[str, int | None] = {}
+        self.renderer: Renderer | None = None
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -107,6 +113,7 @@ class Daemon:
             raise ConfigError(str(error), file=config.source) from None
         context = server_ssl_context(config)
         store = MessageStore(database, config.data_dir / "messages", self.clock)
+        await store.start(stack)
         authenticator = PortfolioAuthenticator(database, config.portal.domain)
         imap = ImapServer(config.imap, store, authenticator, context, self.clock)
         await imap.start(stack)
@@ -117,8 +124,47 @@ class Daemon:
         handler = InboundHandler(authenticator, deliver, self.clock, config.portal.domain)
         smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
         await smtp.start(stack)
+        self.renderer = Renderer.from_config(config)
+        self.delivery = StatementDelivery(
+            database,
+            store,
+            self.renderer,
+            SmimeSigner.from_config(config),
+            self.clock,
+            config.portal,
+        )
+        self.outbox = Outbox(
+            database,
+            self.clock,
+            config.relay,
+            domain=config.portal.domain,
+            data_dir=config.data_dir,
+            local_sink=store,
+        )
+        self._spawn(stack, self.outbox.run(self._stop), "outbox")
         self.ports = {"imap": imap.port, "imaps": imap.tls_port, "smtp": smtp.port, "http": None}
         self._write_ports(config.data_dir / "ports.json")
+
+    def _spawn(self, stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background loop until the daemon stops; it ends before the servers close."""
+        task = asyncio.create_task(work, name=name)
+
+        async def finish() -> None:
+            self._stop.set()
+            try:
+                await asyncio.wait_for(task, timeout=30)
+            except TimeoutError:
+                task.cancel()
+                _log.warning("%s did not stop in time", name)
+
+        stack.push_async_callback(finish)
+
+    def reload(self) -> None:
+        """SIGHUP: reopen the log file and reload the templates."""
+        configure_logging(self.config.logging, self.config.data_dir)
+        if self.renderer is not None:
+            self.renderer.reload()
+        _log.info("log file reopened, templates reloaded")
 
     def _write_ports(self, path: Path) -> None:
         temporary = path.with_name(path.name + ".tmp")
@@ -130,9 +176,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
-        loop.add_signal_handler(
-            signal.SIGHUP, configure_logging, self.config.logging, self.config.data_dir
-        )
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             async with AsyncExitStack() as stack:
                 await self.start(stack)

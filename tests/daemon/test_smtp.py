@@ -67,6 +67,7 @@ async def servers(database: Database, clock: ManualClock, tmp_path: Path) -> Asy
     yield Servers(smtp, imap, ca)
     await imap.stop()
     await smtp.stop()
+    await store.close()
 
 
 def message(to: str, body: str = "Bonjour") -> EmailMessage:

@@ -68,8 +68,22 @@ async def relay() -> AsyncIterator[Relay]:
     await sink.stop()
 
 
+@pytest.fixture
+async def store(
+    database: Database, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[MessageStore]:
+    messages = MessageStore(database, tmp_path / "messages", clock)
+    yield messages
+    await messages.close()
+
+
 def outbox_for(
-    database: Database, clock: ManualClock, tmp_path: Path, port: int, host: str = "127.0.0.1"
+    database: Database,
+    clock: ManualClock,
+    tmp_path: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    store: MessageStore | None = None,
 ) -> Outbox:
     section = RelaySection(host=host, port=port, starttls=False)
     return Outbox(
@@ -78,7 +92,7 @@ def outbox_for(
         section,
         domain="releves.example",
         data_dir=tmp_path,
-        local_sink=MessageStore(database, tmp_path / "messages", clock),
+        local_sink=store,
         timeout=5,
     )
 
@@ -187,9 +201,9 @@ async def test_gives_up_after_three_days(
 
 
 async def test_without_relay_mail_is_filed_in_the_box_and_data_dir(
-    database: Database, clock: ManualClock, tmp_path: Path
+    database: Database, clock: ManualClock, tmp_path: Path, store: MessageStore
 ) -> None:
-    outbox = outbox_for(database, clock, tmp_path, 587, host="")
+    outbox = outbox_for(database, clock, tmp_path, 587, host="", store=store)
     async with database.session() as session:
         await outbox.enqueue(
             session, mail(1), kind="alert", fallback_address="cabinet@releves.example"
