@@ -12,6 +12,7 @@ from releves_mailer.db.models.collect import (
 )
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
 from releves_mailer.db.models.notify import OutboxMessage, OutboxState
+from releves_mailer.db.models.partner import ConnectionWatch, SecureLink
 from releves_mailer.db.models.portfolio import Periodicity, PortalAccount, ReceptionMode, Redevable
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "BankTransaction",
     "BankTransactionVersion",
     "ConnectionState",
+    "ConnectionWatch",
     "MailFolder",
     "MailMessage",
     "MailSubscription",
@@ -31,5 +33,6 @@ __all__ = [
     "PortalAccount",
     "ReceptionMode",
     "Redevable",
+    "SecureLink",
     "TransactionStatus",
 ]

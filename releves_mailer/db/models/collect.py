@@ -83,6 +83,10 @@ class BankEventKind(enum.StrEnum):
     TYPE_CHANGED = "type_changed"
     CURRENCY_CHANGED = "currency_changed"
     IBAN_CONFLICT = "iban_conflict"
+    LINK_SENT = "link_sent"
+    LINK_USED = "link_used"
+    CREDENTIALS_UPDATED = "credentials_updated"
+    ALERT_SENT = "alert_sent"
 
 
 class BankConnection(Base):

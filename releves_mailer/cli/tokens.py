@@ -1,0 +1,157 @@
+"""``releves-mailer tokens``: the secure links of a redevable (list, send, open for oneself)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
+from releves_mailer.clock import PARIS, SystemClock
+from releves_mailer.config import Config
+from releves_mailer.db import Database
+from releves_mailer.db.models import PortalAccount, Redevable
+from releves_mailer.errors import UserError
+from releves_mailer.notify.outbox import Outbox
+from releves_mailer.partner.links import IssuedLink, LinkService
+from releves_mailer.partner.mails import MailComposer, PartnerSettings
+from releves_mailer.render import Renderer
+
+__all__ = ["tokens"]
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(PARIS).strftime("%d/%m/%y %H:%M")
+
+
+async def _find_redevable(session: AsyncSession, siren: str, login: str | None) -> Redevable:
+    query = select(Redevable).where(Redevable.siren == siren)
+    if login is not None:
+        account = await session.scalar(select(PortalAccount).where(PortalAccount.login == login))
+        if account is None:
+            raise UserError(f"compte portail « {login} » introuvable")
+        query = query.where(Redevable.account_id == account.id)
+    found = list((await session.scalars(query.order_by(Redevable.id))).all())
+    if not found:
+        where = f" sur le compte « {login} »" if login else ""
+        raise UserError(f"aucun redevable de SIREN {siren}{where}")
+    if len(found) > 1:
+        sirets = ", ".join(f"{r.siret} {r.company_name}" for r in found)
+        raise UserError(
+            f"plusieurs redevables ont le SIREN {siren} ({sirets}) ; précisez --account LOGIN"
+        )
+    return found[0]
+
+
+def link_service(config: Config, database: Database) -> LinkService:
+    """The link service as the command line uses it: mails are queued for the daemon."""
+    clock = SystemClock()
+    outbox = Outbox(
+        database,
+        clock,
+        config.relay,
+        domain=config.portal.domain,
+        data_dir=config.data_dir,
+    )
+    composer = MailComposer(
+        Renderer.from_config(config), PartnerSettings.from_config(config), clock
+    )
+    return LinkService(database, outbox, composer)
+
+
+@click.group(name="tokens")
+def tokens() -> None:
+    """Liens sécurisés (jetons) d'ajout de comptes et de mise à jour des identifiants."""
+
+
+@tokens.command(name="list")
+@click.argument("siren")
+@click.option("--account", "login", help="Compte portail du redevable (si le SIREN est ambigu).")
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def list_tokens(app: AppContext, siren: str, login: str | None, as_json: bool) -> None:
+    """Les 10 derniers jetons transmis au redevable."""
+    async with open_database(app.config) as database, database.session() as session:
+        redevable = await _find_redevable(session, siren, login)
+        rows = await LinkService.recent(session, redevable.id, SystemClock().now())
+    if as_json:
+        echo_json(
+            [
+                {
+                    "id": row.id,
+                    "type": row.kind,
+                    "type_libelle": row.kind_label,
+                    "connexion": row.connection_id,
+                    "date_creation": row.created_at,
+                    "date_expiration": row.expires_at,
+                    "date_utilisation": row.used_at,
+                    "destinataire": row.recipient,
+                    "etat": row.state.value,
+                    "origine": row.created_by,
+                    "motif": row.reason,
+                }
+                for row in rows
+            ]
+        )
+        return
+    if not rows:
+        click.echo(f"Aucun jeton pour le redevable {redevable.siret} {redevable.company_name}.")
+        return
+    click.echo(
+        "La liste suivante présente les 10 derniers jetons transmis par mail au redevable pour "
+        "l'ajout / mise à jour d'identifiants bancaires :"
+    )
+    for row in rows:
+        click.echo(
+            f"{row.kind_label:<60}  {_when(row.created_at):<14}  {_when(row.expires_at):<14}  "
+            f"{_when(row.used_at):<14}  {row.recipient:<30}  {row.state_label}"
+        )
+
+
+def _echo_issued(issued: IssuedLink, mailed: bool) -> None:
+    link = issued.link
+    expires = _when(link.expires_at)
+    if mailed:
+        click.echo(
+            f"Lien sécurisé transmis à {link.recipient} (valide jusqu'au {expires}) ; "
+            "le mail part avec le démon."
+        )
+    else:
+        click.echo(f"Lien sécurisé à ouvrir vous-même (valide jusqu'au {expires}) :")
+        click.echo(issued.url)
+
+
+@tokens.command(name="send")
+@click.argument("siren")
+@click.option("--connection", "connection_id", type=int, help="Connexion à mettre à jour.")
+@click.option("--account", "login", help="Compte portail du redevable (si le SIREN est ambigu).")
+@async_command
+async def send(app: AppContext, siren: str, connection_id: int | None, login: str | None) -> None:
+    """Envoie au redevable un lien d'ajout de comptes (ou de mise à jour avec --connection)."""
+    async with open_database(app.config) as database:
+        async with database.session() as session:
+            redevable = await _find_redevable(session, siren, login)
+        issued = await link_service(app.config, database).send(
+            redevable.id, connection_id=connection_id
+        )
+    _echo_issued(issued, mailed=True)
+
+
+@tokens.command(name="open")
+@click.argument("siren")
+@click.option("--connection", "connection_id", type=int, help="Connexion à mettre à jour.")
+@click.option("--account", "login", help="Compte portail du redevable (si le SIREN est ambigu).")
+@async_command
+async def open_link(
+    app: AppContext, siren: str, connection_id: int | None, login: str | None
+) -> None:
+    """Donne un lien à ouvrir soi-même quand le redevable est la société du compte (4.1.1)."""
+    async with open_database(app.config) as database:
+        async with database.session() as session:
+            redevable = await _find_redevable(session, siren, login)
+        issued = await link_service(app.config, database).open_for_holder(
+            redevable.id, connection_id=connection_id
+        )
+    _echo_issued(issued, mailed=False)

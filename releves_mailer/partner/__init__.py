@@ -1,0 +1,1 @@
+"""Partner mode: secure links, webview round trip, broken-connection alerts."""
