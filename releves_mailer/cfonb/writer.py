@@ -65,6 +65,8 @@ def _check_newline(newline: str) -> None:
 
 
 def _ddmmyy(day: date, cache: dict[date, str]) -> str:
+    if type(day) is not date:  # a datetime would compare badly with the period dates
+        raise CfonbWriteError(f"dates must be datetime.date, not {day!r}")
     if not FIRST_DATE <= day <= LAST_DATE:
         raise CfonbWriteError(
             f"date {day.isoformat()} outside {FIRST_DATE.isoformat()}..{LAST_DATE.isoformat()}"
@@ -245,11 +247,11 @@ class _Renderer:
 
     def booking_date(self, day: date, period_end: date) -> str:
         """JJMMAA of a booking date, refused after the period end (cached once checked)."""
+        text = self.dates.get(day) or _ddmmyy(day, self.dates)
         if day > period_end:
             raise CfonbWriteError(
                 f"booked {day.isoformat()}, after the period end {period_end.isoformat()}"
             )
-        text = self.dates.get(day) or _ddmmyy(day, self.dates)
         self.booking_dates[day] = text
         return text
 
@@ -276,6 +278,9 @@ def _reference(reference: str) -> str:
 
 
 def _check_dates(opening_date: date, closing_date: date) -> None:
+    for day in (opening_date, closing_date):
+        if type(day) is not date:
+            raise CfonbWriteError(f"dates must be datetime.date, not {day!r}")
     if opening_date > closing_date:
         raise CfonbWriteError(
             f"opening date {opening_date.isoformat()} after closing date {closing_date.isoformat()}"

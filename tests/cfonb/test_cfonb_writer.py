@@ -6,7 +6,7 @@ import io
 import itertools
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
@@ -135,6 +135,8 @@ def test_zero_and_three_decimal_currencies() -> None:
         (movement(booking_date=date(1968, 12, 31)), "ambiguous"),
         (movement(value_date=date(1968, 12, 31)), "ambiguous"),
         (movement(booking_date=date(2024, 3, 1)), "after the period end"),
+        (movement(booking_date=datetime(2024, 2, 5, 10, 30)), "datetime.date"),
+        (movement(value_date=datetime(2024, 2, 5, 10, 30)), "datetime.date"),
         (movement(entry_number="12345678"), "entry number"),
         (movement(entry_number="12 34"), "entry number"),
         (movement(reject_code="5"), "reject"),
