@@ -15,6 +15,7 @@ from releves_mailer.cli.cfonb import cfonb
 from releves_mailer.cli.common import AppContext
 from releves_mailer.cli.portfolio import accounts, redevables
 from releves_mailer.cli.serve import serve
+from releves_mailer.cli.tokens import tokens
 from releves_mailer.config import ConfigError
 from releves_mailer.errors import UserError
 
@@ -66,5 +67,5 @@ def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
     )
 
 
-for _command in (init, check_config, db, accounts, redevables, banks, serve, cfonb):
+for _command in (init, check_config, db, accounts, redevables, banks, tokens, serve, cfonb):
     main.add_command(_command)
