@@ -7,7 +7,8 @@ relay that is down or refusing for a while only delays mail: each one is deliver
 it comes back. A recipient the relay rejects for good (5xx on RCPT) is marked failed; other
 errors are retried with exponential backoff (1 minute doubling up to 1 hour) for 3 days.
 
-With no relay configured (the embedded default), mail is filed instead: a copy goes into the
+Mails are S/MIME signed with the portal's certificate when a signer is given (the daemon
+always gives one). With no relay configured (the embedded default), mail is filed instead: a copy goes into the
 portal account's own box when the caller names one, and the ``.eml`` file is written under
 ``<data_dir>/outbox/``; the log says so.
 """
@@ -32,6 +33,7 @@ from releves_mailer.config import RelaySection
 from releves_mailer.db import Database
 from releves_mailer.db.models import OutboxMessage, OutboxState
 from releves_mailer.interfaces import MessageSink
+from releves_mailer.signing.smime import SmimeSigner
 
 __all__ = ["Outbox", "SendReport"]
 
@@ -73,6 +75,7 @@ class Outbox:
         domain: str,
         data_dir: Path,
         local_sink: MessageSink | None = None,
+        signer: SmimeSigner | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.database = database
@@ -81,6 +84,7 @@ class Outbox:
         self.domain = domain
         self.data_dir = data_dir
         self.local_sink = local_sink
+        self.signer = signer
         self.timeout = timeout
         self.wakeup = asyncio.Event()
 
@@ -110,6 +114,10 @@ class Outbox:
         if message["Message-ID"] is None:
             message["Message-ID"] = make_msgid(domain=self.domain)
         recipient = str(message["To"])
+        raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+        if self.signer is not None:
+            # The seed's mails are "signés par le portail", like the statements.
+            raw = await self.signer.sign_async(raw)
         now = self.clock.now()
         row = OutboxMessage(
             created_at=now,
@@ -120,7 +128,7 @@ class Outbox:
             fallback_address=fallback_address,
             message_id=str(message["Message-ID"]),
             subject=str(message["Subject"] or ""),
-            raw=message.as_bytes(policy=message.policy.clone(linesep="\r\n")),
+            raw=raw,
             state=OutboxState.PENDING,
             attempts=0,
             next_attempt_at=now,

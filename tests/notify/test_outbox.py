@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.models import MailMessage, OutboxMessage, OutboxState
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.notify.outbox import Outbox
+from releves_mailer.signing.smime import SmimeSigner
 
 
 class Relay:
@@ -216,3 +218,30 @@ async def test_without_relay_mail_is_filed_in_the_box_and_data_dir(
         stored = (await session.scalars(select(MailMessage))).all()
     assert len(stored) == 1
     assert await states(database) == [OutboxState.SENT]
+
+
+async def test_mails_are_signed_by_the_portal(
+    database: Database,
+    clock: ManualClock,
+    tmp_path: Path,
+    relay: Relay,
+    signer: SmimeSigner,
+    openssl_verify: Callable[[bytes], subprocess.CompletedProcess[bytes]],
+) -> None:
+    await relay.start()
+    outbox = Outbox(
+        database,
+        clock,
+        RelaySection(host="127.0.0.1", port=relay.port, starttls=False),
+        domain="releves.example",
+        data_dir=tmp_path,
+        signer=signer,
+        timeout=5,
+    )
+    await enqueue(outbox, database, 1)
+    assert (await outbox.send_due()).sent == 1
+    [envelope] = relay.received
+    assert envelope.original_content is not None
+    checked = openssl_verify(envelope.original_content)
+    assert checked.returncode == 0, checked.stderr
+    assert b"Bonjour," in checked.stdout
