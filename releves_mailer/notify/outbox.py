@@ -8,9 +8,9 @@ it comes back. A recipient the relay rejects for good (5xx on RCPT) is marked fa
 errors are retried with exponential backoff (1 minute doubling up to 1 hour) for 3 days.
 
 Mails are S/MIME signed with the portal's certificate when a signer is given (the daemon
-always gives one). With no relay configured (the embedded default), mail is filed instead: a copy goes into the
-portal account's own box when the caller names one, and the ``.eml`` file is written under
-``<data_dir>/outbox/``; the log says so.
+always gives one). With no relay configured (the embedded default), mail is filed instead: a
+copy goes into the portal account's own box when the caller names one, and the ``.eml`` file
+is written under ``<data_dir>/outbox/``; the log says so.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.models import OutboxMessage, OutboxState
 from releves_mailer.interfaces import MessageSink
 from releves_mailer.signing.smime import SmimeSigner
+from releves_mailer.waiting import wait_any
 
 __all__ = ["Outbox", "SendReport"]
 
@@ -297,12 +298,4 @@ class Outbox:
             if upcoming is not None:
                 delay = min(idle, max((upcoming - self.clock.now()).total_seconds(), 0.5))
             self.wakeup.clear()
-            waiters = {
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(self.wakeup.wait()),
-            }
-            _, pending = await asyncio.wait(
-                waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in pending:
-                waiter.cancel()
+            await wait_any(stop, self.wakeup, seconds=delay)
