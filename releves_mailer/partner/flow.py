@@ -44,7 +44,7 @@ from releves_mailer.partner.modes import (
     WebviewFlow,
     WebviewRequest,
 )
-from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.signing.secrets import KeyRing, KeyRingError
 
 __all__ = ["FinishedLink", "LinkProblem", "LinkRefused", "PartnerFlow"]
 
@@ -54,6 +54,8 @@ _log = logging.getLogger(__name__)
 STATE_LIFETIME = dt.timedelta(hours=1)
 #: Error codes for which the client is asked for every credential again.
 _RESET_CREDENTIALS = frozenset({"wrongpass", "passwordExpired"})
+#: How many earlier links' ``partner_data`` a webview request carries.
+_EARLIER_DATA = 10
 
 
 class LinkProblem(enum.StrEnum):
@@ -212,7 +214,33 @@ class PartnerFlow:
             previous=await self._previous(session, redevable.id, mode.name),
             reset_credentials=connection is not None
             and (connection.error_code or "") in _RESET_CREDENTIALS,
+            redevable_id=redevable.id,
+            earlier_data=await self._earlier_data(session, redevable.id, mode.name),
         )
+
+    async def _earlier_data(
+        self, session: AsyncSession, redevable_id: int, provider: str
+    ) -> list[str]:
+        """``partner_data`` of the redevable's links opened with ``provider``, newest first."""
+        stored = (
+            await session.scalars(
+                select(SecureLink.partner_data)
+                .where(SecureLink.redevable_id == redevable_id)
+                .where(SecureLink.partner == provider)
+                .where(SecureLink.partner_data.is_not(None))
+                .order_by(SecureLink.id.desc())
+                .limit(_EARLIER_DATA)
+            )
+        ).all()
+        found = []
+        for data in stored:
+            if data is None:
+                continue
+            try:
+                found.append(self.keyring.decrypt(data))
+            except KeyRingError:
+                continue
+        return found
 
     async def open_link(self, token: str, kind: LinkKind, connection_id: int | None = None) -> str:
         """The webview URL for a valid link; :class:`LinkRefused` otherwise (nothing changed)."""

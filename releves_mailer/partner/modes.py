@@ -48,6 +48,12 @@ class WebviewRequest:
     previous: Sequence[ProviderAccess] = ()
     #: Ask for every credential again rather than only the missing bits.
     reset_credentials: bool = False
+    #: The redevable's id (a key for per-redevable state kept by the aggregator side).
+    redevable_id: int | None = None
+    #: ``partner_data`` kept (decrypted) on the redevable's links already opened with this
+    #: aggregator, newest first: lets Powens find a user created for a webview never
+    #: finished (cancelled, abandoned), so that a second visit never creates a second one.
+    earlier_data: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)

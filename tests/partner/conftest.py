@@ -9,25 +9,37 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from releves_mailer.clock import ManualClock
+from releves_mailer.collect.powens import PowensProvider
 from releves_mailer.collect.testbank import TestBank
-from releves_mailer.config import HttpSection, RelaySection
+from releves_mailer.config import HttpSection, PowensSection, RelaySection
 from releves_mailer.db import Database
-from releves_mailer.db.models import OutboxMessage, Periodicity, PortalAccount, Redevable
+from releves_mailer.db.models import (
+    OutboxMessage,
+    Periodicity,
+    PortalAccount,
+    Redevable,
+    SecureLink,
+)
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.flow import PartnerFlow
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
+from releves_mailer.partner.modes import PartnerMode
+from releves_mailer.partner.powens import PowensPartner
 from releves_mailer.partner.testbank import TestBankPartner
 from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.web.app import create_app
 from releves_mailer.web.server import HttpServer
+from tests.fakes.powens_server import FakePowens, WebviewOutcome
 from tests.notify.test_outbox import Relay, free_port
 
 #: Has four test bank accounts (chèque, chèque USD, carte, livret) with seed 1.
@@ -169,3 +181,133 @@ async def harness(database: Database, clock: ManualClock, tmp_path: Path) -> Asy
     finally:
         await server.stop()
         await relay.stop()
+
+
+# -- Powens ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PowensHarness(Harness):
+    """The harness with Powens as the default partner mode, against the fake server."""
+
+    fake: FakePowens
+    provider: PowensProvider
+    powens: PowensPartner
+    waits: list[float]
+
+
+@pytest.fixture
+async def powens_harness(
+    database: Database, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[PowensHarness]:
+    """Both modes registered, Powens the default: links open the fake's Webview."""
+    relay = Relay(free_port())
+    await relay.start()
+    port = free_port()
+    settings = PartnerSettings(
+        public_url=f"http://127.0.0.1:{port}",
+        portal_name="Portail Relevés",
+        domain="releves.example",
+        support_email="support@releves.example",
+        support_phone="04 77 81 04 69",
+    )
+    fake = FakePowens(clock, redirect_uris=[settings.callback_url])
+    await fake.start()
+    http = aiohttp.ClientSession()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    section = PowensSection(
+        enabled=True,
+        domain="fake-sandbox",
+        client_id=fake.client_id,
+        client_secret=SecretStr(fake.client_secret),
+        webhook_secret=SecretStr(fake.webhook_secret),
+    )
+    provider = PowensProvider.from_config(
+        section,
+        http,
+        clock,
+        base_url=fake.base_url,
+        webview_base=fake.webview_base,
+        sleep=sleep,
+    )
+    powens = PowensPartner(provider)
+    keyring = KeyRing([Fernet.generate_key()])
+    bank = TestBank(clock, seed=1)
+    partner = TestBankPartner(bank, clock, settings.public_url)
+    outbox = Outbox(
+        database,
+        clock,
+        RelaySection(host="127.0.0.1", port=relay.port, starttls=False),
+        domain=settings.domain,
+        data_dir=tmp_path,
+        timeout=5,
+    )
+    renderer = Renderer()
+    composer = MailComposer(renderer, settings, clock)
+    links = LinkService(database, outbox, composer)
+    modes: dict[str, PartnerMode] = {powens.name: powens, partner.name: partner}
+    flow = PartnerFlow(database, links, outbox, composer, keyring, modes, default_mode=powens.name)
+    alerts = AlertService(database, links, outbox, composer, keyring, modes)
+    app = create_app(renderer=renderer, settings=settings, flow=flow, testbank=partner)
+    server = HttpServer(HttpSection(listen="127.0.0.1", port=port), app)
+    await server.start()
+    holder_id, redevable_id = await make_portfolio(database, clock.now())
+    try:
+        yield PowensHarness(
+            database,
+            clock,
+            keyring,
+            bank,
+            partner,
+            outbox,
+            links,
+            flow,
+            alerts,
+            settings,
+            server,
+            relay,
+            holder_id,
+            redevable_id,
+            fake,
+            provider,
+            powens,
+            waits,
+        )
+    finally:
+        await server.stop()
+        await http.close()
+        await fake.close()
+        await relay.stop()
+
+
+#: The three accounts the client ticks in the fake's Webview (the fourth is ``Livret A``).
+POWENS_CHOSEN = frozenset({"Compte chèque", "Compte chèque USD", "Compte carte débit différé"})
+
+
+async def through_powens_webview(client: aiohttp.ClientSession, link_url: str) -> tuple[str, str]:
+    """Open ``link_url`` and let the fake's Webview act (its queued outcome): return the
+    Webview URL and the callback URL it redirects to."""
+    opened = await client.get(link_url, allow_redirects=False)
+    assert opened.status == 302, await opened.text()
+    webview = opened.headers["Location"]
+    visited = await client.get(webview, allow_redirects=False)
+    assert visited.status == 302, await visited.text()
+    return webview, visited.headers["Location"]
+
+
+async def attach_with_powens(harness: PowensHarness) -> int:
+    """Send a ``saisie`` link and finish it through the fake: the connection id (local)."""
+    issued = await harness.links.send(harness.redevable_id)
+    harness.fake.queue_webview(WebviewOutcome(chosen=POWENS_CHOSEN))
+    async with aiohttp.ClientSession() as client:
+        _, callback = await through_powens_webview(client, issued.url)
+        done = await client.get(callback, allow_redirects=False)
+        assert done.status == 200, await done.text()
+    async with harness.database.session() as session:
+        link = await session.get(SecureLink, issued.link.id)
+        assert link is not None and link.connection_id is not None
+        return link.connection_id
