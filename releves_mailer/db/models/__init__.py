@@ -14,6 +14,14 @@ from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscr
 from releves_mailer.db.models.notify import OutboxMessage, OutboxState
 from releves_mailer.db.models.partner import ConnectionWatch, SecureLink
 from releves_mailer.db.models.portfolio import Periodicity, PortalAccount, ReceptionMode, Redevable
+from releves_mailer.db.models.statements import (
+    LineKind,
+    Statement,
+    StatementFile,
+    StatementLine,
+    StatementState,
+    WindowKind,
+)
 
 __all__ = [
     "BankAccount",
@@ -24,6 +32,7 @@ __all__ = [
     "BankTransactionVersion",
     "ConnectionState",
     "ConnectionWatch",
+    "LineKind",
     "MailFolder",
     "MailMessage",
     "MailSubscription",
@@ -34,5 +43,10 @@ __all__ = [
     "ReceptionMode",
     "Redevable",
     "SecureLink",
+    "Statement",
+    "StatementFile",
+    "StatementLine",
+    "StatementState",
     "TransactionStatus",
+    "WindowKind",
 ]

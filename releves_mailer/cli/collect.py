@@ -1,0 +1,356 @@
+"""``collect``, ``simulate``, ``statements``: run the collection, list and fetch statements.
+
+Every command works on the data directory of ``--config`` and is safe while the daemon runs:
+each refresh and each statement is one database transaction, and a statement is unique per
+(account, due date).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import select
+from tqdm import tqdm
+
+from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
+from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
+from releves_mailer.collect.audit import audit
+from releves_mailer.collect.connections import build_providers
+from releves_mailer.collect.scheduler import RefreshPlan, RunReport, run_due_work
+from releves_mailer.collect.simulate import simulate as run_simulation
+from releves_mailer.collect.simulate import simulation_steps
+from releves_mailer.config import Config
+from releves_mailer.db.models import BankAccount, Redevable, Statement, StatementFile
+from releves_mailer.db.models.statements import StatementState
+from releves_mailer.errors import UserError
+from releves_mailer.signing.secrets import KeyRing, KeyRingError
+
+__all__ = ["collect", "simulate", "statements"]
+
+_STATES = {
+    StatementState.EN_COURS: "en cours",
+    StatementState.SUCCES: "succès",
+    StatementState.ECHEC: "échec",
+}
+_STATE_OPTIONS = {"en-cours": StatementState.EN_COURS, "succes": StatementState.SUCCES}
+_STATE_OPTIONS["echec"] = StatementState.ECHEC
+_STATE_OPTIONS["succès"] = StatementState.SUCCES
+_STATE_OPTIONS["échec"] = StatementState.ECHEC
+
+
+def _keyring(config: Config) -> KeyRing:
+    try:
+        return KeyRing.from_file(config.path(config.secrets.key_file))
+    except KeyRingError as error:
+        raise UserError(f"clés de chiffrement : {error}") from None
+
+
+def _parse_datetime(value: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(
+            f"date et heure invalides « {value} » (attendu AAAA-MM-JJTHH:MM, heure de Paris)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=PARIS)
+    return moment.astimezone(dt.UTC)
+
+
+def _parse_date(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option} : date invalide « {value} » (attendu AAAA-MM-JJ)") from None
+
+
+def _money(amount: int | None, currency: str) -> str:
+    if amount is None:
+        return "-"
+    sign = "-" if amount < 0 else ""
+    units, cents = divmod(abs(amount), 100)
+    return f"{sign}{units:,}".replace(",", " ") + f",{cents:02d} {currency}"
+
+
+def _summary(report: RunReport) -> str:
+    cut = report.statements.count("cut")
+    waiting = report.statements.count("waiting")
+    failed = report.statements.count("failed")
+    ok = sum(1 for result in report.refreshed if result.ok)
+    errors = len(report.refreshed) - ok + len(report.refresh_errors)
+    return (
+        f"{len(report.refreshed) + len(report.refresh_errors)} connexion(s) actualisée(s) "
+        f"({errors} en erreur), {cut} relevé(s) produit(s), {waiting} en attente, "
+        f"{failed} en échec"
+    )
+
+
+async def _redevable_id(config: Config, siren: str | None) -> int | None:
+    if siren is None:
+        return None
+    key = siren.replace(" ", "")
+    async with open_database(config) as database, database.session() as session:
+        query = select(Redevable.id).where(Redevable.siren == key[:9])
+        if len(key) == 14:
+            query = query.where(Redevable.nic == key[9:])
+        elif len(key) != 9:
+            raise UserError(f"SIREN ou SIRET invalide « {siren} » (9 ou 14 chiffres)")
+        found = list((await session.scalars(query)).all())
+    if not found:
+        raise UserError(f"aucun redevable de SIREN/SIRET {siren}")
+    if len(found) > 1:
+        raise UserError(f"plusieurs redevables de SIREN {siren} : donnez le SIRET complet")
+    return found[0]
+
+
+@click.command()
+@click.option("--redevable", "siren", help="SIREN (ou SIRET) du seul redevable à traiter.")
+@click.option("--at", "at", help="Date et heure de référence (AAAA-MM-JJTHH:MM, heure de Paris).")
+@async_command
+async def collect(app: AppContext, siren: str | None, at: str | None) -> None:
+    """Actualise les connexions bancaires maintenant et produit les relevés dus."""
+    config = app.config
+    clock: Clock = SystemClock() if at is None else ManualClock(_parse_datetime(at))
+    redevable_id = await _redevable_id(config, siren)
+    keyring = _keyring(config)
+    async with open_database(config) as database:
+        report = await run_due_work(
+            database,
+            clock=clock,
+            providers=build_providers(config, clock),
+            keyring=keyring,
+            plan=RefreshPlan.from_config(config.collection),
+            force_refresh=True,
+            redevable_id=redevable_id,
+        )
+    click.echo(_summary(report))
+    for connection_id, error in sorted(report.refresh_errors.items()):
+        click.echo(f"connexion {connection_id} : {error}", err=True)
+
+
+@click.command()
+@click.option("--from", "first", required=True, help="Première nuit simulée (AAAA-MM-JJ).")
+@click.option("--to", "last", required=True, help="Dernière nuit simulée (AAAA-MM-JJ).")
+@click.option(
+    "--step-minutes",
+    default=60,
+    show_default=True,
+    type=click.IntRange(5, 360),
+    help="Intervalle entre deux passages de l'ordonnanceur dans la fenêtre de nuit.",
+)
+@async_command
+async def simulate(app: AppContext, first: str, last: str, step_minutes: int) -> None:
+    """Fait tourner l'ordonnanceur du démon sur des nuits simulées (horloge simulée).
+
+    Reprend là où une simulation interrompue s'est arrêtée (mêmes dates).
+    """
+    config = app.config
+    start = _parse_date(first, "--from")
+    end = _parse_date(last, "--to")
+    if end < start:
+        raise UserError("--to précède --from")
+    plan = RefreshPlan.from_config(config.collection)
+    first_step = next(iter(simulation_steps(start, start, plan, step_minutes)))[1]
+    clock = ManualClock(first_step)
+    keyring = _keyring(config)
+    nights = (end - start).days + 1
+    async with open_database(config) as database:
+        with tqdm(
+            total=nights, unit="nuit", file=sys.stderr, desc="simulation", leave=False
+        ) as bar:
+            report = await run_simulation(
+                database,
+                clock=clock,
+                providers=build_providers(config, clock),
+                keyring=keyring,
+                first=start,
+                last=end,
+                plan=plan,
+                step_minutes=step_minutes,
+                progress_file=config.data_dir / "simulation.json",
+                on_night=lambda _night: bar.update(1),
+            )
+    click.echo(
+        f"{nights} nuit(s) simulée(s) : {report.refreshes} actualisation(s) "
+        f"({report.refresh_errors} en erreur), {report.statements} relevé(s) produit(s), "
+        f"{report.steps} passage(s) ({report.skipped_steps} déjà faits)"
+    )
+
+
+@click.group()
+def statements() -> None:
+    """Relevés produits : liste, téléchargement, contrôle."""
+
+
+def _row(statement: Statement, redevable: Redevable) -> dict[str, Any]:
+    return {
+        "id": statement.id,
+        "siren": redevable.siren,
+        "nic": redevable.nic,
+        "raison_sociale": redevable.full_company_name,
+        "iban": statement.iban,
+        "numero": statement.sequence,
+        "echeance": statement.due_date,
+        "periode_debut": statement.period_start + dt.timedelta(days=1),
+        "periode_fin": statement.period_end,
+        "cree_le": statement.created_at.astimezone(PARIS).isoformat(),
+        "etat": _STATES[statement.state],
+        "motif": statement.reason,
+        "mouvements": statement.movement_count,
+        "supprimees": statement.deleted_count,
+        "devise": statement.currency,
+        "solde_ouverture": statement.opening_balance,
+        "solde_cloture": statement.closing_balance,
+        "solde_banque": statement.bank_balance,
+        "ecart_solde": statement.balance_mismatch,
+    }
+
+
+@statements.command("list")
+@click.option("--siret", help="SIREN ou SIRET du redevable.")
+@click.option("--iban", help="IBAN du compte.")
+@click.option("--from", "first", help="Reçus à partir du (AAAA-MM-JJ).")
+@click.option("--to", "last", help="Reçus jusqu'au (AAAA-MM-JJ).")
+@click.option(
+    "--state",
+    type=click.Choice(sorted(_STATE_OPTIONS), case_sensitive=False),
+    help="État de la collecte.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def list_statements(
+    app: AppContext,
+    siret: str | None,
+    iban: str | None,
+    first: str | None,
+    last: str | None,
+    state: str | None,
+    as_json: bool,
+) -> None:
+    """Liste les relevés (du plus récent au plus ancien)."""
+    query = (
+        select(Statement, Redevable)
+        .join(Redevable, Redevable.id == Statement.redevable_id)
+        .order_by(Statement.created_at.desc(), Statement.id.desc())
+    )
+    if siret:
+        key = siret.replace(" ", "")
+        query = query.where(Redevable.siren == key[:9])
+        if len(key) == 14:
+            query = query.where(Redevable.nic == key[9:])
+    if iban:
+        query = query.where(Statement.iban == iban.replace(" ", "").upper())
+    if first:
+        start = _parse_date(first, "--from")
+        query = query.where(
+            Statement.created_at >= dt.datetime.combine(start, dt.time(), tzinfo=PARIS)
+        )
+    if last:
+        end = _parse_date(last, "--to") + dt.timedelta(days=1)
+        query = query.where(
+            Statement.created_at < dt.datetime.combine(end, dt.time(), tzinfo=PARIS)
+        )
+    if state:
+        query = query.where(Statement.state == _STATE_OPTIONS[state.lower()])
+    async with open_database(app.config) as database, database.session() as session:
+        rows = [_row(statement, redevable) for statement, redevable in await session.execute(query)]
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(f"{len(rows)} relevé(s) trouvé(s)")
+    for row in rows:
+        period = f"{row['periode_debut']:%d/%m/%y} au {row['periode_fin']:%d/%m/%y}"
+        flag = " ÉCART DE SOLDE" if row["ecart_solde"] else ""
+        click.echo(
+            f"{row['id']:>6}  {row['siren']} {row['nic']:<5} {row['raison_sociale'][:30]:<30} "
+            f"{row['iban'] or '-':<27} {period}  {row['etat']:<8} "
+            f"{row['mouvements']:>4} mvt  {row['supprimees']:>2} suppr.  "
+            f"{_money(row['solde_cloture'], row['devise'])}{flag}"
+            + (f"  ({row['motif']})" if row["motif"] else "")
+        )
+
+
+def _file_names(statement: Statement) -> tuple[str, str]:
+    stem = f"{statement.iban or statement.account_id}_au_{statement.due_date:%d%m%Y}"
+    return f"Releve_{stem}.cfonb", f"Transactions_supprimees_{stem}.csv"
+
+
+@statements.command("download")
+@click.argument("ids", nargs=-1, required=True, type=int)
+@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--zip", "zip_path", type=click.Path(path_type=Path, dir_okay=False))
+@async_command
+async def download(
+    app: AppContext, ids: tuple[int, ...], out: Path | None, zip_path: Path | None
+) -> None:
+    """Écrit les fichiers CFONB (et CSV des suppressions) des relevés ID (dossier ou zip)."""
+    if (out is None) == (zip_path is None):
+        raise UserError("indiquez soit --out DOSSIER, soit --zip FICHIER")
+    files: list[tuple[str, bytes]] = []
+    async with open_database(app.config) as database, database.session() as session:
+        for statement_id in ids:
+            statement = await session.get(Statement, statement_id)
+            if statement is None:
+                raise UserError(f"relevé {statement_id} introuvable")
+            if statement.state is not StatementState.SUCCES:
+                raise UserError(f"relevé {statement_id} non produit ({_STATES[statement.state]})")
+            cfonb_name, csv_name = _file_names(statement)
+            for kind, name in (("cfonb", cfonb_name), ("csv", csv_name)):
+                content = await session.scalar(
+                    select(StatementFile.content).where(
+                        StatementFile.statement_id == statement_id, StatementFile.kind == kind
+                    )
+                )
+                if content is not None:
+                    files.append((name, content))
+    click.echo(await asyncio.to_thread(_write_files, files, out, zip_path))
+
+
+def _write_files(files: list[tuple[str, bytes]], out: Path | None, zip_path: Path | None) -> str:
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, content in files:
+            (out / name).write_bytes(content)
+        return f"{len(files)} fichier(s) écrit(s) dans {out}"
+    assert zip_path is not None
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, content)
+    return f"{len(files)} fichier(s) dans {zip_path}"
+
+
+@statements.command("audit")
+@click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
+@async_command
+async def audit_statements(app: AppContext, as_json: bool) -> None:
+    """Contrôle les relevés : chaîne des soldes, périodes, fichiers, transactions."""
+    async with open_database(app.config) as database:
+        problems = await audit(database)
+        async with database.session() as session:
+            accounts = len((await session.scalars(select(BankAccount.id))).all())
+    if as_json:
+        echo_json(
+            [
+                {
+                    "code": problem.code,
+                    "message": problem.message,
+                    "compte": problem.account_id,
+                    "releve": problem.statement_id,
+                }
+                for problem in problems
+            ]
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        click.echo(f"{len(problems)} anomalie(s) sur {accounts} compte(s)")
+    if problems:
+        raise SystemExit(1)
