@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
@@ -20,18 +21,31 @@ from pathlib import Path
 from typing import Any
 
 from releves_mailer.clock import Clock
+from releves_mailer.collect.connections import build_providers
+from releves_mailer.collect.scheduler import RefreshPlan
+from releves_mailer.collect.testbank import TestBank
 from releves_mailer.config import Config, ConfigError
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
+from releves_mailer.jobs import Collector
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.notify.outbox import Outbox
+from releves_mailer.partner.alerts import AlertService
+from releves_mailer.partner.flow import PartnerFlow
+from releves_mailer.partner.links import LinkService
+from releves_mailer.partner.mails import MailComposer, PartnerSettings
+from releves_mailer.partner.modes import PartnerMode
+from releves_mailer.partner.testbank import TestBankPartner
 from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from releves_mailer.render import Renderer
+from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
+from releves_mailer.web.app import create_app
+from releves_mailer.web.server import HttpServer
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
 
@@ -53,15 +67,31 @@ class ListenOverrides:
             return {key: value for key, value in values.items() if value is not None}
 
         listen = self.listen
+        http = config.http.model_copy(update=given(listen=listen, port=self.http_port))
+        if http.port == 0:
+            # Links carry the HTTP address, so its port must be known before the app is built.
+            http = http.model_copy(update={"port": _free_port(http.listen)})
+        default_url = f"http://{config.http.listen}:{config.http.port}"
+        if config.http.public_url.rstrip("/") == default_url:
+            host = "127.0.0.1" if http.listen in ("0.0.0.0", "") else http.listen  # noqa: S104
+            host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+            http = http.model_copy(update={"public_url": f"http://{host}:{http.port}"})
         return config.model_copy(
             update={
                 "imap": config.imap.model_copy(
                     update=given(listen=listen, port=self.imap_port, tls_port=self.imaps_port)
                 ),
                 "smtp": config.smtp.model_copy(update=given(listen=listen, port=self.smtp_port)),
-                "http": config.http.model_copy(update=given(listen=listen, port=self.http_port)),
+                "http": http,
             }
         )
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def server_ssl_context(config: Config) -> ssl.SSLContext:
@@ -92,6 +122,7 @@ class Daemon:
         self.ports: dict[str, int | None] = {}
         self.renderer: Renderer | None = None
         self._stop = asyncio.Event()
+        self._wakeup = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,13 +156,9 @@ class Daemon:
         smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
         await smtp.start(stack)
         self.renderer = Renderer.from_config(config)
+        signer = SmimeSigner.from_config(config)
         self.delivery = StatementDelivery(
-            database,
-            store,
-            self.renderer,
-            SmimeSigner.from_config(config),
-            self.clock,
-            config.portal,
+            database, store, self.renderer, signer, self.clock, config.portal
         )
         self.outbox = Outbox(
             database,
@@ -140,10 +167,60 @@ class Daemon:
             domain=config.portal.domain,
             data_dir=config.data_dir,
             local_sink=store,
+            signer=signer,
+        )
+        keyring = KeyRing.from_file(config.path(config.secrets.key_file))
+        providers = build_providers(config, self.clock)
+        settings = PartnerSettings.from_config(config)
+        composer = MailComposer(self.renderer, settings, self.clock)
+        links = LinkService(database, self.outbox, composer)
+        modes: dict[str, PartnerMode] = {}
+        testbank_partner = None
+        bank = providers.get(TestBank.name)
+        if isinstance(bank, TestBank):
+            testbank_partner = TestBankPartner(bank, self.clock, settings.public_url)
+            modes[testbank_partner.name] = testbank_partner
+        self.alerts = AlertService(database, links, self.outbox, composer, keyring, modes)
+        flow = None
+        if modes:
+            flow = PartnerFlow(
+                database,
+                links,
+                self.outbox,
+                composer,
+                keyring,
+                modes,
+                default_mode=next(iter(modes)),
+                after_finish=self._refresh_soon,
+            )
+        app = create_app(
+            renderer=self.renderer, settings=settings, flow=flow, testbank=testbank_partner
+        )
+        http = HttpServer(config.http, app)
+        await http.start(stack)
+        self.collector = Collector(
+            database,
+            self.clock,
+            providers,
+            keyring,
+            RefreshPlan.from_config(config.collection),
+            self.alerts,
+            self.delivery,
         )
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
-        self.ports = {"imap": imap.port, "imaps": imap.tls_port, "smtp": smtp.port, "http": None}
+        self._spawn(stack, self.collector.run(self._stop, self._wakeup), "collection")
+        self.ports = {
+            "imap": imap.port,
+            "imaps": imap.tls_port,
+            "smtp": smtp.port,
+            "http": http.port,
+        }
         self._write_ports(config.data_dir / "ports.json")
+
+    async def _refresh_soon(self, connection_id: int) -> None:
+        """After a client repaired or added a connection: collect without waiting a night."""
+        _log.info("connection %d updated by its client: refreshing now", connection_id)
+        self._wakeup.set()
 
     def _spawn(self, stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run a background loop until the daemon stops; it ends before the servers close."""

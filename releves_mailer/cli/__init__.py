@@ -12,7 +12,9 @@ import click
 from releves_mailer.cli.admin import check_config, db, init
 from releves_mailer.cli.banks import banks
 from releves_mailer.cli.cfonb import cfonb
+from releves_mailer.cli.collect import collect, simulate, statements
 from releves_mailer.cli.common import AppContext
+from releves_mailer.cli.demo import demo
 from releves_mailer.cli.portfolio import accounts, redevables
 from releves_mailer.cli.serve import serve
 from releves_mailer.cli.tokens import tokens
@@ -67,5 +69,19 @@ def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
     )
 
 
-for _command in (init, check_config, db, accounts, redevables, banks, tokens, serve, cfonb):
+for _command in (
+    init,
+    check_config,
+    db,
+    accounts,
+    redevables,
+    banks,
+    tokens,
+    collect,
+    simulate,
+    statements,
+    serve,
+    demo,
+    cfonb,
+):
     main.add_command(_command)

@@ -1,0 +1,212 @@
+"""Delivery of cut statements into the boxes, exactly once, by each account's reception mode.
+
+A statement is mailed when it is cut (state ``succes``) and its portal account receives
+statements by mail: mode ``default`` into ``<login>@<domain>``, ``dedicated`` into
+``releves.<login>@<domain>``. The decision is taken once per statement and recorded in
+``delivery_box``: an empty string means "not mailed" (mode ``none``, or an empty statement of
+a redevable that asked not to receive those); it stays downloadable. A later change of mode
+never mails old statements.
+
+Exactly once: the signed mail is built first (off the event loop); then one transaction claims
+the statement (``delivered_at`` goes from NULL to now, or another deliverer got there first),
+stores the message in the box and records its Message-ID. A crash before the commit leaves
+neither the message nor the mark; a crash after leaves both. A restart therefore neither
+delivers twice nor skips a statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from releves_mailer.clock import Clock
+from releves_mailer.config import PortalSection
+from releves_mailer.db import Database
+from releves_mailer.db.models import (
+    BankAccount,
+    BankConnection,
+    PortalAccount,
+    ReceptionMode,
+    Redevable,
+)
+from releves_mailer.db.models.statements import Statement, StatementFile, StatementState
+from releves_mailer.delivery.compose import StatementMail, build_signed_statement_mail
+from releves_mailer.interfaces import MessageSink
+from releves_mailer.render import Renderer
+from releves_mailer.signing.smime import SmimeSigner
+
+__all__ = ["DeliveryReport", "StatementDelivery", "box_address"]
+
+_log = logging.getLogger(__name__)
+
+#: ``delivery_box`` of a statement that is not to be mailed (download only).
+NOT_MAILED = ""
+
+
+def box_address(login: str, mode: ReceptionMode, domain: str) -> str | None:
+    """The box receiving ``login``'s statements, or ``None`` for download only."""
+    if mode is ReceptionMode.DEFAULT:
+        return f"{login}@{domain}"
+    if mode is ReceptionMode.DEDICATED:
+        return f"releves.{login}@{domain}"
+    return None
+
+
+@dataclasses.dataclass
+class DeliveryReport:
+    delivered: int = 0
+    not_mailed: int = 0
+    already_done: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    statement_id: int
+    mail: StatementMail | None  # None: not to be mailed
+
+
+class StatementDelivery:
+    """Builds, signs and stores statement mails; ``deliver_due`` is called after each cut."""
+
+    def __init__(
+        self,
+        database: Database,
+        sink: MessageSink,
+        renderer: Renderer,
+        signer: SmimeSigner,
+        clock: Clock,
+        portal: PortalSection,
+        *,
+        concurrency: int = 4,
+    ) -> None:
+        self.database = database
+        self.sink = sink
+        self.renderer = renderer
+        self.signer = signer
+        self.clock = clock
+        self.portal = portal
+        self.concurrency = concurrency
+
+    async def _jobs(self, session: AsyncSession, limit: int) -> list[_Job]:
+        rows = (
+            await session.execute(
+                select(Statement, Redevable, PortalAccount, BankAccount, BankConnection)
+                .join(Redevable, Redevable.id == Statement.redevable_id)
+                .join(PortalAccount, PortalAccount.id == Redevable.account_id)
+                .join(BankAccount, BankAccount.id == Statement.account_id)
+                .join(BankConnection, BankConnection.id == BankAccount.connection_id)
+                .where(
+                    Statement.state == StatementState.SUCCES,
+                    Statement.delivery_box.is_(None),
+                )
+                .order_by(Statement.id)
+                .limit(limit)
+            )
+        ).all()
+        if not rows:
+            return []
+        ids = [row[0].id for row in rows]
+        files: dict[tuple[int, str], bytes] = {
+            (statement_id, kind): content
+            for statement_id, kind, content in await session.execute(
+                select(StatementFile.statement_id, StatementFile.kind, StatementFile.content).where(
+                    StatementFile.statement_id.in_(ids)
+                )
+            )
+        }
+        jobs = []
+        for statement, redevable, account, bank_account, connection in rows:
+            box = box_address(account.login, account.reception_mode, self.portal.domain)
+            empty = statement.movement_count == 0 and statement.deleted_count == 0
+            if box is None or (empty and redevable.skip_empty_mail):
+                jobs.append(_Job(statement.id, None))
+                continue
+            jobs.append(
+                _Job(
+                    statement.id,
+                    StatementMail(
+                        statement_id=statement.id,
+                        periodicity=statement.periodicity,
+                        company_name=redevable.full_company_name,
+                        siret=redevable.siret,
+                        bank_name=connection.bank_name,
+                        account_label=bank_account.label,
+                        iban=statement.iban or bank_account.iban or "",
+                        period_start=statement.period_start,
+                        period_end=statement.period_end,
+                        due_date=statement.due_date,
+                        movement_count=statement.movement_count,
+                        opening_balance=statement.opening_balance or 0,
+                        closing_balance=statement.closing_balance or 0,
+                        currency=statement.currency,
+                        cfonb=files[(statement.id, "cfonb")],
+                        deleted_csv=files.get((statement.id, "csv")),
+                        bank_balance=statement.bank_balance if statement.balance_mismatch else None,
+                        recipient=box,
+                        domain=self.portal.domain,
+                        portal_name=self.portal.name,
+                        created_at=statement.created_at,
+                        support_email=self.portal.support_email,
+                        support_phone=self.portal.support_phone,
+                    ),
+                )
+            )
+        return jobs
+
+    async def _commit(self, job: _Job, raw: bytes | None) -> bool:
+        """Claim the statement and store its mail in one transaction; False if already done."""
+        now = self.clock.now()
+        async with self.database.session() as session:
+            values: dict[str, object] = {"delivery_box": NOT_MAILED}
+            if job.mail is not None:
+                values = {
+                    "delivery_box": job.mail.recipient,
+                    "delivered_at": now,
+                    "message_id": job.mail.message_id,
+                }
+            claimed = await session.execute(
+                update(Statement)
+                .where(Statement.id == job.statement_id, Statement.delivery_box.is_(None))
+                .values(**values)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            if job.mail is not None and raw is not None:
+                await self.sink.deliver(
+                    session, job.mail.recipient, raw, internal_date=job.mail.created_at
+                )
+        return True
+
+    async def _build(self, job: _Job, gate: asyncio.Semaphore) -> bytes | None:
+        if job.mail is None:
+            return None
+        async with gate:
+            return await build_signed_statement_mail(job.mail, self.renderer, self.signer)
+
+    async def deliver_due(self, *, batch: int = 200) -> DeliveryReport:
+        """Deliver every cut statement not yet decided; safe to run from several processes."""
+        report = DeliveryReport()
+        gate = asyncio.Semaphore(self.concurrency)
+        while True:
+            async with self.database.session() as session:
+                jobs = await self._jobs(session, batch)
+            if not jobs:
+                return report
+            built: Sequence[bytes | None] = await asyncio.gather(
+                *(self._build(job, gate) for job in jobs)
+            )
+            for job, raw in zip(jobs, built, strict=True):
+                if not await self._commit(job, raw):
+                    report.already_done += 1
+                elif job.mail is None:
+                    report.not_mailed += 1
+                else:
+                    report.delivered += 1
+                    _log.debug("statement %d delivered to %s", job.statement_id, job.mail.recipient)
+            if len(jobs) < batch:
+                return report
