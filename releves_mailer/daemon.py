@@ -20,8 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+
 from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import build_providers
+from releves_mailer.collect.powens.provider import PowensProvider
+from releves_mailer.collect.powens_webhooks import WebhookEvent, webhook_handler
+from releves_mailer.collect.provider import Provider
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.testbank import TestBank
 from releves_mailer.config import Config, ConfigError
@@ -39,6 +45,7 @@ from releves_mailer.partner.flow import PartnerFlow
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.partner.modes import PartnerMode
+from releves_mailer.partner.powens import PowensPartner
 from releves_mailer.partner.testbank import TestBankPartner
 from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from releves_mailer.render import Renderer
@@ -170,11 +177,16 @@ class Daemon:
             signer=signer,
         )
         keyring = KeyRing.from_file(config.path(config.secrets.key_file))
-        providers = build_providers(config, self.clock)
+        providers: dict[str, Provider] = dict(build_providers(config, self.clock))
         settings = PartnerSettings.from_config(config)
         composer = MailComposer(self.renderer, settings, self.clock)
         links = LinkService(database, self.outbox, composer)
         modes: dict[str, PartnerMode] = {}
+        setups: list[Callable[[web.Application], None]] = []
+        if config.aggregator.powens.enabled:
+            powens = await self._start_powens(stack, setups)
+            providers[powens.name] = powens
+            modes[powens.name] = PowensPartner(powens)
         testbank_partner = None
         bank = providers.get(TestBank.name)
         if isinstance(bank, TestBank):
@@ -183,6 +195,7 @@ class Daemon:
         self.alerts = AlertService(database, links, self.outbox, composer, keyring, modes)
         flow = None
         if modes:
+            # The first mode is the default of new links: Powens when it is configured.
             flow = PartnerFlow(
                 database,
                 links,
@@ -194,7 +207,11 @@ class Daemon:
                 after_finish=self._refresh_soon,
             )
         app = create_app(
-            renderer=self.renderer, settings=settings, flow=flow, testbank=testbank_partner
+            renderer=self.renderer,
+            settings=settings,
+            flow=flow,
+            testbank=testbank_partner,
+            setups=setups,
         )
         http = HttpServer(config.http, app)
         await http.start(stack)
@@ -216,6 +233,32 @@ class Daemon:
             "http": http.port,
         }
         self._write_ports(config.data_dir / "ports.json")
+
+    async def _start_powens(
+        self, stack: AsyncExitStack, setups: list[Callable[[web.Application], None]]
+    ) -> PowensProvider:
+        """The Powens client (its HTTP session lives as long as the daemon) and its webhooks."""
+        section = self.config.aggregator.powens
+        session = aiohttp.ClientSession()
+        stack.push_async_callback(session.close)
+        provider = PowensProvider.from_config(section, session, self.clock)
+
+        async def on_webhook(event: WebhookEvent) -> None:
+            # A webhook only says "look again": the refresh re-reads everything from the API.
+            _log.info("Powens webhook %s for connection %s", event.kind, event.connection_id)
+            self._wakeup.set()
+
+        secret = section.webhook_secret.get_secret_value()
+        if secret:
+            handler = webhook_handler(secret, on_webhook, clock=self.clock)
+
+            def mount(app: web.Application) -> None:
+                app.router.add_post("/powens/webhooks/{event}", handler)
+
+            setups.append(mount)
+        else:
+            _log.warning("no Powens webhook secret configured: webhooks are not accepted")
+        return provider
 
     async def _refresh_soon(self, connection_id: int) -> None:
         """After a client repaired or added a connection: collect without waiting a night."""
