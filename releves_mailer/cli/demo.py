@@ -18,6 +18,7 @@ from releves_mailer.collect.simulate import simulate
 from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
 from releves_mailer.daemon import Daemon, ListenOverrides
 from releves_mailer.db import Database
+from releves_mailer.db.migrate import upgrade
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.demo import DEMO_LOGIN, SECONDARY_LOGIN, create_demo_portfolio, demo_password
 from releves_mailer.logs import configure_logging
@@ -78,6 +79,15 @@ async def build_demo(data_dir: Path, password: str) -> Config:
     return config
 
 
+async def _upgrade(config: Config) -> None:
+    """A demo made by an older version gets the newer schema (a demo is never precious)."""
+    database = Database(config.database_url)
+    try:
+        await upgrade(database)
+    finally:
+        await database.dispose()
+
+
 def connection_help(daemon: Daemon, password_hint: str) -> str:
     config = daemon.config
     domain = config.portal.domain
@@ -134,6 +144,7 @@ def demo(
     config_path = data_dir / CONFIG_FILE_NAME
     if config_path.exists():
         config = load_config(config_path)
+        asyncio.run(_upgrade(config))
         click.echo(f"Démo existante : {data_dir.resolve()}")
     else:
         password = demo_password(data_dir, password_file)
