@@ -22,16 +22,16 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.errors import describe_error
 from releves_mailer.collect.provider import (
-    ConnectionStatus,
     Provider,
     ProviderAccess,
     ProviderAccount,
@@ -51,7 +51,13 @@ from releves_mailer.db.models.collect import (
 )
 from releves_mailer.signing.secrets import KeyRing
 
-__all__ = ["RefreshResult", "SyncSettings", "normalise_iban", "refresh_connection"]
+__all__ = [
+    "RefreshResult",
+    "SyncSettings",
+    "normalise_iban",
+    "refresh_connection",
+    "refresh_connections",
+]
 
 _CHUNK = 500
 
@@ -137,7 +143,7 @@ def _label_similarity(first: str, second: str) -> float:
     return len(a & b) / len(a | b)
 
 
-# -- reading ---------------------------------------------------------------------------------
+# -- reading ----------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -150,27 +156,40 @@ class _Plan:
 
 async def _prepare(
     database: Database,
-    connection_id: int,
+    connection_ids: Sequence[int],
     providers: Mapping[str, Provider],
     keyring: KeyRing,
-) -> _Plan:
+) -> list[_Plan]:
+    """Every connection with its provider, its decrypted access and its backfill date."""
+    backfill = (
+        select(func.min(BankAccount.backfill_from))
+        .where(BankAccount.connection_id == BankConnection.id)
+        .where(BankAccount.backfill_from.is_not(None))
+        .scalar_subquery()
+    )
     async with database.session() as session:
-        connection = await session.get(BankConnection, connection_id)
-        if connection is None:
+        found: dict[int, tuple[BankConnection, dt.date | None]] = {}
+        for start in range(0, len(connection_ids), _CHUNK):
+            rows = await session.execute(
+                select(BankConnection, backfill).where(
+                    BankConnection.id.in_(connection_ids[start : start + _CHUNK])
+                )
+            )
+            found.update((connection.id, (connection, date)) for connection, date in rows)
+    plans: list[_Plan] = []
+    for connection_id in connection_ids:
+        if connection_id not in found:
             raise LookupError(f"bank connection {connection_id} not found")
+        connection, backfill_from = found[connection_id]
         provider = providers.get(connection.provider)
         if provider is None:
             raise LookupError(f"no provider {connection.provider!r} configured")
-        backfill = await session.scalar(
-            select(BankAccount.backfill_from)
-            .where(BankAccount.connection_id == connection_id)
-            .where(BankAccount.backfill_from.is_not(None))
-            .order_by(BankAccount.backfill_from)
-            .limit(1)
-        )
         token = await _decrypt(keyring, connection.token_encrypted)
-    access = ProviderAccess(token, connection.provider_connection_id, connection.provider_user_id)
-    return _Plan(connection, access, provider, backfill)
+        access = ProviderAccess(
+            token, connection.provider_connection_id, connection.provider_user_id
+        )
+        plans.append(_Plan(connection, access, provider, backfill_from))
+    return plans
 
 
 async def _decrypt(keyring: KeyRing, token: bytes) -> str:
@@ -178,7 +197,52 @@ async def _decrypt(keyring: KeyRing, token: bytes) -> str:
     return keyring.decrypt(token)
 
 
-# -- the entry point -------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Pull:
+    """What the provider said about one connection (or why it failed)."""
+
+    index: int
+    connection_id: int
+    now: dt.datetime
+    accounts: Sequence[ProviderAccount] = ()
+    fetched: list[ProviderTransaction] = field(default_factory=list)
+    failure: ProviderError | None = None
+
+
+async def _pull(plan: _Plan, index: int, clock: Clock, settings: SyncSettings) -> _Pull:
+    """Call the provider for one connection (no database transaction is open)."""
+    now = clock.now()
+    today = _paris_date(now)
+    connection = plan.connection
+    pull = _Pull(index, connection.id, now)
+    try:
+        status = await plan.provider.connection_status(plan.access)
+        if status.state is not None:
+            raise ProviderError(status.state, status.detail)
+        pull.accounts = await plan.provider.list_accounts(plan.access)
+        starts = (
+            [today - dt.timedelta(days=settings.initial_days)] if connection.cursor is None else []
+        )
+        if settings.reread_days > 0:
+            starts.append(today - dt.timedelta(days=settings.reread_days))
+        if plan.backfill_from is not None:
+            starts.append(plan.backfill_from)
+        if connection.cursor is not None:
+            pull.fetched.extend(
+                await plan.provider.fetch_transactions(
+                    plan.access, changed_since=connection.cursor - settings.cursor_overlap
+                )
+            )
+        if starts:
+            pull.fetched.extend(
+                await plan.provider.fetch_transactions(plan.access, min_date=min(starts))
+            )
+    except ProviderError as error:
+        pull.failure = error
+    return pull
+
+
+# -- the entry points ------------------------------------------------------------------------
 
 
 async def refresh_connection(
@@ -196,73 +260,174 @@ async def refresh_connection(
     event) and reported in the result, never raised. Other exceptions propagate and leave
     the database untouched.
     """
+    (result,) = await refresh_connections(
+        database,
+        [connection_id],
+        providers=providers,
+        keyring=keyring,
+        clock=clock,
+        settings=settings,
+    )
+    return result
+
+
+async def refresh_connections(
+    database: Database,
+    connection_ids: Sequence[int],
+    *,
+    providers: Mapping[str, Provider],
+    keyring: KeyRing,
+    clock: Clock,
+    settings: SyncSettings | None = None,
+) -> list[RefreshResult]:
+    """Refresh several connections: one read, the provider calls, then one write transaction.
+
+    Each connection gets exactly what :func:`refresh_connection` would have done to it, in
+    the order given (results come back in that order). The whole batch is written in a
+    single transaction, which locks the connection rows in ascending id order first: a
+    provider error stays a per-connection result, but any other exception (an unknown
+    connection id or provider, a database error) leaves the database untouched for the whole
+    batch. A batch holds the write lock while it is written (a few milliseconds per
+    connection), so batches of a few dozen connections suit SQLite.
+    """
     settings = settings or SyncSettings()
-    plan = await _prepare(database, connection_id, providers, keyring)
-    now = clock.now()
-    today = _paris_date(now)
-    connection = plan.connection
-    if not connection.active:
-        return RefreshResult(connection_id, ok=False, error_code=connection.error_code)
-
-    status: ConnectionStatus | None = None
-    accounts: Sequence[ProviderAccount] = ()
-    fetched: list[ProviderTransaction] = []
-    failure: ProviderError | None = None
-    try:
-        status = await plan.provider.connection_status(plan.access)
-        if status.state is not None:
-            raise ProviderError(status.state, status.detail)
-        accounts = await plan.provider.list_accounts(plan.access)
-        starts = (
-            [today - dt.timedelta(days=settings.initial_days)] if connection.cursor is None else []
-        )
-        if settings.reread_days > 0:
-            starts.append(today - dt.timedelta(days=settings.reread_days))
-        if plan.backfill_from is not None:
-            starts.append(plan.backfill_from)
-        if connection.cursor is not None:
-            fetched.extend(
-                await plan.provider.fetch_transactions(
-                    plan.access, changed_since=connection.cursor - settings.cursor_overlap
+    ids = list(connection_ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("refresh_connections: a connection id is given twice")
+    results: list[RefreshResult | None] = [None] * len(ids)
+    plans = await _prepare(database, ids, providers, keyring)
+    pulls: list[_Pull] = []
+    for index, plan in enumerate(plans):
+        if not plan.connection.active:
+            results[index] = RefreshResult(
+                plan.connection.id, ok=False, error_code=plan.connection.error_code
+            )
+            continue
+        pulls.append(await _pull(plan, index, clock, settings))
+    if pulls:
+        async with database.session() as session:
+            # Nothing is flushed before the end of the batch unless a query needs it: the
+            # updates of every connection and account then go out grouped.
+            session.autoflush = False
+            batch = _Batch(session)
+            currents = await _lock_connections(
+                session, database, sorted(pull.connection_id for pull in pulls)
+            )
+            await batch.load_accounts(
+                current.redevable_id
+                for pull in pulls
+                if pull.failure is None
+                for current in (currents[pull.connection_id],)
+            )
+            for pull in pulls:
+                results[pull.index] = await _write(
+                    batch, currents[pull.connection_id], pull, settings
                 )
-            )
-        if starts:
-            fetched.extend(
-                await plan.provider.fetch_transactions(plan.access, min_date=min(starts))
-            )
-    except ProviderError as error:
-        failure = error
+            await batch.insert_versions()
+    done = [result for result in results if result is not None]
+    assert len(done) == len(ids)
+    return done
 
-    async with database.session() as session:
-        # Take the write lock on the connection first: serialises concurrent refreshes.
+
+async def _lock_connections(
+    session: AsyncSession, database: Database, ids: list[int]
+) -> dict[int, BankConnection]:
+    """Take the write lock on the connection rows first (serialises concurrent refreshes)."""
+    query = select(BankConnection).where(BankConnection.id.in_(ids)).order_by(BankConnection.id)
+    if database.is_sqlite:
+        # Any write takes SQLite's database lock; writing first avoids upgrading a read
+        # snapshot later (which fails at once instead of waiting for busy_timeout).
         await session.execute(
             update(BankConnection)
-            .where(BankConnection.id == connection_id)
+            .where(BankConnection.id.in_(ids))
             .values(updated_at=BankConnection.updated_at)
         )
-        current = await session.get(BankConnection, connection_id, populate_existing=True)
-        assert current is not None
-        if failure is not None:
-            return await _record_failure(session, current, failure, now)
-        result = RefreshResult(connection_id, ok=True)
-        await _record_success(session, current, now, result)
-        by_provider_id = await _reconcile_accounts(session, current, accounts, now, result)
-        await _apply_transactions(session, by_provider_id, fetched, now, settings, result)
-        if fetched:
-            newest = max(transaction.last_update for transaction in fetched)
-            newest = min(newest, now)
-            if current.cursor is None or newest > current.cursor:
-                current.cursor = newest
-        elif current.cursor is None:
-            current.cursor = now - settings.cursor_overlap
-        for account in by_provider_id.values():
-            if account.active and account.connection_id == current.id:
+    else:
+        query = query.with_for_update()
+    found = {
+        current.id: current
+        for current in await session.scalars(query.execution_options(populate_existing=True))
+    }
+    for connection_id in ids:
+        if connection_id not in found:
+            raise LookupError(f"bank connection {connection_id} not found")
+    return found
+
+
+class _Batch:
+    """What the writes of one batch share: the session, accounts by redevable, versions."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.accounts: dict[int, list[BankAccount]] = {}
+        self.versions: list[tuple[BankTransaction | _NewRow, dict[str, Any]]] = []
+        #: Accounts whose loaded transaction rows have changes not flushed yet.
+        self.dirty_accounts: set[int] = set()
+
+    async def flush_for(self, account_ids: Iterable[int]) -> None:
+        """Flush before reading transactions of these accounts if any has pending changes."""
+        if not self.dirty_accounts.isdisjoint(account_ids):
+            await self.session.flush()
+            self.dirty_accounts.clear()
+
+    async def load_accounts(self, redevable_ids: Iterable[int]) -> None:
+        wanted = sorted(set(redevable_ids))
+        for redevable_id in wanted:
+            self.accounts[redevable_id] = []
+        for start in range(0, len(wanted), _CHUNK):
+            accounts = await self.session.scalars(
+                select(BankAccount)
+                .where(BankAccount.redevable_id.in_(wanted[start : start + _CHUNK]))
+                .order_by(BankAccount.id)
+            )
+            for account in accounts:
+                self.accounts[account.redevable_id].append(account)
+
+    async def insert_versions(self) -> None:
+        if not self.versions:
+            return
+        for holder, values in self.versions:
+            assert holder.id is not None
+            values["transaction_id"] = holder.id
+        await self.session.execute(
+            # render_nulls: one executemany, not one per set of non-null columns.
+            insert(BankTransactionVersion).execution_options(render_nulls=True),
+            [values for _holder, values in self.versions],
+        )
+        self.versions.clear()
+
+
+async def _write(
+    batch: _Batch, current: BankConnection, pull: _Pull, settings: SyncSettings
+) -> RefreshResult:
+    """Apply one connection's pull in the batch's transaction."""
+    session, now = batch.session, pull.now
+    if pull.failure is not None:
+        return _record_failure(session, current, pull.failure, now)
+    result = RefreshResult(current.id, ok=True)
+    _record_success(session, current, now, result)
+    by_provider_id = await _reconcile_accounts(
+        session, current, batch.accounts[current.redevable_id], pull.accounts, now, result
+    )
+    fetched = pull.fetched
+    await _apply_transactions(batch, by_provider_id, fetched, now, settings, result)
+    if fetched:
+        newest = max(transaction.last_update for transaction in fetched)
+        newest = min(newest, now)
+        if current.cursor is None or newest > current.cursor:
+            current.cursor = newest
+    elif current.cursor is None:
+        current.cursor = now - settings.cursor_overlap
+    for account in by_provider_id.values():
+        if account.active and account.connection_id == current.id:
+            if account.last_collected_at != now:
                 account.last_collected_at = now
+            if account.backfill_from is not None:
                 account.backfill_from = None
-        return result
+    return result
 
 
-async def _record_failure(
+def _record_failure(
     session: AsyncSession, connection: BankConnection, failure: ProviderError, now: dt.datetime
 ) -> RefreshResult:
     error = describe_error(failure.code)
@@ -291,7 +456,7 @@ async def _record_failure(
     return result
 
 
-async def _record_success(
+def _record_success(
     session: AsyncSession, connection: BankConnection, now: dt.datetime, result: RefreshResult
 ) -> None:
     if connection.state is not ConnectionState.OK:
@@ -352,18 +517,13 @@ def _account_event(
 async def _reconcile_accounts(
     session: AsyncSession,
     connection: BankConnection,
+    known: list[BankAccount],
     listed: Sequence[ProviderAccount],
     now: dt.datetime,
     result: RefreshResult,
 ) -> dict[str, BankAccount]:
-    """Match the provider's accounts to ours; returns them by provider account id."""
-    known = list(
-        (
-            await session.scalars(
-                select(BankAccount).where(BankAccount.redevable_id == connection.redevable_id)
-            )
-        ).all()
-    )
+    """Match the provider's accounts to ``known`` (the redevable's, new ones are appended);
+    returns them by provider account id."""
     by_provider = {a.provider_account_id: a for a in known if a.connection_id == connection.id}
     by_iban = {a.iban: a for a in known if a.iban is not None}
     matched: dict[str, BankAccount] = {}
@@ -406,6 +566,7 @@ async def _reconcile_accounts(
             )
             session.add(account)
             await session.flush()
+            known.append(account)
             if iban is not None:
                 by_iban[iban] = account
             _account_event(
@@ -512,8 +673,40 @@ def _fingerprint(
     return (booking, amount, label, coming)
 
 
+@dataclass(slots=True)
+class _NewRow:
+    """A transaction inserted by this refresh (a core insert), with what matching needs."""
+
+    values: dict[str, Any]
+    status: TransactionStatus
+    amount: int
+    booking_date: dt.date
+    raw_label: str
+    first_seen_at: dt.datetime
+    id: int | None = None
+    replaces_id: int | None = None
+    replaced_by_id: int | None = None
+    #: Changed by the matching after the insert (an update is due).
+    linked: bool = False
+
+
+_Stored = BankTransaction | _NewRow
+
+
+@dataclass(slots=True)
+class _AccountWork:
+    """One account's share of a refresh: its transactions, then what the matching needs."""
+
+    account: BankAccount
+    transactions: list[ProviderTransaction]
+    #: Stored rows changed by this refresh (not flushed: queries see their old state).
+    touched: dict[int, BankTransaction] = field(default_factory=dict)
+    new_booked: list[_Stored] = field(default_factory=list)
+    gone_pending: list[_Stored] = field(default_factory=list)
+
+
 async def _apply_transactions(
-    session: AsyncSession,
+    batch: _Batch,
     accounts: Mapping[str, BankAccount],
     fetched: Iterable[ProviderTransaction],
     now: dt.datetime,
@@ -528,34 +721,87 @@ async def _apply_transactions(
     grouped: dict[str, list[ProviderTransaction]] = defaultdict(list)
     for transaction in latest.values():
         grouped[transaction.account_provider_id].append(transaction)
+    work: list[_AccountWork] = []
     for provider_account_id, transactions in grouped.items():
         account = accounts.get(provider_account_id)
         if account is None or not account.active:
             # Deactivated accounts are not collected; reactivation re-reads from the
             # last reported date.
             continue
-        await _apply_account(session, account, transactions, now, settings, result)
+        transactions.sort(key=lambda t: (t.last_update, t.provider_id))
+        work.append(_AccountWork(account, transactions))
+    if not work:
+        return
+    session = batch.session
+    payloads = {t.provider_id: _payload(t) for item in work for t in item.transactions}
+
+    # What is stored already: ids and payload hashes only; whole rows for changed payloads.
+    account_ids = sorted({item.account.id for item in work})
+    await batch.flush_for(account_ids)
+    wanted = {(item.account.id, t.provider_id) for item in work for t in item.transactions}
+    provider_ids = list(payloads)
+    hashes: dict[tuple[int, str], tuple[int, str]] = {}
+    for start in range(0, len(provider_ids), _CHUNK):
+        rows = await session.execute(
+            select(
+                BankTransaction.id,
+                BankTransaction.account_id,
+                BankTransaction.provider_id,
+                BankTransaction.payload_hash,
+            )
+            .where(BankTransaction.account_id.in_(account_ids))
+            .where(BankTransaction.provider_id.in_(provider_ids[start : start + _CHUNK]))
+        )
+        for row_id, account_id, provider_id, digest in rows:
+            if (account_id, provider_id) in wanted:
+                hashes[(account_id, provider_id)] = (row_id, digest)
+    changed = [
+        row_id
+        for (_a, provider_id), (row_id, digest) in hashes.items()
+        if digest != payloads[provider_id][1]
+    ]
+    full: dict[int, BankTransaction] = {}
+    for start in range(0, len(changed), _CHUNK):
+        full.update(
+            (row.id, row)
+            for row in await session.scalars(
+                select(BankTransaction).where(
+                    BankTransaction.id.in_(changed[start : start + _CHUNK])
+                )
+            )
+        )
+
+    inserted: list[_NewRow] = []
+    for item in work:
+        await _apply_account(batch, item, hashes, full, payloads, inserted, now, settings, result)
+    if inserted:
+        # Several rows per INSERT; RETURNING order is not guaranteed, so rows are told apart
+        # by their unique key (asking for parameter order would insert one row at a time).
+        keyed = {(row.values["account_id"], row.values["provider_id"]): row for row in inserted}
+        returned = await session.execute(
+            insert(BankTransaction)
+            .returning(BankTransaction.id, BankTransaction.account_id, BankTransaction.provider_id)
+            .execution_options(render_nulls=True),
+            [row.values for row in inserted],
+        )
+        for row_id, account_id, provider_id in returned:
+            keyed[(account_id, provider_id)].id = row_id
+    await _match_replacements(batch, work, inserted, now, settings, result)
 
 
 async def _apply_account(
-    session: AsyncSession,
-    account: BankAccount,
-    transactions: list[ProviderTransaction],
+    batch: _Batch,
+    item: _AccountWork,
+    hashes: Mapping[tuple[int, str], tuple[int, str]],
+    full: Mapping[int, BankTransaction],
+    payloads: Mapping[str, tuple[str, str]],
+    inserted: list[_NewRow],
     now: dt.datetime,
     settings: SyncSettings,
     result: RefreshResult,
 ) -> None:
-    ids = [t.provider_id for t in transactions]
-    existing: dict[str, BankTransaction] = {}
-    for start in range(0, len(ids), _CHUNK):
-        rows = await session.scalars(
-            select(BankTransaction)
-            .where(BankTransaction.account_id == account.id)
-            .where(BankTransaction.provider_id.in_(ids[start : start + _CHUNK]))
-        )
-        existing.update((hit.provider_id, hit) for hit in rows)
-
-    unknown = [t for t in transactions if t.provider_id not in existing]
+    account, transactions = item.account, item.transactions
+    unknown = [t for t in transactions if (account.id, t.provider_id) not in hashes]
     legacy: dict[tuple[dt.date, int, str, bool], list[BankTransaction]] = defaultdict(list)
     if (
         unknown
@@ -563,7 +809,7 @@ async def _apply_account(
         and now - account.reattached_at <= dt.timedelta(days=settings.rekey_days)
     ):
         low = min(t.booking_date for t in unknown) - dt.timedelta(days=settings.match_days)
-        rows = await session.scalars(
+        rows = await batch.session.scalars(
             select(BankTransaction)
             .where(BankTransaction.account_id == account.id)
             .where(BankTransaction.provider_account_id != account.provider_account_id)
@@ -576,13 +822,16 @@ async def _apply_account(
             )
             legacy[key].append(old_row)
 
-    new_booked: list[BankTransaction] = []
-    gone_pending: list[BankTransaction] = []
-    versions: list[tuple[BankTransaction, BankTransactionVersion]] = []
-    for transaction in sorted(transactions, key=lambda t: (t.last_update, t.provider_id)):
-        raw, digest = _payload(transaction)
-        row = existing.get(transaction.provider_id)
-        if row is None:
+    for transaction in transactions:
+        raw, digest = payloads[transaction.provider_id]
+        hit = hashes.get((account.id, transaction.provider_id))
+        row: BankTransaction | None = None
+        if hit is not None:
+            if hit[1] == digest:
+                result.unchanged += 1
+                continue
+            row = full[hit[0]]
+        else:
             key = _fingerprint(
                 transaction.booking_date,
                 transaction.amount,
@@ -595,76 +844,97 @@ async def _apply_account(
                 row = candidates.pop(0)
                 row.provider_id = transaction.provider_id
                 row.provider_account_id = transaction.account_provider_id
-                existing[transaction.provider_id] = row
+                item.touched[row.id] = row
+                batch.dirty_accounts.add(account.id)
                 result.rekeyed += 1
         if row is None:
-            status = _status_of(transaction)
-            row = BankTransaction(
-                account_id=account.id,
-                provider_id=transaction.provider_id,
-                provider_account_id=transaction.account_provider_id,
-                status=status,
-                booking_date=transaction.booking_date,
-                value_date=transaction.value_date,
-                real_date=transaction.real_date,
-                amount=transaction.amount,
-                currency=transaction.currency[:3],
-                raw_label=transaction.raw_label[:500],
-                type=transaction.type[:40],
-                counterparty_label=_cut(transaction.counterparty_label, 200),
-                counterparty_iban=normalise_iban(transaction.counterparty_iban),
-                reference=_cut(transaction.reference, 200),
-                coming=transaction.coming,
-                deleted_at=transaction.deleted_at,
-                provider_last_update=transaction.last_update,
-                first_seen_at=now,
-                last_change_seen_at=now,
-                booked_at=now if status is TransactionStatus.BOOKED else None,
-                raw=raw,
-                payload_hash=digest,
-                correction_pending=False,
-            )
-            session.add(row)
-            existing[transaction.provider_id] = row
+            new_row = _new_row(account, transaction, raw, digest, now)
+            inserted.append(new_row)
             result.inserted += 1
-            if status is TransactionStatus.BOOKED:
-                new_booked.append(row)
-            versions.append((row, _version(row, now)))
+            if new_row.status is TransactionStatus.BOOKED:
+                item.new_booked.append(new_row)
+            batch.versions.append((new_row, _new_version(new_row, now)))
             continue
         if row.payload_hash == digest:
             result.unchanged += 1
             continue
         was_pending_alive = row.status is TransactionStatus.PENDING
         _update_row(row, transaction, raw, digest, now, result)
-        versions.append((row, _version(row, now)))
+        item.touched[row.id] = row
+        batch.dirty_accounts.add(account.id)
+        batch.versions.append((row, _version(row, now)))
         if was_pending_alive and row.status is TransactionStatus.DELETED and row.coming:
-            gone_pending.append(row)
-    await session.flush()
-    for row, version in versions:
-        version.transaction_id = row.id
-        session.add(version)
-    if new_booked or gone_pending:
-        await _match_replacements(session, account, new_booked, gone_pending, now, settings, result)
+            item.gone_pending.append(row)
+
+
+def _new_row(
+    account: BankAccount, transaction: ProviderTransaction, raw: str, digest: str, now: dt.datetime
+) -> _NewRow:
+    status = _status_of(transaction)
+    raw_label = transaction.raw_label[:500]
+    values: dict[str, Any] = {
+        "account_id": account.id,
+        "provider_id": transaction.provider_id,
+        "provider_account_id": transaction.account_provider_id,
+        "status": status,
+        "booking_date": transaction.booking_date,
+        "value_date": transaction.value_date,
+        "real_date": transaction.real_date,
+        "amount": transaction.amount,
+        "currency": transaction.currency[:3],
+        "raw_label": raw_label,
+        "type": transaction.type[:40],
+        "counterparty_label": _cut(transaction.counterparty_label, 200),
+        "counterparty_iban": normalise_iban(transaction.counterparty_iban),
+        "reference": _cut(transaction.reference, 200),
+        "coming": transaction.coming,
+        "deleted_at": transaction.deleted_at,
+        "provider_last_update": transaction.last_update,
+        "first_seen_at": now,
+        "last_change_seen_at": now,
+        "booked_at": now if status is TransactionStatus.BOOKED else None,
+        "raw": raw,
+        "payload_hash": digest,
+        "correction_pending": False,
+    }
+    return _NewRow(values, status, transaction.amount, transaction.booking_date, raw_label, now)
+
+
+def _new_version(row: _NewRow, now: dt.datetime) -> dict[str, Any]:
+    values = row.values
+    return {
+        "seen_at": now,
+        "provider_id": values["provider_id"],
+        "status": values["status"],
+        "booking_date": values["booking_date"],
+        "value_date": values["value_date"],
+        "amount": values["amount"],
+        "raw_label": values["raw_label"],
+        "coming": values["coming"],
+        "deleted_at": values["deleted_at"],
+        "after_report": False,
+        "raw": values["raw"],
+    }
 
 
 def _cut(value: str | None, size: int) -> str | None:
     return None if value is None else value[:size]
 
 
-def _version(row: BankTransaction, now: dt.datetime) -> BankTransactionVersion:
-    return BankTransactionVersion(
-        seen_at=now,
-        provider_id=row.provider_id,
-        status=row.status,
-        booking_date=row.booking_date,
-        value_date=row.value_date,
-        amount=row.amount,
-        raw_label=row.raw_label,
-        coming=row.coming,
-        deleted_at=row.deleted_at,
-        after_report=row.reported_statement_id is not None,
-        raw=row.raw,
-    )
+def _version(row: BankTransaction, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "seen_at": now,
+        "provider_id": row.provider_id,
+        "status": row.status,
+        "booking_date": row.booking_date,
+        "value_date": row.value_date,
+        "amount": row.amount,
+        "raw_label": row.raw_label,
+        "coming": row.coming,
+        "deleted_at": row.deleted_at,
+        "after_report": row.reported_statement_id is not None,
+        "raw": row.raw,
+    }
 
 
 def _update_row(
@@ -724,40 +994,139 @@ def _update_row(
 
 
 async def _match_replacements(
-    session: AsyncSession,
-    account: BankAccount,
-    new_booked: list[BankTransaction],
-    gone_pending: list[BankTransaction],
+    batch: _Batch,
+    work: Sequence[_AccountWork],
+    inserted: Sequence[_NewRow],
     now: dt.datetime,
     settings: SyncSettings,
     result: RefreshResult,
 ) -> None:
-    """Link pending rows the bank withdrew to the booked rows that replace them."""
+    """Link pending rows the bank withdrew to the booked rows that replace them.
+
+    Candidates stored before this refresh are read with one query per kind for all the
+    accounts that need them. Rows inserted by this refresh are in the database (their
+    :class:`_NewRow` stands for them); rows it changed are not flushed, so the query skips
+    them and they are tested here instead, on their new state.
+    """
+    session = batch.session
     since = now - dt.timedelta(days=settings.match_days)
-    pending = {row.id: row for row in gone_pending}
-    booked = {row.id: row for row in new_booked}
-    if new_booked:
+    by_id: dict[int, _Stored] = {row.id: row for row in inserted if row.id is not None}
+    pending_for = [item.account.id for item in work if item.new_booked]
+    booked_for = [item.account.id for item in work if item.gone_pending]
+    stored_pending: dict[int, list[_Stored]] = defaultdict(list)
+    stored_booked: dict[int, list[_Stored]] = defaultdict(list)
+    if pending_for:
         rows = await session.scalars(
             select(BankTransaction)
-            .where(BankTransaction.account_id == account.id)
+            .where(BankTransaction.account_id.in_(pending_for))
             .where(BankTransaction.status == TransactionStatus.DELETED)
             .where(BankTransaction.coming.is_(True))
             .where(BankTransaction.replaced_by_id.is_(None))
             .where(BankTransaction.deleted_at >= since)
         )
-        pending.update((row.id, row) for row in rows)
-    if gone_pending:
+        _collect(
+            session, rows, by_id, work, pending_for, stored_pending, _is_pending_candidate, since
+        )
+    if booked_for:
         rows = await session.scalars(
             select(BankTransaction)
-            .where(BankTransaction.account_id == account.id)
+            .where(BankTransaction.account_id.in_(booked_for))
             .where(BankTransaction.status == TransactionStatus.BOOKED)
             .where(BankTransaction.replaces_id.is_(None))
             .where(BankTransaction.first_seen_at >= since)
         )
-        booked.update((row.id, row) for row in rows)
+        _collect(session, rows, by_id, work, booked_for, stored_booked, _is_booked_candidate, since)
+    for item in work:
+        if item.new_booked or item.gone_pending:
+            account_id = item.account.id
+            _match_account(
+                item, stored_pending[account_id], stored_booked[account_id], settings, result
+            )
+            if item.touched or any(
+                isinstance(row, BankTransaction)
+                for row in (*stored_pending[account_id], *stored_booked[account_id])
+            ):
+                batch.dirty_accounts.add(account_id)
+    linked = [row for row in inserted if row.linked]
+    if linked:
+        # ORM bulk update by primary key: one executemany, no object loaded.
+        await session.execute(
+            update(BankTransaction),
+            [
+                {
+                    "id": row.id,
+                    "status": row.status,
+                    "replaced_by_id": row.replaced_by_id,
+                    "replaces_id": row.replaces_id,
+                }
+                for row in linked
+            ],
+        )
+
+
+def _is_pending_candidate(row: BankTransaction, since: dt.datetime) -> bool:
+    return (
+        row.status is TransactionStatus.DELETED
+        and row.coming is True
+        and row.replaced_by_id is None
+        and row.deleted_at is not None
+        and row.deleted_at >= since
+    )
+
+
+def _is_booked_candidate(row: BankTransaction, since: dt.datetime) -> bool:
+    return (
+        row.status is TransactionStatus.BOOKED
+        and row.replaces_id is None
+        and row.first_seen_at >= since
+    )
+
+
+def _collect(
+    session: AsyncSession,
+    rows: Iterable[BankTransaction],
+    by_id: Mapping[int, _Stored],
+    work: Sequence[_AccountWork],
+    account_ids: Sequence[int],
+    into: dict[int, list[_Stored]],
+    candidate: Callable[[BankTransaction, dt.datetime], bool],
+    since: dt.datetime,
+) -> None:
+    """Sort query results by account: stored rows as they are in the database, rows this
+    refresh inserted as their :class:`_NewRow`, rows it changed on their new state."""
+    touched = {row_id for item in work for row_id in item.touched}
+    for row in rows:
+        mine = by_id.get(row.id)
+        if mine is not None:
+            # Inserted by this refresh: keep the one object the matching updates.
+            session.expunge(row)
+            into[row.account_id].append(mine)
+        elif row.id not in touched:
+            into[row.account_id].append(row)
+    wanted = set(account_ids)
+    for item in work:
+        if item.account.id in wanted:
+            into[item.account.id].extend(
+                row for row in item.touched.values() if candidate(row, since)
+            )
+
+
+def _match_account(
+    item: _AccountWork,
+    stored_pending: Iterable[_Stored],
+    stored_booked: Iterable[_Stored],
+    settings: SyncSettings,
+    result: RefreshResult,
+) -> None:
+    pending: dict[int | None, _Stored] = {row.id: row for row in item.gone_pending}
+    booked: dict[int | None, _Stored] = {row.id: row for row in item.new_booked}
+    if item.new_booked:
+        pending.update((row.id, row) for row in stored_pending)
+    if item.gone_pending:
+        booked.update((row.id, row) for row in stored_booked)
     if not pending or not booked:
         return
-    scored: list[tuple[tuple[float, int, int, int], BankTransaction, BankTransaction]] = []
+    scored: list[tuple[tuple[float, int, int, int], _Stored, _Stored]] = []
     for old in pending.values():
         for new in booked.values():
             if new.replaces_id is not None or (old.amount < 0) != (new.amount < 0):
@@ -773,10 +1142,11 @@ async def _match_replacements(
             similarity = _label_similarity(old.raw_label, new.raw_label)
             if similarity < 0.5:
                 continue
+            assert new.id is not None
             scored.append(((-similarity, gap, days, new.id), old, new))
     scored.sort(key=lambda entry: entry[0])
-    used_old: set[int] = set()
-    used_new: set[int] = set()
+    used_old: set[int | None] = set()
+    used_new: set[int | None] = set()
     for _score, old, new in scored:
         if old.id in used_old or new.id in used_new:
             continue
@@ -785,4 +1155,7 @@ async def _match_replacements(
         old.status = TransactionStatus.REPLACED
         old.replaced_by_id = new.id
         new.replaces_id = old.id
+        for row in (old, new):
+            if isinstance(row, _NewRow):
+                row.linked = True
         result.replaced += 1
