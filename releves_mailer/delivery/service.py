@@ -7,11 +7,11 @@ statements by mail: mode ``default`` into ``<login>@<domain>``, ``dedicated`` in
 a redevable that asked not to receive those); it stays downloadable. A later change of mode
 never mails old statements.
 
-Exactly once: the signed mail is built first (off the event loop); then one transaction claims
-the statement (``delivered_at`` goes from NULL to now, or another deliverer got there first),
-stores the message in the box and records its Message-ID. A crash before the commit leaves
-neither the message nor the mark; a crash after leaves both. A restart therefore neither
-delivers twice nor skips a statement.
+Exactly once: the signed mails are built first (off the event loop); then one transaction per
+group of statements claims each statement (``delivery_box`` goes from NULL to its box, or
+another deliverer got there first), stores its message in the box and records its
+Message-ID. A crash before the commit leaves neither the messages nor the marks; a crash after
+leaves both. A restart therefore neither delivers twice nor skips a statement.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class StatementDelivery:
         portal: PortalSection,
         *,
         concurrency: int = 4,
+        group: int = 25,
     ) -> None:
         self.database = database
         self.sink = sink
@@ -91,6 +92,7 @@ class StatementDelivery:
         self.clock = clock
         self.portal = portal
         self.concurrency = concurrency
+        self.group = group
 
     async def _jobs(self, session: AsyncSession, limit: int) -> list[_Job]:
         rows = (
@@ -158,28 +160,26 @@ class StatementDelivery:
             )
         return jobs
 
-    async def _commit(self, job: _Job, raw: bytes | None) -> bool:
-        """Claim the statement and store its mail in one transaction; False if already done."""
-        now = self.clock.now()
-        async with self.database.session() as session:
-            values: dict[str, object] = {"delivery_box": NOT_MAILED}
-            if job.mail is not None:
-                values = {
-                    "delivery_box": job.mail.recipient,
-                    "delivered_at": now,
-                    "message_id": job.mail.message_id,
-                }
-            claimed = await session.execute(
-                update(Statement)
-                .where(Statement.id == job.statement_id, Statement.delivery_box.is_(None))
-                .values(**values)
+    async def _claim(self, session: AsyncSession, job: _Job, raw: bytes | None) -> bool:
+        """Mark the statement decided and store its mail; False if another got there first."""
+        values: dict[str, object] = {"delivery_box": NOT_MAILED}
+        if job.mail is not None:
+            values = {
+                "delivery_box": job.mail.recipient,
+                "delivered_at": self.clock.now(),
+                "message_id": job.mail.message_id,
+            }
+        claimed = await session.execute(
+            update(Statement)
+            .where(Statement.id == job.statement_id, Statement.delivery_box.is_(None))
+            .values(**values)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        if job.mail is not None and raw is not None:
+            await self.sink.deliver(
+                session, job.mail.recipient, raw, internal_date=job.mail.created_at
             )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                return False
-            if job.mail is not None and raw is not None:
-                await self.sink.deliver(
-                    session, job.mail.recipient, raw, internal_date=job.mail.created_at
-                )
         return True
 
     async def _build(self, job: _Job, gate: asyncio.Semaphore) -> bytes | None:
@@ -200,13 +200,20 @@ class StatementDelivery:
             built: Sequence[bytes | None] = await asyncio.gather(
                 *(self._build(job, gate) for job in jobs)
             )
-            for job, raw in zip(jobs, built, strict=True):
-                if not await self._commit(job, raw):
-                    report.already_done += 1
-                elif job.mail is None:
-                    report.not_mailed += 1
-                else:
-                    report.delivered += 1
-                    _log.debug("statement %d delivered to %s", job.statement_id, job.mail.recipient)
+            # One transaction per group: each statement is claimed and stored with its mark,
+            # all or nothing; a crash rolls the whole group back and it is delivered again.
+            pairs = list(zip(jobs, built, strict=True))
+            for start in range(0, len(pairs), self.group):
+                outcomes = []
+                async with self.database.session() as session:
+                    for job, raw in pairs[start : start + self.group]:
+                        outcomes.append((job, await self._claim(session, job, raw)))
+                for job, done in outcomes:
+                    if not done:
+                        report.already_done += 1
+                    elif job.mail is None:
+                        report.not_mailed += 1
+                    else:
+                        report.delivered += 1
             if len(jobs) < batch:
                 return report
