@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
 from releves_mailer.clock import SystemClock
+from releves_mailer.collect.lifecycle import deactivate_with_accounts, reactivate_with_accounts
 from releves_mailer.db.models import PortalAccount, ReceptionMode, Redevable
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio import accounts as account_service
@@ -563,10 +564,11 @@ async def redevables_edit(
 @async_command
 async def redevables_deactivate(app: AppContext, siret: str, account_login: str | None) -> None:
     """Désactive un redevable (conservé ; ses comptes bancaires deviennent inactifs)."""
-    async with open_database(app.config) as database, database.session() as session:
-        redevable = await _find(session, account_login, siret)
-        await redevable_service.deactivate_redevable(session, SystemClock(), redevable)
-    click.echo(f"Redevable {redevable.siret} désactivé.")
+    async with open_database(app.config) as database:
+        async with database.session() as session:
+            redevable = await _find(session, account_login, siret)
+        count = await deactivate_with_accounts(database, SystemClock(), redevable.id)
+    click.echo(f"Redevable {redevable.siret} désactivé, ainsi que {count} compte(s) bancaire(s).")
 
 
 @redevables.command(name="reactivate")
@@ -575,10 +577,11 @@ async def redevables_deactivate(app: AppContext, siret: str, account_login: str 
 @async_command
 async def redevables_reactivate(app: AppContext, siret: str, account_login: str | None) -> None:
     """Réactive un redevable désactivé."""
-    async with open_database(app.config) as database, database.session() as session:
-        redevable = await _find(session, account_login, siret)
-        await redevable_service.reactivate_redevable(session, SystemClock(), redevable)
-    click.echo(f"Redevable {redevable.siret} réactivé.")
+    async with open_database(app.config) as database:
+        async with database.session() as session:
+            redevable = await _find(session, account_login, siret)
+        count = await reactivate_with_accounts(database, SystemClock(), redevable.id)
+    click.echo(f"Redevable {redevable.siret} réactivé, ainsi que {count} compte(s) bancaire(s).")
 
 
 @redevables.command(name="import")
