@@ -13,6 +13,7 @@ from releves_mailer.db.models.collect import (
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
 from releves_mailer.db.models.notify import OutboxMessage, OutboxState
 from releves_mailer.db.models.partner import ConnectionWatch, SecureLink
+from releves_mailer.db.models.portal import PortalSession
 from releves_mailer.db.models.portfolio import Periodicity, PortalAccount, ReceptionMode, Redevable
 from releves_mailer.db.models.statements import (
     LineKind,
@@ -40,6 +41,7 @@ __all__ = [
     "OutboxState",
     "Periodicity",
     "PortalAccount",
+    "PortalSession",
     "ReceptionMode",
     "Redevable",
     "SecureLink",

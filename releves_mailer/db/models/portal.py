@@ -1,0 +1,33 @@
+"""Tables of the web portal: the server-side login sessions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from releves_mailer.db.base import Base, UTCDateTime
+
+__all__ = ["PortalSession"]
+
+
+class PortalSession(Base):
+    """A logged-in browser: only the SHA-256 of the cookie's random value is stored.
+
+    A session ends at logout (row deleted), after ``IDLE_TIMEOUT`` without a request, or at
+    ``expires_at`` (absolute limit), whichever comes first.
+    """
+
+    __tablename__ = "portal_session"
+
+    #: SHA-256 (hex) of the cookie value.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("portal_account.id", ondelete="CASCADE"), index=True
+    )
+    #: The synchronizer token every form of this session must send back.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

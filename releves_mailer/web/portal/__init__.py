@@ -1,0 +1,50 @@
+"""The portal pages: login, subscription, redevables, bank accounts, reception tracking.
+
+Plain server-rendered HTML under ``/portail``, no JavaScript. Every page needs a login
+(the portal account's login and mailbox password); every form carries a CSRF token; every
+object is read through :mod:`releves_mailer.web.portal.scope` (the family rules).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from releves_mailer.clock import Clock
+from releves_mailer.db import Database
+from releves_mailer.partner.links import LinkService
+from releves_mailer.partner.mails import PartnerSettings
+from releves_mailer.web.app import PAGES
+from releves_mailer.web.portal import accounts, login, redevables, statements, subscription
+from releves_mailer.web.portal.common import PORTAL, Portal
+from releves_mailer.web.portal.session import LoginThrottle, SessionStore
+
+__all__ = ["PORTAL", "Portal", "setup_portal"]
+
+
+def setup_portal(
+    app: web.Application,
+    *,
+    database: Database,
+    clock: Clock,
+    links: LinkService,
+    settings: PartnerSettings,
+) -> None:
+    """Add the portal's routes to ``app`` (built by :func:`releves_mailer.web.app.create_app`).
+
+    For ``create_app(setups=[...])``: ``functools.partial(setup_portal, database=...,
+    clock=..., links=..., settings=...)``.
+    """
+    app[PORTAL] = Portal(
+        database=database,
+        clock=clock,
+        links=links,
+        settings=settings,
+        pages=app[PAGES],
+        sessions=SessionStore(database, clock),
+        throttle=LoginThrottle(clock),
+    )
+    login.setup(app)
+    subscription.setup(app)
+    redevables.setup(app)
+    statements.setup(app)
+    accounts.setup(app)

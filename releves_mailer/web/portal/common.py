@@ -1,0 +1,187 @@
+"""What every portal screen shares: services, the logged-in request, rendering, pagination."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from releves_mailer.clock import Clock
+from releves_mailer.db import Database
+from releves_mailer.db.models import PortalAccount
+from releves_mailer.partner.links import LinkService
+from releves_mailer.partner.mails import PartnerSettings
+from releves_mailer.web.app import Pages
+from releves_mailer.web.portal.csrf import CSRF_FIELD, check_token
+from releves_mailer.web.portal.session import COOKIE_NAME, LoginThrottle, SessionStore
+
+__all__ = [
+    "MESSAGES",
+    "PAGE_SIZE",
+    "PORTAL",
+    "Form",
+    "Pagination",
+    "Portal",
+    "PortalRequest",
+    "flag",
+    "int_param",
+    "page",
+    "path_id",
+]
+
+PAGE_SIZE = 50
+#: Largest upload (the Annexe 1 import file).
+MAX_UPLOAD = 5 * 1024 * 1024
+PREFIX = "/portail"
+
+Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
+
+#: Confirmations shown after an action (Post/Redirect/Get), by the code in ``?msg=``.
+MESSAGES = {
+    "souscrit": "Votre souscription au service est enregistrée.",
+    "cree": "Le redevable a été créé.",
+    "modifie": "Le redevable a été modifié.",
+    "desactive": "Le redevable a été désactivé.",
+    "reactive": "Le redevable a été réactivé.",
+    "lien": "Le lien sécurisé a été transmis au redevable par email (valide 72 heures).",
+    "compte_desactive": "La réception des relevés sur ce compte bancaire est désactivée.",
+    "compte_reactive": "La réception des relevés sur ce compte bancaire est réactivée.",
+}
+
+
+@dataclass
+class Portal:
+    """The services the portal's handlers use (one per application)."""
+
+    database: Database
+    clock: Clock
+    links: LinkService
+    settings: PartnerSettings
+    pages: Pages
+    sessions: SessionStore
+    throttle: LoginThrottle
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.settings.public_url.startswith("https://")
+
+    def render(
+        self, request: PortalRequest | None, name: str, context: Mapping[str, Any], **kw: Any
+    ) -> web.Response:
+        full: dict[str, Any] = {
+            "user": request.user if request is not None else None,
+            "csrf": request.csrf if request is not None else "",
+            "nav": "",
+            "message": "",
+            "errors": [],
+            **context,
+        }
+        if request is not None and not full["message"]:
+            full["message"] = MESSAGES.get(request.request.query.get("msg", ""), "")
+        return self.pages.render(f"portal/{name}", full, **kw)
+
+
+PORTAL = web.AppKey("portal", Portal)
+
+
+@dataclass
+class PortalRequest:
+    """A request of a logged-in user, its form already checked against CSRF."""
+
+    request: web.Request
+    portal: Portal
+    user: PortalAccount
+    csrf: str
+    form: Form | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self.request.query
+
+    def text(self, name: str) -> str:
+        """A text field of the form (empty when absent or a file)."""
+        value = self.form.get(name, "") if self.form is not None else ""
+        return value if isinstance(value, str) else ""
+
+
+Handler = Callable[[PortalRequest], Awaitable[web.StreamResponse]]
+
+
+def page(
+    handler: Handler, *, subscribed: bool = True, upload: bool = False
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap a handler: login required, CSRF checked on POST, subscription required."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        portal = request.app[PORTAL]
+        found = await portal.sessions.find(request.cookies.get(COOKIE_NAME, ""))
+        if found is None:
+            if request.method != "GET":
+                raise web.HTTPForbidden(
+                    text="Session expirée : reconnectez-vous.", content_type="text/plain"
+                )
+            target = urlencode({"suite": request.path_qs})
+            raise web.HTTPFound(f"{PREFIX}/connexion?{target}")
+        form = None
+        if request.method == "POST":
+            source = request.clone(client_max_size=MAX_UPLOAD) if upload else request
+            form = await source.post()
+            check_token(found.csrf_token, form.get(CSRF_FIELD))
+        if subscribed and not found.account.subscribed:
+            raise web.HTTPFound(f"{PREFIX}/souscription")
+        return await handler(PortalRequest(request, portal, found.account, found.csrf_token, form))
+
+    return wrapped
+
+
+def path_id(request: PortalRequest, name: str = "id") -> int:
+    raw = request.request.match_info.get(name, "")
+    if not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPNotFound(text="Page introuvable.", content_type="text/plain")
+    return int(raw)
+
+
+def flag(values: Mapping[str, Any], name: str) -> bool:
+    return str(values.get(name, "")) in ("1", "on", "true")
+
+
+def int_param(values: Mapping[str, str], name: str, default: int = 1) -> int:
+    raw = values.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) < 9 and int(raw) > 0 else default
+
+
+@dataclass(frozen=True)
+class Pagination:
+    """The page numbers of a list and the links to its neighbours."""
+
+    page: int
+    total: int
+    base_query: Mapping[str, str]
+    size: int = PAGE_SIZE
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+    def url(self, number: int) -> str:
+        query = {key: value for key, value in self.base_query.items() if key != "page"}
+        query["page"] = str(number)
+        return "?" + urlencode(query)
+
+    @property
+    def previous(self) -> str | None:
+        return self.url(self.page - 1) if self.page > 1 else None
+
+    @property
+    def next(self) -> str | None:
+        return self.url(self.page + 1) if self.page < self.pages else None

@@ -1,0 +1,294 @@
+"""Reception tracking ("Suivi et téléchargement"): search, detail, CFONB/CSV and ZIP downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from sqlalchemy import Select, func, select
+
+from releves_mailer.clock import PARIS, business_today
+from releves_mailer.collect.exports import CFONB, CSV, file_name, read_files, zip_files
+from releves_mailer.db.models import (
+    LineKind,
+    PortalAccount,
+    Redevable,
+    Statement,
+    StatementLine,
+    StatementState,
+)
+from releves_mailer.web.portal.common import (
+    PREFIX,
+    Pagination,
+    PortalRequest,
+    flag,
+    int_param,
+    page,
+    path_id,
+)
+from releves_mailer.web.portal.scope import (
+    allowed_account_ids,
+    listed_account_ids,
+    statement_or_404,
+)
+
+__all__ = ["StatementRow", "setup", "statement_row"]
+
+STATE_FILTERS = {
+    "succes": StatementState.SUCCES,
+    "en_cours": StatementState.EN_COURS,
+    "echec": StatementState.ECHEC,
+}
+STATE_LABELS = {
+    StatementState.SUCCES: "Succès",
+    StatementState.EN_COURS: "En cours",
+    StatementState.ECHEC: "Échec",
+}
+#: Most statements one "Tout télécharger" ZIP holds.
+ZIP_LIMIT = 1000
+#: Days the search covers when no start date is given.
+DEFAULT_DAYS = 31
+
+
+@dataclass(frozen=True)
+class StatementRow:
+    """One line of the tracking table."""
+
+    id: int
+    login: str
+    siren: str
+    nic: str
+    company: str
+    iban: str
+    period_start: dt.date
+    period_end: dt.date
+    received_at: dt.datetime
+    state: str
+    state_label: str
+    reason: str
+    movements: int
+    deleted: int
+    has_cfonb: bool
+    has_csv: bool
+
+
+def statement_row(statement: Statement, redevable: Redevable, login: str) -> StatementRow:
+    return StatementRow(
+        id=statement.id,
+        login=login,
+        siren=redevable.siren,
+        nic=redevable.nic,
+        company=redevable.full_company_name,
+        iban=statement.iban or "",
+        period_start=statement.period_start + dt.timedelta(days=1),
+        period_end=statement.period_end,
+        received_at=statement.created_at,
+        state=statement.state.value,
+        state_label=STATE_LABELS[statement.state],
+        reason=statement.reason,
+        movements=statement.movement_count,
+        deleted=statement.deleted_count,
+        has_cfonb=statement.state is StatementState.SUCCES and statement.cfonb_size is not None,
+        has_csv=statement.state is StatementState.SUCCES and statement.csv_size is not None,
+    )
+
+
+def _date(value: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.strptime(value.strip(), "%d/%m/%Y").date()
+    except ValueError:
+        return None
+
+
+def _criteria(values: Mapping[str, Any], today: dt.date) -> dict[str, str]:
+    first = _date(str(values.get("du", "")))
+    last = _date(str(values.get("au", "")))
+    state = str(values.get("etat", ""))
+    return {
+        "du": (first or today - dt.timedelta(days=DEFAULT_DAYS)).isoformat(),
+        "au": last.isoformat() if last else "",
+        "siret": str(values.get("siret", "")).strip(),
+        "nom": str(values.get("nom", "")).strip(),
+        "iban": str(values.get("iban", "")).strip(),
+        "etat": state if state in STATE_FILTERS else "",
+        "secondaires": "1" if flag(values, "secondaires") else "",
+    }
+
+
+def _search(
+    criteria: Mapping[str, str], account_ids: list[int]
+) -> Select[Statement, Redevable, str]:
+    query = (
+        select(Statement, Redevable, PortalAccount.login)
+        .join(Redevable, Redevable.id == Statement.redevable_id)
+        .join(PortalAccount, PortalAccount.id == Redevable.account_id)
+        .where(Redevable.account_id.in_(account_ids))
+    )
+    start = dt.datetime.combine(dt.date.fromisoformat(criteria["du"]), dt.time(), tzinfo=PARIS)
+    query = query.where(Statement.created_at >= start)
+    if criteria["au"]:
+        end = dt.date.fromisoformat(criteria["au"]) + dt.timedelta(days=1)
+        query = query.where(Statement.created_at < dt.datetime.combine(end, dt.time(), PARIS))
+    siret = criteria["siret"].replace(" ", "")
+    if siret:
+        query = query.where((Redevable.siren + Redevable.nic).startswith(siret, autoescape=True))
+    if criteria["nom"]:
+        full = func.lower(Redevable.company_name + " " + Redevable.company_name_2)
+        query = query.where(full.contains(criteria["nom"].lower(), autoescape=True))
+    iban = criteria["iban"].replace(" ", "").upper()
+    if iban:
+        query = query.where(Statement.iban.contains(iban, autoescape=True))
+    if criteria["etat"]:
+        query = query.where(Statement.state == STATE_FILTERS[criteria["etat"]])
+    return query
+
+
+async def list_page(request: PortalRequest) -> web.StreamResponse:
+    portal = request.portal
+    criteria = _criteria(request.query, business_today(portal.clock))
+    async with portal.database.session() as session:
+        ids = await listed_account_ids(session, request.user, bool(criteria["secondaires"]))
+        query = _search(criteria, ids)
+        total = int(
+            await session.scalar(
+                select(func.count()).select_from(query.with_only_columns(Statement.id).subquery())
+            )
+            or 0
+        )
+        pagination = Pagination(int_param(request.query, "page"), total, criteria)
+        rows = [
+            statement_row(statement, redevable, login)
+            for statement, redevable, login in await session.execute(
+                query.order_by(Statement.created_at.desc(), Statement.id.desc())
+                .limit(pagination.size)
+                .offset(pagination.offset)
+            )
+        ]
+    return portal.render(
+        request,
+        "releves",
+        {
+            "title": "Suivi des relevés reçus",
+            "nav": "releves",
+            "criteria": criteria,
+            "rows": rows,
+            "pagination": pagination,
+            "show_login": bool(criteria["secondaires"]) and request.user.is_primary,
+            "zip_limit": ZIP_LIMIT,
+        },
+    )
+
+
+async def detail_page(request: PortalRequest) -> web.StreamResponse:
+    portal = request.portal
+    async with portal.database.session() as session:
+        statement, redevable = await statement_or_404(session, request.user, path_id(request))
+        lines = (
+            await session.scalars(
+                select(StatementLine)
+                .where(StatementLine.statement_id == statement.id)
+                .order_by(StatementLine.kind, StatementLine.position)
+                .limit(2000)
+            )
+        ).all()
+    return portal.render(
+        request,
+        "releve",
+        {
+            "title": "Détail du relevé",
+            "nav": "releves",
+            "statement": statement,
+            "row": statement_row(statement, redevable, ""),
+            "movements": [line for line in lines if line.kind is LineKind.MOVEMENT],
+            "corrections": [line for line in lines if line.kind is LineKind.CORRECTION],
+        },
+    )
+
+
+def _attachment(name: str, content: bytes, content_type: str) -> web.Response:
+    response = web.Response(body=content, content_type=content_type)
+    response.headers["Content-Disposition"] = (
+        f"attachment; filename=\"{name}\"; filename*=UTF-8''{quote(name)}"
+    )
+    return response
+
+
+async def _download(request: PortalRequest, kind: str) -> web.StreamResponse:
+    portal = request.portal
+    async with portal.database.session() as session:
+        statement, _ = await statement_or_404(session, request.user, path_id(request))
+        files = await read_files(session, [statement], (kind,))
+    if not files or statement.state is not StatementState.SUCCES:
+        raise web.HTTPNotFound(text="Fichier indisponible.", content_type="text/plain")
+    content_type = "text/plain" if kind == CFONB else "text/csv"
+    return _attachment(file_name(statement, kind), files[0].content, content_type)
+
+
+async def download_cfonb(request: PortalRequest) -> web.StreamResponse:
+    return await _download(request, CFONB)
+
+
+async def download_csv(request: PortalRequest) -> web.StreamResponse:
+    return await _download(request, CSV)
+
+
+async def download_zip(request: PortalRequest) -> web.StreamResponse:
+    """The selected statements (``ids``), or every result of the search (``tout``), zipped."""
+    portal = request.portal
+    assert request.form is not None
+    everything = flag(request.form, "tout")
+    async with portal.database.session() as session:
+        if everything:
+            criteria = _criteria(request.form, business_today(portal.clock))
+            ids = await listed_account_ids(session, request.user, bool(criteria["secondaires"]))
+            query = (
+                _search(criteria, ids)
+                .order_by(Statement.created_at.desc(), Statement.id.desc())
+                .limit(ZIP_LIMIT)
+            )
+        else:
+            wanted = {
+                int(value)
+                for value in request.form.getall("ids", [])
+                if isinstance(value, str) and value.isdigit() and len(value) < 18
+            }
+            if not wanted or len(wanted) > ZIP_LIMIT:
+                raise web.HTTPBadRequest(
+                    text=f"Sélectionnez de 1 à {ZIP_LIMIT} relevés.", content_type="text/plain"
+                )
+            query = (
+                select(Statement, Redevable, PortalAccount.login)  # same columns as _search
+                .join(Redevable, Redevable.id == Statement.redevable_id)
+                .join(PortalAccount, PortalAccount.id == Redevable.account_id)
+                .where(Statement.id.in_(wanted))
+                .where(Redevable.account_id.in_(await allowed_account_ids(session, request.user)))
+                .order_by(Statement.created_at.desc(), Statement.id.desc())
+            )
+        found = [statement for statement, _, _ in await session.execute(query)]
+        if not everything and len(found) != len(wanted):
+            # One of the ids is not the user's: nothing is given, nothing is revealed.
+            raise web.HTTPNotFound(text="Page introuvable.", content_type="text/plain")
+        ready = [s for s in found if s.state is StatementState.SUCCES]
+        files = await read_files(session, ready)
+    if not files:
+        raise web.HTTPNotFound(text="Aucun fichier à télécharger.", content_type="text/plain")
+    content = await asyncio.to_thread(zip_files, files)
+    stamp = portal.clock.now().astimezone(PARIS).strftime("%Y%m%d_%H%M%S")
+    return _attachment(f"Releves_{stamp}.zip", content, "application/zip")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(f"{PREFIX}/releves", page(list_page))
+    app.router.add_post(f"{PREFIX}/releves/zip", page(download_zip))
+    app.router.add_get(f"{PREFIX}/releves/{{id}}", page(detail_page))
+    app.router.add_get(f"{PREFIX}/releves/{{id}}/cfonb", page(download_cfonb))
+    app.router.add_get(f"{PREFIX}/releves/{{id}}/csv", page(download_csv))

@@ -1,0 +1,91 @@
+"""Subscription screen: accept the CGAU (dated), choose the reception mode of statements."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from releves_mailer.db.models import PortalAccount, ReceptionMode
+from releves_mailer.errors import UserError
+from releves_mailer.portfolio.accounts import subscribe
+from releves_mailer.portfolio.validation import DEDICATED_PREFIX
+from releves_mailer.web.portal.common import PREFIX, PortalRequest, flag, page
+
+__all__ = ["setup"]
+
+
+def _page(
+    request: PortalRequest, *, errors: list[str], mode: str, status: int = 200
+) -> web.Response:
+    user = request.user
+    domain = request.portal.settings.domain
+    return request.portal.render(
+        request,
+        "souscription",
+        {
+            "title": "Relevés de comptes : souscription",
+            "nav": "souscription",
+            "errors": errors,
+            "mode": mode,
+            "modes": [
+                (
+                    ReceptionMode.NONE.value,
+                    "Pas de réception par mail",
+                    "Les relevés sont à télécharger dans le suivi des relevés de comptes.",
+                ),
+                (
+                    ReceptionMode.DEFAULT.value,
+                    "Boîte par défaut",
+                    f"Les relevés arrivent dans la boîte de votre compte : {user.login}@{domain}.",
+                ),
+                (
+                    ReceptionMode.DEDICATED.value,
+                    "Boîte dédiée aux relevés",
+                    f"Les relevés arrivent dans la boîte {DEDICATED_PREFIX}{user.login}@{domain}, "
+                    "avec le même mot de passe que votre boîte.",
+                ),
+            ],
+        },
+        status=status,
+    )
+
+
+async def form(request: PortalRequest) -> web.StreamResponse:
+    return _page(request, errors=[], mode=request.user.reception_mode.value)
+
+
+async def submit(request: PortalRequest) -> web.StreamResponse:
+    portal = request.portal
+    raw_mode = request.text("reception")
+    try:
+        mode = ReceptionMode(raw_mode)
+    except ValueError:
+        return _page(
+            request,
+            errors=["Choisissez la boîte de réception des relevés."],
+            mode=request.user.reception_mode.value,
+            status=422,
+        )
+    try:
+        async with portal.database.session() as session:
+            account = await session.get(PortalAccount, request.user.id)
+            assert account is not None
+            await subscribe(
+                session,
+                portal.clock,
+                account,
+                accept_terms=flag(request.form or {}, "cgau"),
+                reception_mode=mode,
+            )
+    except UserError as error:
+        return _page(
+            request,
+            errors=[error.message[:1].upper() + error.message[1:] + "."],
+            mode=mode.value,
+            status=422,
+        )
+    raise web.HTTPSeeOther(f"{PREFIX}/souscription?msg=souscrit")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(f"{PREFIX}/souscription", page(form, subscribed=False))
+    app.router.add_post(f"{PREFIX}/souscription", page(submit, subscribed=False))
