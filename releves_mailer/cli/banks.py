@@ -27,11 +27,12 @@ from releves_mailer.db.models import (
     BankEvent,
     BankTransaction,
     ConnectionState,
-    PortalAccount,
     Redevable,
     TransactionStatus,
 )
 from releves_mailer.errors import UserError
+from releves_mailer.portfolio.redevables import find_redevable
+from releves_mailer.render import format_montant
 from releves_mailer.signing.secrets import KeyRing, KeyRingError
 
 __all__ = ["banks"]
@@ -68,38 +69,7 @@ def _when(moment: dt.datetime | None) -> str:
 
 
 def _amount(minor: int | None, currency: str) -> str:
-    if minor is None:
-        return "-"
-    sign = "-" if minor < 0 else ""
-    units, cents = divmod(abs(minor), 100)
-    return f"{sign}{units:,}".replace(",", " ") + f",{cents:02d} {currency}"
-
-
-async def _find_redevable(session: AsyncSession, siren: str, login: str | None) -> Redevable:
-    query = select(Redevable).where(Redevable.siren == siren)
-    if login is not None:
-        account = await session.scalar(select(PortalAccount).where(PortalAccount.login == login))
-        if account is None:
-            raise UserError(f"compte portail « {login} » introuvable")
-        query = query.where(Redevable.account_id == account.id)
-    found = list((await session.scalars(query.order_by(Redevable.id))).all())
-    if not found:
-        where = f" sur le compte « {login} »" if login else ""
-        raise UserError(f"aucun redevable de SIREN {siren}{where}")
-    if len(found) > 1:
-        result = await session.execute(
-            select(PortalAccount.id, PortalAccount.login).where(
-                PortalAccount.id.in_([r.account_id for r in found])
-            )
-        )
-        logins = {account_id: login for account_id, login in result.all()}
-        listed = ", ".join(
-            f"{logins.get(r.account_id, '?')} ({r.siret} {r.company_name})" for r in found
-        )
-        raise UserError(
-            f"plusieurs redevables ont le SIREN {siren} : {listed} ; précisez --account LOGIN"
-        )
-    return found[0]
+    return "-" if minor is None else format_montant(minor, currency)
 
 
 async def _account_or_fail(session: AsyncSession, account_id: int) -> BankAccount:
@@ -155,7 +125,7 @@ async def connect(
     bank = build_test_bank(config, clock)
     async with open_database(config) as database:
         async with database.session() as session:
-            redevable = await _find_redevable(session, siren, login)
+            redevable = await find_redevable(session, siren, login)
         connection = await connect_test_bank(
             database,
             redevable.id,

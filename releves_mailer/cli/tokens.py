@@ -5,18 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 import click
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
 from releves_mailer.clock import PARIS, SystemClock
 from releves_mailer.config import Config
 from releves_mailer.db import Database
-from releves_mailer.db.models import PortalAccount, Redevable
-from releves_mailer.errors import UserError
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.links import IssuedLink, LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
+from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import Renderer
 
 __all__ = ["tokens"]
@@ -24,25 +21,6 @@ __all__ = ["tokens"]
 
 def _when(moment: dt.datetime | None) -> str:
     return "-" if moment is None else moment.astimezone(PARIS).strftime("%d/%m/%y %H:%M")
-
-
-async def _find_redevable(session: AsyncSession, siren: str, login: str | None) -> Redevable:
-    query = select(Redevable).where(Redevable.siren == siren)
-    if login is not None:
-        account = await session.scalar(select(PortalAccount).where(PortalAccount.login == login))
-        if account is None:
-            raise UserError(f"compte portail « {login} » introuvable")
-        query = query.where(Redevable.account_id == account.id)
-    found = list((await session.scalars(query.order_by(Redevable.id))).all())
-    if not found:
-        where = f" sur le compte « {login} »" if login else ""
-        raise UserError(f"aucun redevable de SIREN {siren}{where}")
-    if len(found) > 1:
-        sirets = ", ".join(f"{r.siret} {r.company_name}" for r in found)
-        raise UserError(
-            f"plusieurs redevables ont le SIREN {siren} ({sirets}) ; précisez --account LOGIN"
-        )
-    return found[0]
 
 
 def link_service(config: Config, database: Database) -> LinkService:
@@ -74,7 +52,7 @@ def tokens() -> None:
 async def list_tokens(app: AppContext, siren: str, login: str | None, as_json: bool) -> None:
     """Les 10 derniers jetons transmis au redevable."""
     async with open_database(app.config) as database, database.session() as session:
-        redevable = await _find_redevable(session, siren, login)
+        redevable = await find_redevable(session, siren, login)
         rows = await LinkService.recent(session, redevable.id, SystemClock().now())
     if as_json:
         echo_json(
@@ -132,7 +110,7 @@ async def send(app: AppContext, siren: str, connection_id: int | None, login: st
     """Envoie au redevable un lien d'ajout de comptes (ou de mise à jour avec --connection)."""
     async with open_database(app.config) as database:
         async with database.session() as session:
-            redevable = await _find_redevable(session, siren, login)
+            redevable = await find_redevable(session, siren, login)
         issued = await link_service(app.config, database).send(
             redevable.id, connection_id=connection_id
         )
@@ -150,7 +128,7 @@ async def open_link(
     """Donne un lien à ouvrir soi-même quand le redevable est la société du compte (4.1.1)."""
     async with open_database(app.config) as database:
         async with database.session() as session:
-            redevable = await _find_redevable(session, siren, login)
+            redevable = await find_redevable(session, siren, login)
         issued = await link_service(app.config, database).open_for_holder(
             redevable.id, connection_id=connection_id
         )

@@ -32,6 +32,7 @@ __all__ = [
     "create_redevable",
     "deactivate_redevable",
     "find_by_siret",
+    "find_redevable",
     "get_redevable",
     "reactivate_redevable",
     "search_redevables",
@@ -289,6 +290,43 @@ async def get_redevable(session: AsyncSession, viewer: PortalAccount, siret: str
     if len(found) > 1:
         choices = ", ".join(r.siret for r in found)
         raise UserError(f"plusieurs redevables ont le SIREN {siren} ({choices}) : donnez le SIRET")
+    return found[0]
+
+
+async def find_redevable(
+    session: AsyncSession, siren_or_siret: str, login: str | None = None
+) -> Redevable:
+    """The redevable with this SIREN (or SIRET) across the installation, for admin commands.
+
+    ``login`` narrows the search to one portal account; an ambiguous SIREN is refused with
+    the candidates and their accounts, so the admin can say which one.
+    """
+    key = siren_or_siret.replace(" ", "")
+    if not key.isdigit() or len(key) not in (9, 14):
+        raise UserError(f"SIREN (9 chiffres) ou SIRET (14 chiffres) attendu, reçu « {key} »")
+    query = (
+        select(Redevable)
+        .options(joinedload(Redevable.account))
+        .where(Redevable.siren == key[:9])
+        .order_by(Redevable.id)
+    )
+    if len(key) == 14:
+        query = query.where(Redevable.nic == key[9:])
+    if login is not None:
+        query = query.join(PortalAccount, PortalAccount.id == Redevable.account_id).where(
+            PortalAccount.login == login.strip().lower()
+        )
+    found = list((await session.scalars(query)).all())
+    if not found:
+        where = f" sur le compte « {login} »" if login else ""
+        kind = "SIREN" if len(key) == 9 else "SIRET"
+        raise UserError(f"aucun redevable de {kind} {key}{where}")
+    if len(found) > 1:
+        listed = ", ".join(f"{r.account.login} ({r.siret} {r.company_name})" for r in found)
+        raise UserError(
+            f"plusieurs redevables ont le SIREN {key[:9]} : {listed} ; "
+            "donnez le SIRET complet ou précisez --account LOGIN"
+        )
     return found[0]
 
 
