@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["Authenticator", "MessageSink"]
+__all__ = ["Authenticator", "MailDelivery", "MessageSink"]
 
 
 class Authenticator(Protocol):
@@ -32,6 +32,16 @@ class Authenticator(Protocol):
         ...
 
 
+class MailDelivery(NamedTuple):
+    """One message of :meth:`MessageSink.deliver_many`: the arguments of ``deliver``."""
+
+    address: str
+    raw: bytes
+    folder: str = "INBOX"
+    flags: Sequence[str] = ()
+    internal_date: dt.datetime | None = None
+
+
 class MessageSink(Protocol):
     """Delivers a raw RFC 5322 message into a local mailbox."""
 
@@ -49,5 +59,13 @@ class MessageSink(Protocol):
 
         Returns the new message's UID. Sessions watching the folder are told once the
         caller's transaction commits, never before (a rolled-back delivery is invisible).
+        """
+        ...
+
+    async def deliver_many(self, session: AsyncSession, items: Sequence[MailDelivery]) -> list[int]:
+        """:meth:`deliver` of each item, in order, inside the caller's transaction.
+
+        Returns the new UIDs in the order of ``items``; cheaper than one ``deliver`` per
+        message (each folder is resolved once, takes its UIDs at once, rows go in together).
         """
         ...

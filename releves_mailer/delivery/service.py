@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, case, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import Clock
@@ -36,7 +36,7 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.db.models.statements import Statement, StatementFile, StatementState
 from releves_mailer.delivery.compose import StatementMail, build_signed_statement_mail
-from releves_mailer.interfaces import MessageSink
+from releves_mailer.interfaces import MailDelivery, MessageSink
 from releves_mailer.render import Renderer
 from releves_mailer.signing.smime import SmimeSigner
 
@@ -160,27 +160,55 @@ class StatementDelivery:
             )
         return jobs
 
-    async def _claim(self, session: AsyncSession, job: _Job, raw: bytes | None) -> bool:
-        """Mark the statement decided and store its mail; False if another got there first."""
+    async def _claim(
+        self, session: AsyncSession, pairs: Sequence[tuple[_Job, bytes | None]]
+    ) -> set[int]:
+        """Mark the statements decided and store their mails, with one update and one batch
+        delivery; returns the ids claimed (the others were decided by another deliverer)."""
+        table = Statement.__table__
+        assert isinstance(table, Table)
+        columns = table.c
+        mailed = {job.statement_id: job.mail for job, _ in pairs if job.mail is not None}
+        ids = [job.statement_id for job, _ in pairs]
         values: dict[str, object] = {"delivery_box": NOT_MAILED}
-        if job.mail is not None:
+        if mailed:
+            # One conditional update for the whole group; each statement's values by CASE.
             values = {
-                "delivery_box": job.mail.recipient,
-                "delivered_at": self.clock.now(),
-                "message_id": job.mail.message_id,
+                "delivery_box": case(
+                    {key: mail.recipient for key, mail in mailed.items()},
+                    value=columns.id,
+                    else_=literal(NOT_MAILED),
+                ),
+                "message_id": case(
+                    {key: mail.message_id for key, mail in mailed.items()},
+                    value=columns.id,
+                    else_=columns.message_id,
+                ),
+                "delivered_at": case(
+                    (
+                        columns.id.in_(list(mailed)),
+                        literal(self.clock.now(), columns.delivered_at.type),
+                    ),
+                    else_=columns.delivered_at,
+                ),
             }
-        claimed = await session.execute(
-            update(Statement)
-            .where(Statement.id == job.statement_id, Statement.delivery_box.is_(None))
-            .values(**values)
+        claimed = set(
+            (
+                await session.execute(
+                    update(table)
+                    .where(columns.id.in_(ids), columns.delivery_box.is_(None))
+                    .values(**values)
+                    .returning(columns.id)
+                )
+            ).scalars()
         )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        if job.mail is not None and raw is not None:
-            await self.sink.deliver(
-                session, job.mail.recipient, raw, internal_date=job.mail.created_at
-            )
-        return True
+        items = [
+            MailDelivery(job.mail.recipient, raw, internal_date=job.mail.created_at)
+            for job, raw in pairs
+            if job.mail is not None and raw is not None and job.statement_id in claimed
+        ]
+        await self.sink.deliver_many(session, items)
+        return claimed
 
     async def _build(self, job: _Job, gate: asyncio.Semaphore) -> bytes | None:
         if job.mail is None:
@@ -204,12 +232,11 @@ class StatementDelivery:
             # all or nothing; a crash rolls the whole group back and it is delivered again.
             pairs = list(zip(jobs, built, strict=True))
             for start in range(0, len(pairs), self.group):
-                outcomes = []
+                group = pairs[start : start + self.group]
                 async with self.database.session() as session:
-                    for job, raw in pairs[start : start + self.group]:
-                        outcomes.append((job, await self._claim(session, job, raw)))
-                for job, done in outcomes:
-                    if not done:
+                    claimed = await self._claim(session, group)
+                for job, _ in group:
+                    if job.statement_id not in claimed:
                         report.already_done += 1
                     elif job.mail is None:
                         report.not_mailed += 1

@@ -34,7 +34,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
-from releves_mailer.interfaces import MessageSink
+from releves_mailer.interfaces import MailDelivery, MessageSink
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
     FolderChanges,
@@ -57,6 +57,8 @@ _SYSTEM_BY_LOWER = {flag.lower(): flag for flag in SYSTEM_FLAGS}
 _NOTIFY_KEY = "releves_mailer.mailbox.notify"
 _LISTENING_KEY = "releves_mailer.mailbox.listening"
 _PARSE_IN_THREAD = 256 * 1024
+#: Threads writing one batch's message files: their fsyncs overlap.
+_BLOB_LANES = 4
 _IN_CHUNK = 500
 DELIMITER = "/"
 _VIEW_CACHE_SIZE = 64
@@ -90,6 +92,37 @@ def _folder_info(row: Any) -> FolderInfo:
 def _chunks(items: Sequence[int], size: int = _IN_CHUNK) -> Iterable[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_FOLDERS = _table(MailFolder)
+_MESSAGES = _table(MailMessage)
+_FOLDER_COLUMNS = (
+    _FOLDERS.c.id,
+    _FOLDERS.c.name,
+    _FOLDERS.c.uidvalidity,
+    _FOLDERS.c.uidnext,
+    _FOLDERS.c.highestmodseq,
+    _FOLDERS.c.expunge_modseq,
+    _FOLDERS.c.recent_uid,
+    _FOLDERS.c.special_use,
+)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # A batch abandoned on error: its files may still be written (orphans are allowed, the
+    # garbage collection removes them), their outcome no longer matters.
+    if not future.cancelled():
+        future.exception()
+
+
+def _analyse_all(raws: Sequence[bytes]) -> list[_Analysis]:
+    return [_Analysis(raw) for raw in raws]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -225,6 +258,32 @@ class MessageStore:
             os.close(directory)
         return blob
 
+    def _write_blobs_sync(self, raws: Sequence[bytes]) -> list[str]:
+        return [self._write_blob_sync(raw) for raw in raws]
+
+    async def _prepare_many(self, raws: Sequence[bytes]) -> tuple[list[str], list[_Analysis]]:
+        """Write (and fsync) the files of ``raws`` and analyse them; both off the loop when
+        large. The files of a batch are written by a few threads so that fsyncs overlap."""
+        unique = list(dict.fromkeys(raws))
+        lanes = min(_BLOB_LANES, len(unique))
+        writes = [
+            asyncio.ensure_future(asyncio.to_thread(self._write_blobs_sync, unique[lane::lanes]))
+            for lane in range(lanes)
+        ]
+        try:
+            if sum(map(len, raws)) > _PARSE_IN_THREAD:
+                analyses = await asyncio.to_thread(_analyse_all, raws)
+            else:
+                analyses = _analyse_all(raws)
+        except BaseException:
+            for write in writes:
+                write.add_done_callback(_retrieve)
+            raise
+        names: dict[bytes, str] = {}
+        for lane, written in enumerate(await asyncio.gather(*writes)):
+            names.update(zip(unique[lane::lanes], written, strict=True))
+        return [names[raw] for raw in raws], analyses
+
     async def read_blob(self, blob: str) -> bytes:
         return await asyncio.to_thread(self._blob_path(blob).read_bytes)
 
@@ -240,14 +299,6 @@ class MessageStore:
             return out
 
         return await asyncio.to_thread(read_all)
-
-    async def _prepare(self, raw: bytes) -> tuple[str, _Analysis]:
-        if len(raw) > _PARSE_IN_THREAD:
-            analysis = await asyncio.to_thread(_Analysis, raw)
-        else:
-            analysis = _Analysis(raw)
-        blob = await asyncio.to_thread(self._write_blob_sync, raw)
-        return blob, analysis
 
     async def collect_garbage(self, older_than: dt.timedelta = dt.timedelta(hours=1)) -> int:
         """Delete message files no row points at any more; returns how many went.
@@ -290,15 +341,40 @@ class MessageStore:
 
         The folder is created when missing. Watchers hear of it once the caller commits.
         """
-        owner = address.strip().lower()
-        if folder.upper() == "INBOX":
-            folder = "INBOX"
-        blob, analysis = await self._prepare(raw)
-        info = await self._get_folder(session, owner, folder)
-        if info is None:
-            info = await self._create_folder(session, owner, folder)
-        _, uid = await self._insert(session, info.id, raw, blob, analysis, flags, internal_date)
+        [uid] = await self.deliver_many(
+            session, [MailDelivery(address, raw, folder, flags, internal_date)]
+        )
         return uid
+
+    async def deliver_many(self, session: AsyncSession, items: Sequence[MailDelivery]) -> list[int]:
+        """:meth:`deliver` of each item, in order, inside the caller's transaction.
+
+        Each folder is looked up (or created) once and takes all its UIDs with one update and
+        one MODSEQ; the rows go in with one statement. The files are written and fsynced (in
+        threads, while the folders are resolved) before any row is inserted. Returns the UIDs
+        in the order of ``items``.
+        """
+        if not items:
+            return []
+        prepared = asyncio.ensure_future(self._prepare_many([item.raw for item in items]))
+        try:
+            folders: dict[tuple[str, str], int] = {}
+            folder_ids: list[int] = []
+            for item in items:
+                owner = item.address.strip().lower()
+                name = "INBOX" if item.folder.upper() == "INBOX" else item.folder
+                folder_id = folders.get((owner, name))
+                if folder_id is None:
+                    info = await self._get_folder(session, owner, name)
+                    if info is None:
+                        info = await self._create_folder(session, owner, name)
+                    folder_id = folders[owner, name] = info.id
+                folder_ids.append(folder_id)
+        except BaseException:
+            prepared.add_done_callback(_retrieve)
+            raise
+        blobs, analyses = await prepared
+        return await self._insert_many(session, folder_ids, items, blobs, analyses)
 
     async def deliver_now(
         self,
@@ -319,17 +395,19 @@ class MessageStore:
         self, session: AsyncSession, folder_id: int, *, uids: int = 0, expunge: bool = False
     ) -> tuple[int, int]:
         """Take ``uids`` new UIDs and one new MODSEQ; returns (first uid, modseq)."""
-        values: dict[str, Any] = {"highestmodseq": MailFolder.highestmodseq + 1}
+        columns = _FOLDERS.c
+        values: dict[str, Any] = {"highestmodseq": columns.highestmodseq + 1}
         if uids:
-            values["uidnext"] = MailFolder.uidnext + uids
+            values["uidnext"] = columns.uidnext + uids
         if expunge:
-            values["expunge_modseq"] = MailFolder.highestmodseq + 1
+            values["expunge_modseq"] = columns.highestmodseq + 1
+        # Core statements: the ORM's bulk-update machinery cost more than the update itself.
         row = (
             await session.execute(
-                update(MailFolder)
-                .where(MailFolder.id == folder_id)
+                update(_FOLDERS)
+                .where(columns.id == folder_id)
                 .values(**values)
-                .returning(MailFolder.uidnext, MailFolder.highestmodseq)
+                .returning(columns.uidnext, columns.highestmodseq)
             )
         ).one_or_none()
         if row is None:
@@ -337,35 +415,49 @@ class MessageStore:
         self._notify_after_commit(session, folder_id)
         return row.uidnext - uids, row.highestmodseq
 
-    async def _insert(
+    async def _insert_many(
         self,
         session: AsyncSession,
-        folder_id: int,
-        raw: bytes,
-        blob: str,
-        analysis: _Analysis,
-        flags: Sequence[str],
-        internal_date: dt.datetime | None,
-    ) -> tuple[int, int]:
-        uid, modseq = await self._bump(session, folder_id, uids=1)
-        when = (internal_date or self.clock.now()).astimezone(dt.UTC).replace(microsecond=0)
-        await session.execute(
-            insert(MailMessage).values(
-                folder_id=folder_id,
-                uid=uid,
-                modseq=modseq,
-                flags=" ".join(canonical_flags(flags)),
-                internal_date=when,
-                size=len(raw),
-                blob=blob,
-                header=analysis.header,
-                envelope=analysis.envelope,
-                bodystructure=analysis.bodystructure,
-                body=analysis.body,
-                sent_date=analysis.sent_date,
+        folder_ids: Sequence[int],
+        items: Sequence[MailDelivery],
+        blobs: Sequence[str],
+        analyses: Sequence[_Analysis],
+    ) -> list[int]:
+        counts: dict[int, int] = {}
+        for folder_id in folder_ids:
+            counts[folder_id] = counts.get(folder_id, 0) + 1
+        # Folders in id order: concurrent batches lock them in the same order.
+        taken: dict[int, list[int]] = {}
+        for folder_id in sorted(counts):
+            first, modseq = await self._bump(session, folder_id, uids=counts[folder_id])
+            taken[folder_id] = [first, modseq]
+        now = self.clock.now()
+        uids: list[int] = []
+        rows: list[dict[str, Any]] = []
+        for folder_id, item, blob, analysis in zip(folder_ids, items, blobs, analyses, strict=True):
+            next_uid = taken[folder_id]
+            uid = next_uid[0]
+            next_uid[0] += 1
+            uids.append(uid)
+            when = (item.internal_date or now).astimezone(dt.UTC).replace(microsecond=0)
+            rows.append(
+                {
+                    "folder_id": folder_id,
+                    "uid": uid,
+                    "modseq": next_uid[1],
+                    "flags": " ".join(canonical_flags(item.flags)),
+                    "internal_date": when,
+                    "size": len(item.raw),
+                    "blob": blob,
+                    "header": analysis.header,
+                    "envelope": analysis.envelope,
+                    "bodystructure": analysis.bodystructure,
+                    "body": analysis.body,
+                    "sent_date": analysis.sent_date,
+                }
             )
-        )
-        return modseq, uid
+        await session.execute(insert(_MESSAGES), rows)
+        return uids
 
     async def append(
         self,
@@ -374,29 +466,32 @@ class MessageStore:
         flags: Sequence[str],
         internal_date: dt.datetime | None,
     ) -> tuple[int, int]:
-        blob, analysis = await self._prepare(raw)
+        item = MailDelivery("", raw, "", flags, internal_date)
+        blobs, analyses = await self._prepare_many([raw])
         async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
-            _, uid = await self._insert(
-                session, folder_id, raw, blob, analysis, flags, internal_date
-            )
+            [uid] = await self._insert_many(session, [folder_id], [item], blobs, analyses)
             return info.uidvalidity, uid
 
     # endregion
     # region folders ######################################################################
 
     async def _get_folder(self, session: AsyncSession, owner: str, name: str) -> FolderInfo | None:
+        # Core selects: always the database's current values (UIDs are taken by core
+        # updates), without the ORM's identity map.
         row = (
             await session.execute(
-                select(MailFolder).where(MailFolder.owner == owner, MailFolder.name == name)
+                select(*_FOLDER_COLUMNS).where(_FOLDERS.c.owner == owner, _FOLDERS.c.name == name)
             )
-        ).scalar_one_or_none()
+        ).one_or_none()
         return None if row is None else _folder_info(row)
 
     async def _folder_by_id(self, session: AsyncSession, folder_id: int) -> FolderInfo | None:
-        row = await session.get(MailFolder, folder_id)
+        row = (
+            await session.execute(select(*_FOLDER_COLUMNS).where(_FOLDERS.c.id == folder_id))
+        ).one_or_none()
         return None if row is None else _folder_info(row)
 
     def _new_uidvalidity(self) -> int:
