@@ -47,6 +47,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from releves_mailer import cfonb
 from releves_mailer.clock import PARIS, Clock
@@ -495,13 +496,32 @@ def _line_data(row: BankTransaction, due: dt.date) -> LineData:
     )
 
 
-async def _lock_connection(session: AsyncSession, connection_id: int) -> None:
-    # The refresh takes the same lock first: a cut never interleaves with a sync.
-    await session.execute(
-        update(BankConnection)
-        .where(BankConnection.id == connection_id)
-        .values(updated_at=BankConnection.updated_at)
-    )
+#: Statements the runner cuts in one database transaction (each one complete: a crash keeps
+#: all of them or none, never part of one).
+CUT_BATCH = 50
+
+
+async def _lock_connections(
+    session: AsyncSession, database: Database, connection_ids: Sequence[int]
+) -> None:
+    """The refresh takes the same locks first: a cut never interleaves with a sync."""
+    if not connection_ids:
+        return
+    if database.is_sqlite:
+        # Any write takes SQLite's database lock; writing first avoids upgrading a read
+        # snapshot later (which fails at once instead of waiting for busy_timeout).
+        await session.execute(
+            update(BankConnection)
+            .where(BankConnection.id.in_(connection_ids))
+            .values(updated_at=BankConnection.updated_at)
+        )
+    else:
+        await session.execute(
+            select(BankConnection.id)
+            .where(BankConnection.id.in_(connection_ids))
+            .order_by(BankConnection.id)
+            .with_for_update()
+        )
 
 
 async def cut_statement(
@@ -517,320 +537,332 @@ async def cut_statement(
     Idempotent: a statement that exists is left alone. Call in due date order for one account
     (the runner does); a due date after a waiting one is refused (``waiting``).
     """
-    timing = timing or StatementTiming()
-    now = clock.now()
+    return await _cut_one(database, account_id, due, clock.now(), timing or StatementTiming())
+
+
+async def _cut_one(
+    database: Database, account_id: int, due: dt.date, now: dt.datetime, timing: StatementTiming
+) -> CutResult:
     try:
         async with database.session() as session:
-            return await _cut(session, account_id, due, now, timing)
+            (result,) = await _cut_many(
+                session, database, {account_id: due}, now, timing, strict=True
+            )
+        return result
     except IntegrityError:
         # Another process cut it between our check and our insert (unique constraint).
         return CutResult(account_id, due, CutOutcome.ALREADY)
     except _BuildFailed as failure:
-        # Everything the attempt changed was rolled back; only the failure is recorded.
-        async with database.session() as session:
-            account = await session.get(BankAccount, account_id)
-            assert account is not None
-            await _lock_connection(session, account.connection_id)
-            redevable = await session.get(Redevable, account.redevable_id)
-            assert redevable is not None
-            existing = await session.scalar(
-                select(Statement).where(
-                    Statement.account_id == account_id, Statement.due_date == due
-                )
-            )
-            statement = await _upsert_row(session, account, existing, due, now, redevable)
-            statement.state = StatementState.ECHEC
-            statement.reason = failure.reason
-            statement.updated_at = now
-            return CutResult(
-                account_id, due, CutOutcome.FAILED, statement.id, reason=failure.reason
-            )
+        return await _record_failure(database, account_id, due, now, failure.reason)
+
+
+async def _record_failure(
+    database: Database, account_id: int, due: dt.date, now: dt.datetime, reason: str
+) -> CutResult:
+    """Everything the attempt changed was rolled back; only the failure is recorded."""
+    async with database.session() as session:
+        account = await session.get(BankAccount, account_id)
+        assert account is not None
+        await _lock_connections(session, database, [account.connection_id])
+        redevable = await session.get(Redevable, account.redevable_id)
+        assert redevable is not None
+        existing = await session.scalar(
+            select(Statement).where(Statement.account_id == account_id, Statement.due_date == due)
+        )
+        statement = await _upsert_row(session, account, existing, due, now, redevable)
+        statement.state = StatementState.ECHEC
+        statement.reason = reason
+        statement.updated_at = now
+        return CutResult(account_id, due, CutOutcome.FAILED, statement.id, reason=reason)
 
 
 class _BuildFailed(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, account_id: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.account_id = account_id
 
 
-async def _cut(
+@dataclass(slots=True)
+class _Target:
+    """One account to cut at one due date, with the statements the cut depends on."""
+
+    account: BankAccount
+    redevable: Redevable
+    due: dt.date
+    existing: Statement | None = None
+    previous: Statement | None = None
+    first: Statement | None = None
+    max_sequence: int = 0
+    earlier_open: bool = False
+
+
+@dataclass(slots=True)
+class _Facts:
+    """What the database says about the accounts to cut (loaded in a few queries)."""
+
+    flagged: dict[int, list[BankTransaction]] = field(default_factory=dict)
+    open_pending: dict[int, list[tuple[StatementLine, BankTransaction]]] = field(
+        default_factory=dict
+    )
+    open_lines: dict[int, StatementLine] = field(default_factory=dict)
+    origins: dict[int, Statement] = field(default_factory=dict)
+    rows: dict[int, list[BankTransaction]] = field(default_factory=dict)
+    after_due: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Built:
+    """A statement computed in memory, ready to be written."""
+
+    target: _Target
+    period_start: dt.date
+    window: WindowKind
+    collected: dt.datetime
+    lines: list[LineData]
+    by_id: dict[int, BankTransaction]
+    corrections: list[CorrectionData]
+    correction_rows: dict[int, tuple[BankTransaction, StatementLine]]
+    open_pending: list[StatementLine]
+    opening: int
+    closing: int
+    movements_total: int
+    withdrawn_total: int
+    bank_balance: int | None
+    iban: str
+    currency: str
+    cfonb_bytes: bytes
+    csv_bytes: bytes | None
+
+
+async def _load_targets(
+    session: AsyncSession, database: Database, wanted: dict[int, dt.date]
+) -> dict[int, _Target]:
+    """Lock the connections, read the accounts, redevables and the statements that matter."""
+    ids = sorted(wanted)
+    connection_ids = sorted(
+        set(await session.scalars(select(BankAccount.connection_id).where(BankAccount.id.in_(ids))))
+    )
+    await _lock_connections(session, database, connection_ids)
+    targets: dict[int, _Target] = {}
+    for account, redevable in await session.execute(
+        select(BankAccount, Redevable)
+        .join(Redevable, Redevable.id == BankAccount.redevable_id)
+        .where(BankAccount.id.in_(ids))
+        .execution_options(populate_existing=True)
+    ):
+        targets[account.id] = _Target(account, redevable, wanted[account.id])
+    if not targets:
+        return targets
+    # Per account: every statement not produced, the first and the last produced ones, and
+    # the one at the wanted due date (the numbering's maximum is among them: nothing is
+    # produced after a statement that is not).
+    done = aliased(Statement)
+    first_done = (
+        select(func.min(done.due_date))
+        .where(done.account_id == Statement.account_id)
+        .where(done.state == StatementState.SUCCES)
+        .scalar_subquery()
+    )
+    last_done = (
+        select(func.max(done.due_date))
+        .where(done.account_id == Statement.account_id)
+        .where(done.state == StatementState.SUCCES)
+        .scalar_subquery()
+    )
+    wanted_rows = or_(
+        *(
+            and_(Statement.account_id == account_id, Statement.due_date == target.due)
+            for account_id, target in targets.items()
+        )
+    )
+    statements = await session.scalars(
+        select(Statement)
+        .where(Statement.account_id.in_(list(targets)))
+        .where(
+            or_(
+                Statement.state != StatementState.SUCCES,
+                Statement.due_date == first_done,
+                Statement.due_date == last_done,
+                wanted_rows,
+            )
+        )
+        .execution_options(populate_existing=True)
+    )
+    last: dict[int, Statement] = {}
+    for statement in statements:
+        target = targets[statement.account_id]
+        target.max_sequence = max(target.max_sequence, statement.sequence)
+        if statement.due_date == target.due:
+            target.existing = statement
+        if statement.state is StatementState.SUCCES:
+            if target.first is None or statement.due_date < target.first.due_date:
+                target.first = statement
+            if (
+                statement.account_id not in last
+                or statement.due_date > last[statement.account_id].due_date
+            ):
+                last[statement.account_id] = statement
+        elif statement.due_date < target.due:
+            target.earlier_open = True
+    for account_id, statement in last.items():
+        target = targets[account_id]
+        if statement.due_date < target.due:
+            target.previous = statement
+        elif target.existing is None or target.existing.state is not StatementState.SUCCES:
+            # A statement produced after this due date while this one is not: never happens
+            # (dates are cut in order); refuse rather than guess.
+            raise RuntimeError(
+                f"account {account_id}: a statement after {target.due} exists already"
+            )
+    return targets
+
+
+def _floors(target: _Target) -> tuple[dt.date, dt.datetime]:
+    """The opening set's bounds: (first period start, first statement's collection)."""
+    if target.previous is None:
+        collected = target.account.last_collected_at
+        assert collected is not None
+        return month_before(target.due), collected
+    first = target.first
+    assert first is not None and first.data_as_of is not None
+    return first.period_start, first.data_as_of
+
+
+async def _load_facts(session: AsyncSession, targets: Sequence[_Target]) -> _Facts:
+    """Rows to report, corrections to make and balances, for every target at once."""
+    facts = _Facts()
+    ids = [target.account.id for target in targets]
+    for row in await session.scalars(
+        select(BankTransaction)
+        .where(BankTransaction.account_id.in_(ids))
+        .where(BankTransaction.correction_pending.is_(True))
+    ):
+        facts.flagged.setdefault(row.account_id, []).append(row)
+    for line, row in await session.execute(
+        select(StatementLine, BankTransaction)
+        .join(BankTransaction, BankTransaction.id == StatementLine.transaction_id)
+        .where(StatementLine.account_id.in_(ids))
+        .where(StatementLine.pending_open.is_(True))
+    ):
+        facts.open_pending.setdefault(line.account_id, []).append((line, row))
+    pending_ids = {row.id for pairs in facts.open_pending.values() for _line, row in pairs}
+    missing = [
+        row.id for rows in facts.flagged.values() for row in rows if row.id not in pending_ids
+    ]
+    if missing:
+        for line in await session.scalars(
+            select(StatementLine)
+            .where(StatementLine.transaction_id.in_(missing))
+            .where(StatementLine.kind == LineKind.MOVEMENT)
+            .where(StatementLine.withdrawn_statement_id.is_(None))
+        ):
+            facts.open_lines[line.transaction_id] = line
+    origin_ids = {line.statement_id for line in facts.open_lines.values()}
+    origin_ids.update(
+        line.statement_id for pairs in facts.open_pending.values() for line, _row in pairs
+    )
+    if origin_ids:
+        for statement in await session.scalars(
+            select(Statement).where(Statement.id.in_(sorted(origin_ids)))
+        ):
+            facts.origins[statement.id] = statement
+
+    # Movements: everything reportable up to D (see ``is_reportable``), per account.
+    operation_date = func.coalesce(BankTransaction.real_date, BankTransaction.booking_date)
+    conditions = []
+    for target in targets:
+        floor_date, floor_time = _floors(target)
+        booked = and_(
+            BankTransaction.status == TransactionStatus.BOOKED,
+            BankTransaction.booking_date <= target.due,
+            or_(
+                BankTransaction.booking_date > floor_date,
+                BankTransaction.booked_at > floor_time,
+            ),
+        )
+        reportable = booked
+        if target.redevable.include_pending:
+            pending = and_(
+                BankTransaction.status == TransactionStatus.PENDING,
+                operation_date <= target.due,
+                operation_date > floor_date,
+            )
+            reportable = or_(booked, pending)
+        conditions.append(and_(BankTransaction.account_id == target.account.id, reportable))
+    for row in await session.scalars(
+        select(BankTransaction)
+        .where(BankTransaction.reported_statement_id.is_(None))
+        .where(or_(*conditions))
+    ):
+        facts.rows.setdefault(row.account_id, []).append(row)
+    after = await session.execute(
+        select(BankTransaction.account_id, func.sum(BankTransaction.amount))
+        .where(BankTransaction.status == TransactionStatus.BOOKED)
+        .where(
+            or_(
+                *(
+                    and_(
+                        BankTransaction.account_id == target.account.id,
+                        BankTransaction.booking_date > target.due,
+                    )
+                    for target in targets
+                )
+            )
+        )
+        .group_by(BankTransaction.account_id)
+    )
+    facts.after_due = {account_id: int(total or 0) for account_id, total in after}
+    return facts
+
+
+async def _cut_many(
     session: AsyncSession,
-    account_id: int,
-    due: dt.date,
+    database: Database,
+    wanted: dict[int, dt.date],
     now: dt.datetime,
     timing: StatementTiming,
-) -> CutResult:
-    connection_id = await session.scalar(
-        select(BankAccount.connection_id).where(BankAccount.id == account_id)
-    )
-    if connection_id is None:
-        raise LookupError(f"bank account {account_id} not found")
-    await _lock_connection(session, connection_id)
-    account = await session.get(BankAccount, account_id, populate_existing=True)
-    assert account is not None
-    redevable = await session.get(Redevable, account.redevable_id)
-    assert redevable is not None
-    existing = await session.scalar(
-        select(Statement).where(Statement.account_id == account_id, Statement.due_date == due)
-    )
-    if existing is not None and existing.state is StatementState.SUCCES:
-        return CutResult(account_id, due, CutOutcome.ALREADY, existing.id)
-    if not account.active or not redevable.active:
-        return CutResult(account_id, due, CutOutcome.SKIPPED)
-    earlier_open = await session.scalar(
-        select(func.count())
-        .select_from(Statement)
-        .where(Statement.account_id == account_id)
-        .where(Statement.due_date < due)
-        .where(Statement.state != StatementState.SUCCES)
-    )
-    if earlier_open:
-        return CutResult(account_id, due, CutOutcome.WAITING, reason="relevé précédent en attente")
-    collected = account.last_collected_at
-    if collected is None or collected < paris_midnight(due + dt.timedelta(days=1)):
-        return await _wait(session, account, redevable, existing, due, now, timing)
+    *,
+    strict: bool = False,
+) -> list[CutResult]:
+    """Cut the statement of each account at its due date, in the session's transaction.
 
-    previous = await session.scalar(
-        select(Statement)
-        .where(Statement.account_id == account_id)
-        .where(Statement.state == StatementState.SUCCES)
-        .where(Statement.due_date < due)
-        .order_by(Statement.due_date.desc())
-        .limit(1)
-    )
-    first = previous
-    if previous is not None and previous.sequence != 1:
-        first = await session.scalar(
-            select(Statement)
-            .where(Statement.account_id == account_id)
-            .where(Statement.state == StatementState.SUCCES)
-            .order_by(Statement.due_date)
-            .limit(1)
-        )
-    if previous is None:
-        period_start = month_before(due)
-        window = WindowKind.FIRST
-        floor_date, floor_time = period_start, collected
-    else:
-        assert first is not None and first.data_as_of is not None
-        period_start = previous.due_date
-        assert previous.data_as_of is not None
-        resumed = account.activated_at > previous.data_as_of
-        window = WindowKind.RESUMED if resumed else WindowKind.NEXT
-        floor_date, floor_time = first.period_start, first.data_as_of
-
-    include_pending = redevable.include_pending
-
-    # 1. Corrections of what earlier statements reported.
-    corrections, again = await _corrections(session, account_id, include_pending, due, now)
-
-    # 2. Movements: everything reportable up to D (see ``is_reportable``).
-    operation_date = func.coalesce(BankTransaction.real_date, BankTransaction.booking_date)
-    booked = and_(
-        BankTransaction.status == TransactionStatus.BOOKED,
-        BankTransaction.booking_date <= due,
-        or_(
-            BankTransaction.booking_date > floor_date,
-            BankTransaction.booked_at > floor_time,
-        ),
-    )
-    pending = and_(
-        BankTransaction.status == TransactionStatus.PENDING,
-        operation_date <= due,
-        operation_date > floor_date,
-    )
-    rows = list(
-        (
-            await session.scalars(
-                select(BankTransaction)
-                .where(BankTransaction.account_id == account_id)
-                .where(BankTransaction.reported_statement_id.is_(None))
-                .where(or_(booked, pending) if include_pending else booked)
+    Every statement is complete in the transaction; a failure to build one raises
+    :class:`_BuildFailed` (naming the account) before anything is written.
+    """
+    targets = await _load_targets(session, database, wanted)
+    results: list[CutResult] = []
+    to_build: list[_Target] = []
+    for account_id, due in wanted.items():
+        target = targets.get(account_id)
+        if target is None:
+            if strict:
+                raise LookupError(f"bank account {account_id} not found")
+            results.append(CutResult(account_id, due, CutOutcome.FAILED, reason="compte absent"))
+            continue
+        account, existing = target.account, target.existing
+        if existing is not None and existing.state is StatementState.SUCCES:
+            results.append(CutResult(account_id, due, CutOutcome.ALREADY, existing.id))
+        elif not account.active or not target.redevable.active:
+            results.append(CutResult(account_id, due, CutOutcome.SKIPPED))
+        elif target.earlier_open:
+            results.append(
+                CutResult(account_id, due, CutOutcome.WAITING, reason="relevé précédent en attente")
             )
-        ).all()
-    )
-    seen = {row.id for row in rows}
-    for row in again:
-        if row.id not in seen and is_reportable(row, due, include_pending, floor_date, floor_time):
-            rows.append(row)
-            seen.add(row.id)
-    lines = sorted((_line_data(row, due) for row in rows), key=lambda line: line.sort_key)
-    by_id = {row.id: row for row in rows}
-
-    # 3. Balances.
-    movements_total = sum(line.amount for line in lines)
-    after_due = await session.scalar(
-        select(func.coalesce(func.sum(BankTransaction.amount), 0))
-        .where(BankTransaction.account_id == account_id)
-        .where(BankTransaction.status == TransactionStatus.BOOKED)
-        .where(BankTransaction.booking_date > due)
-    )
-    bank_balance = None if account.balance is None else account.balance - int(after_due or 0)
-    if previous is None:
-        booked_total = sum(line.amount for line in lines if not line.pending)
-        opening = (bank_balance or 0) - booked_total
-    else:
-        assert previous.closing_balance is not None
-        opening = previous.closing_balance
-    closing = opening + movements_total
-    withdrawn = sum(line.amount for line in corrections)
-    withdrawn_total = (previous.withdrawn_total if previous is not None else 0) + withdrawn
-
-    # 4. Files (pure functions of the data above).
-    currency = account.currency or "EUR"
-    iban = account.iban
-    failure = ""
-    cfonb_bytes = b""
-    if iban is None:
-        failure = "IBAN inconnu : le fichier CFONB120 ne peut pas être produit"
-    else:
-        try:
-            if len(lines) > THREAD_THRESHOLD:
-                cfonb_bytes = await asyncio.to_thread(
-                    render_cfonb, iban, currency, period_start, opening, due, lines
-                )
-            else:
-                cfonb_bytes = render_cfonb(iban, currency, period_start, opening, due, lines)
-        except (cfonb.CfonbWriteError, ValueError) as error:
-            failure = f"fichier CFONB120 impossible : {error}"
-    if failure:
-        raise _BuildFailed(failure)
-    assert iban is not None
-    csv_bytes = render_csv(iban, currency, corrections) if corrections else None
-
-    # 5. The statement row, its lines and files, the transactions' marks: one transaction.
-    statement = await _upsert_row(session, account, existing, due, now, redevable)
-    statement.period_start = period_start
-    statement.period_end = due
-    statement.window = window
-    statement.state = StatementState.SUCCES
-    statement.reason = ""
-    statement.updated_at = now
-    statement.data_as_of = collected
-    statement.iban = iban
-    statement.currency = currency
-    statement.movement_count = len(lines)
-    statement.deleted_count = len(corrections)
-    statement.opening_balance = opening
-    statement.closing_balance = closing
-    statement.movements_total = movements_total
-    statement.withdrawn_total = withdrawn_total
-    statement.cfonb_sha256 = hashlib.sha256(cfonb_bytes).hexdigest()
-    statement.cfonb_size = len(cfonb_bytes)
-    statement.csv_sha256 = None if csv_bytes is None else hashlib.sha256(csv_bytes).hexdigest()
-    statement.csv_size = None if csv_bytes is None else len(csv_bytes)
-    await session.flush()
-    sid = statement.id
-
-    line_rows: list[dict[str, Any]] = []
-    for position, line in enumerate(lines, 1):
-        line_rows.append(
-            {
-                "statement_id": sid,
-                "account_id": account_id,
-                "transaction_id": line.transaction_id,
-                "kind": LineKind.MOVEMENT,
-                "position": position,
-                "provider_id": line.provider_id,
-                "booking_date": line.booking_date,
-                "value_date": line.value_date,
-                "amount": line.amount,
-                "label": line.label,
-                "reference": line.reference,
-                "pending": line.pending,
-                "pending_open": line.pending,
-                "withdrawn_statement_id": None,
-                "withdraws_line_id": None,
-                "reason": "",
-                "seen_at": None,
-            }
-        )
-        row = by_id[line.transaction_id]
-        row.reported_statement_id = sid
-        row.reported_at = now
-        row.reported_amount = line.amount
-        row.reported_booking_date = line.booking_date
-    for position, correction in enumerate(corrections, 1):
-        line_rows.append(
-            {
-                "statement_id": sid,
-                "account_id": account_id,
-                "transaction_id": correction.transaction_id,
-                "kind": LineKind.CORRECTION,
-                "position": position,
-                "provider_id": correction.provider_id,
-                "booking_date": correction.booking_date,
-                "value_date": correction.value_date,
-                "amount": correction.amount,
-                "label": correction.label,
-                "reference": correction.reference,
-                "pending": correction.pending,
-                "pending_open": False,
-                "withdrawn_statement_id": None,
-                "withdraws_line_id": correction.withdraws_line_id,
-                "reason": correction.reason,
-                "seen_at": correction.seen_at,
-            }
-        )
-    if corrections:
-        await session.execute(
-            update(StatementLine)
-            .where(StatementLine.id.in_([c.withdraws_line_id for c in corrections]))
-            .values(withdrawn_statement_id=sid, pending_open=False)
-        )
-        await session.execute(
-            update(BankTransaction)
-            .where(BankTransaction.id.in_([c.transaction_id for c in corrections]))
-            .values(correction_statement_id=sid)
-        )
-    if line_rows:
-        await session.execute(insert(StatementLine), line_rows)
-    files = [{"statement_id": sid, "kind": "cfonb", "content": cfonb_bytes}]
-    if csv_bytes is not None:
-        files.append({"statement_id": sid, "kind": "csv", "content": csv_bytes})
-    await session.execute(insert(StatementFile), files)
-    account.last_reported_date = due
-
-    open_pending = await session.scalar(
-        select(func.coalesce(func.sum(StatementLine.amount), 0))
-        .where(StatementLine.account_id == account_id)
-        .where(StatementLine.pending_open.is_(True))
-    )
-    explained = withdrawn_total + int(open_pending or 0)
-    statement.bank_balance = bank_balance
-    statement.balance_gap = None if bank_balance is None else closing - bank_balance
-    statement.explained_gap = explained
-    mismatch = bank_balance is not None and closing - bank_balance != explained
-    statement.balance_mismatch = mismatch
-    if mismatch:
-        assert bank_balance is not None
-        unexplained = closing - bank_balance - explained
-        session.add(
-            BankEvent(
-                at=now,
-                kind=MISMATCH_EVENT_KIND,
-                connection_id=account.connection_id,
-                account_id=account_id,
-                old_value=str(bank_balance),
-                new_value=str(closing),
-                error_code=MISMATCH_ERROR_CODE,
-                message=(
-                    f"Relevé du {_dmy(due)} : écart de solde inexpliqué de "
-                    f"{_format_amount(unexplained, currency)} {currency} entre le solde calculé "
-                    f"({_format_amount(closing, currency)}) et le solde de la banque "
-                    f"({_format_amount(bank_balance, currency)})"
-                ),
+        elif account.last_collected_at is None or account.last_collected_at < paris_midnight(
+            due + dt.timedelta(days=1)
+        ):
+            results.append(
+                await _wait(session, account, target.redevable, existing, due, now, timing)
             )
-        )
-    return CutResult(
-        account_id,
-        due,
-        CutOutcome.CUT,
-        sid,
-        movements=len(lines),
-        corrections=len(corrections),
-        mismatch=mismatch,
-    )
+        else:
+            to_build.append(target)
+    if not to_build:
+        return results
+    facts = await _load_facts(session, to_build)
+    built = [await _build(target, facts, now) for target in to_build]
+    results.extend(await _write(session, built, facts, now))
+    return results
 
 
 async def _upsert_row(
@@ -908,13 +940,11 @@ async def _wait(
     return CutResult(account.id, due, CutOutcome.WAITING, statement.id, reason=reason)
 
 
-async def _corrections(
-    session: AsyncSession,
-    account_id: int,
-    include_pending: bool,
-    due: dt.date,
-    now: dt.datetime,
-) -> tuple[list[CorrectionData], list[BankTransaction]]:
+def _corrections(
+    target: _Target, facts: _Facts, now: dt.datetime
+) -> tuple[
+    list[CorrectionData], list[BankTransaction], dict[int, tuple[BankTransaction, StatementLine]]
+]:
     """CSV lines for reported rows that changed, and the rows to report again.
 
     A movement reported as booked is withdrawn when the bank deletes it or changes its amount,
@@ -922,51 +952,22 @@ async def _corrections(
     dates were the bank's forecast): it is *settled* once booked unchanged with a booking date
     <= D, withdrawn when deleted, replaced or changed.
     """
-    flagged = list(
-        (
-            await session.scalars(
-                select(BankTransaction)
-                .where(BankTransaction.account_id == account_id)
-                .where(BankTransaction.correction_pending.is_(True))
-            )
-        ).all()
-    )
-    open_pending = list(
-        (
-            await session.execute(
-                select(StatementLine, BankTransaction)
-                .join(BankTransaction, BankTransaction.id == StatementLine.transaction_id)
-                .where(StatementLine.account_id == account_id)
-                .where(StatementLine.pending_open.is_(True))
-            )
-        ).all()
-    )
+    account_id, due = target.account.id, target.due
+    include_pending = target.redevable.include_pending
+    flagged = facts.flagged.get(account_id, [])
+    open_pending = facts.open_pending.get(account_id, [])
     if not flagged and not open_pending:
-        return [], []
+        return [], [], {}
     candidates: dict[int, tuple[BankTransaction, StatementLine | None]] = {}
     for line, row in open_pending:
         candidates[row.id] = (row, line)
-    missing = [row for row in flagged if row.id not in candidates]
-    if missing:
-        lines = await session.scalars(
-            select(StatementLine)
-            .where(StatementLine.transaction_id.in_([row.id for row in missing]))
-            .where(StatementLine.kind == LineKind.MOVEMENT)
-            .where(StatementLine.withdrawn_statement_id.is_(None))
-        )
-        open_lines = {line.transaction_id: line for line in lines}
-        for row in missing:
-            candidates[row.id] = (row, open_lines.get(row.id))
-    origins: dict[int, Statement] = {}
-    statement_ids = {line.statement_id for _row, line in candidates.values() if line is not None}
-    if statement_ids:
-        for statement in await session.scalars(
-            select(Statement).where(Statement.id.in_(statement_ids))
-        ):
-            origins[statement.id] = statement
+    for row in flagged:
+        if row.id not in candidates:
+            candidates[row.id] = (row, facts.open_lines.get(row.id))
 
     corrections: list[CorrectionData] = []
     again: list[BankTransaction] = []
+    withdrawn: dict[int, tuple[BankTransaction, StatementLine]] = {}
     for row, found in candidates.values():
         row.correction_pending = False
         if found is None:
@@ -998,14 +999,302 @@ async def _corrections(
                 pending=line.pending,
                 seen_at=(row.deleted_at if gone else None) or row.last_change_seen_at or now,
                 reason="supprimée" if gone else "modifiée",
-                origin=describe_origin(origins[line.statement_id]),
+                origin=describe_origin(facts.origins[line.statement_id]),
             )
         )
+        withdrawn[line.id] = (row, line)
         row.reported_statement_id = None
         if not gone and (row.status is TransactionStatus.BOOKED or include_pending):
             again.append(row)
     corrections.sort(key=lambda c: c.sort_key)
-    return corrections, again
+    return corrections, again, withdrawn
+
+
+async def _build(target: _Target, facts: _Facts, now: dt.datetime) -> _Built:
+    """Compute one statement in memory (raises :class:`_BuildFailed`, nothing written)."""
+    account, redevable, due = target.account, target.redevable, target.due
+    collected = account.last_collected_at
+    assert collected is not None
+    previous = target.previous
+    floor_date, floor_time = _floors(target)
+    if previous is None:
+        period_start = month_before(due)
+        window = WindowKind.FIRST
+    else:
+        period_start = previous.due_date
+        assert previous.data_as_of is not None
+        resumed = account.activated_at > previous.data_as_of
+        window = WindowKind.RESUMED if resumed else WindowKind.NEXT
+    include_pending = redevable.include_pending
+
+    # 1. Corrections of what earlier statements reported.
+    corrections, again, withdrawn = _corrections(target, facts, now)
+
+    # 2. Movements: everything reportable up to D (see ``is_reportable``).
+    rows = list(facts.rows.get(account.id, []))
+    seen = {row.id for row in rows}
+    for row in again:
+        if row.id not in seen and is_reportable(row, due, include_pending, floor_date, floor_time):
+            rows.append(row)
+            seen.add(row.id)
+    lines = sorted((_line_data(row, due) for row in rows), key=lambda line: line.sort_key)
+    by_id = {row.id: row for row in rows}
+
+    # 3. Balances.
+    movements_total = sum(line.amount for line in lines)
+    after_due = facts.after_due.get(account.id, 0)
+    bank_balance = None if account.balance is None else account.balance - after_due
+    if previous is None:
+        booked_total = sum(line.amount for line in lines if not line.pending)
+        opening = (bank_balance or 0) - booked_total
+    else:
+        assert previous.closing_balance is not None
+        opening = previous.closing_balance
+    closing = opening + movements_total
+    withdrawn_amount = sum(line.amount for line in corrections)
+    withdrawn_total = (previous.withdrawn_total if previous is not None else 0) + withdrawn_amount
+
+    # 4. Files (pure functions of the data above).
+    currency = account.currency or "EUR"
+    iban = account.iban
+    if iban is None:
+        raise _BuildFailed(
+            "IBAN inconnu : le fichier CFONB120 ne peut pas être produit", account.id
+        )
+    try:
+        if len(lines) > THREAD_THRESHOLD:
+            cfonb_bytes = await asyncio.to_thread(
+                render_cfonb, iban, currency, period_start, opening, due, lines
+            )
+        else:
+            cfonb_bytes = render_cfonb(iban, currency, period_start, opening, due, lines)
+    except (cfonb.CfonbWriteError, ValueError) as error:
+        raise _BuildFailed(f"fichier CFONB120 impossible : {error}", account.id) from None
+    csv_bytes = render_csv(iban, currency, corrections) if corrections else None
+    open_pending = [line for line, _row in facts.open_pending.get(account.id, [])]
+    return _Built(
+        target=target,
+        period_start=period_start,
+        window=window,
+        collected=collected,
+        lines=lines,
+        by_id=by_id,
+        corrections=corrections,
+        correction_rows=withdrawn,
+        open_pending=open_pending,
+        opening=opening,
+        closing=closing,
+        movements_total=movements_total,
+        withdrawn_total=withdrawn_total,
+        bank_balance=bank_balance,
+        iban=iban,
+        currency=currency,
+        cfonb_bytes=cfonb_bytes,
+        csv_bytes=csv_bytes,
+    )
+
+
+def _new_row(target: _Target, now: dt.datetime) -> Statement:
+    account = target.account
+    target.max_sequence += 1
+    return Statement(
+        account_id=account.id,
+        redevable_id=account.redevable_id,
+        sequence=target.max_sequence,
+        due_date=target.due,
+        period_start=target.due,
+        period_end=target.due,
+        window=WindowKind.NEXT,
+        periodicity=str(target.redevable.periodicity),
+        created_at=now,
+        updated_at=now,
+        state=StatementState.EN_COURS,
+        reason="",
+        iban=account.iban,
+        currency=account.currency or "EUR",
+        movement_count=0,
+        deleted_count=0,
+        withdrawn_total=0,
+        balance_mismatch=False,
+    )
+
+
+async def _write(
+    session: AsyncSession, built: Sequence[_Built], facts: _Facts, now: dt.datetime
+) -> list[CutResult]:
+    """The statement rows, their lines and files, the transactions' marks: one transaction."""
+    statements: list[Statement] = []
+    for item in built:
+        statement = item.target.existing
+        if statement is None:
+            statement = _new_row(item.target, now)
+            session.add(statement)
+        statements.append(statement)
+        statement.period_start = item.period_start
+        statement.period_end = item.target.due
+        statement.window = item.window
+        statement.state = StatementState.SUCCES
+        statement.reason = ""
+        statement.updated_at = now
+        statement.data_as_of = item.collected
+        statement.iban = item.iban
+        statement.currency = item.currency
+        statement.movement_count = len(item.lines)
+        statement.deleted_count = len(item.corrections)
+        statement.opening_balance = item.opening
+        statement.closing_balance = item.closing
+        statement.movements_total = item.movements_total
+        statement.withdrawn_total = item.withdrawn_total
+        statement.cfonb_sha256 = hashlib.sha256(item.cfonb_bytes).hexdigest()
+        statement.cfonb_size = len(item.cfonb_bytes)
+        csv_bytes = item.csv_bytes
+        statement.csv_sha256 = None if csv_bytes is None else hashlib.sha256(csv_bytes).hexdigest()
+        statement.csv_size = None if csv_bytes is None else len(csv_bytes)
+    await session.flush()
+
+    line_rows: list[dict[str, Any]] = []
+    files: list[dict[str, Any]] = []
+    results: list[CutResult] = []
+    for item, statement in zip(built, statements, strict=True):
+        sid = statement.id
+        account = item.target.account
+        account_id, due = account.id, item.target.due
+        for position, line in enumerate(item.lines, 1):
+            line_rows.append(
+                {
+                    "statement_id": sid,
+                    "account_id": account_id,
+                    "transaction_id": line.transaction_id,
+                    "kind": LineKind.MOVEMENT,
+                    "position": position,
+                    "provider_id": line.provider_id,
+                    "booking_date": line.booking_date,
+                    "value_date": line.value_date,
+                    "amount": line.amount,
+                    "label": line.label,
+                    "reference": line.reference,
+                    "pending": line.pending,
+                    "pending_open": line.pending,
+                    "withdrawn_statement_id": None,
+                    "withdraws_line_id": None,
+                    "reason": "",
+                    "seen_at": None,
+                }
+            )
+            row = item.by_id[line.transaction_id]
+            row.reported_statement_id = sid
+            row.reported_at = now
+            row.reported_amount = line.amount
+            row.reported_booking_date = line.booking_date
+        for position, correction in enumerate(item.corrections, 1):
+            line_rows.append(
+                {
+                    "statement_id": sid,
+                    "account_id": account_id,
+                    "transaction_id": correction.transaction_id,
+                    "kind": LineKind.CORRECTION,
+                    "position": position,
+                    "provider_id": correction.provider_id,
+                    "booking_date": correction.booking_date,
+                    "value_date": correction.value_date,
+                    "amount": correction.amount,
+                    "label": correction.label,
+                    "reference": correction.reference,
+                    "pending": correction.pending,
+                    "pending_open": False,
+                    "withdrawn_statement_id": None,
+                    "withdraws_line_id": correction.withdraws_line_id,
+                    "reason": correction.reason,
+                    "seen_at": correction.seen_at,
+                }
+            )
+            row, withdrawn_line = item.correction_rows[correction.withdraws_line_id]
+            withdrawn_line.withdrawn_statement_id = sid
+            withdrawn_line.pending_open = False
+            row.correction_statement_id = sid
+        files.append({"statement_id": sid, "kind": "cfonb", "content": item.cfonb_bytes})
+        if item.csv_bytes is not None:
+            files.append({"statement_id": sid, "kind": "csv", "content": item.csv_bytes})
+        account.last_reported_date = due
+
+        # Pending movements still open once this statement is written.
+        open_pending = sum(line.amount for line in item.open_pending if line.pending_open)
+        open_pending += sum(line.amount for line in item.lines if line.pending)
+        explained = item.withdrawn_total + open_pending
+        bank_balance, closing = item.bank_balance, item.closing
+        statement.bank_balance = bank_balance
+        statement.balance_gap = None if bank_balance is None else closing - bank_balance
+        statement.explained_gap = explained
+        mismatch = bank_balance is not None and closing - bank_balance != explained
+        statement.balance_mismatch = mismatch
+        if mismatch:
+            assert bank_balance is not None
+            unexplained = closing - bank_balance - explained
+            currency = item.currency
+            session.add(
+                BankEvent(
+                    at=now,
+                    kind=MISMATCH_EVENT_KIND,
+                    connection_id=account.connection_id,
+                    account_id=account_id,
+                    old_value=str(bank_balance),
+                    new_value=str(closing),
+                    error_code=MISMATCH_ERROR_CODE,
+                    message=(
+                        f"Relevé du {_dmy(due)} : écart de solde inexpliqué de "
+                        f"{_format_amount(unexplained, currency)} {currency} entre le solde "
+                        f"calculé ({_format_amount(closing, currency)}) et le solde de la "
+                        f"banque ({_format_amount(bank_balance, currency)})"
+                    ),
+                )
+            )
+        results.append(
+            CutResult(
+                account_id,
+                due,
+                CutOutcome.CUT,
+                sid,
+                movements=len(item.lines),
+                corrections=len(item.corrections),
+                mismatch=mismatch,
+            )
+        )
+    if line_rows:
+        await session.execute(insert(StatementLine), line_rows)
+    await session.execute(insert(StatementFile), files)
+    return results
+
+
+async def _cut_chunk(
+    database: Database, wanted: dict[int, dt.date], now: dt.datetime, timing: StatementTiming
+) -> list[CutResult]:
+    """Cut a chunk of (account, due date) in one transaction; on trouble, one by one."""
+    wanted = dict(wanted)
+    results: list[CutResult] = []
+    while wanted:
+        try:
+            async with database.session() as session:
+                done = await _cut_many(session, database, wanted, now, timing)
+        except _BuildFailed as failure:
+            # Rolled back; the account that cannot be built gets its failure, the others
+            # are cut again without it.
+            due = wanted.pop(failure.account_id)
+            results.append(
+                await _record_failure(database, failure.account_id, due, now, failure.reason)
+            )
+            continue
+        except Exception:
+            log.warning("statements of %s: batch failed, one by one", sorted(wanted), exc_info=True)
+            for account_id, due in wanted.items():
+                try:
+                    results.append(await _cut_one(database, account_id, due, now, timing))
+                except Exception as error:  # one account never sinks the batch
+                    log.exception("statement of account %s due %s failed", account_id, due)
+                    results.append(CutResult(account_id, due, CutOutcome.FAILED, reason=str(error)))
+            return results
+        results.extend(done)
+        return results
+    return results
 
 
 async def cut_due_statements(
@@ -1014,27 +1303,31 @@ async def cut_due_statements(
     clock: Clock,
     timing: StatementTiming | None = None,
     redevable_id: int | None = None,
+    batch: int = CUT_BATCH,
 ) -> CutReport:
     """Cut every statement due before today (Paris) and not produced yet, oldest first.
 
     After downtime the missed due dates are caught up in order. An account whose data is not
-    fresh waits (a row says so once the night is over); the others go on.
+    fresh waits (a row says so once the night is over); the others go on. The statements are
+    cut ``batch`` accounts per transaction (each statement complete in its transaction), one
+    due date per account per round, rounds until every account is done or must wait.
     """
     timing = timing or StatementTiming()
+    now = clock.now()
     report = CutReport()
-    plan = await plan_due_accounts(
-        database, now=clock.now(), timing=timing, redevable_id=redevable_id
-    )
-    for item in plan:
-        for due in item.dates:
-            try:
-                result = await cut_statement(
-                    database, item.account_id, due, clock=clock, timing=timing
-                )
-            except Exception as error:  # one account never sinks the batch
-                log.exception("statement of account %s due %s failed", item.account_id, due)
-                result = CutResult(item.account_id, due, CutOutcome.FAILED, reason=str(error))
+    plan = await plan_due_accounts(database, now=now, timing=timing, redevable_id=redevable_id)
+    queue = {item.account_id: list(item.dates) for item in plan}
+    while queue:
+        items = [(account_id, dates[0]) for account_id, dates in queue.items()]
+        results: list[CutResult] = []
+        for start in range(0, len(items), max(1, batch)):
+            chunk = dict(items[start : start + max(1, batch)])
+            results.extend(await _cut_chunk(database, chunk, now, timing))
+        following: dict[int, list[dt.date]] = {}
+        for result in results:
             report.results.append(result)
-            if result.outcome not in (CutOutcome.CUT, CutOutcome.ALREADY):
-                break
+            dates = queue[result.account_id]
+            if result.outcome in (CutOutcome.CUT, CutOutcome.ALREADY) and len(dates) > 1:
+                following[result.account_id] = dates[1:]
+        queue = following
     return report

@@ -1,0 +1,244 @@
+"""Benchmark of the collection engine: ``simulate`` over N redevables on the test bank.
+
+Builds a temporary data directory (``initialise_data_dir``: config, keys, migrated SQLite
+database, or ``--database-url`` for an empty database elsewhere), creates N redevables of
+mixed periodicities (the six periodicities and their day/month variants, a few with
+``include_pending``), connects each one to the test bank (~2.9 accounts per connection), then
+runs :func:`releves_mailer.collect.simulate.simulate` over D nights, exactly as the
+``simulate`` command does.
+
+Prints statements produced per second, total time, the time spent refreshing and cutting,
+refreshes, peak memory (ru_maxrss) and the targets (whole run under 10 minutes, under
+500 MB, for 700 connections = ~2,000 accounts over 90 days).
+
+Usage::
+
+    python bench/collect_bench.py                             # 700 redevables x 90 nights
+    python bench/collect_bench.py --redevables 50 --days 30   # quick look
+    python bench/collect_bench.py --profile /tmp/collect.prof # cProfile of the simulation
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import datetime as dt
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from releves_mailer.bootstrap import initialise_data_dir
+from releves_mailer.clock import PARIS, ManualClock, SystemClock
+from releves_mailer.collect import scheduler
+from releves_mailer.collect.connections import build_test_bank, connect_test_bank
+from releves_mailer.collect.scheduler import RefreshPlan
+from releves_mailer.collect.simulate import simulate, simulation_steps
+from releves_mailer.db import Database
+from releves_mailer.db.migrate import upgrade
+from releves_mailer.db.models import (
+    BankAccount,
+    BankTransaction,
+    Periodicity,
+    PortalAccount,
+    Redevable,
+    Statement,
+    StatementLine,
+)
+from releves_mailer.signing.secrets import KeyRing
+
+START = dt.date(2026, 1, 5)  # a Monday
+P = Periodicity
+#: (periodicity, month, day, include_pending), cycled over the redevables.
+MIX: tuple[tuple[Periodicity, int | None, int | None, bool], ...] = (
+    (P.JOURNALIERE, None, None, False),
+    (P.JOURNALIERE, None, None, True),
+    (P.JOURNALIERE, None, None, False),
+    (P.HEBDOMADAIRE, None, 2, False),
+    (P.HEBDOMADAIRE, None, 1, False),
+    (P.HEBDOMADAIRE, None, 7, True),
+    (P.MENSUELLE, None, 0, False),
+    (P.MENSUELLE, None, 15, False),
+    (P.MENSUELLE, None, 28, True),
+    (P.TRIMESTRIELLE, 1, 1, False),
+    (P.TRIMESTRIELLE, 3, 0, False),
+    (P.SEMESTRIELLE, 1, 5, False),
+    (P.SEMESTRIELLE, 6, 0, False),
+    (P.ANNUELLE, 2, 31, False),
+    (P.ANNUELLE, 12, 31, False),
+)
+TARGET_SECONDS = 600
+TARGET_MB = 500
+
+
+def _siren(index: int) -> str:
+    """A valid SIREN (Luhn) distinct for each index."""
+    base = f"7{index:07d}"
+    total = 0
+    for position, char in enumerate(reversed(base)):
+        digit = int(char)
+        if position % 2 == 0:
+            digit *= 2
+            digit = digit - 9 if digit > 9 else digit
+        total += digit
+    return base + str((10 - total % 10) % 10)
+
+
+async def _portfolio(database: Database, count: int, now: dt.datetime) -> list[int]:
+    async with database.session() as session:
+        account = PortalAccount(
+            login="bench",
+            company_name="CABINET BENCH",
+            siret="40483304800022",
+            email="bench@example.org",
+            password_hash="not-a-real-hash",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(account)
+        await session.flush()
+        redevables = []
+        for index in range(count):
+            periodicity, month, day, pending = MIX[index % len(MIX)]
+            redevables.append(
+                Redevable(
+                    account_id=account.id,
+                    family_id=account.id,
+                    siren=_siren(index),
+                    company_name=f"REDEVABLE {index}",
+                    periodicity=periodicity,
+                    month=month,
+                    day=day,
+                    include_pending=pending,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        session.add_all(redevables)
+        await session.flush()
+        return [redevable.id for redevable in redevables]
+
+
+class _Timer:
+    """Wall time spent in one coroutine function (wrapped in the scheduler module)."""
+
+    def __init__(self, target: Callable[..., Awaitable[Any]]) -> None:
+        self.target = target
+        self.seconds = 0.0
+        self.calls = 0
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self.target(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.calls += 1
+
+
+async def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="collect-bench-") as folder:
+        built = time.perf_counter()
+        config = await initialise_data_dir(Path(folder) / "data", "bench.localhost", SystemClock())
+        url = args.database_url or config.database_url
+        plan = RefreshPlan.from_config(config.collection)
+        first_step = next(iter(simulation_steps(START, START, plan, args.step_minutes)))[1]
+        clock = ManualClock(dt.datetime.combine(START, dt.time(12), PARIS) - dt.timedelta(1))
+        keyring = KeyRing.from_file(config.path(config.secrets.key_file))
+        bank = build_test_bank(config, clock)
+        database = Database(url)
+        try:
+            if args.database_url:
+                await upgrade(database)
+            redevables = await _portfolio(database, args.redevables, clock.now())
+            for redevable_id in redevables:
+                await connect_test_bank(
+                    database, redevable_id, bank=bank, keyring=keyring, clock=clock
+                )
+            clock.set(first_step)
+            setup = time.perf_counter() - built
+            refresh_timer = _Timer(scheduler._refresh_all)
+            cut_timer = _Timer(scheduler.cut_due_statements)
+            scheduler._refresh_all = refresh_timer  # type: ignore[assignment]
+            scheduler.cut_due_statements = cut_timer  # type: ignore[assignment]
+            last = START + dt.timedelta(days=args.days - 1)
+            profiler = cProfile.Profile() if args.profile else None
+            nights = 0
+
+            def on_night(_night: dt.date) -> None:
+                nonlocal nights
+                nights += 1
+                if args.progress and nights % args.progress == 0:
+                    print(f"  night {nights}/{args.days}: {time.perf_counter() - started:.1f} s")
+
+            started = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
+            report = await simulate(
+                database,
+                clock=clock,
+                providers={bank.name: bank},
+                keyring=keyring,
+                first=START,
+                last=last,
+                plan=plan,
+                step_minutes=args.step_minutes,
+                on_night=on_night,
+            )
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            elapsed = time.perf_counter() - started
+            async with database.session() as session:
+                accounts = await session.scalar(select(func.count()).select_from(BankAccount))
+                rows = await session.scalar(select(func.count()).select_from(BankTransaction))
+                statements = await session.scalar(select(func.count()).select_from(Statement))
+                lines = await session.scalar(select(func.count()).select_from(StatementLine))
+        finally:
+            await database.dispose()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    total = setup + elapsed
+    backend = "postgresql" if args.database_url else "sqlite"
+    print(f"database          {backend}")
+    print(f"redevables        {args.redevables} (one test bank connection each)")
+    print(f"accounts          {accounts}")
+    print(f"nights            {args.days} (step {args.step_minutes} min, {report.steps} steps)")
+    print(f"transactions      {rows}")
+    print(f"refreshes         {report.refreshes} ({report.refresh_errors} in error)")
+    print(f"statements        {report.statements} cut ({statements} rows, {lines} lines)")
+    print(f"setup             {setup:.1f} s (data dir, portfolio, connections)")
+    print(f"simulation        {elapsed:.1f} s")
+    print(f"  refreshing      {refresh_timer.seconds:.1f} s ({refresh_timer.calls} calls)")
+    print(
+        f"  cutting         {cut_timer.seconds:.1f} s ({cut_timer.calls} calls, "
+        f"{1000 * cut_timer.seconds / max(report.statements, 1):.2f} ms per statement)"
+    )
+    print(f"statements/s      {report.statements / elapsed:.1f} (whole simulation)")
+    cut_rate = report.statements / max(cut_timer.seconds, 1e-9)
+    print(f"statements/s      {cut_rate:.1f} (cutting only)")
+    print(f"total             {total:.1f} s (target < {TARGET_SECONDS} s)")
+    print(f"peak RSS          {rss_mb:.0f} MB (target < {TARGET_MB} MB)")
+    ok = total < TARGET_SECONDS and rss_mb < TARGET_MB
+    print("targets           " + ("met" if ok else "MISSED"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--redevables", type=int, default=700)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--step-minutes", type=int, default=60)
+    parser.add_argument("--database-url", default=None, help="an empty database (default: temp)")
+    parser.add_argument("--profile", default=None, help="write cProfile stats here")
+    parser.add_argument("--progress", type=int, default=10, help="print every N nights")
+    return asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
