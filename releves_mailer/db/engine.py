@@ -14,9 +14,13 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 __all__ = ["Database"]
+
+#: SQLite connections kept open between sessions (more are opened on demand and closed when
+#: returned, as without a pool).
+SQLITE_POOL_SIZE = 5
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -37,8 +41,15 @@ class Database:
         self.url = make_url(url)
         options: dict[str, Any] = {"echo": echo, **engine_options}
         if self.is_sqlite:
-            # One file, many short connections: pooling buys nothing and holds locks.
-            options.setdefault("poolclass", NullPool)
+            # A few connections are kept open: opening one costs a file open, an aiosqlite
+            # thread, the PRAGMAs below and a schema parse, more than a short refresh itself.
+            # An idle pooled connection holds no lock (it is rolled back when returned), so
+            # other processes are not blocked; WAL and busy_timeout make them safe. Bursts
+            # beyond the pool get extra connections closed after use (no wait, no limit).
+            options.setdefault("poolclass", AsyncAdaptedQueuePool)
+            if options["poolclass"] is AsyncAdaptedQueuePool:
+                options.setdefault("pool_size", SQLITE_POOL_SIZE)
+                options.setdefault("max_overflow", -1)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
