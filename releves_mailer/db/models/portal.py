@@ -1,13 +1,14 @@
-"""Tables of the web portal: the server-side login sessions."""
+"""Tables of the web portal: the server-side login sessions, and the indexes of its lists."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
+from releves_mailer.db.models.statements import Statement
 
 __all__ = ["PortalSession"]
 
@@ -31,3 +32,14 @@ class PortalSession(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+#: The tracking page: newest first, filtered by redevable and state, read from the index alone
+#: (SQLite keeps ``id`` last in every index; naming it keeps the order (created_at, id)).
+STATEMENT_TRACKING_INDEX = Index(
+    "ix_statement_tracking",
+    Statement.created_at,
+    Statement.id,
+    Statement.redevable_id,
+    Statement.state,
+)

@@ -1,7 +1,7 @@
 """portal: login sessions, indexes of the portal's lists
 
 Revision ID: 0008
-Revises: 0007
+Revises: 0005, 0007 (merges the statements and partner branches)
 Create Date: 2026-11-27
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0007"
+down_revision: str | Sequence[str] | None = ("0005", "0007")
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -36,8 +36,12 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_portal_session_account_id"), "portal_session", ["account_id"], unique=False
     )
+    op.create_index(
+        "ix_statement_tracking", "statement", ["created_at", "id", "redevable_id", "state"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_statement_tracking", table_name="statement")
     op.drop_index(op.f("ix_portal_session_account_id"), table_name="portal_session")
     op.drop_table("portal_session")
