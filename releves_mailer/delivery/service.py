@@ -225,22 +225,28 @@ class StatementDelivery:
                 jobs = await self._jobs(session, batch)
             if not jobs:
                 return report
-            built: Sequence[bytes | None] = await asyncio.gather(
-                *(self._build(job, gate) for job in jobs)
-            )
-            # One transaction per group: each statement is claimed and stored with its mark,
-            # all or nothing; a crash rolls the whole group back and it is delivered again.
-            pairs = list(zip(jobs, built, strict=True))
-            for start in range(0, len(pairs), self.group):
-                group = pairs[start : start + self.group]
-                async with self.database.session() as session:
-                    claimed = await self._claim(session, group)
-                for job, _ in group:
-                    if job.statement_id not in claimed:
-                        report.already_done += 1
-                    elif job.mail is None:
-                        report.not_mailed += 1
-                    else:
-                        report.delivered += 1
+            # Built in worker threads while the groups before are stored: composition and
+            # signature overlap the database and the fsyncs.
+            builds = [asyncio.ensure_future(self._build(job, gate)) for job in jobs]
+            try:
+                for start in range(0, len(jobs), self.group):
+                    group = jobs[start : start + self.group]
+                    built = await asyncio.gather(*builds[start : start + self.group])
+                    # One transaction per group: each statement is claimed and stored with its
+                    # mark, all or nothing; a crash rolls the whole group back and it is
+                    # delivered again.
+                    async with self.database.session() as session:
+                        claimed = await self._claim(session, list(zip(group, built, strict=True)))
+                    for job in group:
+                        if job.statement_id not in claimed:
+                            report.already_done += 1
+                        elif job.mail is None:
+                            report.not_mailed += 1
+                        else:
+                            report.delivered += 1
+            finally:
+                for build in builds:
+                    build.cancel()
+                await asyncio.gather(*builds, return_exceptions=True)
             if len(jobs) < batch:
                 return report

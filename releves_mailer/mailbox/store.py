@@ -15,6 +15,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -57,8 +58,9 @@ _SYSTEM_BY_LOWER = {flag.lower(): flag for flag in SYSTEM_FLAGS}
 _NOTIFY_KEY = "releves_mailer.mailbox.notify"
 _LISTENING_KEY = "releves_mailer.mailbox.listening"
 _PARSE_IN_THREAD = 256 * 1024
-#: Threads writing one batch's message files: their fsyncs overlap.
-_BLOB_LANES = 4
+#: Threads writing message files: the fsyncs of a batch overlap (the journal commits them
+#: together), and they do not hold up the default executor's threads.
+_BLOB_THREADS = 16
 _IN_CHUNK = 500
 DELIMITER = "/"
 _VIEW_CACHE_SIZE = 64
@@ -171,6 +173,7 @@ class MessageStore:
         self._views: dict[int, tuple[FolderInfo, list[MessageMeta]]] = {}
         self._fixed: dict[int, dict[int, MessageRecord]] = {}
         self._engine: AsyncEngine | None = None
+        self._blob_pool: ThreadPoolExecutor | None = None
         self._sessionmaker = database.sessionmaker
         if database.is_sqlite:
             # The shared Database opens a new SQLite connection (and aiosqlite thread) per
@@ -195,6 +198,9 @@ class MessageStore:
         """Release the store's own connections (SQLite only; PostgreSQL shares the pool)."""
         if self._engine is not None:
             await self._engine.dispose()
+        if self._blob_pool is not None:
+            pool, self._blob_pool = self._blob_pool, None
+            await asyncio.to_thread(pool.shutdown)
 
     # region notification #################################################################
 
@@ -258,17 +264,15 @@ class MessageStore:
             os.close(directory)
         return blob
 
-    def _write_blobs_sync(self, raws: Sequence[bytes]) -> list[str]:
-        return [self._write_blob_sync(raw) for raw in raws]
-
     async def _prepare_many(self, raws: Sequence[bytes]) -> tuple[list[str], list[_Analysis]]:
         """Write (and fsync) the files of ``raws`` and analyse them; both off the loop when
-        large. The files of a batch are written by a few threads so that fsyncs overlap."""
+        large. Each file is written by a thread of the store's pool: the fsyncs overlap."""
+        if self._blob_pool is None:
+            self._blob_pool = ThreadPoolExecutor(_BLOB_THREADS, thread_name_prefix="blob")
+        loop = asyncio.get_running_loop()
         unique = list(dict.fromkeys(raws))
-        lanes = min(_BLOB_LANES, len(unique))
         writes = [
-            asyncio.ensure_future(asyncio.to_thread(self._write_blobs_sync, unique[lane::lanes]))
-            for lane in range(lanes)
+            loop.run_in_executor(self._blob_pool, self._write_blob_sync, raw) for raw in unique
         ]
         try:
             if sum(map(len, raws)) > _PARSE_IN_THREAD:
@@ -279,9 +283,7 @@ class MessageStore:
             for write in writes:
                 write.add_done_callback(_retrieve)
             raise
-        names: dict[bytes, str] = {}
-        for lane, written in enumerate(await asyncio.gather(*writes)):
-            names.update(zip(unique[lane::lanes], written, strict=True))
+        names = dict(zip(unique, await asyncio.gather(*writes), strict=True))
         return [names[raw] for raw in raws], analyses
 
     async def read_blob(self, blob: str) -> bytes:
