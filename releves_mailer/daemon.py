@@ -8,6 +8,7 @@ back); SIGHUP reopens the log file and reloads the templates.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.web.app import create_app
+from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.server import HttpServer
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
@@ -182,7 +184,11 @@ class Daemon:
         composer = MailComposer(self.renderer, settings, self.clock)
         links = LinkService(database, self.outbox, composer)
         modes: dict[str, PartnerMode] = {}
-        setups: list[Callable[[web.Application], None]] = []
+        setups: list[Callable[[web.Application], None]] = [
+            functools.partial(
+                setup_portal, database=database, clock=self.clock, links=links, settings=settings
+            )
+        ]
         if config.aggregator.powens.enabled:
             powens = await self._start_powens(stack, setups)
             providers[powens.name] = powens

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
+from releves_mailer.collect.lifecycle import deactivate_with_accounts, reactivate_with_accounts
 from releves_mailer.db.models import BankAccount, Periodicity, Redevable
 from releves_mailer.errors import UserError
 from releves_mailer.partner.links import LinkService
@@ -17,8 +18,6 @@ from releves_mailer.portfolio.redevables import (
     FIELD_LABELS,
     RedevableSearch,
     create_redevable,
-    deactivate_redevable,
-    reactivate_redevable,
     search_redevables,
     update_redevable,
     validate_redevable,
@@ -325,10 +324,9 @@ async def _switch(request: PortalRequest, active: bool) -> web.StreamResponse:
     try:
         async with portal.database.session() as session:
             redevable = await redevable_or_404(session, request.user, path_id(request))
-            if active:
-                await reactivate_redevable(session, portal.clock, redevable)
-            else:
-                await deactivate_redevable(session, portal.clock, redevable)
+        # Its bank accounts follow, exactly as with the command line.
+        switch = reactivate_with_accounts if active else deactivate_with_accounts
+        await switch(portal.database, portal.clock, redevable.id)
     except UserError as error:
         return portal.render(
             request, "erreur", {"title": "Action impossible", "errors": [error.message]}, status=409
