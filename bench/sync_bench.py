@@ -166,6 +166,7 @@ async def run(args: argparse.Namespace) -> int:
             if args.tracemalloc:
                 tracemalloc.start()
             started = time.perf_counter()
+            cpu_started = time.process_time()
             for day in range(args.days):
                 day_started = time.perf_counter()
                 if args.batch > 1 and batched is not None:
@@ -196,6 +197,7 @@ async def run(args: argparse.Namespace) -> int:
                     elapsed = time.perf_counter() - started
                     print(f"  day {day + 1}/{args.days}: {elapsed:.1f} s", flush=True)
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
             traced_peak = tracemalloc.get_traced_memory()[1] if args.tracemalloc else None
             if args.tracemalloc:
                 tracemalloc.stop()
@@ -215,6 +217,7 @@ async def run(args: argparse.Namespace) -> int:
     print(f"versions        {versions}")
     print(f"refreshes       {refreshes} ({failures} failed)")
     print(f"elapsed         {elapsed:.2f} s")
+    print(f"cpu             {cpu:.2f} s (every thread; the machine may be shared)")
     print(f"refreshes/s     {refreshes / elapsed:.1f}")
     print(f"ms per refresh  {1000 * elapsed / max(refreshes, 1):.2f}")
     print(f"first day       {per_day[0]:.2f} s (initial history)" if per_day else "")
