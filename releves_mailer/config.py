@@ -145,6 +145,9 @@ class RelaySection(Section):
 class PowensSection(Section):
     enabled: bool = False
     domain: str = ""
+    #: Overrides of the API and webview addresses (a proxy, a test double); empty: Powens'.
+    api_url: str = ""
+    webview_url: str = ""
     client_id: str = ""
     client_secret: SecretStr = SecretStr("")
     webhook_secret: SecretStr = SecretStr("")

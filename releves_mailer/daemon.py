@@ -27,6 +27,7 @@ from aiohttp import web
 from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import build_providers
 from releves_mailer.collect.powens.provider import PowensProvider
+from releves_mailer.collect.powens.webview import DEFAULT_WEBVIEW_BASE
 from releves_mailer.collect.powens_webhooks import WebhookEvent, webhook_handler
 from releves_mailer.collect.provider import Provider
 from releves_mailer.collect.scheduler import RefreshPlan
@@ -247,7 +248,13 @@ class Daemon:
         section = self.config.aggregator.powens
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
-        provider = PowensProvider.from_config(section, session, self.clock)
+        provider = PowensProvider.from_config(
+            section,
+            session,
+            self.clock,
+            base_url=section.api_url or None,
+            webview_base=section.webview_url or DEFAULT_WEBVIEW_BASE,
+        )
 
         async def on_webhook(event: WebhookEvent) -> None:
             # A webhook only says "look again": the refresh re-reads everything from the API.

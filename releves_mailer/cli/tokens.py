@@ -15,6 +15,7 @@ from releves_mailer.partner.links import IssuedLink, LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import Renderer
+from releves_mailer.signing.smime import SmimeSigner
 
 __all__ = ["tokens"]
 
@@ -32,6 +33,7 @@ def link_service(config: Config, database: Database) -> LinkService:
         config.relay,
         domain=config.portal.domain,
         data_dir=config.data_dir,
+        signer=SmimeSigner.from_config(config),
     )
     composer = MailComposer(
         Renderer.from_config(config), PartnerSettings.from_config(config), clock

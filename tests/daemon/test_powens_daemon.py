@@ -1,0 +1,121 @@
+"""The daemon with Powens enabled: signed webhooks accepted, links open the Powens webview."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from releves_mailer.bootstrap import initialise_data_dir
+from releves_mailer.clock import SystemClock
+from releves_mailer.collect.powens_webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
+from releves_mailer.config import Config, load_config
+from releves_mailer.daemon import Daemon, ListenOverrides
+from releves_mailer.db import Database
+from releves_mailer.portfolio.accounts import AccountInput, create_account
+from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
+from tests.factories import PASSWORD, make_nic, make_siren
+from tests.fakes.powens_server import FakePowens
+
+WEBHOOK_SECRET = secrets.token_hex(16)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakePowens]:
+    async with FakePowens(SystemClock()) as server:
+        yield server
+
+
+async def powens_config(tmp_path: Path, fake: FakePowens) -> Config:
+    config = await initialise_data_dir(tmp_path / "data", "releves.localhost", SystemClock())
+    assert config.source is not None
+    text = config.source.read_text(encoding="utf-8")
+    section = (
+        '[aggregator.powens]\nenabled = true\ndomain = "fake-sandbox"\n'
+        f'api_url = "{fake.base_url}"\nwebview_url = "{fake.webview_base}"\n'
+        f'client_id = "{fake.client_id}"\nclient_secret = "{fake.client_secret}"\n'
+        f'webhook_secret = "{WEBHOOK_SECRET}"\n'
+    )
+    start = text.index("[aggregator.powens]")
+    end = text.index("[aggregator.testbank]")
+    config.source.write_text(text[:start] + section + "\n" + text[end:], encoding="utf-8")
+    return ListenOverrides("127.0.0.1", 0, 0, 0, 0).apply(load_config(config.source))
+
+
+async def test_daemon_serves_powens_links_and_webhooks(tmp_path: Path, fake: FakePowens) -> None:
+    config = await powens_config(tmp_path, fake)
+    clock = SystemClock()
+    database = Database(config.database_url)
+    async with database.session() as session:
+        account = await create_account(
+            session,
+            clock,
+            AccountInput(
+                login="cabinet",
+                company_name="Cabinet",
+                siret=make_siren(1) + make_nic(make_siren(1)),
+                email="chef@cabinet.example",
+            ),
+            PASSWORD,
+        )
+        data, _ = validate_redevable(
+            siren=make_siren(40),
+            company_name="CLIENT POWENS",
+            email="client@ailleurs.example",
+            periodicity="JOURNALIERE",
+            remote_entry="1",
+        )
+        assert data is not None
+        redevable = await create_redevable(session, clock, account, data)
+    renderer = Renderer.from_config(config)
+    settings = PartnerSettings.from_config(config)
+    outbox = Outbox(
+        database, clock, config.relay, domain=config.portal.domain, data_dir=config.data_dir
+    )
+    issued = await LinkService(database, outbox, MailComposer(renderer, settings, clock)).send(
+        redevable.id
+    )
+    await database.dispose()
+
+    daemon = Daemon(config, clock)
+    ready = asyncio.Event()
+    runner = asyncio.create_task(daemon.run(on_ready=lambda _: ready.set()))
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=30)
+        base = f"http://127.0.0.1:{daemon.ports['http']}"
+        async with aiohttp.ClientSession() as http:
+            # The link opens the Powens webview (the fake's) with our client id and a state.
+            async with http.get(issued.url, allow_redirects=False) as answer:
+                assert answer.status in (302, 303), await answer.text()
+                target = urllib.parse.urlsplit(answer.headers["Location"])
+            assert f"{target.scheme}://{target.netloc}/" == fake.webview_base.rstrip(
+                "/"
+            ) + "/" or fake.webview_base.startswith(f"{target.scheme}://{target.netloc}")
+            query = urllib.parse.parse_qs(target.query)
+            assert query["client_id"] == [fake.client_id]
+            assert query["redirect_uri"] == [f"{base}/releves/retour"]
+            assert query["state"] and query["code"]
+            assert fake.user_creations == 1
+
+            # Webhooks: a good signature is accepted, a forged one refused.
+            body = b'{"connection": {"id": 7, "id_user": 1}}'
+            path = "/powens/webhooks/CONNECTION_SYNCED"
+            date = "2026-11-26T10:00:00Z"
+            good = {
+                DATE_HEADER: date,
+                SIGNATURE_HEADER: sign(WEBHOOK_SECRET, "POST", path, date, body),
+                "Content-Type": "application/json",
+            }
+            async with http.post(base + path, data=body, headers=good) as answer:
+                assert answer.status == 200, await answer.text()
+            bad = dict(good, **{SIGNATURE_HEADER: sign("autre", "POST", path, date, body)})
+            async with http.post(base + path, data=body, headers=bad) as answer:
+                assert answer.status == 403
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(runner, timeout=30)
