@@ -72,14 +72,7 @@ async def test_daemon_serves_powens_links_and_webhooks(tmp_path: Path, fake: Fak
         )
         assert data is not None
         redevable = await create_redevable(session, clock, account, data)
-    renderer = Renderer.from_config(config)
-    settings = PartnerSettings.from_config(config)
-    outbox = Outbox(
-        database, clock, config.relay, domain=config.portal.domain, data_dir=config.data_dir
-    )
-    issued = await LinkService(database, outbox, MailComposer(renderer, settings, clock)).send(
-        redevable.id
-    )
+    issued = await link_service(config, database).send(redevable.id)
     await database.dispose()
 
     daemon = Daemon(config, clock)
