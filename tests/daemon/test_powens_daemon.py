@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from releves_mailer.bootstrap import initialise_data_dir
+from releves_mailer.cli.tokens import link_service
 from releves_mailer.clock import SystemClock
 from releves_mailer.collect.powens_webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
 from releves_mailer.config import Config, load_config
