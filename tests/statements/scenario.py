@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.connections import connect_test_bank
-from releves_mailer.collect.testbank import TestBank
+from releves_mailer.collect.testbank import TestBank, parse_error_schedule
 from releves_mailer.db import Database
 from releves_mailer.db.models import Periodicity, PortalAccount, Redevable
 from releves_mailer.signing.secrets import KeyRing
@@ -20,6 +20,8 @@ class Spec:
     month: int | None = None
     day: int | None = None
     include_pending: bool = False
+    #: Test bank errors of this connection only (``CODE@YYYY-MM-DD[..YYYY-MM-DD]``).
+    errors: tuple[str, ...] = ()
 
 
 P = Periodicity
@@ -96,8 +98,15 @@ async def build_portfolio(
         session.add_all(redevables)
         await session.flush()
         ids = [redevable.id for redevable in redevables]
-    for redevable_id in ids:
-        await connect_test_bank(database, redevable_id, bank=bank, keyring=keyring, clock=clock)
+    for redevable_id, spec in zip(ids, specs, strict=True):
+        await connect_test_bank(
+            database,
+            redevable_id,
+            bank=bank,
+            keyring=keyring,
+            clock=clock,
+            errors=parse_error_schedule(spec.errors),
+        )
     return ids
 
 
