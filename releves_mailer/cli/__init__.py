@@ -20,6 +20,8 @@ from releves_mailer.cli.serve import serve
 from releves_mailer.cli.tokens import tokens
 from releves_mailer.config import ConfigError
 from releves_mailer.errors import UserError
+from releves_mailer.signing.secrets import KeyRingError
+from releves_mailer.signing.smime import SigningError
 
 __all__ = ["main"]
 
@@ -30,7 +32,7 @@ class MainGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (UserError, ConfigError) as error:
+        except (UserError, ConfigError, SigningError, KeyRingError) as error:
             raise click.ClickException(str(error)) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise

@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from releves_mailer.clock import Clock, ManualClock
+from releves_mailer.collect.testbank.iban import french_iban
 
 __all__ = [
     "ALL_STATES",
@@ -426,7 +427,7 @@ class FakePowens:
             connection_id=conn.id,
             user_id=conn.user_id,
             name=name,
-            iban=iban if iban is not None else f"FR76130260000{number}00",
+            iban=iban if iban is not None else french_iban("13026", "00000", number),
             currency=currency,
             balance=Decimal(balance) if isinstance(balance, str) else balance,
             type=type,

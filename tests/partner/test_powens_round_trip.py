@@ -15,8 +15,9 @@ import re
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from releves_mailer.collect.statements import cut_due_statements
 from releves_mailer.collect.sync import refresh_connection
 from releves_mailer.db.models import (
     BankAccount,
@@ -28,6 +29,7 @@ from releves_mailer.db.models import (
     Redevable,
     SecureLink,
 )
+from releves_mailer.db.models.statements import Statement, StatementState
 from releves_mailer.partner.links import LinkKind, LinkOrigin, LinkState, link_state
 from releves_mailer.partner.powens import decode_partner_data
 from tests.fakes.powens_server import AccountSpec, WebviewOutcome
@@ -184,6 +186,31 @@ async def test_round_trip_over_http_attaches_three_accounts_and_collects(
         ("Compte chèque USD", "-999"),
     ]
     assert h.fake.user_creations == 1
+
+    # The next night's collection produces the statements of the chosen accounts.
+    h.clock.advance(dt.timedelta(days=1))
+    await refresh_connection(
+        h.database,
+        connection.id,
+        providers={h.provider.name: h.provider},
+        keyring=h.keyring,
+        clock=h.clock,
+    )
+    report = await cut_due_statements(h.database, clock=h.clock)
+    assert report.count("cut") >= 3, report
+    async with h.database.session() as session:
+        rows = await session.execute(
+            select(BankAccount.label, func.sum(Statement.movement_count))
+            .join(Statement, Statement.account_id == BankAccount.id)
+            .where(Statement.state == StatementState.SUCCES)
+            .group_by(BankAccount.label)
+        )
+        counts = {label: int(total) for label, total in rows}
+    assert counts == {
+        "Compte chèque": 2,
+        "Compte chèque USD": 1,
+        "Compte carte débit différé": 1,
+    }
 
 
 async def test_one_user_whatever_the_links_clicks_and_cancellations(
