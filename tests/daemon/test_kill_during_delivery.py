@@ -87,25 +87,10 @@ async def build(directory: Path) -> Config:
 def start_daemon(config: Config) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELEVES_MAILER")}
     env["RELEVES_MAILER_CONFIG"] = str(config.source)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "releves_mailer",
-            "serve",
-            "--imap-port",
-            "0",
-            "--imaps-port",
-            "0",
-            "--smtp-port",
-            "0",
-            "--http-port",
-            "0",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "releves_mailer", "serve"]
+    command += ["--imap-port", "0", "--imaps-port", "0", "--smtp-port", "0", "--http-port", "0"]
+    with (config.data_dir / "daemon.log").open("ab") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=log)
 
 
 async def progress(config: Config) -> tuple[int, int]:
@@ -139,6 +124,9 @@ async def test_every_statement_delivered_exactly_once_despite_kills(tmp_path: Pa
             _, decided = await progress(config)
             if decided >= target:
                 break
+            if daemon.poll() is not None:
+                log = (config.data_dir / "daemon.log").read_text(errors="replace")
+                pytest.fail(f"the daemon stopped on its own:\n{log[-2000:]}")
             await asyncio.sleep(0.02)
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(timeout=30)
