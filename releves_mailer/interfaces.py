@@ -62,6 +62,12 @@ class MessageSink(Protocol):
         """
         ...
 
+    async def prepare(self, raw: bytes) -> None:
+        """Optional head start, outside any transaction, for a coming delivery of ``raw`` in
+        this process (its file written, its structure analysed); the delivery stays correct
+        without it, and a prepared message never delivered costs nothing but disk space."""
+        ...
+
     async def deliver_many(self, session: AsyncSession, items: Sequence[MailDelivery]) -> list[int]:
         """:meth:`deliver` of each item, in order, inside the caller's transaction.
 

@@ -214,7 +214,10 @@ class StatementDelivery:
         if job.mail is None:
             return None
         async with gate:
-            return await build_signed_statement_mail(job.mail, self.renderer, self.signer)
+            raw = await build_signed_statement_mail(job.mail, self.renderer, self.signer)
+        # The file is written (fsync) and analysed ahead, while earlier groups are stored.
+        await self.sink.prepare(raw)
+        return raw
 
     async def deliver_due(self, *, batch: int = 200) -> DeliveryReport:
         """Deliver every cut statement not yet decided; safe to run from several processes."""

@@ -57,10 +57,11 @@ SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
 _SYSTEM_BY_LOWER = {flag.lower(): flag for flag in SYSTEM_FLAGS}
 _NOTIFY_KEY = "releves_mailer.mailbox.notify"
 _LISTENING_KEY = "releves_mailer.mailbox.listening"
-_PARSE_IN_THREAD = 256 * 1024
 #: Threads writing message files: the fsyncs of a batch overlap (the journal commits them
 #: together), and they do not hold up the default executor's threads.
 _BLOB_THREADS = 16
+#: Messages prepared ahead of their delivery (:meth:`MessageStore.prepare`) kept at most.
+_PREPARED_MAX = 512
 _IN_CHUNK = 500
 DELIMITER = "/"
 _VIEW_CACHE_SIZE = 64
@@ -123,10 +124,6 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _analyse_all(raws: Sequence[bytes]) -> list[_Analysis]:
-    return [_Analysis(raw) for raw in raws]
-
-
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -174,6 +171,7 @@ class MessageStore:
         self._fixed: dict[int, dict[int, MessageRecord]] = {}
         self._engine: AsyncEngine | None = None
         self._blob_pool: ThreadPoolExecutor | None = None
+        self._prepared: dict[bytes, asyncio.Future[tuple[str, _Analysis]]] = {}
         self._sessionmaker = database.sessionmaker
         if database.is_sqlite:
             # The shared Database opens a new SQLite connection (and aiosqlite thread) per
@@ -264,27 +262,39 @@ class MessageStore:
             os.close(directory)
         return blob
 
-    async def _prepare_many(self, raws: Sequence[bytes]) -> tuple[list[str], list[_Analysis]]:
-        """Write (and fsync) the files of ``raws`` and analyse them; both off the loop when
-        large. Each file is written by a thread of the store's pool: the fsyncs overlap."""
+    def _prepare_sync(self, raw: bytes) -> tuple[str, _Analysis]:
+        return self._write_blob_sync(raw), _Analysis(raw)
+
+    def _start_prepare(self, raw: bytes) -> asyncio.Future[tuple[str, _Analysis]]:
         if self._blob_pool is None:
             self._blob_pool = ThreadPoolExecutor(_BLOB_THREADS, thread_name_prefix="blob")
-        loop = asyncio.get_running_loop()
+        return asyncio.get_running_loop().run_in_executor(self._blob_pool, self._prepare_sync, raw)
+
+    async def prepare(self, raw: bytes) -> None:
+        """Head start for a coming delivery of ``raw``, outside the delivering transaction:
+        its file is written and fsynced, its structure analysed (in a thread of the store's
+        pool). A :meth:`deliver_many` of the same bytes in this process then uses the result
+        instead of doing the work while its transaction is open. A message prepared but never
+        delivered leaves a file no row points at, removed by :meth:`collect_garbage`."""
+        future = self._prepared.get(raw)
+        if future is None:
+            future = self._prepared[raw] = self._start_prepare(raw)
+            while len(self._prepared) > _PREPARED_MAX:
+                forgotten = self._prepared.pop(next(iter(self._prepared)))
+                forgotten.add_done_callback(_retrieve)
+        await asyncio.shield(future)
+
+    async def _prepare_many(self, raws: Sequence[bytes]) -> tuple[list[str], list[_Analysis]]:
+        """The files of ``raws`` written (and fsynced) and their analyses, each in a thread of
+        the store's pool (the fsyncs overlap), or as :meth:`prepare` left them."""
         unique = list(dict.fromkeys(raws))
-        writes = [
-            loop.run_in_executor(self._blob_pool, self._write_blob_sync, raw) for raw in unique
-        ]
-        try:
-            if sum(map(len, raws)) > _PARSE_IN_THREAD:
-                analyses = await asyncio.to_thread(_analyse_all, raws)
-            else:
-                analyses = _analyse_all(raws)
-        except BaseException:
-            for write in writes:
-                write.add_done_callback(_retrieve)
-            raise
-        names = dict(zip(unique, await asyncio.gather(*writes), strict=True))
-        return [names[raw] for raw in raws], analyses
+        jobs = []
+        for raw in unique:
+            ahead = self._prepared.pop(raw, None)
+            jobs.append(self._start_prepare(raw) if ahead is None else ahead)
+        done = dict(zip(unique, await asyncio.gather(*jobs), strict=True))
+        blobs = [done[raw][0] for raw in raws]
+        return blobs, [done[raw][1] for raw in raws]
 
     async def read_blob(self, blob: str) -> bytes:
         return await asyncio.to_thread(self._blob_path(blob).read_bytes)
