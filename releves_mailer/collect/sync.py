@@ -54,6 +54,7 @@ from releves_mailer.signing.secrets import KeyRing
 __all__ = [
     "RefreshResult",
     "SyncSettings",
+    "new_bank_account",
     "normalise_iban",
     "refresh_connection",
     "refresh_connections",
@@ -95,6 +96,33 @@ class RefreshResult:
     rekeyed: int = 0
     unchanged: int = 0
     events: list[str] = field(default_factory=list)
+
+
+def new_bank_account(
+    redevable_id: int,
+    connection_id: int,
+    remote: ProviderAccount,
+    now: dt.datetime,
+    *,
+    active: bool = True,
+) -> BankAccount:
+    """A bank account row for an account the provider shows for the first time."""
+    return BankAccount(
+        redevable_id=redevable_id,
+        connection_id=connection_id,
+        provider_account_id=remote.provider_id,
+        iban=normalise_iban(remote.iban),
+        bic=remote.bic[:11],
+        label=remote.label[:200],
+        type=remote.type[:40],
+        currency=remote.currency[:3],
+        number=remote.number[:64],
+        active=active,
+        activated_at=now,
+        deactivated_at=None if active else now,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def normalise_iban(value: str | None) -> str | None:
@@ -549,21 +577,7 @@ async def _reconcile_accounts(
                 f"{remote.provider_id} (connexion {connection.id})",
             )
         if account is None:
-            account = BankAccount(
-                redevable_id=connection.redevable_id,
-                connection_id=connection.id,
-                provider_account_id=remote.provider_id,
-                iban=iban,
-                bic=remote.bic[:11],
-                label=remote.label[:200],
-                type=remote.type[:40],
-                currency=remote.currency[:3],
-                number=remote.number[:64],
-                active=True,
-                activated_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+            account = new_bank_account(connection.redevable_id, connection.id, remote, now)
             session.add(account)
             await session.flush()
             known.append(account)

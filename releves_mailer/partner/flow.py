@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.collect.provider import ProviderAccess, ProviderError
-from releves_mailer.collect.sync import normalise_iban
+from releves_mailer.collect.sync import new_bank_account, normalise_iban
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -500,24 +500,9 @@ class PartnerFlow:
             if account is None and iban is not None:
                 account = by_iban.get(iban)
             if account is None:
-                account = BankAccount(
-                    redevable_id=redevable.id,
-                    connection_id=connection.id,
-                    provider_account_id=remote.provider_id,
-                    iban=iban,
-                    bic=remote.bic[:11],
-                    label=remote.label[:200],
-                    type=remote.type[:40],
-                    currency=remote.currency[:3],
-                    number=remote.number[:64],
-                    active=chosen,
-                    activated_at=now,
-                    deactivated_at=None if chosen else now,
-                    balance=remote.balance,
-                    balance_at=remote.balance_at,
-                    created_at=now,
-                    updated_at=now,
-                )
+                account = new_bank_account(redevable.id, connection.id, remote, now, active=chosen)
+                account.balance = remote.balance
+                account.balance_at = remote.balance_at
                 session.add(account)
                 await session.flush()
                 word = "activé" if chosen else "non retenu par le redevable"
