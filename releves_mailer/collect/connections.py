@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import PARIS, Clock
-from releves_mailer.collect.provider import Provider
+from releves_mailer.collect.provider import Provider, ProviderAccess
 from releves_mailer.collect.testbank import ScheduledError, TestBank, TestBankToken
 from releves_mailer.collect.testbank.schedule import parse_error_schedule
 from releves_mailer.config import Config
@@ -32,6 +32,7 @@ from releves_mailer.errors import UserError
 from releves_mailer.signing.secrets import KeyRing
 
 __all__ = [
+    "add_connection",
     "build_providers",
     "build_test_bank",
     "connect_test_bank",
@@ -57,6 +58,44 @@ def build_providers(config: Config, clock: Clock) -> dict[str, Provider]:
     if config.aggregator.testbank.enabled:
         providers[TestBank.name] = build_test_bank(config, clock)
     return providers
+
+
+async def add_connection(
+    session: AsyncSession,
+    *,
+    redevable_id: int,
+    provider: str,
+    access: ProviderAccess,
+    bank_name: str,
+    keyring: KeyRing,
+    now: dt.datetime,
+    message: str,
+) -> BankConnection:
+    """Store a new connection (token encrypted) and its "created" event."""
+    connection = BankConnection(
+        redevable_id=redevable_id,
+        provider=provider,
+        provider_connection_id=access.connection_id,
+        provider_user_id=access.user_id,
+        token_encrypted=keyring.encrypt(access.token),
+        bank_name=bank_name[:100],
+        state=ConnectionState.NEW,
+        consecutive_failures=0,
+        active=True,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(connection)
+    await session.flush()
+    session.add(
+        BankEvent(
+            at=now,
+            kind=BankEventKind.CONNECTION_CREATED,
+            connection_id=connection.id,
+            message=message,
+        )
+    )
+    return connection
 
 
 async def connect_test_bank(
@@ -108,30 +147,16 @@ async def connect_test_bank(
         access, token = bank.open_connection(
             redevable.siren, seed=seed, errors=errors, generation=generation, epoch=epoch
         )
-        connection = BankConnection(
+        return await add_connection(
+            session,
             redevable_id=redevable_id,
             provider=TestBank.name,
-            provider_connection_id=access.connection_id,
-            provider_user_id=access.user_id,
-            token_encrypted=keyring.encrypt(access.token),
+            access=access,
             bank_name=bank.display_name,
-            state=ConnectionState.NEW,
-            consecutive_failures=0,
-            active=True,
-            created_at=now,
-            updated_at=now,
+            keyring=keyring,
+            now=now,
+            message=f"Connexion créée ({bank.display_name}, graine {token.seed})",
         )
-        session.add(connection)
-        await session.flush()
-        session.add(
-            BankEvent(
-                at=now,
-                kind=BankEventKind.CONNECTION_CREATED,
-                connection_id=connection.id,
-                message=f"Connexion créée ({bank.display_name}, graine {token.seed})",
-            )
-        )
-        return connection
 
 
 async def set_account_active(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from releves_mailer.collect.connections import add_connection
 from releves_mailer.collect.provider import ProviderAccess, ProviderError
 from releves_mailer.collect.sync import new_bank_account, normalise_iban
 from releves_mailer.db import Database
@@ -409,28 +410,15 @@ class PartnerFlow:
             .where(BankConnection.state != ConnectionState.CLOSED)
         )
         if connection is None:
-            connection = BankConnection(
+            connection = await add_connection(
+                session,
                 redevable_id=redevable.id,
                 provider=mode.name,
-                provider_connection_id=outcome.access.connection_id,
-                provider_user_id=outcome.access.user_id,
-                token_encrypted=self.keyring.encrypt(outcome.access.token),
-                bank_name=outcome.bank_name[:100],
-                state=ConnectionState.NEW,
-                consecutive_failures=0,
-                active=True,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(connection)
-            await session.flush()
-            session.add(
-                BankEvent(
-                    at=now,
-                    kind=BankEventKind.CONNECTION_CREATED,
-                    connection_id=connection.id,
-                    message=f"Connexion créée par le redevable ({outcome.bank_name})",
-                )
+                access=outcome.access,
+                bank_name=outcome.bank_name,
+                keyring=self.keyring,
+                now=now,
+                message=f"Connexion créée par le redevable ({outcome.bank_name})",
             )
         else:
             connection.token_encrypted = self.keyring.encrypt(outcome.access.token)
