@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from stdnum import iban as stdnum_iban
 
-__all__ = ["french_iban", "rib_key"]
+from releves_mailer.cfonb import rib_key
 
-# Letters of a French account number are replaced by digits (AFNOR/CFONB table).
-_RIB_LETTERS = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "12345678912345678923456789")
+__all__ = ["french_iban"]
 
-
-def rib_key(bank_code: str, branch_code: str, account_number: str) -> str:
-    """The two-digit "clé RIB" of a French bank account."""
-    account = account_number.upper().translate(_RIB_LETTERS)
-    remainder = (89 * int(bank_code) + 15 * int(branch_code) + 3 * int(account)) % 97
-    return f"{97 - remainder:02d}"
+# IBAN check digits: A=10 .. Z=35.
+_IBAN_LETTERS = {
+    ord(letter): str(10 + index) for index, letter in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+}
 
 
 def french_iban(bank_code: str, branch_code: str, account_number: str) -> str:
@@ -27,9 +24,3 @@ def french_iban(bank_code: str, branch_code: str, account_number: str) -> str:
     check = 98 - int(bban.upper().translate(_IBAN_LETTERS) + "152700") % 97
     value = f"FR{check:02d}{bban}"
     return str(stdnum_iban.validate(value))
-
-
-# IBAN check digits: A=10 .. Z=35.
-_IBAN_LETTERS = {
-    ord(letter): str(10 + index) for index, letter in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-}
