@@ -147,8 +147,7 @@ class _Analysis:
         part = mime.parse_message(raw)
         self.header = part.header_bytes
         self.envelope = mime.envelope(part)
-        self.bodystructure = mime.bodystructure(part, extended=True)
-        self.body = mime.bodystructure(part, extended=False)
+        self.bodystructure, self.body = mime.bodystructures(part)
         self.sent_date = mime.parse_sent_date(part.header("date"))
 
 

@@ -202,3 +202,40 @@ def test_multipart_bodystructure_of_delivered_mail() -> None:
     structure = mime.bodystructure(part, extended=False)
     assert structure.startswith(b'(("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 34 2)')
     assert b'("application" "octet-stream" NIL NIL NIL "base64" 4) "mixed")' in structure
+
+
+NESTED = (
+    b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: in\r\nContent-Type: multipart/alternative; boundary=Y\r\n"
+    b"Content-Disposition: inline; a=b\r\nContent-Language: fr, en\r\n\r\n--Y\r\n\r\nhi\r\n"
+    b"--Y\r\nContent-Type: text/html\r\nContent-MD5: m\r\n\r\n<b>\r\n--Y--\r\n"
+    b"--X\r\nContent-Type: multipart/digest; boundary=Z\r\n\r\n"
+    b"--Z\r\n\r\nSubject: d\r\n\r\nbody\r\n--Z--\r\n--X--\r\n"
+)
+
+
+@pytest.mark.parametrize("raw", [NESTED, multipart_message(), sample_message()])
+def test_one_walk_gives_bodystructure_and_body(raw: bytes) -> None:
+    part = mime.parse_message(raw)
+    assert mime.bodystructures(part) == (
+        mime.bodystructure(part, extended=True),
+        mime.bodystructure(part, extended=False),
+    )
+
+
+async def test_prepared_message_is_stored_ahead(store: MessageStore) -> None:
+    raw = multipart_message()
+    blob = hashlib.sha256(raw).hexdigest()
+    await store.prepare(raw)
+    await store.prepare(raw)  # once is enough, twice is harmless
+    assert (store.blob_dir / blob[:2] / blob[2:]).read_bytes() == raw  # before any transaction
+    async with store.database.session() as session:
+        assert await store.deliver_many(session, [MailDelivery(ADDRESS, raw)]) == [1]
+    [row] = await rows_of(store, ADDRESS, "INBOX")
+    part = mime.parse_message(raw)
+    assert (row.blob, row.envelope) == (blob, mime.envelope(part))
+    assert (row.bodystructure, row.body) == mime.bodystructures(part)
+    # Prepared, never delivered: an orphan file for the garbage collection, nothing else.
+    await store.prepare(sample_message(subject="never delivered"))
+    assert [row.uid for row in await rows_of(store, ADDRESS, "INBOX")] == [1]
+    assert len([path for path in store.blob_dir.rglob("*") if path.is_file()]) == 2

@@ -17,6 +17,7 @@ __all__ = [
     "MimePart",
     "body_lines",
     "bodystructure",
+    "bodystructures",
     "envelope",
     "header_fields",
     "parse_addresses",
@@ -492,6 +493,55 @@ def bodystructure(part: MimePart, extended: bool = True) -> bytes:
             nstring(_unfold(part.header("content-location"))),
         ]
     return paren(fields)
+
+
+def bodystructures(part: MimePart) -> tuple[bytes, bytes]:
+    """``(bodystructure(part, True), bodystructure(part, False))`` in one walk of the tree."""
+    if part.is_multipart and part.children:
+        pairs = [bodystructures(child) for child in part.children]
+        subtype = b" " + quoted_or_literal(part.subtype)
+        basic = paren([b"".join(pair[1] for pair in pairs) + subtype])
+        extended = paren(
+            [
+                b"".join(pair[0] for pair in pairs) + subtype,
+                _params(part.params),
+                _disposition(part),
+                _language(part),
+                nstring(_unfold(part.header("content-location"))),
+            ]
+        )
+        return extended, basic
+    body = part.body_bytes
+    encoding = part.header("content-transfer-encoding")
+    fields = [
+        quoted_or_literal(part.maintype),
+        quoted_or_literal(part.subtype),
+        _params(part.params),
+        nstring(_unfold(part.header("content-id"))),
+        nstring(_unfold(part.header("content-description"))),
+        quoted_or_literal(encoding.strip().lower() if encoding else b"7bit"),
+        b"%d" % len(body),
+    ]
+    extended_fields = fields
+    if part.is_message and part.message is not None:
+        inner_extended, inner_basic = bodystructures(part.message)
+        head = envelope(part.message)
+        lines = b"%d" % body_lines(body)
+        extended_fields = [*fields, head, inner_extended, lines]
+        fields = [*fields, head, inner_basic, lines]
+    elif part.maintype == "text":
+        fields.append(b"%d" % body_lines(body))
+    basic = paren(fields)
+    extended = paren(
+        [
+            *extended_fields,
+            nstring(_unfold(part.header("content-md5"))),
+            _disposition(part),
+            _language(part),
+            nstring(_unfold(part.header("content-location"))),
+        ]
+    )
+    return extended, basic
 
 
 def header_fields(header: bytes, names: set[bytes], exclude: bool) -> bytes:
