@@ -7,11 +7,13 @@ statements by mail: mode ``default`` into ``<login>@<domain>``, ``dedicated`` in
 a redevable that asked not to receive those); it stays downloadable. A later change of mode
 never mails old statements.
 
-Exactly once: the signed mails are built first (off the event loop); then one transaction per
-group of statements claims each statement (``delivery_box`` goes from NULL to its box, or
-another deliverer got there first), stores its message in the box and records its
-Message-ID. A crash before the commit leaves neither the messages nor the marks; a crash after
-leaves both. A restart therefore neither delivers twice nor skips a statement.
+Exactly once: the signed mails are built first (off the event loop; their files are written
+and analysed ahead by ``MessageSink.prepare``); then one transaction per group of statements
+claims them with one update (``delivery_box`` goes from NULL to its box, or another deliverer
+got there first), stores the claimed messages in their boxes (``deliver_many``) and records
+their Message-IDs. The next groups are built while a group is stored. A crash before the
+commit leaves neither the messages nor the marks; a crash after leaves both. A restart
+therefore neither delivers twice nor skips a statement.
 """
 
 from __future__ import annotations
