@@ -60,8 +60,10 @@ _LISTENING_KEY = "releves_mailer.mailbox.listening"
 #: Threads writing message files: the fsyncs of a batch overlap (the journal commits them
 #: together), and they do not hold up the default executor's threads.
 _BLOB_THREADS = 16
-#: Messages prepared ahead of their delivery (:meth:`MessageStore.prepare`) kept at most.
+#: Messages prepared ahead of their delivery (:meth:`MessageStore.prepare`) kept at most,
+#: in number and in bytes; beyond, the oldest are forgotten (their delivery redoes the work).
 _PREPARED_MAX = 512
+_PREPARED_MAX_BYTES = 64 * 1024 * 1024
 _IN_CHUNK = 500
 DELIMITER = "/"
 _VIEW_CACHE_SIZE = 64
@@ -171,6 +173,7 @@ class MessageStore:
         self._engine: AsyncEngine | None = None
         self._blob_pool: ThreadPoolExecutor | None = None
         self._prepared: dict[bytes, asyncio.Future[tuple[str, _Analysis]]] = {}
+        self._prepared_bytes = 0
         self._sessionmaker = database.sessionmaker
         if database.is_sqlite:
             # The shared Database opens a new SQLite connection (and aiosqlite thread) per
@@ -278,9 +281,13 @@ class MessageStore:
         future = self._prepared.get(raw)
         if future is None:
             future = self._prepared[raw] = self._start_prepare(raw)
-            while len(self._prepared) > _PREPARED_MAX:
-                forgotten = self._prepared.pop(next(iter(self._prepared)))
-                forgotten.add_done_callback(_retrieve)
+            self._prepared_bytes += len(raw)
+            while len(self._prepared) > 1 and (
+                len(self._prepared) > _PREPARED_MAX or self._prepared_bytes > _PREPARED_MAX_BYTES
+            ):
+                oldest = next(iter(self._prepared))
+                self._prepared_bytes -= len(oldest)
+                self._prepared.pop(oldest).add_done_callback(_retrieve)
         await asyncio.shield(future)
 
     async def _prepare_many(self, raws: Sequence[bytes]) -> tuple[list[str], list[_Analysis]]:
@@ -290,6 +297,8 @@ class MessageStore:
         jobs = []
         for raw in unique:
             ahead = self._prepared.pop(raw, None)
+            if ahead is not None:
+                self._prepared_bytes -= len(raw)
             jobs.append(self._start_prepare(raw) if ahead is None else ahead)
         done = dict(zip(unique, await asyncio.gather(*jobs), strict=True))
         blobs = [done[raw][0] for raw in raws]

@@ -239,3 +239,18 @@ async def test_prepared_message_is_stored_ahead(store: MessageStore) -> None:
     await store.prepare(sample_message(subject="never delivered"))
     assert [row.uid for row in await rows_of(store, ADDRESS, "INBOX")] == [1]
     assert len([path for path in store.blob_dir.rglob("*") if path.is_file()]) == 2
+
+
+async def test_prepared_beyond_the_limit_are_forgotten_not_lost(
+    store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("releves_mailer.mailbox.store._PREPARED_MAX", 2)
+    raws = [sample_message(subject=f"p{index}") for index in range(4)]
+    for raw in raws:
+        await store.prepare(raw)
+    assert list(store._prepared) == raws[2:]  # the two oldest were forgotten
+    async with store.database.session() as session:
+        uids = await store.deliver_many(session, [MailDelivery(ADDRESS, raw) for raw in raws])
+    assert uids == [1, 2, 3, 4] and not store._prepared and store._prepared_bytes == 0
+    rows = await rows_of(store, ADDRESS, "INBOX")
+    assert [await store.read_blob(row.blob) for row in rows] == raws
