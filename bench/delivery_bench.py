@@ -64,36 +64,65 @@ async def prepare(folder: Path, count: int, movements: int) -> tuple[Database, M
     content = cfonb_file(movements, dt.date(2026, 11, 1))
     async with database.session() as session:
         account = await create_account(
-            session, clock,
-            AccountInput(login="bench", company_name="Bench", siret="94078161000016",
-                         email="bench@example.com"),
+            session,
+            clock,
+            AccountInput(
+                login="bench",
+                company_name="Bench",
+                siret="94078161000016",
+                email="bench@example.com",
+            ),
             "mot de passe du bench",
         )
-        data, _ = validate_redevable(siren="910433218", company_name="SOCIETE BENCH",
-                                     periodicity="JOURNALIERE")
+        data, _ = validate_redevable(
+            siren="910433218", company_name="SOCIETE BENCH", periodicity="JOURNALIERE"
+        )
         assert data is not None
         redevable = await create_redevable(session, clock, account, data)
         connection = BankConnection(
-            redevable_id=redevable.id, provider="testbank", provider_connection_id="c",
-            token_encrypted=b"x", state=ConnectionState.OK, bank_name="Connecteur de test",
-            active=True, created_at=now, updated_at=now,
+            redevable_id=redevable.id,
+            provider="testbank",
+            provider_connection_id="c",
+            token_encrypted=b"x",
+            state=ConnectionState.OK,
+            bank_name="Connecteur de test",
+            active=True,
+            created_at=now,
+            updated_at=now,
         )
         session.add(connection)
         await session.flush()
         bank_account = BankAccount(
-            redevable_id=redevable.id, connection_id=connection.id, provider_account_id="a",
-            iban=IBAN, label="Compte chèque", activated_at=now, created_at=now, updated_at=now,
+            redevable_id=redevable.id,
+            connection_id=connection.id,
+            provider_account_id="a",
+            iban=IBAN,
+            label="Compte chèque",
+            activated_at=now,
+            created_at=now,
+            updated_at=now,
         )
         session.add(bank_account)
         await session.flush()
         for index in range(count):
             due = dt.date(2026, 11, 1) - dt.timedelta(days=count - index)
             statement = Statement(
-                account_id=bank_account.id, redevable_id=redevable.id, sequence=index + 1,
-                due_date=due, period_start=due - dt.timedelta(days=1), period_end=due,
-                window=WindowKind.NEXT, periodicity="JOURNALIERE", created_at=now,
-                updated_at=now, state=StatementState.SUCCES, currency="EUR", iban=IBAN,
-                movement_count=movements, opening_balance=0, closing_balance=0,
+                account_id=bank_account.id,
+                redevable_id=redevable.id,
+                sequence=index + 1,
+                due_date=due,
+                period_start=due - dt.timedelta(days=1),
+                period_end=due,
+                window=WindowKind.NEXT,
+                periodicity="JOURNALIERE",
+                created_at=now,
+                updated_at=now,
+                state=StatementState.SUCCES,
+                currency="EUR",
+                iban=IBAN,
+                movement_count=movements,
+                opening_balance=0,
+                closing_balance=0,
             )
             session.add(statement)
             await session.flush()
@@ -105,12 +134,15 @@ async def main(count: int, movements: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         key, cert = folder / "key.pem", folder / "cert.pem"
-        write_signing_pair("portail@bench.example", "Portail", key, cert,
-                           dt.datetime.now(dt.UTC))
+        write_signing_pair("portail@bench.example", "Portail", key, cert, dt.datetime.now(dt.UTC))
         database, clock = await prepare(folder, count, movements)
         store = MessageStore(database, folder / "messages", clock)
         delivery = StatementDelivery(
-            database, store, Renderer(), SmimeSigner.from_files(key, cert), clock,
+            database,
+            store,
+            Renderer(),
+            SmimeSigner.from_files(key, cert),
+            clock,
             PortalSection(domain="bench.example"),
         )
         started = time.perf_counter()
@@ -123,10 +155,14 @@ async def main(count: int, movements: int) -> None:
     assert report.delivered == count, report
     rate = count / elapsed
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{count} signed statement mails of {movements} movements delivered in "
-          f"{elapsed:.2f} s ({cpu:.2f} s CPU)")
-    print(f"{rate:,.0f} mails/s (target >= {TARGET:.0f}) {'OK' if rate >= TARGET else 'BELOW'}; "
-          f"{count / cpu:,.0f} mails per CPU second")
+    print(
+        f"{count} signed statement mails of {movements} movements delivered in "
+        f"{elapsed:.2f} s ({cpu:.2f} s CPU)"
+    )
+    print(
+        f"{rate:,.0f} mails/s (target >= {TARGET:.0f}) {'OK' if rate >= TARGET else 'BELOW'}; "
+        f"{count / cpu:,.0f} mails per CPU second"
+    )
     print(f"peak RSS: {peak:.0f} MB")
 
 
