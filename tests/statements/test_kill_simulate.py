@@ -1,0 +1,176 @@
+"""SIGKILL a real ``simulate`` process 50 times: after each restart every invariant holds,
+and the final statements are byte-identical to those of a run never interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from releves_mailer.bootstrap import initialise_data_dir
+from releves_mailer.clock import ManualClock, SystemClock
+from releves_mailer.collect.audit import TestBankTruth, audit
+from releves_mailer.collect.connections import build_test_bank
+from releves_mailer.collect.scheduler import RefreshPlan
+from releves_mailer.collect.simulate import simulate
+from releves_mailer.config import Config
+from releves_mailer.db import Database
+from releves_mailer.db.models import Periodicity
+from releves_mailer.signing.secrets import KeyRing
+
+from .invariants import Summary, check_invariants
+from .scenario import Spec, build_portfolio, paris_night
+
+KILLS = 50
+FIRST = dt.date(2026, 3, 2)
+LAST = dt.date(2026, 4, 20)
+STEP = 60
+P = Periodicity
+SPECS = (
+    Spec(P.JOURNALIERE),
+    Spec(P.JOURNALIERE, include_pending=True),
+    Spec(P.HEBDOMADAIRE, day=1, errors=("websiteUnavailable@2026-03-16..2026-03-17",)),
+    Spec(P.MENSUELLE, day=0),
+    Spec(P.TRIMESTRIELLE, month=3, day=0),
+)
+
+
+async def build(directory: Path) -> Config:
+    """A data directory with the portfolio connected to the test bank, nothing simulated."""
+    config = await initialise_data_dir(directory, "releves.localhost", SystemClock())
+    clock = ManualClock(paris_night(FIRST - dt.timedelta(days=1)))
+    database = Database(config.database_url)
+    try:
+        await build_portfolio(
+            database, clock, keyring(config), build_test_bank(config, clock), SPECS
+        )
+    finally:
+        await database.dispose()
+    return config
+
+
+def keyring(config: Config) -> KeyRing:
+    return KeyRing.from_file(config.path(config.secrets.key_file))
+
+
+def start(config: Config) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELEVES_MAILER")}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "releves_mailer",
+            "--config",
+            str(config.source),
+            "simulate",
+            "--from",
+            FIRST.isoformat(),
+            "--to",
+            LAST.isoformat(),
+            "--step-minutes",
+            str(STEP),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def done_step(config: Config) -> str | None:
+    try:
+        return str(json.loads((config.data_dir / "simulation.json").read_text())["done"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+async def check(config: Config, *, complete: bool) -> Summary:
+    database = Database(config.database_url)
+    clock = ManualClock(paris_night(LAST))
+    bank = build_test_bank(config, clock)
+    try:
+        problems = await audit(database, truth=TestBankTruth(bank, keyring(config)))
+        assert problems == [], [str(p) for p in problems]
+        return await check_invariants(
+            database,
+            bank,
+            keyring(config),
+            until=LAST - dt.timedelta(days=1),
+            complete=complete,
+        )
+    finally:
+        await database.dispose()
+
+
+async def reference(config: Config) -> Summary:
+    """The same simulation, in one go, in this process."""
+    plan = RefreshPlan.from_config(config.collection)
+    clock = ManualClock(paris_night(FIRST - dt.timedelta(days=1)))
+    database = Database(config.database_url)
+    try:
+        await simulate(
+            database,
+            clock=clock,
+            providers={"testbank": build_test_bank(config, clock)},
+            keyring=keyring(config),
+            first=FIRST,
+            last=LAST,
+            plan=plan,
+            step_minutes=STEP,
+        )
+    finally:
+        await database.dispose()
+    return await check(config, complete=True)
+
+
+@pytest.mark.slow
+async def test_simulate_survives_50_kills(tmp_path: Path) -> None:
+    config = await build(tmp_path / "killed")
+    clean_config = await build(tmp_path / "clean")
+    rng = random.Random(20260302)
+    kills = checkpoints = 0
+    finished = False
+    while kills < KILLS:
+        before = done_step(config)
+        process = start(config)
+        deadline = time.monotonic() + 60
+        # Kill once this run made progress, at a random moment of the steps that follow.
+        while time.monotonic() < deadline and process.poll() is None:
+            if done_step(config) != before:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(rng.uniform(0, 0.4))
+        if process.poll() is not None:
+            _out, err = process.communicate()
+            assert process.returncode == 0, err.decode()
+            finished = True
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        kills += 1
+        if kills % 10 == 0:
+            summary = await check(config, complete=False)
+            assert summary.statements > 0
+            checkpoints += 1
+    assert kills == KILLS and not finished, "the simulation ended before the 50th kill"
+    assert checkpoints == KILLS // 10
+    # Let the last run finish.
+    process = start(config)
+    _out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err.decode()
+    killed = await check(config, complete=True)
+
+    clean = await reference(clean_config)
+    assert killed.statements == clean.statements > 100
+    assert killed.deleted_after_report == clean.deleted_after_report
+    assert killed.files.keys() == clean.files.keys()
+    assert killed.files == clean.files
