@@ -7,8 +7,8 @@ connection (daemon and command line) are serialised and a crash leaves nothing h
 
 Why nothing is lost: the provider is asked for every row changed since the stored cursor
 (minus an overlap) *and*, at every refresh, for every row whose booking date falls in the last
-``reread_days`` days, which catches rows whose ``last_update`` is older than the cursor (late
-postings back-dated by the bank). Why nothing is repeated: rows are keyed by provider id per
+``reread_days`` days before the last successful sync, which catches rows whose ``last_update``
+is older than the cursor (late postings back-dated by the bank), even after days of errors. Why nothing is repeated: rows are keyed by provider id per
 account; a booked row that appears under a new id is linked to the pending row it replaces
 (which is never reported), and after a reconnection (new provider ids for the same IBAN) rows
 are re-keyed one-to-one by (booking date, amount, label) instead of being inserted again.
@@ -252,7 +252,13 @@ async def _pull(plan: _Plan, index: int, clock: Clock, settings: SyncSettings) -
             [today - dt.timedelta(days=settings.initial_days)] if connection.cursor is None else []
         )
         if settings.reread_days > 0:
-            starts.append(today - dt.timedelta(days=settings.reread_days))
+            # After a failure the window reaches back from the last good sync, not from today:
+            # a row that appeared while the connection was broken, back-dated by up to
+            # ``reread_days``, is older than today's window and invisible to the cursor.
+            anchor = today
+            if connection.last_success_at is not None:
+                anchor = min(anchor, _paris_date(connection.last_success_at))
+            starts.append(anchor - dt.timedelta(days=settings.reread_days))
         if plan.backfill_from is not None:
             starts.append(plan.backfill_from)
         if connection.cursor is not None:

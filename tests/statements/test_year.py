@@ -153,13 +153,9 @@ async def test_a_year_of_twenty_redevables(database: Database, keyring: KeyRing)
     assert "supprimée" in corrections
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync rereads only the last reread_days (10) days from today: a late posting "
-    "back-dated during a 9-day connection error is never collected",
-)
 async def test_a_long_error_loses_no_late_posting(database: Database, keyring: KeyRing) -> None:
-    """The weekly redevable of the year with its connection broken for 9 days."""
+    """The weekly redevable of the year with its connection broken for 9 days: the late
+    postings back-dated while it was broken are collected after the repair."""
     start = dt.date(2026, 8, 1)
     clock = ManualClock(paris_night(start - dt.timedelta(days=1)))
     bank = TestBank(clock, seed=7)
