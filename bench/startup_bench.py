@@ -28,9 +28,23 @@ def ready_time(config: Path, ports_file: Path) -> tuple[float, float]:
     ports_file.unlink(missing_ok=True)
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "releves_mailer", "serve", "--imap-port", "0", "--imaps-port",
-         "0", "--smtp-port", "0", "--http-port", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "releves_mailer",
+            "serve",
+            "--imap-port",
+            "0",
+            "--imaps-port",
+            "0",
+            "--smtp-port",
+            "0",
+            "--http-port",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         while not ports_file.exists():
@@ -56,16 +70,21 @@ def main() -> None:
     runs = parser.parse_args().runs
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        subprocess.run([sys.executable, "-m", "releves_mailer", "init", str(data)], check=True,
-                       stdout=subprocess.DEVNULL)
-        results = [ready_time(data / "releves-mailer.toml", data / "ports.json")
-                   for _ in range(runs)]
+        subprocess.run(
+            [sys.executable, "-m", "releves_mailer", "init", str(data)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        results = [
+            ready_time(data / "releves-mailer.toml", data / "ports.json") for _ in range(runs)
+        ]
     ready = statistics.median(r for r, _ in results)
     stop = statistics.median(s for _, s in results)
     verdict = "OK" if ready < TARGET else "TOO SLOW"
-    print(f"ready (process start to IMAP greeting), median of {runs}: {ready:.2f} s "
-          f"(target < {TARGET:.0f} s) {verdict}; runs: "
-          + ", ".join(f"{r:.2f}" for r, _ in results))
+    print(
+        f"ready (process start to IMAP greeting), median of {runs}: {ready:.2f} s "
+        f"(target < {TARGET:.0f} s) {verdict}; runs: " + ", ".join(f"{r:.2f}" for r, _ in results)
+    )
     print(f"clean stop on SIGTERM, median: {stop:.2f} s")
 
 

@@ -8,7 +8,8 @@ connection (daemon and command line) are serialised and a crash leaves nothing h
 Why nothing is lost: the provider is asked for every row changed since the stored cursor
 (minus an overlap) *and*, at every refresh, for every row whose booking date falls in the last
 ``reread_days`` days before the last successful sync, which catches rows whose ``last_update``
-is older than the cursor (late postings back-dated by the bank), even after days of errors. Why nothing is repeated: rows are keyed by provider id per
+is older than the cursor (late postings back-dated by the bank), even after days of errors.
+Why nothing is repeated: rows are keyed by provider id per
 account; a booked row that appears under a new id is linked to the pending row it replaces
 (which is never reported), and after a reconnection (new provider ids for the same IBAN) rows
 are re-keyed one-to-one by (booking date, amount, label) instead of being inserted again.
