@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,16 @@ from releves_mailer.cli.common import AppContext, async_command, echo_json, open
 from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
 from releves_mailer.collect.audit import audit
 from releves_mailer.collect.connections import build_providers
+from releves_mailer.collect.exports import ExportFile, read_files, zip_files
 from releves_mailer.collect.scheduler import RefreshPlan, RunReport, run_due_work
 from releves_mailer.collect.simulate import simulate as run_simulation
 from releves_mailer.collect.simulate import simulation_steps
 from releves_mailer.config import Config
-from releves_mailer.db.models import BankAccount, Redevable, Statement, StatementFile
+from releves_mailer.db.models import BankAccount, Redevable, Statement
 from releves_mailer.db.models.statements import StatementState
 from releves_mailer.errors import UserError
+from releves_mailer.portfolio.redevables import find_redevable
+from releves_mailer.render import format_montant
 from releves_mailer.signing.secrets import KeyRing, KeyRingError
 
 __all__ = ["collect", "simulate", "statements"]
@@ -71,11 +73,7 @@ def _parse_date(value: str, option: str) -> dt.date:
 
 
 def _money(amount: int | None, currency: str) -> str:
-    if amount is None:
-        return "-"
-    sign = "-" if amount < 0 else ""
-    units, cents = divmod(abs(amount), 100)
-    return f"{sign}{units:,}".replace(",", " ") + f",{cents:02d} {currency}"
+    return "-" if amount is None else format_montant(amount, currency)
 
 
 def _summary(report: RunReport) -> str:
@@ -94,19 +92,8 @@ def _summary(report: RunReport) -> str:
 async def _redevable_id(config: Config, siren: str | None) -> int | None:
     if siren is None:
         return None
-    key = siren.replace(" ", "")
     async with open_database(config) as database, database.session() as session:
-        query = select(Redevable.id).where(Redevable.siren == key[:9])
-        if len(key) == 14:
-            query = query.where(Redevable.nic == key[9:])
-        elif len(key) != 9:
-            raise UserError(f"SIREN ou SIRET invalide « {siren} » (9 ou 14 chiffres)")
-        found = list((await session.scalars(query)).all())
-    if not found:
-        raise UserError(f"aucun redevable de SIREN/SIRET {siren}")
-    if len(found) > 1:
-        raise UserError(f"plusieurs redevables de SIREN {siren} : donnez le SIRET complet")
-    return found[0]
+        return (await find_redevable(session, siren)).id
 
 
 @click.command()
@@ -197,7 +184,7 @@ def _row(statement: Statement, redevable: Redevable) -> dict[str, Any]:
         "iban": statement.iban,
         "numero": statement.sequence,
         "echeance": statement.due_date,
-        "periode_debut": statement.period_start + dt.timedelta(days=1),
+        "periode_debut": statement.period_start,
         "periode_fin": statement.period_end,
         "cree_le": statement.created_at.astimezone(PARIS).isoformat(),
         "etat": _STATES[statement.state],
@@ -276,11 +263,6 @@ async def list_statements(
         )
 
 
-def _file_names(statement: Statement) -> tuple[str, str]:
-    stem = f"{statement.iban or statement.account_id}_au_{statement.due_date:%d%m%Y}"
-    return f"Releve_{stem}.cfonb", f"Transactions_supprimees_{stem}.csv"
-
-
 @statements.command("download")
 @click.argument("ids", nargs=-1, required=True, type=int)
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False))
@@ -292,38 +274,27 @@ async def download(
     """Écrit les fichiers CFONB (et CSV des suppressions) des relevés ID (dossier ou zip)."""
     if (out is None) == (zip_path is None):
         raise UserError("indiquez soit --out DOSSIER, soit --zip FICHIER")
-    files: list[tuple[str, bytes]] = []
     async with open_database(app.config) as database, database.session() as session:
+        found = []
         for statement_id in ids:
             statement = await session.get(Statement, statement_id)
             if statement is None:
                 raise UserError(f"relevé {statement_id} introuvable")
             if statement.state is not StatementState.SUCCES:
                 raise UserError(f"relevé {statement_id} non produit ({_STATES[statement.state]})")
-            cfonb_name, csv_name = _file_names(statement)
-            for kind, name in (("cfonb", cfonb_name), ("csv", csv_name)):
-                content = await session.scalar(
-                    select(StatementFile.content).where(
-                        StatementFile.statement_id == statement_id, StatementFile.kind == kind
-                    )
-                )
-                if content is not None:
-                    files.append((name, content))
+            found.append(statement)
+        files = await read_files(session, found)
     click.echo(await asyncio.to_thread(_write_files, files, out, zip_path))
 
 
-def _write_files(files: list[tuple[str, bytes]], out: Path | None, zip_path: Path | None) -> str:
+def _write_files(files: list[ExportFile], out: Path | None, zip_path: Path | None) -> str:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        for name, content in files:
-            (out / name).write_bytes(content)
+        for item in files:
+            (out / item.name).write_bytes(item.content)
         return f"{len(files)} fichier(s) écrit(s) dans {out}"
     assert zip_path is not None
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, content)
+    zip_path.write_bytes(zip_files(files))
     return f"{len(files)} fichier(s) dans {zip_path}"
 
 

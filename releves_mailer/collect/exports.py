@@ -33,8 +33,10 @@ class ExportFile:
 
 
 def file_names(statement: Statement) -> tuple[str, str]:
-    """``(cfonb name, deleted-transactions CSV name)`` of a statement."""
-    stem = f"{statement.iban or statement.account_id}_au_{statement.due_date:%d%m%Y}"
+    """``(cfonb name, deleted-transactions CSV name)`` of a statement: the names its mail's
+    attachments carry, ``Releve_<IBAN>_<AAAAMMJJ>-<AAAAMMJJ>.cfonb``."""
+    account = "".join((statement.iban or f"compte{statement.account_id}").split()).upper()
+    stem = f"{account}_{statement.period_start:%Y%m%d}-{statement.period_end:%Y%m%d}"
     return f"Releve_{stem}.cfonb", f"Transactions_supprimees_{stem}.csv"
 
 

@@ -106,7 +106,7 @@ async def test_collect_simulate_list_download_audit(tmp_path: Path) -> None:
     none = run(config, "statements", "list", "--state", "echec", "--json")
     assert json.loads(none.stdout) == []
 
-    # download --zip: the stored bytes, named after the IBAN and the due date.
+    # download --zip: the stored bytes, named after the IBAN and the period (as in the mails).
     chosen = [row["id"] for row in rows[:3]]
     archive_path = tmp_path / "releves.zip"
     done = run(config, "statements", "download", *map(str, chosen), "--zip", str(archive_path))
@@ -117,8 +117,9 @@ async def test_collect_simulate_list_download_audit(tmp_path: Path) -> None:
         assert len(cfonb_names) == 3
         for statement_id in chosen:
             row = next(r for r in rows if r["id"] == statement_id)
-            due = dt.date.fromisoformat(row["echeance"])
-            name = f"Releve_{row['iban']}_au_{due:%d%m%Y}.cfonb"
+            start = dt.date.fromisoformat(row["periode_debut"])
+            end = dt.date.fromisoformat(row["periode_fin"])
+            name = f"Releve_{row['iban']}_{start:%Y%m%d}-{end:%Y%m%d}.cfonb"
             assert archive.read(name) == contents[(statement_id, "cfonb")]
     missing = run(config, "statements", "download", "999999", "--zip", str(tmp_path / "x.zip"))
     assert missing.returncode != 0 and "introuvable" in missing.stderr

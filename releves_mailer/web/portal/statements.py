@@ -87,7 +87,7 @@ def statement_row(statement: Statement, redevable: Redevable, login: str) -> Sta
         nic=redevable.nic,
         company=redevable.full_company_name,
         iban=statement.iban or "",
-        period_start=statement.period_start + dt.timedelta(days=1),
+        period_start=statement.period_start,
         period_end=statement.period_end,
         received_at=statement.created_at,
         state=statement.state.value,
