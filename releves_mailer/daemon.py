@@ -53,6 +53,7 @@ from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
+from releves_mailer.waiting import wait_any
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.server import HttpServer
@@ -233,6 +234,7 @@ class Daemon:
         )
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
         self._spawn(stack, self.collector.run(self._stop, self._wakeup), "collection")
+        self._spawn(stack, self._housekeeping(store), "housekeeping")
         self.ports = {
             "imap": imap.port,
             "imaps": imap.tls_port,
@@ -272,6 +274,17 @@ class Daemon:
         else:
             _log.warning("no Powens webhook secret configured: webhooks are not accepted")
         return provider
+
+    async def _housekeeping(self, store: MessageStore) -> None:
+        """Hourly: remove message files left without a row by rolled-back deliveries."""
+        while not self._stop.is_set():
+            try:
+                removed = await store.collect_garbage()
+                if removed:
+                    _log.info("removed %d orphan message file(s)", removed)
+            except Exception:
+                _log.exception("housekeeping failed")
+            await wait_any(self._stop, seconds=3600)
 
     async def _refresh_soon(self, connection_id: int) -> None:
         """After a client repaired or added a connection: collect without waiting a night."""
