@@ -35,6 +35,7 @@ __all__ = [
     "add_connection",
     "build_providers",
     "build_test_bank",
+    "close_replaced_connection",
     "connect_test_bank",
     "rotate_tokens",
     "set_account_active",
@@ -58,6 +59,24 @@ def build_providers(config: Config, clock: Clock) -> dict[str, Provider]:
     if config.aggregator.testbank.enabled:
         providers[TestBank.name] = build_test_bank(config, clock)
     return providers
+
+
+def close_replaced_connection(
+    session: AsyncSession, connection: BankConnection, now: dt.datetime
+) -> None:
+    """Close a connection superseded by a new one (reconnection), with its event."""
+    connection.state = ConnectionState.CLOSED
+    connection.active = False
+    connection.closed_at = now
+    connection.updated_at = now
+    session.add(
+        BankEvent(
+            at=now,
+            kind=BankEventKind.CONNECTION_CLOSED,
+            connection_id=connection.id,
+            message="Connexion bancaire remplacée par une nouvelle connexion",
+        )
+    )
 
 
 async def add_connection(
@@ -132,18 +151,7 @@ async def connect_test_bank(
             generation = max(generation, token.generation + 1)
             epoch = epoch or token.epoch
             if old.state is not ConnectionState.CLOSED:
-                old.state = ConnectionState.CLOSED
-                old.active = False
-                old.closed_at = now
-                old.updated_at = now
-                session.add(
-                    BankEvent(
-                        at=now,
-                        kind=BankEventKind.CONNECTION_CLOSED,
-                        connection_id=old.id,
-                        message="Connexion bancaire remplacée par une nouvelle connexion",
-                    )
-                )
+                close_replaced_connection(session, old, now)
         access, token = bank.open_connection(
             redevable.siren, seed=seed, errors=errors, generation=generation, epoch=epoch
         )

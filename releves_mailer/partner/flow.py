@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from releves_mailer.collect.connections import add_connection
+from releves_mailer.collect.connections import add_connection, close_replaced_connection
 from releves_mailer.collect.provider import ProviderAccess, ProviderError
 from releves_mailer.collect.sync import new_bank_account, normalise_iban
 from releves_mailer.db import Database
@@ -445,18 +445,7 @@ class PartnerFlow:
             )
         ).all():
             if old.provider_connection_id in outcome.replaces:
-                old.state = ConnectionState.CLOSED
-                old.active = False
-                old.closed_at = now
-                old.updated_at = now
-                session.add(
-                    BankEvent(
-                        at=now,
-                        kind=BankEventKind.CONNECTION_CLOSED,
-                        connection_id=old.id,
-                        message="Connexion bancaire remplacée par une nouvelle connexion",
-                    )
-                )
+                close_replaced_connection(session, old, now)
         await self._attach_accounts(session, redevable, connection, outcome, now)
         return connection
 
