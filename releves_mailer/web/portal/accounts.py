@@ -23,7 +23,6 @@ from releves_mailer.db.models import (
     SecureLink,
     Statement,
 )
-from releves_mailer.errors import UserError
 from releves_mailer.partner.links import LinkService, LinkState, link_state
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.web.portal.common import (
@@ -32,8 +31,10 @@ from releves_mailer.web.portal.common import (
     PortalRequest,
     flag,
     int_param,
+    open_link_page,
     page,
     path_id,
+    send_link_page,
 )
 from releves_mailer.web.portal.scope import bank_account_or_404, listed_account_ids
 from releves_mailer.web.portal.statements import statement_row
@@ -326,41 +327,23 @@ async def reactivate(request: PortalRequest) -> web.StreamResponse:
 
 async def send_update_link(request: PortalRequest) -> web.StreamResponse:
     """ "Mettre à jour les identifiants": mail a secure update link to the redevable."""
-    portal = request.portal
-    async with portal.database.session() as session:
+    async with request.portal.database.session() as session:
         account, redevable = await bank_account_or_404(session, request.user, path_id(request))
-    try:
-        await portal.links.send(redevable.id, connection_id=account.connection_id)
-    except UserError as error:
-        return portal.render(
-            request,
-            "erreur",
-            {"title": "Lien non transmis", "nav": "comptes", "errors": [error.message]},
-            status=409,
-        )
-    raise web.HTTPSeeOther(f"{PREFIX}/comptes/{account.id}?msg=lien")
+    return await send_link_page(
+        request,
+        redevable.id,
+        connection_id=account.connection_id,
+        nav="comptes",
+        done=f"{PREFIX}/comptes/{account.id}?msg=lien",
+    )
 
 
 async def open_update_link(request: PortalRequest) -> web.StreamResponse:
     """The holder updates the credentials himself (his own company): show the link."""
-    portal = request.portal
-    async with portal.database.session() as session:
+    async with request.portal.database.session() as session:
         account, redevable = await bank_account_or_404(session, request.user, path_id(request))
-    try:
-        issued = await portal.links.open_for_holder(
-            redevable.id, connection_id=account.connection_id
-        )
-    except UserError as error:
-        return portal.render(
-            request,
-            "erreur",
-            {"title": "Saisie directe impossible", "nav": "comptes", "errors": [error.message]},
-            status=409,
-        )
-    return portal.render(
-        request,
-        "lien_ouvert",
-        {"title": "Lien sécurisé", "nav": "comptes", "url": issued.url, "link": issued.link},
+    return await open_link_page(
+        request, redevable.id, connection_id=account.connection_id, nav="comptes"
     )
 
 

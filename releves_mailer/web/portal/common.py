@@ -14,6 +14,7 @@ from multidict import MultiDictProxy
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount
+from releves_mailer.errors import UserError
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.web.app import Pages
@@ -30,8 +31,10 @@ __all__ = [
     "PortalRequest",
     "flag",
     "int_param",
+    "open_link_page",
     "page",
     "path_id",
+    "send_link_page",
 ]
 
 PAGE_SIZE = 50
@@ -185,3 +188,41 @@ class Pagination:
     @property
     def next(self) -> str | None:
         return self.url(self.page + 1) if self.page < self.pages else None
+
+
+async def send_link_page(
+    request: PortalRequest, redevable_id: int, *, connection_id: int | None, nav: str, done: str
+) -> web.StreamResponse:
+    """Mail a secure link to the redevable, then go to ``done`` (or show why not)."""
+    portal = request.portal
+    try:
+        await portal.links.send(redevable_id, connection_id=connection_id)
+    except UserError as error:
+        return portal.render(
+            request,
+            "erreur",
+            {"title": "Lien non transmis", "nav": nav, "errors": [error.message]},
+            status=409,
+        )
+    raise web.HTTPSeeOther(done)
+
+
+async def open_link_page(
+    request: PortalRequest, redevable_id: int, *, connection_id: int | None, nav: str
+) -> web.StreamResponse:
+    """Show the holder a link to enter the credentials himself (his own company)."""
+    portal = request.portal
+    try:
+        issued = await portal.links.open_for_holder(redevable_id, connection_id=connection_id)
+    except UserError as error:
+        return portal.render(
+            request,
+            "erreur",
+            {"title": "Saisie directe impossible", "nav": nav, "errors": [error.message]},
+            status=409,
+        )
+    return portal.render(
+        request,
+        "lien_ouvert",
+        {"title": "Lien sécurisé", "nav": nav, "url": issued.url, "link": issued.link},
+    )

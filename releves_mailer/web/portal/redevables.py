@@ -29,8 +29,10 @@ from releves_mailer.web.portal.common import (
     PortalRequest,
     flag,
     int_param,
+    open_link_page,
     page,
     path_id,
+    send_link_page,
 )
 from releves_mailer.web.portal.scope import redevable_or_404
 
@@ -344,40 +346,22 @@ async def reactivate(request: PortalRequest) -> web.StreamResponse:
 
 async def send_link(request: PortalRequest) -> web.StreamResponse:
     """ "Ajouter des comptes bancaires": mail a secure link to the redevable."""
-    portal = request.portal
-    async with portal.database.session() as session:
+    async with request.portal.database.session() as session:
         redevable = await redevable_or_404(session, request.user, path_id(request))
-    try:
-        await portal.links.send(redevable.id)
-    except UserError as error:
-        return portal.render(
-            request,
-            "erreur",
-            {"title": "Lien non transmis", "nav": "redevables", "errors": [error.message]},
-            status=409,
-        )
-    raise web.HTTPSeeOther(f"{PREFIX}/redevables/{redevable.id}?onglet=jetons&msg=lien")
+    return await send_link_page(
+        request,
+        redevable.id,
+        connection_id=None,
+        nav="redevables",
+        done=f"{PREFIX}/redevables/{redevable.id}?onglet=jetons&msg=lien",
+    )
 
 
 async def open_link(request: PortalRequest) -> web.StreamResponse:
     """The holder adds the bank accounts himself (the redevable is his own company)."""
-    portal = request.portal
-    async with portal.database.session() as session:
+    async with request.portal.database.session() as session:
         redevable = await redevable_or_404(session, request.user, path_id(request))
-    try:
-        issued = await portal.links.open_for_holder(redevable.id)
-    except UserError as error:
-        return portal.render(
-            request,
-            "erreur",
-            {"title": "Saisie directe impossible", "nav": "redevables", "errors": [error.message]},
-            status=409,
-        )
-    return portal.render(
-        request,
-        "lien_ouvert",
-        {"title": "Lien sécurisé", "nav": "redevables", "url": issued.url, "link": issued.link},
-    )
+    return await open_link_page(request, redevable.id, connection_id=None, nav="redevables")
 
 
 async def import_form(request: PortalRequest) -> web.StreamResponse:
