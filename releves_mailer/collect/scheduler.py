@@ -4,8 +4,9 @@ Planning is a pure function of (connection id, clock time, settings). Each conne
 fixed *base* offset inside the Paris night window (``[collection] window_start`` ..
 ``window_end``), derived from a hash of its id, so connections are spread over the window and
 not all fired at the same minute. Each night a deterministic *jitter* of at most
-+/- ``jitter_hours`` / 2 moves the slot (clamped to the window), so two consecutive refreshes
-are ``refresh_hours`` (24 h) +/- ``jitter_hours`` (3 h) apart. ``refresh_hours`` below 24
++/- ``jitter_hours`` / 2 moves the slot (mirrored at the window's edges), so two consecutive
+refreshes are ``refresh_hours`` (24 h) +/- ``jitter_hours`` (3 h) apart (one hour more or less
+across a change of daylight saving time). ``refresh_hours`` below 24
 adds slots every ``refresh_hours`` after the first one while inside the window; above 24, only
 every ``refresh_hours / 24``-th night has a slot.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -63,7 +65,7 @@ log = logging.getLogger(__name__)
 #: Providers computed in this process (no network): running their refreshes concurrently
 #: only makes database writers wait for each other, so they run one at a time.
 IN_PROCESS_PROVIDERS = frozenset({"testbank"})
-#: Connections refreshed in one write transaction.
+#: Connections refreshed in one write transaction by default.
 REFRESH_BATCH = 20
 
 
@@ -81,6 +83,8 @@ class RefreshPlan:
     jitter_hours: int = 3
     max_concurrency_per_provider: int = 4
     retry_minutes: int = 60
+    #: Connections refreshed in one write transaction.
+    refresh_batch: int = REFRESH_BATCH
 
     @classmethod
     def from_config(cls, section: CollectionSection) -> RefreshPlan:
@@ -108,16 +112,32 @@ class RefreshPlan:
         return StatementTiming(window_end=self.window_end)
 
 
-def refresh_slots(connection_id: int, night: dt.date, plan: RefreshPlan) -> list[dt.datetime]:
-    """The refresh instants (UTC) of a connection in the window opening on ``night``."""
+@functools.lru_cache(maxsize=16_384)
+def refresh_slots(connection_id: int, night: dt.date, plan: RefreshPlan) -> tuple[dt.datetime, ...]:
+    """The refresh instants (UTC) of a connection in the window opening on ``night``.
+
+    Memoised: the runner asks every few minutes for every connection, and the answer is a
+    pure function of its arguments (two hashes and time zone arithmetic each time otherwise).
+    """
     length = plan.window_seconds
     every_nights = max(1, plan.refresh_hours // 24) if plan.refresh_hours >= 24 else 1
     base = _stable(f"slot:{connection_id}") % length
     if every_nights > 1 and (night.toordinal() + base) % every_nights:
-        return []
-    span = min(plan.jitter_hours * 3600, length)
-    jitter = _stable(f"jitter:{connection_id}:{night.isoformat()}") % (span + 1) - span // 2
-    offset = min(max(base + jitter, 0), length - 1)
+        return ()
+    span = plan.jitter_hours * 3600
+    nightly = _stable(f"jitter:{connection_id}:{night.isoformat()}")
+    if span < length:
+        # Mirrored at the window's edges, not clamped: clamping would pile connections up on
+        # the edges, mirroring keeps them evenly spread and moves a slot no more than the
+        # jitter does (two refreshes stay 24 h +/- ``jitter_hours`` apart).
+        offset = base + nightly % (span + 1) - span // 2
+        if offset < 0:
+            offset = -offset
+        elif offset >= length:
+            offset = 2 * (length - 1) - offset
+    else:
+        # A window shorter than the jitter: anywhere in it, each night.
+        offset = nightly % length
     start, _end = plan.window_bounds(night)
     slots = [start + dt.timedelta(seconds=offset)]
     if plan.refresh_hours < 24:
@@ -126,7 +146,7 @@ def refresh_slots(connection_id: int, night: dt.date, plan: RefreshPlan) -> list
         while extra < length:
             slots.append(start + dt.timedelta(seconds=extra))
             extra += step
-    return slots
+    return tuple(slots)
 
 
 def _latest_slot(
@@ -324,7 +344,7 @@ async def _refresh_all(
     for provider, ids in by_provider.items():
         size = 1 if provider in IN_PROCESS_PROVIDERS else plan.max_concurrency_per_provider
         semaphore = asyncio.Semaphore(size)
-        for start in range(0, len(ids), REFRESH_BATCH):
-            tasks.append(batch(ids[start : start + REFRESH_BATCH], semaphore))
+        for start in range(0, len(ids), plan.refresh_batch):
+            tasks.append(batch(ids[start : start + plan.refresh_batch], semaphore))
     await asyncio.gather(*tasks)
     report.refreshed.sort(key=lambda result: result.connection_id)

@@ -21,6 +21,12 @@ __all__ = ["Database"]
 #: SQLite connections kept open between sessions (more are opened on demand and closed when
 #: returned, as without a pool).
 SQLITE_POOL_SIZE = 5
+#: Page cache of each SQLite connection, in KiB (SQLite's default is 2 MiB). The collection
+#: re-reads the recent rows of every account each night: with the default cache those reads
+#: go to the operating system, and SQL time nearly doubles on a portfolio of a few thousand
+#: accounts. The pool hands out the most recently used connection first, so in practice one
+#: or two connections hold a warm cache, not all of them.
+SQLITE_CACHE_KIB = 32 * 1024
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -31,6 +37,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
@@ -50,6 +58,7 @@ class Database:
             if options["poolclass"] is AsyncAdaptedQueuePool:
                 options.setdefault("pool_size", SQLITE_POOL_SIZE)
                 options.setdefault("max_overflow", -1)
+                options.setdefault("pool_use_lifo", True)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
