@@ -11,7 +11,6 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import signal
 import socket
 import ssl
@@ -36,6 +35,7 @@ from releves_mailer.config import Config, ConfigError
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
+from releves_mailer.files import write_atomically
 from releves_mailer.jobs import Collector
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.imap.server import ImapServer
@@ -313,9 +313,7 @@ class Daemon:
         _log.info("log file reopened, templates reloaded")
 
     def _write_ports(self, path: Path) -> None:
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.ports) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        write_atomically(path, (json.dumps(self.ports) + "\n").encode())
 
     async def run(self, on_ready: Callable[[Daemon], Awaitable[None] | None] | None = None) -> None:
         """Start everything, wait for SIGTERM/SIGINT (or :meth:`stop`), then stop in reverse."""

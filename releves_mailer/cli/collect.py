@@ -29,6 +29,7 @@ from releves_mailer.config import Config
 from releves_mailer.db.models import BankAccount, Redevable, Statement
 from releves_mailer.db.models.statements import StatementState
 from releves_mailer.errors import UserError
+from releves_mailer.files import write_atomically
 from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import format_montant
 from releves_mailer.signing.secrets import KeyRing, KeyRingError
@@ -265,8 +266,18 @@ async def list_statements(
 
 @statements.command("download")
 @click.argument("ids", nargs=-1, required=True, type=int)
-@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--zip", "zip_path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Dossier où écrire les fichiers (créé au besoin).",
+)
+@click.option(
+    "--zip",
+    "zip_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Archive zip à écrire.",
+)
 @async_command
 async def download(
     app: AppContext, ids: tuple[int, ...], out: Path | None, zip_path: Path | None
@@ -291,10 +302,10 @@ def _write_files(files: list[ExportFile], out: Path | None, zip_path: Path | Non
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for item in files:
-            (out / item.name).write_bytes(item.content)
+            write_atomically(out / item.name, item.content)
         return f"{len(files)} fichier(s) écrit(s) dans {out}"
     assert zip_path is not None
-    zip_path.write_bytes(zip_files(files))
+    write_atomically(zip_path, zip_files(files))
     return f"{len(files)} fichier(s) dans {zip_path}"
 
 

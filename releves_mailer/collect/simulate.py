@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from releves_mailer.collect.provider import Provider
 from releves_mailer.collect.scheduler import RefreshPlan, run_due_work
 from releves_mailer.collect.sync import SyncSettings
 from releves_mailer.db import Database
+from releves_mailer.files import write_atomically
 from releves_mailer.signing.secrets import KeyRing
 
 __all__ = ["SimulationReport", "simulate", "simulation_steps"]
@@ -74,12 +74,7 @@ def _read_progress(path: Path, key: dict[str, str]) -> dt.datetime | None:
 
 def _write_progress(path: Path, key: dict[str, str], done: dt.datetime) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump({"key": key, "done": done.isoformat()}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps({"key": key, "done": done.isoformat()}).encode())
 
 
 async def simulate(

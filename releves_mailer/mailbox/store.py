@@ -12,7 +12,6 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-import os
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
+from releves_mailer.files import write_atomically
 from releves_mailer.interfaces import MailDelivery, MessageSink
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
@@ -251,17 +251,7 @@ class MessageStore:
         if path.exists():
             return blob
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{id(raw)}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_atomically(path, raw, sync_directory=True)
         return blob
 
     def _prepare_sync(self, raw: bytes) -> tuple[str, _Analysis]:

@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-import os
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -32,6 +31,7 @@ from releves_mailer.clock import Clock
 from releves_mailer.config import RelaySection
 from releves_mailer.db import Database
 from releves_mailer.db.models import OutboxMessage, OutboxState
+from releves_mailer.files import write_atomically
 from releves_mailer.interfaces import MessageSink
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
@@ -197,12 +197,7 @@ class Outbox:
 
         def write() -> None:
             directory.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp")
-            with temporary.open("wb") as handle:
-                handle.write(row.raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            write_atomically(path, row.raw)
 
         await asyncio.to_thread(write)
         where = str(path)

@@ -8,10 +8,11 @@ keys can be dropped once every value has been rewritten.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from releves_mailer.files import write_atomically
 
 __all__ = ["KeyRing", "KeyRingError", "add_key", "generate_key_file"]
 
@@ -74,13 +75,7 @@ class KeyRing:
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, text.encode("ascii"), mode=0o600)
 
 
 def generate_key_file(path: Path) -> None:
