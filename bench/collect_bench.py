@@ -178,6 +178,7 @@ async def run(args: argparse.Namespace) -> int:
                     print(f"  night {nights}/{args.days}: {time.perf_counter() - started:.1f} s")
 
             started = time.perf_counter()
+            cpu_started = time.process_time()
             if profiler is not None:
                 profiler.enable()
             report = await simulate(
@@ -195,6 +196,7 @@ async def run(args: argparse.Namespace) -> int:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
             async with database.session() as session:
                 accounts = await session.scalar(select(func.count()).select_from(BankAccount))
                 rows = await session.scalar(select(func.count()).select_from(BankTransaction))
@@ -213,8 +215,11 @@ async def run(args: argparse.Namespace) -> int:
     print(f"refreshes         {report.refreshes} ({report.refresh_errors} in error)")
     print(f"statements        {report.statements} cut ({statements} rows, {lines} lines)")
     print(f"setup             {setup:.1f} s (data dir, portfolio, connections)")
-    print(f"simulation        {elapsed:.1f} s")
-    print(f"  refreshing      {refresh_timer.seconds:.1f} s ({refresh_timer.calls} calls)")
+    print(f"simulation        {elapsed:.1f} s wall, {cpu:.1f} s CPU (all threads)")
+    print(
+        f"  refreshing      {refresh_timer.seconds:.1f} s ({refresh_timer.calls} calls, "
+        f"{1000 * refresh_timer.seconds / max(report.refreshes, 1):.2f} ms per refresh)"
+    )
     print(
         f"  cutting         {cut_timer.seconds:.1f} s ({cut_timer.calls} calls, "
         f"{1000 * cut_timer.seconds / max(report.statements, 1):.2f} ms per statement)"
