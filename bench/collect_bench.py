@@ -46,83 +46,37 @@ from releves_mailer.db.models import (
     BankAccount,
     BankTransaction,
     Periodicity,
-    PortalAccount,
-    Redevable,
     Statement,
     StatementLine,
 )
 from releves_mailer.signing.secrets import KeyRing
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test data builders
+from tests.factories import Holder, Spec, add_portfolio
+
 START = dt.date(2026, 1, 5)  # a Monday
 P = Periodicity
-#: (periodicity, month, day, include_pending), cycled over the redevables.
-MIX: tuple[tuple[Periodicity, int | None, int | None, bool], ...] = (
-    (P.JOURNALIERE, None, None, False),
-    (P.JOURNALIERE, None, None, True),
-    (P.JOURNALIERE, None, None, False),
-    (P.HEBDOMADAIRE, None, 2, False),
-    (P.HEBDOMADAIRE, None, 1, False),
-    (P.HEBDOMADAIRE, None, 7, True),
-    (P.MENSUELLE, None, 0, False),
-    (P.MENSUELLE, None, 15, False),
-    (P.MENSUELLE, None, 28, True),
-    (P.TRIMESTRIELLE, 1, 1, False),
-    (P.TRIMESTRIELLE, 3, 0, False),
-    (P.SEMESTRIELLE, 1, 5, False),
-    (P.SEMESTRIELLE, 6, 0, False),
-    (P.ANNUELLE, 2, 31, False),
-    (P.ANNUELLE, 12, 31, False),
+#: Cycled over the redevables: the six periodicities, their day/month variants, some with
+#: pending transactions included.
+MIX = (
+    Spec(P.JOURNALIERE),
+    Spec(P.JOURNALIERE, include_pending=True),
+    Spec(P.JOURNALIERE),
+    Spec(P.HEBDOMADAIRE, day=2),
+    Spec(P.HEBDOMADAIRE, day=1),
+    Spec(P.HEBDOMADAIRE, day=7, include_pending=True),
+    Spec(P.MENSUELLE, day=0),
+    Spec(P.MENSUELLE, day=15),
+    Spec(P.MENSUELLE, day=28, include_pending=True),
+    Spec(P.TRIMESTRIELLE, month=1, day=1),
+    Spec(P.TRIMESTRIELLE, month=3, day=0),
+    Spec(P.SEMESTRIELLE, month=1, day=5),
+    Spec(P.SEMESTRIELLE, month=6, day=0),
+    Spec(P.ANNUELLE, month=2, day=31),
+    Spec(P.ANNUELLE, month=12, day=31),
 )
 TARGET_SECONDS = 600
 TARGET_MB = 500
-
-
-def _siren(index: int) -> str:
-    """A valid SIREN (Luhn) distinct for each index."""
-    base = f"7{index:07d}"
-    total = 0
-    for position, char in enumerate(reversed(base)):
-        digit = int(char)
-        if position % 2 == 0:
-            digit *= 2
-            digit = digit - 9 if digit > 9 else digit
-        total += digit
-    return base + str((10 - total % 10) % 10)
-
-
-async def _portfolio(database: Database, count: int, now: dt.datetime) -> list[int]:
-    async with database.session() as session:
-        account = PortalAccount(
-            login="bench",
-            company_name="CABINET BENCH",
-            siret="40483304800022",
-            email="bench@example.org",
-            password_hash="not-a-real-hash",
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(account)
-        await session.flush()
-        redevables = []
-        for index in range(count):
-            periodicity, month, day, pending = MIX[index % len(MIX)]
-            redevables.append(
-                Redevable(
-                    account_id=account.id,
-                    family_id=account.id,
-                    siren=_siren(index),
-                    company_name=f"REDEVABLE {index}",
-                    periodicity=periodicity,
-                    month=month,
-                    day=day,
-                    include_pending=pending,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        session.add_all(redevables)
-        await session.flush()
-        return [redevable.id for redevable in redevables]
 
 
 class _Timer:
@@ -156,7 +110,10 @@ async def run(args: argparse.Namespace) -> int:
         try:
             if args.database_url:
                 await upgrade(database)
-            redevables = await _portfolio(database, args.redevables, clock.now())
+            specs = [MIX[index % len(MIX)] for index in range(args.redevables)]
+            _account, redevables = await add_portfolio(
+                database, clock.now(), specs, holder=Holder(login="bench"), first_index=0
+            )
             for redevable_id in redevables:
                 await connect_test_bank(
                     database, redevable_id, bank=bank, keyring=keyring, clock=clock

@@ -1,9 +1,10 @@
 """Benchmark of the collection sync: daily refreshes of test bank connections over simulated days.
 
 Builds a fresh migrated database (a temporary SQLite file by default, or ``--database-url``,
-e.g. a PostgreSQL URL whose database is empty), creates N redevables of mixed periodicities,
-connects each one to the test bank, then moves a :class:`ManualClock` one day at a time and
-refreshes every connection once per simulated day (at 03:00 Paris, like the scheduler).
+e.g. a PostgreSQL URL whose database is empty), creates N redevables (no statement is cut
+here, so their periodicity does not matter), connects each one to the test bank, then
+moves a :class:`ManualClock` one day at a time and refreshes every connection once per
+simulated day (at 03:00 Paris, like the scheduler).
 
 Prints refreshes/s, ms per refresh, accounts, transactions and versions stored, the time spent
 in the test bank alone (the same reads replayed on a fresh bank, no database), and peak memory
@@ -41,63 +42,13 @@ from releves_mailer.db.models import (
     BankAccount,
     BankTransaction,
     BankTransactionVersion,
-    Periodicity,
-    PortalAccount,
-    Redevable,
 )
 from releves_mailer.signing.secrets import KeyRing
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test data builders
+from tests.factories import Holder, Spec, add_portfolio
+
 START = dt.datetime(2026, 1, 5, 3, 0, tzinfo=PARIS)  # a Monday, 03:00 Paris
-PERIODICITIES = (
-    Periodicity.JOURNALIERE,
-    Periodicity.HEBDOMADAIRE,
-    Periodicity.MENSUELLE,
-    Periodicity.JOURNALIERE,
-    Periodicity.TRIMESTRIELLE,
-)
-
-
-def _siren(index: int) -> str:
-    """A valid SIREN (Luhn) distinct for each index."""
-    base = f"8{index:07d}"
-    total = 0
-    for position, char in enumerate(reversed(base)):
-        digit = int(char)
-        if position % 2 == 0:
-            digit *= 2
-            digit = digit - 9 if digit > 9 else digit
-        total += digit
-    return base + str((10 - total % 10) % 10)
-
-
-async def _portfolio(database: Database, count: int, now: dt.datetime) -> list[int]:
-    async with database.session() as session:
-        account = PortalAccount(
-            login="bench",
-            company_name="CABINET BENCH",
-            siret="40483304800022",
-            email="bench@example.org",
-            password_hash="not-a-real-hash",
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(account)
-        await session.flush()
-        redevables = [
-            Redevable(
-                account_id=account.id,
-                family_id=account.id,
-                siren=_siren(index),
-                company_name=f"REDEVABLE {index}",
-                periodicity=PERIODICITIES[index % len(PERIODICITIES)],
-                created_at=now,
-                updated_at=now,
-            )
-            for index in range(count)
-        ]
-        session.add_all(redevables)
-        await session.flush()
-        return [redevable.id for redevable in redevables]
 
 
 async def _counts(database: Database) -> tuple[int, int, int]:
@@ -149,7 +100,13 @@ async def run(args: argparse.Namespace) -> int:
             await upgrade(database)
             bank = TestBank(clock, seed=1)
             providers = {TestBank.name: bank}
-            redevables = await _portfolio(database, args.connections, clock.now())
+            _account, redevables = await add_portfolio(
+                database,
+                clock.now(),
+                [Spec()] * args.connections,
+                holder=Holder(login="bench"),
+                first_index=0,
+            )
             connection_ids: list[int] = []
             tokens: list[str] = []
             for redevable_id in redevables:

@@ -1,8 +1,19 @@
-"""Builders of valid test data shared by every test folder."""
+"""Builders of valid test data shared by every test folder and by the benchmarks."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from stdnum import luhn
+
+from releves_mailer.clock import Clock
+from releves_mailer.collect.connections import connect_test_bank
+from releves_mailer.collect.testbank import TestBank, parse_error_schedule
+from releves_mailer.db import Database
+from releves_mailer.db.models import Periodicity, PortalAccount, Redevable
+from releves_mailer.signing.secrets import KeyRing
 
 PASSWORD = "correct horse battery"
 
@@ -16,3 +27,103 @@ def make_siren(index: int) -> str:
 def make_nic(siren: str, establishment: int = 1) -> str:
     base = f"{establishment:04d}"
     return base + luhn.calc_check_digit(siren + base)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One redevable to create: its schedule and options, and its test bank errors."""
+
+    periodicity: Periodicity = Periodicity.JOURNALIERE
+    month: int | None = None
+    day: int | None = None
+    include_pending: bool = False
+    #: Test bank errors of this connection only (``CODE@YYYY-MM-DD[..YYYY-MM-DD]``).
+    errors: tuple[str, ...] = ()
+    #: Defaults: a SIREN made from the redevable's index, "REDEVABLE nn".
+    siren: str | None = None
+    name: str | None = None
+    email: str = ""
+    remote_entry: bool = False
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The portal account the redevables belong to."""
+
+    login: str = "cabinet"
+    company_name: str = "CABINET TEST"
+    email: str = "cabinet@example.org"
+    phone: str = ""
+
+
+async def add_portfolio(
+    database: Database,
+    now: dt.datetime,
+    specs: Sequence[Spec],
+    *,
+    holder: Holder = Holder(),
+    first_index: int = 100,
+) -> tuple[int, list[int]]:
+    """A portal account and one redevable per spec: (account id, redevable ids in order)."""
+    async with database.session() as session:
+        account = PortalAccount(
+            login=holder.login,
+            company_name=holder.company_name,
+            siret="40483304800022",
+            email=holder.email,
+            phone=holder.phone,
+            password_hash="not-a-real-hash",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(account)
+        await session.flush()
+        redevables = [
+            Redevable(
+                account_id=account.id,
+                family_id=account.id,
+                siren=spec.siren or make_siren(first_index + index),
+                company_name=spec.name or f"REDEVABLE {index:02d}",
+                email=spec.email,
+                remote_entry=spec.remote_entry,
+                periodicity=spec.periodicity,
+                month=spec.month,
+                day=spec.day,
+                include_pending=spec.include_pending,
+                created_at=now,
+                updated_at=now,
+            )
+            for index, spec in enumerate(specs)
+        ]
+        session.add_all(redevables)
+        await session.flush()
+        return account.id, [redevable.id for redevable in redevables]
+
+
+async def build_portfolio(
+    database: Database,
+    clock: Clock,
+    keyring: KeyRing,
+    bank: TestBank,
+    specs: Sequence[Spec],
+    *,
+    first_index: int = 100,
+) -> list[int]:
+    """:func:`add_portfolio`, then each redevable connected to the test bank."""
+    _account_id, ids = await add_portfolio(
+        database,
+        clock.now(),
+        specs,
+        holder=Holder(login=f"cabinet{first_index}", company_name="CABINET SIMULATION"),
+        first_index=first_index,
+    )
+    for redevable_id, spec in zip(ids, specs, strict=True):
+        await connect_test_bank(
+            database,
+            redevable_id,
+            bank=bank,
+            keyring=keyring,
+            clock=clock,
+            errors=parse_error_schedule(spec.errors),
+        )
+    return ids

@@ -11,8 +11,8 @@ from cryptography.fernet import Fernet
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
-from releves_mailer.db.models import Periodicity, PortalAccount, Redevable
 from releves_mailer.signing.secrets import KeyRing
+from tests.factories import Spec, add_portfolio
 
 FIRST_KEY = Fernet.generate_key()
 START = dt.datetime(2026, 3, 2, 2, 0, tzinfo=dt.UTC)  # Monday 03:00 Paris
@@ -26,33 +26,15 @@ class Portfolio:
 
 
 async def make_portfolio(database: Database, now: dt.datetime) -> Portfolio:
-    async with database.session() as session:
-        account = PortalAccount(
-            login="cabinet",
-            company_name="CABINET TEST",
-            siret="40483304800022",
-            email="cabinet@example.org",
-            password_hash="not-a-real-hash",
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(account)
-        await session.flush()
-        redevables = [
-            Redevable(
-                account_id=account.id,
-                family_id=account.id,
-                siren=siren,
-                company_name=name,
-                periodicity=Periodicity.JOURNALIERE,
-                created_at=now,
-                updated_at=now,
-            )
-            for siren, name in (("732829320", "ENTREPRISE TEST"), ("404833048", "TEST PRM2"))
-        ]
-        session.add_all(redevables)
-        await session.flush()
-        return Portfolio(account.id, redevables[0].id, redevables[1].id)
+    account_id, (first, other) = await add_portfolio(
+        database,
+        now,
+        [
+            Spec(siren="732829320", name="ENTREPRISE TEST"),
+            Spec(siren="404833048", name="TEST PRM2"),
+        ],
+    )
+    return Portfolio(account_id, first, other)
 
 
 @pytest.fixture

@@ -22,9 +22,6 @@ from releves_mailer.config import HttpSection, PowensSection, RelaySection
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     OutboxMessage,
-    Periodicity,
-    PortalAccount,
-    Redevable,
     SecureLink,
 )
 from releves_mailer.notify.outbox import Outbox
@@ -39,6 +36,7 @@ from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.web.app import create_app
 from releves_mailer.web.server import HttpServer
+from tests.factories import Holder, Spec, add_portfolio
 from tests.fakes.powens_server import FakePowens, WebviewOutcome
 from tests.notify.test_outbox import Relay, free_port
 
@@ -98,34 +96,25 @@ def clock() -> ManualClock:
 
 
 async def make_portfolio(database: Database, now: dt.datetime) -> tuple[int, int]:
-    async with database.session() as session:
-        holder = PortalAccount(
+    holder_id, (redevable_id,) = await add_portfolio(
+        database,
+        now,
+        [
+            Spec(
+                siren=SIREN,
+                name="ENTREPRISE TEST",
+                email="redevable@client.example",
+                remote_entry=True,
+            )
+        ],
+        holder=Holder(
             login="brunol",
             company_name="EXPERT COMPTABLE TEST",
-            siret="40483304800022",
             email="expert@cabinet.example",
             phone="0102030405",
-            password_hash="not-a-real-hash",
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(holder)
-        await session.flush()
-        redevable = Redevable(
-            account_id=holder.id,
-            family_id=holder.id,
-            siren=SIREN,
-            nic="",
-            company_name="ENTREPRISE TEST",
-            email="redevable@client.example",
-            periodicity=Periodicity.JOURNALIERE,
-            remote_entry=True,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(redevable)
-        await session.flush()
-        return holder.id, redevable.id
+        ),
+    )
+    return holder_id, redevable_id
 
 
 @pytest.fixture
