@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -117,18 +118,28 @@ async def make_portfolio(database: Database, now: dt.datetime) -> tuple[int, int
     return holder_id, redevable_id
 
 
-@pytest.fixture
-async def harness(database: Database, clock: ManualClock, tmp_path: Path) -> AsyncIterator[Harness]:
-    relay = Relay(free_port())
-    await relay.start()
-    port = free_port()
-    settings = PartnerSettings(
+def _settings(port: int) -> PartnerSettings:
+    return PartnerSettings(
         public_url=f"http://127.0.0.1:{port}",
         portal_name="Portail Relevés",
         domain="releves.example",
         support_email="support@releves.example",
         support_phone="04 77 81 04 69",
     )
+
+
+@asynccontextmanager
+async def _running(
+    database: Database,
+    clock: ManualClock,
+    tmp_path: Path,
+    port: int,
+    relay: Relay,
+    extra_modes: Sequence[PartnerMode] = (),
+) -> AsyncIterator[Harness]:
+    """Every partner service wired as the daemon does, the HTTP server started, a portfolio:
+    the test bank mode first, then ``extra_modes`` (the last one is the default)."""
+    settings = _settings(port)
     keyring = KeyRing([Fernet.generate_key()])
     bank = TestBank(clock, seed=1)
     partner = TestBankPartner(bank, clock, settings.public_url)
@@ -143,8 +154,9 @@ async def harness(database: Database, clock: ManualClock, tmp_path: Path) -> Asy
     renderer = Renderer()
     composer = MailComposer(renderer, settings, clock)
     links = LinkService(database, outbox, composer)
-    modes = {partner.name: partner}
-    flow = PartnerFlow(database, links, outbox, composer, keyring, modes, default_mode=partner.name)
+    modes: dict[str, PartnerMode] = {mode.name: mode for mode in (partner, *extra_modes)}
+    default = (partner, *extra_modes)[-1].name
+    flow = PartnerFlow(database, links, outbox, composer, keyring, modes, default_mode=default)
     alerts = AlertService(database, links, outbox, composer, keyring, modes)
     app = create_app(renderer=renderer, settings=settings, flow=flow, testbank=partner)
     server = HttpServer(HttpSection(listen="127.0.0.1", port=port), app)
@@ -169,6 +181,16 @@ async def harness(database: Database, clock: ManualClock, tmp_path: Path) -> Asy
         )
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def harness(database: Database, clock: ManualClock, tmp_path: Path) -> AsyncIterator[Harness]:
+    relay = Relay(free_port())
+    await relay.start()
+    try:
+        async with _running(database, clock, tmp_path, free_port(), relay) as running:
+            yield running
+    finally:
         await relay.stop()
 
 
@@ -193,14 +215,7 @@ async def powens_harness(
     relay = Relay(free_port())
     await relay.start()
     port = free_port()
-    settings = PartnerSettings(
-        public_url=f"http://127.0.0.1:{port}",
-        portal_name="Portail Relevés",
-        domain="releves.example",
-        support_email="support@releves.example",
-        support_phone="04 77 81 04 69",
-    )
-    fake = FakePowens(clock, redirect_uris=[settings.callback_url])
+    fake = FakePowens(clock, redirect_uris=[_settings(port).callback_url])
     await fake.start()
     http = aiohttp.ClientSession()
     waits: list[float] = []
@@ -224,50 +239,11 @@ async def powens_harness(
         sleep=sleep,
     )
     powens = PowensPartner(provider)
-    keyring = KeyRing([Fernet.generate_key()])
-    bank = TestBank(clock, seed=1)
-    partner = TestBankPartner(bank, clock, settings.public_url)
-    outbox = Outbox(
-        database,
-        clock,
-        RelaySection(host="127.0.0.1", port=relay.port, starttls=False),
-        domain=settings.domain,
-        data_dir=tmp_path,
-        timeout=5,
-    )
-    renderer = Renderer()
-    composer = MailComposer(renderer, settings, clock)
-    links = LinkService(database, outbox, composer)
-    modes: dict[str, PartnerMode] = {powens.name: powens, partner.name: partner}
-    flow = PartnerFlow(database, links, outbox, composer, keyring, modes, default_mode=powens.name)
-    alerts = AlertService(database, links, outbox, composer, keyring, modes)
-    app = create_app(renderer=renderer, settings=settings, flow=flow, testbank=partner)
-    server = HttpServer(HttpSection(listen="127.0.0.1", port=port), app)
-    await server.start()
-    holder_id, redevable_id = await make_portfolio(database, clock.now())
     try:
-        yield PowensHarness(
-            database,
-            clock,
-            keyring,
-            bank,
-            partner,
-            outbox,
-            links,
-            flow,
-            alerts,
-            settings,
-            server,
-            relay,
-            holder_id,
-            redevable_id,
-            fake,
-            provider,
-            powens,
-            waits,
-        )
+        async with _running(database, clock, tmp_path, port, relay, [powens]) as running:
+            shared = {item.name: getattr(running, item.name) for item in fields(Harness)}
+            yield PowensHarness(**shared, fake=fake, provider=provider, powens=powens, waits=waits)
     finally:
-        await server.stop()
         await http.close()
         await fake.close()
         await relay.stop()
