@@ -22,13 +22,16 @@ from releves_mailer.collect.testbank import TestBank
 from releves_mailer.config import HttpSection, PowensSection, RelaySection
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
+    BankAccount,
+    BankEvent,
+    BankEventKind,
     OutboxMessage,
     SecureLink,
 )
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.flow import PartnerFlow
-from releves_mailer.partner.links import LinkService
+from releves_mailer.partner.links import LinkService, LinkState, link_state
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.partner.modes import PartnerMode
 from releves_mailer.partner.powens import PowensPartner
@@ -89,6 +92,49 @@ def body(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None
     return str(part.get_content())
+
+
+async def assert_three_accounts_attached(
+    harness: Harness, link_id: int, connection_id: int, savings_label: str
+) -> None:
+    """After a ``saisie`` where the client ticked all but the savings account: the accounts,
+    the spent link, the connection's events, and the two mails (link, then notice)."""
+    async with harness.database.session() as session:
+        rows = (await session.scalars(select(BankAccount).order_by(BankAccount.id))).all()
+        assert [(a.label, a.active, a.connection_id) for a in rows] == [
+            ("Compte chèque", True, connection_id),
+            ("Compte chèque USD", True, connection_id),
+            ("Compte carte débit différé", True, connection_id),
+            (savings_label, False, connection_id),
+        ]
+        link = await session.get(SecureLink, link_id)
+        assert link is not None and link_state(link, harness.clock.now()) is LinkState.UTILISE
+        kinds = (
+            await session.scalars(
+                select(BankEvent.kind)
+                .where(BankEvent.connection_id == connection_id)
+                .where(BankEvent.account_id.is_(None))
+                .order_by(BankEvent.at, BankEvent.id)
+            )
+        ).all()
+        assert kinds == [
+            BankEventKind.LINK_SENT,
+            BankEventKind.CONNECTION_CREATED,
+            BankEventKind.LINK_USED,
+        ]
+
+    mails = await harness.relayed()
+    assert len(mails) == 2
+    notice = mails[1]
+    assert notice["To"] == "expert@cabinet.example"
+    text = body(notice)
+    assert (
+        "ENTREPRISE TEST a saisi ses identifiants bancaires et activé la collecte des relevés "
+        "sur le(s) compte(s) bancaire(s) suivant(s) :" in text
+    )
+    for label in ("COMPTE CHÈQUE", "COMPTE CHÈQUE USD", "COMPTE CARTE DÉBIT DIFFÉRÉ"):
+        assert f"- {label} (CONNECTEUR DE TEST)" in text
+    assert "LIVRET" not in text
 
 
 @pytest.fixture

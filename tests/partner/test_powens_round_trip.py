@@ -30,12 +30,13 @@ from releves_mailer.db.models import (
     SecureLink,
 )
 from releves_mailer.db.models.statements import Statement, StatementState
-from releves_mailer.partner.links import LinkKind, LinkOrigin, LinkState, link_state
+from releves_mailer.partner.links import LinkKind, LinkOrigin
 from releves_mailer.partner.powens import decode_partner_data
 from tests.fakes.powens_server import AccountSpec, WebviewOutcome
 from tests.partner.conftest import (
     POWENS_CHOSEN,
     PowensHarness,
+    assert_three_accounts_attached,
     attach_with_powens,
     body,
     through_powens_webview,
@@ -119,41 +120,7 @@ async def test_round_trip_over_http_attaches_three_accounts_and_collects(
         assert connection.provider_user_id == str(user_id)
         assert h.keyring.decrypt(connection.token_encrypted) == user.token
         assert connection.bank_name == "Connecteur de test"
-        rows = (await session.scalars(select(BankAccount).order_by(BankAccount.id))).all()
-        assert [(a.label, a.active) for a in rows] == [
-            ("Compte chèque", True),
-            ("Compte chèque USD", True),
-            ("Compte carte débit différé", True),
-            ("Livret A", False),
-        ]
-        link = await session.get(SecureLink, issued.link.id)
-        assert link is not None and link_state(link, h.clock.now()) is LinkState.UTILISE
-        kinds = (
-            await session.scalars(
-                select(BankEvent.kind)
-                .where(BankEvent.connection_id == connection.id)
-                .where(BankEvent.account_id.is_(None))
-                .order_by(BankEvent.at, BankEvent.id)
-            )
-        ).all()
-        assert kinds == [
-            BankEventKind.LINK_SENT,
-            BankEventKind.CONNECTION_CREATED,
-            BankEventKind.LINK_USED,
-        ]
-
-    mails = await h.relayed()
-    assert len(mails) == 2
-    notice = mails[1]
-    assert notice["To"] == "expert@cabinet.example"
-    text = body(notice)
-    assert (
-        "ENTREPRISE TEST a saisi ses identifiants bancaires et activé la collecte des relevés "
-        "sur le(s) compte(s) bancaire(s) suivant(s) :" in text
-    )
-    for label in ("COMPTE CHÈQUE", "COMPTE CHÈQUE USD", "COMPTE CARTE DÉBIT DIFFÉRÉ"):
-        assert f"- {label} (CONNECTEUR DE TEST)" in text
-    assert "LIVRET" not in text
+    await assert_three_accounts_attached(h, issued.link.id, connection.id, "Livret A")
 
     # The bank's rows appear at Powens; the next collection brings them in.
     remote = {a.name: a for a in h.fake.accounts.values()}

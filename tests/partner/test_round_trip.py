@@ -14,13 +14,10 @@ from releves_mailer.collect.sync import refresh_connection
 from releves_mailer.db.models import (
     BankAccount,
     BankConnection,
-    BankEvent,
-    BankEventKind,
     BankTransaction,
     SecureLink,
 )
-from releves_mailer.partner.links import LinkState, link_state
-from tests.partner.conftest import Harness, body
+from tests.partner.conftest import Harness, assert_three_accounts_attached, body
 
 
 async def _follow_webview(
@@ -113,42 +110,10 @@ async def test_saisie_round_trip_attaches_three_accounts_and_notifies(harness: H
         assert "déjà été utilisé" in html.unescape(await reused.text())
 
     async with harness.database.session() as session:
-        rows = (await session.scalars(select(BankAccount).order_by(BankAccount.id))).all()
-        assert [(a.label, a.active) for a in rows] == [
-            ("Compte chèque", True),
-            ("Compte chèque USD", True),
-            ("Compte carte débit différé", True),
-            ("Compte sur livret", False),
-        ]
-        link = await session.get(SecureLink, issued.link.id)
-        assert link is not None and link_state(link, harness.clock.now()) is LinkState.UTILISE
-        connection_id = rows[0].connection_id
-        kinds = (
-            await session.scalars(
-                select(BankEvent.kind)
-                .where(BankEvent.connection_id == connection_id)
-                .where(BankEvent.account_id.is_(None))
-                .order_by(BankEvent.at, BankEvent.id)
-            )
-        ).all()
-        assert kinds == [
-            BankEventKind.LINK_SENT,
-            BankEventKind.CONNECTION_CREATED,
-            BankEventKind.LINK_USED,
-        ]
-
-    mails = await harness.relayed()
-    assert len(mails) == 2
-    notice = mails[1]
-    assert notice["To"] == "expert@cabinet.example"
-    text = body(notice)
-    assert (
-        "ENTREPRISE TEST a saisi ses identifiants bancaires et activé la collecte des relevés "
-        "sur le(s) compte(s) bancaire(s) suivant(s) :" in text
+        connection_id = (await session.scalars(select(BankConnection.id))).one()
+    await assert_three_accounts_attached(
+        harness, issued.link.id, connection_id, "Compte sur livret"
     )
-    for label in ("COMPTE CHÈQUE", "COMPTE CHÈQUE USD", "COMPTE CARTE DÉBIT DIFFÉRÉ"):
-        assert f"- {label} (CONNECTEUR DE TEST)" in text
-    assert "LIVRET" not in text
 
     # The next collection brings the transactions of the three chosen accounts only.
     result = await refresh_connection(
