@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -39,17 +40,20 @@ def database_url_for_tests(tmp_path: Path) -> str:
     return os.environ.get(POSTGRES_URL_VARIABLE) or f"sqlite+aiosqlite:///{tmp_path}/test.sqlite3"
 
 
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    """A freshly migrated, empty database, private to the test."""
-    url = database_url_for_tests(tmp_path)
+@asynccontextmanager
+async def fresh_database(folder: Path) -> AsyncIterator[Database]:
+    """A freshly migrated, empty database: a SQLite file in ``folder``, or a PostgreSQL
+    schema of its own (dropped afterwards) when the tests run on PostgreSQL."""
+    url = database_url_for_tests(folder)
     if url.startswith("sqlite"):
+        os.makedirs(folder, exist_ok=True)
         db = Database(url)
-        await upgrade(db)
-        yield db
-        await db.dispose()
+        try:
+            await upgrade(db)
+            yield db
+        finally:
+            await db.dispose()
         return
-    # PostgreSQL: one schema per test, dropped afterwards.
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_async_engine(url)
     async with admin.begin() as connection:
@@ -63,6 +67,13 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
         async with admin.begin() as connection:
             await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A freshly migrated, empty database, private to the test."""
+    async with fresh_database(tmp_path) as db:
+        yield db
 
 
 @pytest.fixture

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import select
 
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import set_redevable_accounts_active
 from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
-from releves_mailer.db.migrate import upgrade
 from releves_mailer.db.models import (
     BankAccount,
     LineKind,
@@ -28,7 +25,7 @@ from releves_mailer.db.models import (
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.portfolio.redevables import deactivate_redevable, reactivate_redevable
 from releves_mailer.signing.secrets import KeyRing
-from tests.conftest import database_url_for_tests
+from tests.conftest import fresh_database
 
 from .conftest import World, make_world
 from .invariants import Summary, check_invariants, expected_dues
@@ -181,27 +178,8 @@ DETERMINISM = (
 @pytest.fixture
 async def other_database(tmp_path: Path) -> AsyncIterator[Database]:
     """A second fresh database (SQLite file, or a PostgreSQL schema)."""
-    url = database_url_for_tests(tmp_path / "other")
-    if url.startswith("sqlite"):
-        (tmp_path / "other").mkdir()
-        db = Database(url)
-        await upgrade(db)
+    async with fresh_database(tmp_path / "other") as db:
         yield db
-        await db.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(url)
-    async with admin.begin() as connection:
-        await connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    db = Database(url, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        await upgrade(db)
-        yield db
-    finally:
-        await db.dispose()
-        async with admin.begin() as connection:
-            await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 async def _run(database: Database, keyring: KeyRing, last: dt.date) -> Summary:
