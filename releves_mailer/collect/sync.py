@@ -19,15 +19,16 @@ Running a refresh twice at the same clock time changes nothing the second time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import PARIS, Clock
@@ -355,9 +356,13 @@ async def refresh_connections(
                 for current in (currents[pull.connection_id],)
             )
             for pull in pulls:
-                results[pull.index] = await _write(
-                    batch, currents[pull.connection_id], pull, settings
-                )
+                current = currents[pull.connection_id]
+                if current.redevable_id in batch.redevables:
+                    # Connections of one redevable share its accounts: the transactions
+                    # queued by the earlier one are written before the next one reconciles.
+                    await batch.write_transactions(settings)
+                results[pull.index] = await _write(batch, current, pull, settings)
+            await batch.write_transactions(settings)
             await batch.insert_versions()
     done = [result for result in results if result is not None]
     assert len(done) == len(ids)
@@ -390,20 +395,17 @@ async def _lock_connections(
 
 
 class _Batch:
-    """What the writes of one batch share: the session, accounts by redevable, versions."""
+    """The write transaction of a batch: the redevables' accounts, the transactions queued by
+    the connections written since the last :meth:`write_transactions`, the versions."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.accounts: dict[int, list[BankAccount]] = {}
-        self.versions: list[tuple[BankTransaction | _NewRow, dict[str, Any]]] = []
-        #: Accounts whose loaded transaction rows have changes not flushed yet.
-        self.dirty_accounts: set[int] = set()
-
-    async def flush_for(self, account_ids: Iterable[int]) -> None:
-        """Flush before reading transactions of these accounts if any has pending changes."""
-        if not self.dirty_accounts.isdisjoint(account_ids):
-            await self.session.flush()
-            self.dirty_accounts.clear()
+        self.versions: list[tuple[_Row, dict[str, Any]]] = []
+        #: Each queued connection's share of the transactions, account by account.
+        self.queued: list[list[_AccountWork]] = []
+        #: Redevables of the queued connections.
+        self.redevables: set[int] = set()
 
     async def load_accounts(self, redevable_ids: Iterable[int]) -> None:
         wanted = sorted(set(redevable_ids))
@@ -418,24 +420,32 @@ class _Batch:
             for account in accounts:
                 self.accounts[account.redevable_id].append(account)
 
+    def queue(self, redevable_id: int, work: list[_AccountWork]) -> None:
+        self.redevables.add(redevable_id)
+        if work:
+            self.queued.append(work)
+
+    async def write_transactions(self, settings: SyncSettings) -> None:
+        """Write the queued transactions, all connections together (their accounts differ)."""
+        queued, self.queued = self.queued, []
+        self.redevables.clear()
+        if queued:
+            await _apply_transactions(self, queued, settings)
+
     async def insert_versions(self) -> None:
         if not self.versions:
             return
         for holder, values in self.versions:
             assert holder.id is not None
             values["transaction_id"] = holder.id
-        await self.session.execute(
-            # render_nulls: one executemany, not one per set of non-null columns.
-            insert(BankTransactionVersion).execution_options(render_nulls=True),
-            [values for _holder, values in self.versions],
-        )
+        await self.session.execute(insert(_VERSIONS), [values for _holder, values in self.versions])
         self.versions.clear()
 
 
 async def _write(
     batch: _Batch, current: BankConnection, pull: _Pull, settings: SyncSettings
 ) -> RefreshResult:
-    """Apply one connection's pull in the batch's transaction."""
+    """Apply one connection's pull in the batch's transaction; its transactions are queued."""
     session, now = batch.session, pull.now
     if pull.failure is not None:
         return _record_failure(session, current, pull.failure, now)
@@ -445,7 +455,7 @@ async def _write(
         session, current, batch.accounts[current.redevable_id], pull.accounts, now, result
     )
     fetched = pull.fetched
-    await _apply_transactions(batch, by_provider_id, fetched, now, settings, result)
+    batch.queue(current.redevable_id, _account_work(by_provider_id, fetched, now, result))
     if fetched:
         newest = max(transaction.last_update for transaction in fetched)
         newest = min(newest, now)
@@ -686,6 +696,9 @@ def _update_account_fields(
 
 
 # -- transactions ----------------------------------------------------------------------------
+#
+# Transaction rows are read and written with Core statements built once (their compiled form
+# is cached), not as ORM objects: a refresh touches dozens of rows and reads a few columns.
 
 
 def _fingerprint(
@@ -694,24 +707,116 @@ def _fingerprint(
     return (booking, amount, label, coming)
 
 
-@dataclass(slots=True)
-class _NewRow:
-    """A transaction inserted by this refresh (a core insert), with what matching needs."""
+@dataclass(slots=True, eq=False)
+class _Row:
+    """A transaction row as the sync sees it: the columns it reads (stored rows are loaded
+    with exactly these) and, in ``changes``, the columns to write back by primary key."""
 
-    values: dict[str, Any]
+    id: int | None
+    account_id: int
+    provider_id: str
     status: TransactionStatus
-    amount: int
     booking_date: dt.date
+    value_date: dt.date | None
+    amount: int
     raw_label: str
+    coming: bool
+    deleted_at: dt.datetime | None
     first_seen_at: dt.datetime
-    id: int | None = None
-    replaces_id: int | None = None
-    replaced_by_id: int | None = None
-    #: Changed by the matching after the insert (an update is due).
-    linked: bool = False
+    booked_at: dt.datetime | None
+    replaced_by_id: int | None
+    replaces_id: int | None
+    reported_statement_id: int | None
+    payload_hash: str
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    def change(self, **values: Any) -> None:
+        """Set columns to write back (those the sync reads are updated here too)."""
+        for name, value in values.items():
+            if name in _READ:
+                setattr(self, name, value)
+        self.changes.update(values)
 
 
-_Stored = BankTransaction | _NewRow
+_READ = tuple(column.name for column in fields(_Row) if column.name != "changes")
+_TRANSACTIONS = cast(Table, BankTransaction.__table__)
+_VERSIONS = cast(Table, BankTransactionVersion.__table__)
+_T = _TRANSACTIONS.c
+_LOAD = select(*(_T[name] for name in _READ))
+#: Connections (or parts of one) whose stored hashes one query reads.
+_HASH_TERMS = 8
+
+
+@functools.cache
+def _stored_hashes(terms: int) -> Select[int, int, str, str]:
+    """Ids and payload hashes of the stored rows of ``terms`` pairs of (accounts, provider
+    ids) lists: each pair is one connection's, so that the unique index is probed only for
+    the pairs of one connection, not of every account with every provider id."""
+    return select(_T.id, _T.account_id, _T.provider_id, _T.payload_hash).where(
+        or_(
+            *(
+                and_(
+                    _T.account_id.in_(bindparam(f"accounts_{term}", expanding=True)),
+                    _T.provider_id.in_(bindparam(f"provider_ids_{term}", expanding=True)),
+                )
+                for term in range(terms)
+            )
+        )
+    )
+
+
+_BY_ID = _LOAD.where(_T.id.in_(bindparam("ids", expanding=True)))
+_LEGACY = (
+    _LOAD.where(_T.account_id == bindparam("account_id"))
+    .where(_T.provider_account_id != bindparam("provider_account_id"))
+    .where(_T.booking_date >= bindparam("low"))
+    .order_by(_T.id)
+)
+# Candidates come in id order: when two of them tie, the older one is linked first.
+_PENDING_CANDIDATES = (
+    _LOAD.where(_T.account_id.in_(bindparam("accounts", expanding=True)))
+    .where(_T.status == TransactionStatus.DELETED)
+    .where(_T.coming.is_(True))
+    .where(_T.replaced_by_id.is_(None))
+    .where(_T.deleted_at >= bindparam("since"))
+    .order_by(_T.id)
+)
+_BOOKED_CANDIDATES = (
+    _LOAD.where(_T.account_id.in_(bindparam("accounts", expanding=True)))
+    .where(_T.status == TransactionStatus.BOOKED)
+    .where(_T.replaces_id.is_(None))
+    .where(_T.first_seen_at >= bindparam("since"))
+    .order_by(_T.id)
+)
+
+
+class _Rows:
+    """The rows one write has read or inserted, one object per row (like the ORM's identity
+    map: a row read again keeps the changes made to it, which are not written yet)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.by_id: dict[int, _Row] = {}
+
+    async def load(self, statement: Select[Any], **params: Any) -> list[_Row]:
+        found: list[_Row] = []
+        for record in await self.session.execute(statement, params):
+            row = self.by_id.get(record.id)
+            if row is None:
+                row = self.by_id[record.id] = _Row(*record)
+            found.append(row)
+        return found
+
+    async def write_changes(self) -> None:
+        changed = sorted(
+            (row for row in self.by_id.values() if row.changes),
+            key=lambda row: tuple(row.changes),
+        )
+        if changed:
+            # ORM bulk update by primary key: one executemany per set of changed columns.
+            await self.session.execute(
+                update(BankTransaction), [{"id": row.id, **row.changes} for row in changed]
+            )
 
 
 @dataclass(slots=True)
@@ -720,20 +825,23 @@ class _AccountWork:
 
     account: BankAccount
     transactions: list[ProviderTransaction]
-    #: Stored rows changed by this refresh (not flushed: queries see their old state).
-    touched: dict[int, BankTransaction] = field(default_factory=dict)
-    new_booked: list[_Stored] = field(default_factory=list)
-    gone_pending: list[_Stored] = field(default_factory=list)
+    now: dt.datetime
+    result: RefreshResult
+    #: Raw payload and digest by provider id.
+    payloads: dict[str, tuple[str, str]]
+    #: Stored rows changed by this refresh (not written yet: queries see their old state).
+    touched: dict[int, _Row] = field(default_factory=dict)
+    new_booked: list[_Row] = field(default_factory=list)
+    gone_pending: list[_Row] = field(default_factory=list)
 
 
-async def _apply_transactions(
-    batch: _Batch,
+def _account_work(
     accounts: Mapping[str, BankAccount],
     fetched: Iterable[ProviderTransaction],
     now: dt.datetime,
-    settings: SyncSettings,
     result: RefreshResult,
-) -> None:
+) -> list[_AccountWork]:
+    """One connection's transactions (the latest state of each), by collected account."""
     latest: dict[str, ProviderTransaction] = {}
     for transaction in fetched:
         previous = latest.get(transaction.provider_id)
@@ -750,108 +858,117 @@ async def _apply_transactions(
             # last reported date.
             continue
         transactions.sort(key=lambda t: (t.last_update, t.provider_id))
-        work.append(_AccountWork(account, transactions))
-    if not work:
-        return
+        payloads = {t.provider_id: _payload(t) for t in transactions}
+        work.append(_AccountWork(account, transactions, now, result, payloads))
+    return work
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(values), _CHUNK):
+        yield list(values[start : start + _CHUNK])
+
+
+async def _apply_transactions(
+    batch: _Batch, queued: Sequence[Sequence[_AccountWork]], settings: SyncSettings
+) -> None:
+    """Upsert the transactions of several connections (whose accounts differ), as each
+    connection's refresh would: stored hashes first, whole rows only for changed payloads,
+    one insert, one matching query per kind, one update per set of changed columns."""
     session = batch.session
-    payloads = {t.provider_id: _payload(t) for item in work for t in item.transactions}
-
-    # What is stored already: ids and payload hashes only; whole rows for changed payloads.
-    account_ids = sorted({item.account.id for item in work})
-    await batch.flush_for(account_ids)
-    wanted = {(item.account.id, t.provider_id) for item in work for t in item.transactions}
-    provider_ids = list(payloads)
-    hashes: dict[tuple[int, str], tuple[int, str]] = {}
-    for start in range(0, len(provider_ids), _CHUNK):
-        rows = await session.execute(
-            select(
-                BankTransaction.id,
-                BankTransaction.account_id,
-                BankTransaction.provider_id,
-                BankTransaction.payload_hash,
-            )
-            .where(BankTransaction.account_id.in_(account_ids))
-            .where(BankTransaction.provider_id.in_(provider_ids[start : start + _CHUNK]))
-        )
-        for row_id, account_id, provider_id, digest in rows:
-            if (account_id, provider_id) in wanted:
-                hashes[(account_id, provider_id)] = (row_id, digest)
+    rows = _Rows(session)
+    work = [item for items in queued for item in items]
+    hashes = await _read_hashes(session, queued)
     changed = [
-        row_id
-        for (_a, provider_id), (row_id, digest) in hashes.items()
-        if digest != payloads[provider_id][1]
+        hit[0]
+        for item in work
+        for provider_id, (_raw, digest) in item.payloads.items()
+        if (hit := hashes.get((item.account.id, provider_id))) is not None and hit[1] != digest
     ]
-    full: dict[int, BankTransaction] = {}
-    for start in range(0, len(changed), _CHUNK):
-        full.update(
-            (row.id, row)
-            for row in await session.scalars(
-                select(BankTransaction).where(
-                    BankTransaction.id.in_(changed[start : start + _CHUNK])
-                )
-            )
-        )
+    for ids in _chunks(changed):
+        await rows.load(_BY_ID, ids=ids)
 
-    inserted: list[_NewRow] = []
+    inserted: list[tuple[_Row, dict[str, Any]]] = []
     for item in work:
-        await _apply_account(batch, item, hashes, full, payloads, inserted, now, settings, result)
+        await _apply_account(batch, rows, item, hashes, inserted, settings)
     if inserted:
         # Several rows per INSERT; RETURNING order is not guaranteed, so rows are told apart
         # by their unique key (asking for parameter order would insert one row at a time).
-        keyed = {(row.values["account_id"], row.values["provider_id"]): row for row in inserted}
+        keyed = {(row.account_id, row.provider_id): row for row, _values in inserted}
         returned = await session.execute(
-            insert(BankTransaction)
-            .returning(BankTransaction.id, BankTransaction.account_id, BankTransaction.provider_id)
-            .execution_options(render_nulls=True),
-            [row.values for row in inserted],
+            insert(_TRANSACTIONS).returning(_T.id, _T.account_id, _T.provider_id),
+            [values for _row, values in inserted],
         )
         for row_id, account_id, provider_id in returned:
-            keyed[(account_id, provider_id)].id = row_id
-    await _match_replacements(batch, work, inserted, now, settings, result)
+            row = keyed[(account_id, provider_id)]
+            row.id = row_id
+            rows.by_id[row_id] = row
+    await _match_replacements(rows, work, settings)
+    await rows.write_changes()
+
+
+async def _read_hashes(
+    session: AsyncSession, queued: Sequence[Sequence[_AccountWork]]
+) -> dict[tuple[int, str], tuple[int, str]]:
+    """Id and payload hash of every stored row the queued transactions may update."""
+    terms: list[tuple[list[int], list[str]]] = []
+    wanted: set[tuple[int, str]] = set()
+    for items in queued:
+        accounts = sorted({item.account.id for item in items})
+        wanted.update((item.account.id, pid) for item in items for pid in item.payloads)
+        for provider_ids in _chunks([pid for item in items for pid in item.payloads]):
+            terms.append((accounts, provider_ids))
+    hashes: dict[tuple[int, str], tuple[int, str]] = {}
+    for start in range(0, len(terms), _HASH_TERMS):
+        chunk = terms[start : start + _HASH_TERMS]
+        params: dict[str, list[Any]] = {}
+        for term, (accounts, provider_ids) in enumerate(chunk):
+            params[f"accounts_{term}"] = accounts
+            params[f"provider_ids_{term}"] = provider_ids
+        for row_id, account_id, provider_id, digest in await session.execute(
+            _stored_hashes(len(chunk)), params
+        ):
+            if (account_id, provider_id) in wanted:
+                hashes[(account_id, provider_id)] = (row_id, digest)
+    return hashes
 
 
 async def _apply_account(
     batch: _Batch,
+    rows: _Rows,
     item: _AccountWork,
     hashes: Mapping[tuple[int, str], tuple[int, str]],
-    full: Mapping[int, BankTransaction],
-    payloads: Mapping[str, tuple[str, str]],
-    inserted: list[_NewRow],
-    now: dt.datetime,
+    inserted: list[tuple[_Row, dict[str, Any]]],
     settings: SyncSettings,
-    result: RefreshResult,
 ) -> None:
-    account, transactions = item.account, item.transactions
+    account, transactions, now, result = item.account, item.transactions, item.now, item.result
     unknown = [t for t in transactions if (account.id, t.provider_id) not in hashes]
-    legacy: dict[tuple[dt.date, int, str, bool], list[BankTransaction]] = defaultdict(list)
+    legacy: dict[tuple[dt.date, int, str, bool], list[_Row]] = defaultdict(list)
     if (
         unknown
         and account.reattached_at is not None
         and now - account.reattached_at <= dt.timedelta(days=settings.rekey_days)
     ):
         low = min(t.booking_date for t in unknown) - dt.timedelta(days=settings.match_days)
-        rows = await batch.session.scalars(
-            select(BankTransaction)
-            .where(BankTransaction.account_id == account.id)
-            .where(BankTransaction.provider_account_id != account.provider_account_id)
-            .where(BankTransaction.booking_date >= low)
-            .order_by(BankTransaction.id)
-        )
-        for old_row in rows:
+        for old_row in await rows.load(
+            _LEGACY,
+            account_id=account.id,
+            provider_account_id=account.provider_account_id,
+            low=low,
+        ):
             key = _fingerprint(
                 old_row.booking_date, old_row.amount, old_row.raw_label, old_row.coming
             )
             legacy[key].append(old_row)
 
     for transaction in transactions:
-        raw, digest = payloads[transaction.provider_id]
+        raw, digest = item.payloads[transaction.provider_id]
         hit = hashes.get((account.id, transaction.provider_id))
-        row: BankTransaction | None = None
+        row: _Row | None = None
         if hit is not None:
             if hit[1] == digest:
                 result.unchanged += 1
                 continue
-            row = full[hit[0]]
+            row = rows.by_id[hit[0]]
         else:
             key = _fingerprint(
                 transaction.booking_date,
@@ -863,37 +980,39 @@ async def _apply_account(
             if candidates:
                 # Same transaction seen under the provider ids of a previous connection.
                 row = candidates.pop(0)
-                row.provider_id = transaction.provider_id
-                row.provider_account_id = transaction.account_provider_id
+                row.change(
+                    provider_id=transaction.provider_id,
+                    provider_account_id=transaction.account_provider_id,
+                )
+                assert row.id is not None
                 item.touched[row.id] = row
-                batch.dirty_accounts.add(account.id)
                 result.rekeyed += 1
         if row is None:
-            new_row = _new_row(account, transaction, raw, digest, now)
-            inserted.append(new_row)
+            values = _new_row(account, transaction, raw, digest, now)
+            new_row = _Row(None, *(values[name] for name in _READ[1:]))
+            inserted.append((new_row, values))
             result.inserted += 1
             if new_row.status is TransactionStatus.BOOKED:
                 item.new_booked.append(new_row)
-            batch.versions.append((new_row, _new_version(new_row, now)))
+            batch.versions.append((new_row, _new_version(values, now)))
             continue
         if row.payload_hash == digest:
             result.unchanged += 1
             continue
         was_pending_alive = row.status is TransactionStatus.PENDING
         _update_row(row, transaction, raw, digest, now, result)
+        assert row.id is not None
         item.touched[row.id] = row
-        batch.dirty_accounts.add(account.id)
-        batch.versions.append((row, _version(row, now)))
+        batch.versions.append((row, _version(row, raw, now)))
         if was_pending_alive and row.status is TransactionStatus.DELETED and row.coming:
             item.gone_pending.append(row)
 
 
 def _new_row(
     account: BankAccount, transaction: ProviderTransaction, raw: str, digest: str, now: dt.datetime
-) -> _NewRow:
+) -> dict[str, Any]:
     status = _status_of(transaction)
-    raw_label = transaction.raw_label[:500]
-    values: dict[str, Any] = {
+    return {
         "account_id": account.id,
         "provider_id": transaction.provider_id,
         "provider_account_id": transaction.account_provider_id,
@@ -903,7 +1022,7 @@ def _new_row(
         "real_date": transaction.real_date,
         "amount": transaction.amount,
         "currency": transaction.currency[:3],
-        "raw_label": raw_label,
+        "raw_label": transaction.raw_label[:500],
         "type": transaction.type[:40],
         "counterparty_label": _cut(transaction.counterparty_label, 200),
         "counterparty_iban": normalise_iban(transaction.counterparty_iban),
@@ -914,15 +1033,21 @@ def _new_row(
         "first_seen_at": now,
         "last_change_seen_at": now,
         "booked_at": now if status is TransactionStatus.BOOKED else None,
+        "changed_at": None,
+        "replaced_by_id": None,
+        "replaces_id": None,
         "raw": raw,
         "payload_hash": digest,
+        "reported_statement_id": None,
+        "reported_at": None,
+        "reported_amount": None,
+        "reported_booking_date": None,
         "correction_pending": False,
+        "correction_statement_id": None,
     }
-    return _NewRow(values, status, transaction.amount, transaction.booking_date, raw_label, now)
 
 
-def _new_version(row: _NewRow, now: dt.datetime) -> dict[str, Any]:
-    values = row.values
+def _new_version(values: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
     return {
         "seen_at": now,
         "provider_id": values["provider_id"],
@@ -942,7 +1067,7 @@ def _cut(value: str | None, size: int) -> str | None:
     return None if value is None else value[:size]
 
 
-def _version(row: BankTransaction, now: dt.datetime) -> dict[str, Any]:
+def _version(row: _Row, raw: str, now: dt.datetime) -> dict[str, Any]:
     return {
         "seen_at": now,
         "provider_id": row.provider_id,
@@ -954,12 +1079,12 @@ def _version(row: BankTransaction, now: dt.datetime) -> dict[str, Any]:
         "coming": row.coming,
         "deleted_at": row.deleted_at,
         "after_report": row.reported_statement_id is not None,
-        "raw": row.raw,
+        "raw": raw,
     }
 
 
 def _update_row(
-    row: BankTransaction,
+    row: _Row,
     transaction: ProviderTransaction,
     raw: str,
     digest: str,
@@ -968,124 +1093,123 @@ def _update_row(
 ) -> None:
     reported = row.reported_statement_id is not None
     old_status = row.status
+    raw_label = transaction.raw_label[:500]
     reportable_changed = (
         row.amount != transaction.amount
         or row.booking_date != transaction.booking_date
         or row.value_date != transaction.value_date
-        or row.raw_label != transaction.raw_label[:500]
+        or row.raw_label != raw_label
     )
     new_status = _status_of(transaction)
     if old_status is TransactionStatus.REPLACED and new_status is not TransactionStatus.BOOKED:
         # A pending row already matched to its booked successor keeps its link.
         new_status = TransactionStatus.REPLACED
-    row.booking_date = transaction.booking_date
-    row.value_date = transaction.value_date
-    row.real_date = transaction.real_date
-    row.amount = transaction.amount
-    row.raw_label = transaction.raw_label[:500]
-    row.type = transaction.type[:40]
-    row.counterparty_label = _cut(transaction.counterparty_label, 200)
-    row.counterparty_iban = normalise_iban(transaction.counterparty_iban)
-    row.reference = _cut(transaction.reference, 200)
-    row.coming = transaction.coming
-    row.deleted_at = transaction.deleted_at
-    row.provider_last_update = transaction.last_update
-    row.last_change_seen_at = now
-    row.raw = raw
-    row.payload_hash = digest
-    row.status = new_status
+    row.change(
+        booking_date=transaction.booking_date,
+        value_date=transaction.value_date,
+        real_date=transaction.real_date,
+        amount=transaction.amount,
+        raw_label=raw_label,
+        type=transaction.type[:40],
+        counterparty_label=_cut(transaction.counterparty_label, 200),
+        counterparty_iban=normalise_iban(transaction.counterparty_iban),
+        reference=_cut(transaction.reference, 200),
+        coming=transaction.coming,
+        deleted_at=transaction.deleted_at,
+        provider_last_update=transaction.last_update,
+        last_change_seen_at=now,
+        raw=raw,
+        payload_hash=digest,
+        status=new_status,
+    )
     if new_status is TransactionStatus.BOOKED and row.booked_at is None:
-        row.booked_at = now
+        row.change(booked_at=now)
     if (
         old_status is TransactionStatus.BOOKED
         and new_status is TransactionStatus.BOOKED
         and reportable_changed
     ):
-        row.changed_at = now
+        row.change(changed_at=now)
         if reported:
-            row.correction_pending = True
+            row.change(correction_pending=True)
     if new_status is TransactionStatus.DELETED and old_status is not TransactionStatus.DELETED:
         result.deleted += 1
         if reported:
-            row.correction_pending = True
+            row.change(correction_pending=True)
     else:
         result.updated += 1
     if reported and old_status is TransactionStatus.BOOKED and new_status is not old_status:
-        row.correction_pending = True
+        row.change(correction_pending=True)
 
 
 async def _match_replacements(
-    batch: _Batch,
-    work: Sequence[_AccountWork],
-    inserted: Sequence[_NewRow],
-    now: dt.datetime,
-    settings: SyncSettings,
-    result: RefreshResult,
+    rows: _Rows, work: Sequence[_AccountWork], settings: SyncSettings
 ) -> None:
     """Link pending rows the bank withdrew to the booked rows that replace them.
 
-    Candidates stored before this refresh are read with one query per kind for all the
-    accounts that need them. Rows inserted by this refresh are in the database (their
-    :class:`_NewRow` stands for them); rows it changed are not flushed, so the query skips
-    them and they are tested here instead, on their new state.
+    Candidates stored before are read with one query per kind for all the accounts that need
+    them. Rows inserted by this write are in the database (and come back as the objects that
+    stand for them); rows it changed are not written yet, so the query skips them and they
+    are tested here instead, on their new state.
     """
-    session = batch.session
-    since = now - dt.timedelta(days=settings.match_days)
-    by_id: dict[int, _Stored] = {row.id: row for row in inserted if row.id is not None}
-    pending_for = [item.account.id for item in work if item.new_booked]
-    booked_for = [item.account.id for item in work if item.gone_pending]
-    stored_pending: dict[int, list[_Stored]] = defaultdict(list)
-    stored_booked: dict[int, list[_Stored]] = defaultdict(list)
-    if pending_for:
-        rows = await session.scalars(
-            select(BankTransaction)
-            .where(BankTransaction.account_id.in_(pending_for))
-            .where(BankTransaction.status == TransactionStatus.DELETED)
-            .where(BankTransaction.coming.is_(True))
-            .where(BankTransaction.replaced_by_id.is_(None))
-            .where(BankTransaction.deleted_at >= since)
-        )
-        _collect(
-            session, rows, by_id, work, pending_for, stored_pending, _is_pending_candidate, since
-        )
-    if booked_for:
-        rows = await session.scalars(
-            select(BankTransaction)
-            .where(BankTransaction.account_id.in_(booked_for))
-            .where(BankTransaction.status == TransactionStatus.BOOKED)
-            .where(BankTransaction.replaces_id.is_(None))
-            .where(BankTransaction.first_seen_at >= since)
-        )
-        _collect(session, rows, by_id, work, booked_for, stored_booked, _is_booked_candidate, since)
+    touched = {row_id for item in work for row_id in item.touched}
+    stored_pending = await _candidates(
+        rows,
+        _PENDING_CANDIDATES,
+        [item for item in work if item.new_booked],
+        touched,
+        _is_pending_candidate,
+        settings,
+    )
+    stored_booked = await _candidates(
+        rows,
+        _BOOKED_CANDIDATES,
+        [item for item in work if item.gone_pending],
+        touched,
+        _is_booked_candidate,
+        settings,
+    )
     for item in work:
         if item.new_booked or item.gone_pending:
             account_id = item.account.id
             _match_account(
-                item, stored_pending[account_id], stored_booked[account_id], settings, result
+                item,
+                stored_pending.get(account_id, []),
+                stored_booked.get(account_id, []),
+                settings,
             )
-            if item.touched or any(
-                isinstance(row, BankTransaction)
-                for row in (*stored_pending[account_id], *stored_booked[account_id])
-            ):
-                batch.dirty_accounts.add(account_id)
-    linked = [row for row in inserted if row.linked]
-    if linked:
-        # ORM bulk update by primary key: one executemany, no object loaded.
-        await session.execute(
-            update(BankTransaction),
-            [
-                {
-                    "id": row.id,
-                    "status": row.status,
-                    "replaced_by_id": row.replaced_by_id,
-                    "replaces_id": row.replaces_id,
-                }
-                for row in linked
-            ],
+
+
+async def _candidates(
+    rows: _Rows,
+    statement: Select[Any],
+    items: Sequence[_AccountWork],
+    touched: set[int],
+    candidate: Callable[[_Row, dt.datetime], bool],
+    settings: SyncSettings,
+) -> dict[int, list[_Row]]:
+    """Candidates by account: stored ones as they are in the database (or as inserted by
+    this write), then rows this write changed, on their new state."""
+    found: dict[int, list[_Row]] = defaultdict(list)
+    if not items:
+        return found
+    # Each connection has its own clock reading: one query from the earliest, then each
+    # account keeps what its own refresh would have read.
+    since = {item.account.id: item.now - dt.timedelta(days=settings.match_days) for item in items}
+    earliest = min(since.values())
+    for accounts in _chunks(sorted(since)):
+        for row in await rows.load(statement, accounts=accounts, since=earliest):
+            if row.id not in touched and candidate(row, since[row.account_id]):
+                found[row.account_id].append(row)
+    for item in items:
+        account_id = item.account.id
+        found[account_id].extend(
+            row for row in item.touched.values() if candidate(row, since[account_id])
         )
+    return found
 
 
-def _is_pending_candidate(row: BankTransaction, since: dt.datetime) -> bool:
+def _is_pending_candidate(row: _Row, since: dt.datetime) -> bool:
     return (
         row.status is TransactionStatus.DELETED
         and row.coming is True
@@ -1095,7 +1219,7 @@ def _is_pending_candidate(row: BankTransaction, since: dt.datetime) -> bool:
     )
 
 
-def _is_booked_candidate(row: BankTransaction, since: dt.datetime) -> bool:
+def _is_booked_candidate(row: _Row, since: dt.datetime) -> bool:
     return (
         row.status is TransactionStatus.BOOKED
         and row.replaces_id is None
@@ -1103,51 +1227,21 @@ def _is_booked_candidate(row: BankTransaction, since: dt.datetime) -> bool:
     )
 
 
-def _collect(
-    session: AsyncSession,
-    rows: Iterable[BankTransaction],
-    by_id: Mapping[int, _Stored],
-    work: Sequence[_AccountWork],
-    account_ids: Sequence[int],
-    into: dict[int, list[_Stored]],
-    candidate: Callable[[BankTransaction, dt.datetime], bool],
-    since: dt.datetime,
-) -> None:
-    """Sort query results by account: stored rows as they are in the database, rows this
-    refresh inserted as their :class:`_NewRow`, rows it changed on their new state."""
-    touched = {row_id for item in work for row_id in item.touched}
-    for row in rows:
-        mine = by_id.get(row.id)
-        if mine is not None:
-            # Inserted by this refresh: keep the one object the matching updates.
-            session.expunge(row)
-            into[row.account_id].append(mine)
-        elif row.id not in touched:
-            into[row.account_id].append(row)
-    wanted = set(account_ids)
-    for item in work:
-        if item.account.id in wanted:
-            into[item.account.id].extend(
-                row for row in item.touched.values() if candidate(row, since)
-            )
-
-
 def _match_account(
     item: _AccountWork,
-    stored_pending: Iterable[_Stored],
-    stored_booked: Iterable[_Stored],
+    stored_pending: Iterable[_Row],
+    stored_booked: Iterable[_Row],
     settings: SyncSettings,
-    result: RefreshResult,
 ) -> None:
-    pending: dict[int | None, _Stored] = {row.id: row for row in item.gone_pending}
-    booked: dict[int | None, _Stored] = {row.id: row for row in item.new_booked}
+    pending: dict[int | None, _Row] = {row.id: row for row in item.gone_pending}
+    booked: dict[int | None, _Row] = {row.id: row for row in item.new_booked}
     if item.new_booked:
         pending.update((row.id, row) for row in stored_pending)
     if item.gone_pending:
         booked.update((row.id, row) for row in stored_booked)
     if not pending or not booked:
         return
-    scored: list[tuple[tuple[float, int, int, int], _Stored, _Stored]] = []
+    scored: list[tuple[tuple[float, int, int, int], _Row, _Row]] = []
     for old in pending.values():
         for new in booked.values():
             if new.replaces_id is not None or (old.amount < 0) != (new.amount < 0):
@@ -1173,10 +1267,6 @@ def _match_account(
             continue
         used_old.add(old.id)
         used_new.add(new.id)
-        old.status = TransactionStatus.REPLACED
-        old.replaced_by_id = new.id
-        new.replaces_id = old.id
-        for row in (old, new):
-            if isinstance(row, _NewRow):
-                row.linked = True
-        result.replaced += 1
+        old.change(status=TransactionStatus.REPLACED, replaced_by_id=new.id)
+        new.change(replaces_id=old.id)
+        item.result.replaced += 1
