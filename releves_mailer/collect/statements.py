@@ -37,17 +37,17 @@ import asyncio
 import calendar
 import csv
 import datetime as dt
+import functools
 import hashlib
 import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Date, Select, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from releves_mailer import cfonb
 from releves_mailer.clock import PARIS, Clock
@@ -114,6 +114,10 @@ CSV_HEADER = (
 )
 
 _CARD_TYPES = frozenset({"card", "deferred_card"})
+
+#: Every state but ``succes``, as an ``IN`` list: the index on (state, account, due date)
+#: serves it, where ``state != 'succes'`` reads every statement of the account.
+NOT_PRODUCED = tuple(state for state in StatementState if state is not StatementState.SUCCES)
 
 
 # -- dates -----------------------------------------------------------------------------------
@@ -195,8 +199,8 @@ async def plan_due_accounts(
     )
     first_open = (
         select(func.min(Statement.due_date))
+        .where(Statement.state.in_(NOT_PRODUCED))
         .where(Statement.account_id == BankAccount.id)
-        .where(Statement.state != StatementState.SUCCES)
         .scalar_subquery()
     )
     query = (
@@ -225,7 +229,7 @@ async def plan_due_accounts(
         if any(row[8] is not None for row in rows):
             pending = await session.execute(
                 select(Statement.account_id, Statement.due_date)
-                .where(Statement.state != StatementState.SUCCES)
+                .where(Statement.state.in_(NOT_PRODUCED))
                 .order_by(Statement.account_id, Statement.due_date)
             )
             for account_id, due in pending:
@@ -444,6 +448,28 @@ def describe_origin(statement: Statement) -> str:
 # -- cutting ---------------------------------------------------------------------------------
 
 
+class _Movement(NamedTuple):
+    """A transaction to report, as the cut reads it (not the provider's payload)."""
+
+    id: int
+    account_id: int
+    provider_id: str
+    status: TransactionStatus
+    booking_date: dt.date
+    value_date: dt.date | None
+    real_date: dt.date | None
+    booked_at: dt.datetime | None
+    amount: int
+    raw_label: str
+    reference: str | None
+    type: str
+    counterparty_label: str | None
+    counterparty_iban: str | None
+
+
+_MOVEMENT_COLUMNS = tuple(getattr(BankTransaction, name) for name in _Movement._fields)
+
+
 def _values(row: BankTransaction) -> tuple[int, dt.date, dt.date, str]:
     return (row.amount, row.booking_date, row.value_date or row.booking_date, row.raw_label[:500])
 
@@ -453,7 +479,7 @@ def _line_values(line: StatementLine) -> tuple[int, dt.date, dt.date, str]:
 
 
 def is_reportable(
-    row: BankTransaction,
+    row: BankTransaction | _Movement,
     due: dt.date,
     include_pending: bool,
     floor_date: dt.date,
@@ -477,7 +503,7 @@ def is_reportable(
     return False
 
 
-def _line_data(row: BankTransaction, due: dt.date) -> LineData:
+def _line_data(row: BankTransaction | _Movement, due: dt.date) -> LineData:
     pending = row.status is TransactionStatus.PENDING
     return LineData(
         transaction_id=row.id,
@@ -607,7 +633,7 @@ class _Facts:
     )
     open_lines: dict[int, StatementLine] = field(default_factory=dict)
     origins: dict[int, Statement] = field(default_factory=dict)
-    rows: dict[int, list[BankTransaction]] = field(default_factory=dict)
+    rows: dict[int, list[_Movement]] = field(default_factory=dict)
     after_due: dict[int, int] = field(default_factory=dict)
 
 
@@ -620,7 +646,6 @@ class _Built:
     window: WindowKind
     collected: dt.datetime
     lines: list[LineData]
-    by_id: dict[int, BankTransaction]
     corrections: list[CorrectionData]
     correction_rows: dict[int, tuple[BankTransaction, StatementLine]]
     open_pending: list[StatementLine]
@@ -644,51 +669,54 @@ async def _load_targets(
         set(await session.scalars(select(BankAccount.connection_id).where(BankAccount.id.in_(ids))))
     )
     await _lock_connections(session, database, connection_ids)
+    # Per account: every statement not produced, the first and the last produced ones, and
+    # the one at the wanted due date (the numbering's maximum is among them: nothing is
+    # produced after a statement that is not).
+    first_done, last_done = (
+        select(Statement.id)
+        .where(Statement.state == StatementState.SUCCES)
+        .where(Statement.account_id == BankAccount.id)
+        .order_by(order)
+        .limit(1)
+        .scalar_subquery()
+        for order in (Statement.due_date, Statement.due_date.desc())
+    )
     targets: dict[int, _Target] = {}
-    for account, redevable in await session.execute(
-        select(BankAccount, Redevable)
+    produced: set[int] = set()
+    for account, redevable, first_id, last_id in await session.execute(
+        select(BankAccount, Redevable, first_done, last_done)
         .join(Redevable, Redevable.id == BankAccount.redevable_id)
         .where(BankAccount.id.in_(ids))
         .execution_options(populate_existing=True)
     ):
         targets[account.id] = _Target(account, redevable, wanted[account.id])
+        produced.update(sid for sid in (first_id, last_id) if sid is not None)
     if not targets:
         return targets
-    # Per account: every statement not produced, the first and the last produced ones, and
-    # the one at the wanted due date (the numbering's maximum is among them: nothing is
-    # produced after a statement that is not).
-    done = aliased(Statement)
-    first_done = (
-        select(func.min(done.due_date))
-        .where(done.account_id == Statement.account_id)
-        .where(done.state == StatementState.SUCCES)
-        .scalar_subquery()
-    )
-    last_done = (
-        select(func.max(done.due_date))
-        .where(done.account_id == Statement.account_id)
-        .where(done.state == StatementState.SUCCES)
-        .scalar_subquery()
-    )
-    wanted_rows = or_(
-        *(
-            and_(Statement.account_id == account_id, Statement.due_date == target.due)
-            for account_id, target in targets.items()
-        )
-    )
-    statements = await session.scalars(
+    # One query of a fixed shape (a query with a term per account costs more to build than
+    # to run); the rows at another account's due date are dropped below.
+    accounts = list(targets)
+    loaded = await session.scalars(
         select(Statement)
-        .where(Statement.account_id.in_(list(targets)))
         .where(
             or_(
-                Statement.state != StatementState.SUCCES,
-                Statement.due_date == first_done,
-                Statement.due_date == last_done,
-                wanted_rows,
+                Statement.id.in_(sorted(produced)),
+                and_(Statement.state.in_(NOT_PRODUCED), Statement.account_id.in_(accounts)),
+                and_(
+                    Statement.account_id.in_(accounts),
+                    Statement.due_date.in_(sorted({target.due for target in targets.values()})),
+                ),
             )
         )
         .execution_options(populate_existing=True)
     )
+    statements = [
+        statement
+        for statement in loaded
+        if statement.id in produced
+        or statement.state is not StatementState.SUCCES
+        or statement.due_date == targets[statement.account_id].due
+    ]
     last: dict[int, Statement] = {}
     for statement in statements:
         target = targets[statement.account_id]
@@ -716,6 +744,62 @@ async def _load_targets(
                 f"account {account_id}: a statement after {target.due} exists already"
             )
     return targets
+
+
+@functools.lru_cache(maxsize=256)
+def _movements_query(booked: int, pending: int) -> Select[Any]:
+    """The rows reportable by ``booked`` statements, ``pending`` of them with pending rows.
+
+    One term per (account, status), each a range of the ``to_report`` index: unreported rows
+    of other statuses (deleted, replaced) are never read. ``reported_statement_id IS NULL``
+    is in every term: outside, SQLite would read every unreported row of the table. Built
+    once per shape with named parameters: building it per chunk cost more than running it.
+    """
+    column = BankTransaction
+    operation_date = func.coalesce(column.real_date, column.booking_date)
+    terms = [
+        and_(
+            column.account_id == bindparam(f"b{index}_account"),
+            column.status == TransactionStatus.BOOKED,
+            column.reported_statement_id.is_(None),
+            column.booking_date <= bindparam(f"b{index}_due"),
+            or_(
+                column.booking_date > bindparam(f"b{index}_floor_date"),
+                column.booked_at > bindparam(f"b{index}_floor_time"),
+            ),
+        )
+        for index in range(booked)
+    ]
+    terms.extend(
+        and_(
+            column.account_id == bindparam(f"p{index}_account"),
+            column.status == TransactionStatus.PENDING,
+            column.reported_statement_id.is_(None),
+            operation_date <= bindparam(f"p{index}_due", type_=Date),
+            operation_date > bindparam(f"p{index}_floor_date", type_=Date),
+        )
+        for index in range(pending)
+    )
+    return select(*_MOVEMENT_COLUMNS).where(or_(*terms))
+
+
+@functools.lru_cache(maxsize=64)
+def _after_due_query(accounts: int) -> Select[int, int]:
+    """Per account, the sum of the booked movements dated after its D (index ranges)."""
+    column = BankTransaction
+    terms = (
+        and_(
+            column.account_id == bindparam(f"a{index}_account"),
+            column.booking_date > bindparam(f"a{index}_due"),
+        )
+        for index in range(accounts)
+    )
+    return (
+        select(column.account_id, func.sum(column.amount))
+        .where(column.status == TransactionStatus.BOOKED)
+        .where(or_(*terms))
+        .group_by(column.account_id)
+    )
 
 
 def _floors(target: _Target) -> tuple[dt.date, dt.datetime]:
@@ -769,49 +853,26 @@ async def _load_facts(session: AsyncSession, targets: Sequence[_Target]) -> _Fac
             facts.origins[statement.id] = statement
 
     # Movements: everything reportable up to D (see ``is_reportable``), per account.
-    operation_date = func.coalesce(BankTransaction.real_date, BankTransaction.booking_date)
-    conditions = []
-    for target in targets:
-        floor_date, floor_time = _floors(target)
-        booked = and_(
-            BankTransaction.status == TransactionStatus.BOOKED,
-            BankTransaction.booking_date <= target.due,
-            or_(
-                BankTransaction.booking_date > floor_date,
-                BankTransaction.booked_at > floor_time,
-            ),
-        )
-        reportable = booked
-        if target.redevable.include_pending:
-            pending = and_(
-                BankTransaction.status == TransactionStatus.PENDING,
-                operation_date <= target.due,
-                operation_date > floor_date,
-            )
-            reportable = or_(booked, pending)
-        conditions.append(and_(BankTransaction.account_id == target.account.id, reportable))
-    for row in await session.scalars(
-        select(BankTransaction)
-        .where(BankTransaction.reported_statement_id.is_(None))
-        .where(or_(*conditions))
-    ):
-        facts.rows.setdefault(row.account_id, []).append(row)
-    after = await session.execute(
-        select(BankTransaction.account_id, func.sum(BankTransaction.amount))
-        .where(BankTransaction.status == TransactionStatus.BOOKED)
-        .where(
-            or_(
-                *(
-                    and_(
-                        BankTransaction.account_id == target.account.id,
-                        BankTransaction.booking_date > target.due,
-                    )
-                    for target in targets
-                )
-            )
-        )
-        .group_by(BankTransaction.account_id)
-    )
+    params: dict[str, Any] = {}
+    booked = [target for target in targets]
+    pending = [target for target in targets if target.redevable.include_pending]
+    for prefix, chosen in (("b", booked), ("p", pending)):
+        for index, target in enumerate(chosen):
+            floor_date, floor_time = _floors(target)
+            params[f"{prefix}{index}_account"] = target.account.id
+            params[f"{prefix}{index}_due"] = target.due
+            params[f"{prefix}{index}_floor_date"] = floor_date
+            params[f"{prefix}{index}_floor_time"] = floor_time
+    for values in await session.execute(_movements_query(len(booked), len(pending)), params):
+        movement = _Movement(*values)
+        facts.rows.setdefault(movement.account_id, []).append(movement)
+
+    # The booked movements dated after D (the bank's balance at D).
+    params = {}
+    for index, target in enumerate(targets):
+        params[f"a{index}_account"] = target.account.id
+        params[f"a{index}_due"] = target.due
+    after = await session.execute(_after_due_query(len(targets)), params)
     facts.after_due = {account_id: int(total or 0) for account_id, total in after}
     return facts
 
@@ -861,8 +922,34 @@ async def _cut_many(
         return results
     facts = await _load_facts(session, to_build)
     built = [await _build(target, facts, now) for target in to_build]
-    results.extend(await _write(session, built, facts, now))
+    results.extend(await _write(session, built, now))
     return results
+
+
+def _row_values(
+    account: BankAccount, redevable: Redevable, due: dt.date, sequence: int, now: dt.datetime
+) -> dict[str, Any]:
+    """The columns of a new statement row, before it is cut (``en_cours``)."""
+    return {
+        "account_id": account.id,
+        "redevable_id": account.redevable_id,
+        "sequence": sequence,
+        "due_date": due,
+        "period_start": due,
+        "period_end": due,
+        "window": WindowKind.NEXT,
+        "periodicity": str(redevable.periodicity),
+        "created_at": now,
+        "updated_at": now,
+        "state": StatementState.EN_COURS,
+        "reason": "",
+        "iban": account.iban,
+        "currency": account.currency or "EUR",
+        "movement_count": 0,
+        "deleted_count": 0,
+        "withdrawn_total": 0,
+        "balance_mismatch": False,
+    }
 
 
 async def _upsert_row(
@@ -880,26 +967,7 @@ async def _upsert_row(
             Statement.account_id == account.id
         )
     )
-    statement = Statement(
-        account_id=account.id,
-        redevable_id=account.redevable_id,
-        sequence=int(sequence or 0) + 1,
-        due_date=due,
-        period_start=due,
-        period_end=due,
-        window=WindowKind.NEXT,
-        periodicity=str(redevable.periodicity),
-        created_at=now,
-        updated_at=now,
-        state=StatementState.EN_COURS,
-        reason="",
-        iban=account.iban,
-        currency=account.currency or "EUR",
-        movement_count=0,
-        deleted_count=0,
-        withdrawn_total=0,
-        balance_mismatch=False,
-    )
+    statement = Statement(**_row_values(account, redevable, due, int(sequence or 0) + 1, now))
     session.add(statement)
     await session.flush()
     return statement
@@ -1003,6 +1071,7 @@ def _corrections(
             )
         )
         withdrawn[line.id] = (row, line)
+        line.pending_open = False
         row.reported_statement_id = None
         if not gone and (row.status is TransactionStatus.BOOKED or include_pending):
             again.append(row)
@@ -1031,14 +1100,13 @@ async def _build(target: _Target, facts: _Facts, now: dt.datetime) -> _Built:
     corrections, again, withdrawn = _corrections(target, facts, now)
 
     # 2. Movements: everything reportable up to D (see ``is_reportable``).
-    rows = list(facts.rows.get(account.id, []))
+    rows: list[BankTransaction | _Movement] = [*facts.rows.get(account.id, ())]
     seen = {row.id for row in rows}
     for row in again:
         if row.id not in seen and is_reportable(row, due, include_pending, floor_date, floor_time):
             rows.append(row)
             seen.add(row.id)
     lines = sorted((_line_data(row, due) for row in rows), key=lambda line: line.sort_key)
-    by_id = {row.id: row for row in rows}
 
     # 3. Balances.
     movements_total = sum(line.amount for line in lines)
@@ -1078,7 +1146,6 @@ async def _build(target: _Target, facts: _Facts, now: dt.datetime) -> _Built:
         window=window,
         collected=collected,
         lines=lines,
-        by_id=by_id,
         corrections=corrections,
         correction_rows=withdrawn,
         open_pending=open_pending,
@@ -1094,69 +1161,134 @@ async def _build(target: _Target, facts: _Facts, now: dt.datetime) -> _Built:
     )
 
 
-def _new_row(target: _Target, now: dt.datetime) -> Statement:
-    account = target.account
-    target.max_sequence += 1
-    return Statement(
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+#: Core tables of the bulk writes of a cut.
+_STATEMENTS = _table(Statement)
+_LINES = _table(StatementLine)
+_FILES = _table(StatementFile)
+_TRANSACTIONS = _table(BankTransaction)
+
+
+def _balance_check(item: _Built) -> tuple[int, bool]:
+    """The gap the files explain and whether the closing balance is a mismatch.
+
+    Explained: every amount withdrawn by a CSV so far plus the pending movements still open
+    once this statement is written (its own, and earlier ones neither settled nor withdrawn).
+    """
+    open_pending = sum(line.amount for line in item.open_pending if line.pending_open)
+    open_pending += sum(line.amount for line in item.lines if line.pending)
+    explained = item.withdrawn_total + open_pending
+    bank_balance = item.bank_balance
+    return explained, bank_balance is not None and item.closing - bank_balance != explained
+
+
+def _cut_values(item: _Built, now: dt.datetime) -> dict[str, Any]:
+    """The columns a cut sets on its statement row (a new one, or one completed in place)."""
+    cfonb_bytes, csv_bytes = item.cfonb_bytes, item.csv_bytes
+    bank_balance, closing = item.bank_balance, item.closing
+    explained, mismatch = _balance_check(item)
+    return {
+        "period_start": item.period_start,
+        "period_end": item.target.due,
+        "window": item.window,
+        "state": StatementState.SUCCES,
+        "reason": "",
+        "updated_at": now,
+        "data_as_of": item.collected,
+        "iban": item.iban,
+        "currency": item.currency,
+        "movement_count": len(item.lines),
+        "deleted_count": len(item.corrections),
+        "opening_balance": item.opening,
+        "closing_balance": closing,
+        "movements_total": item.movements_total,
+        "withdrawn_total": item.withdrawn_total,
+        "cfonb_sha256": hashlib.sha256(cfonb_bytes).hexdigest(),
+        "cfonb_size": len(cfonb_bytes),
+        "csv_sha256": None if csv_bytes is None else hashlib.sha256(csv_bytes).hexdigest(),
+        "csv_size": None if csv_bytes is None else len(csv_bytes),
+        "bank_balance": bank_balance,
+        "balance_gap": None if bank_balance is None else closing - bank_balance,
+        "explained_gap": explained,
+        "balance_mismatch": mismatch,
+    }
+
+
+async def _write_statements(
+    session: AsyncSession, built: Sequence[_Built], now: dt.datetime
+) -> list[int]:
+    """Insert or complete the statement rows; their ids, in the order of ``built``."""
+    ids: dict[int, int] = {}
+    new: list[dict[str, Any]] = []
+    completed: list[dict[str, Any]] = []
+    for item in built:
+        target, values = item.target, _cut_values(item, now)
+        if target.existing is None:
+            target.max_sequence += 1
+            start = _row_values(
+                target.account, target.redevable, target.due, target.max_sequence, now
+            )
+            new.append(start | values)
+        else:
+            ids[target.account.id] = target.existing.id
+            completed.append({"id": target.existing.id} | values)
+    if new:
+        # One multi-row INSERT; a chunk has one statement per account, so the returned rows
+        # are matched by account.
+        inserted = await session.execute(
+            insert(_STATEMENTS).returning(_STATEMENTS.c.account_id, _STATEMENTS.c.id), new
+        )
+        ids.update((account_id, sid) for account_id, sid in inserted)
+    if completed:
+        await session.execute(update(Statement), completed)
+    return [ids[item.target.account.id] for item in built]
+
+
+def _mismatch_event(item: _Built, now: dt.datetime) -> BankEvent:
+    account, due, currency = item.target.account, item.target.due, item.currency
+    bank_balance, closing = item.bank_balance, item.closing
+    assert bank_balance is not None
+    explained, _mismatch = _balance_check(item)
+    unexplained = closing - bank_balance - explained
+    return BankEvent(
+        at=now,
+        kind=MISMATCH_EVENT_KIND,
+        connection_id=account.connection_id,
         account_id=account.id,
-        redevable_id=account.redevable_id,
-        sequence=target.max_sequence,
-        due_date=target.due,
-        period_start=target.due,
-        period_end=target.due,
-        window=WindowKind.NEXT,
-        periodicity=str(target.redevable.periodicity),
-        created_at=now,
-        updated_at=now,
-        state=StatementState.EN_COURS,
-        reason="",
-        iban=account.iban,
-        currency=account.currency or "EUR",
-        movement_count=0,
-        deleted_count=0,
-        withdrawn_total=0,
-        balance_mismatch=False,
+        old_value=str(bank_balance),
+        new_value=str(closing),
+        error_code=MISMATCH_ERROR_CODE,
+        message=(
+            f"Relevé du {_dmy(due)} : écart de solde inexpliqué de "
+            f"{_format_amount(unexplained, currency)} {currency} entre le solde "
+            f"calculé ({_format_amount(closing, currency)}) et le solde de la "
+            f"banque ({_format_amount(bank_balance, currency)})"
+        ),
     )
 
 
 async def _write(
-    session: AsyncSession, built: Sequence[_Built], facts: _Facts, now: dt.datetime
+    session: AsyncSession, built: Sequence[_Built], now: dt.datetime
 ) -> list[CutResult]:
-    """The statement rows, their lines and files, the transactions' marks: one transaction."""
-    statements: list[Statement] = []
-    for item in built:
-        statement = item.target.existing
-        if statement is None:
-            statement = _new_row(item.target, now)
-            session.add(statement)
-        statements.append(statement)
-        statement.period_start = item.period_start
-        statement.period_end = item.target.due
-        statement.window = item.window
-        statement.state = StatementState.SUCCES
-        statement.reason = ""
-        statement.updated_at = now
-        statement.data_as_of = item.collected
-        statement.iban = item.iban
-        statement.currency = item.currency
-        statement.movement_count = len(item.lines)
-        statement.deleted_count = len(item.corrections)
-        statement.opening_balance = item.opening
-        statement.closing_balance = item.closing
-        statement.movements_total = item.movements_total
-        statement.withdrawn_total = item.withdrawn_total
-        statement.cfonb_sha256 = hashlib.sha256(item.cfonb_bytes).hexdigest()
-        statement.cfonb_size = len(item.cfonb_bytes)
-        csv_bytes = item.csv_bytes
-        statement.csv_sha256 = None if csv_bytes is None else hashlib.sha256(csv_bytes).hexdigest()
-        statement.csv_size = None if csv_bytes is None else len(csv_bytes)
-    await session.flush()
+    """The statement rows, their lines and files, the transactions' marks: one transaction.
 
+    Rows are written in bulk (a few statements per chunk, whatever its size); the few loaded
+    objects the corrections changed are written by the session.
+    """
+    # The corrections unmarked the rows they withdraw; that must reach the database before
+    # the marks below, which report some of them again.
+    await session.flush()
+    statement_ids = await _write_statements(session, built, now)
     line_rows: list[dict[str, Any]] = []
+    marks: list[dict[str, Any]] = []
     files: list[dict[str, Any]] = []
     results: list[CutResult] = []
-    for item, statement in zip(built, statements, strict=True):
-        sid = statement.id
+    for item, sid in zip(built, statement_ids, strict=True):
         account = item.target.account
         account_id, due = account.id, item.target.due
         for position, line in enumerate(item.lines, 1):
@@ -1181,11 +1313,14 @@ async def _write(
                     "seen_at": None,
                 }
             )
-            row = item.by_id[line.transaction_id]
-            row.reported_statement_id = sid
-            row.reported_at = now
-            row.reported_amount = line.amount
-            row.reported_booking_date = line.booking_date
+            marks.append(
+                {
+                    "b_id": line.transaction_id,
+                    "b_statement": sid,
+                    "b_amount": line.amount,
+                    "b_booking_date": line.booking_date,
+                }
+            )
         for position, correction in enumerate(item.corrections, 1):
             line_rows.append(
                 {
@@ -1210,44 +1345,14 @@ async def _write(
             )
             row, withdrawn_line = item.correction_rows[correction.withdraws_line_id]
             withdrawn_line.withdrawn_statement_id = sid
-            withdrawn_line.pending_open = False
             row.correction_statement_id = sid
         files.append({"statement_id": sid, "kind": "cfonb", "content": item.cfonb_bytes})
         if item.csv_bytes is not None:
             files.append({"statement_id": sid, "kind": "csv", "content": item.csv_bytes})
         account.last_reported_date = due
-
-        # Pending movements still open once this statement is written.
-        open_pending = sum(line.amount for line in item.open_pending if line.pending_open)
-        open_pending += sum(line.amount for line in item.lines if line.pending)
-        explained = item.withdrawn_total + open_pending
-        bank_balance, closing = item.bank_balance, item.closing
-        statement.bank_balance = bank_balance
-        statement.balance_gap = None if bank_balance is None else closing - bank_balance
-        statement.explained_gap = explained
-        mismatch = bank_balance is not None and closing - bank_balance != explained
-        statement.balance_mismatch = mismatch
+        _explained, mismatch = _balance_check(item)
         if mismatch:
-            assert bank_balance is not None
-            unexplained = closing - bank_balance - explained
-            currency = item.currency
-            session.add(
-                BankEvent(
-                    at=now,
-                    kind=MISMATCH_EVENT_KIND,
-                    connection_id=account.connection_id,
-                    account_id=account_id,
-                    old_value=str(bank_balance),
-                    new_value=str(closing),
-                    error_code=MISMATCH_ERROR_CODE,
-                    message=(
-                        f"Relevé du {_dmy(due)} : écart de solde inexpliqué de "
-                        f"{_format_amount(unexplained, currency)} {currency} entre le solde "
-                        f"calculé ({_format_amount(closing, currency)}) et le solde de la "
-                        f"banque ({_format_amount(bank_balance, currency)})"
-                    ),
-                )
-            )
+            session.add(_mismatch_event(item, now))
         results.append(
             CutResult(
                 account_id,
@@ -1259,9 +1364,22 @@ async def _write(
                 mismatch=mismatch,
             )
         )
+    # Core statements with one parameter set per row (executemany): the ORM's bulk insert
+    # would split the lines into runs of the same NULL columns.
     if line_rows:
-        await session.execute(insert(StatementLine), line_rows)
-    await session.execute(insert(StatementFile), files)
+        await session.execute(insert(_LINES), line_rows)
+        await session.execute(
+            update(_TRANSACTIONS)
+            .where(_TRANSACTIONS.c.id == bindparam("b_id"))
+            .values(
+                reported_statement_id=bindparam("b_statement"),
+                reported_at=now,
+                reported_amount=bindparam("b_amount"),
+                reported_booking_date=bindparam("b_booking_date"),
+            ),
+            marks,
+        )
+    await session.execute(insert(_FILES), files)
     return results
 
 

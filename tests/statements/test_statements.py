@@ -322,3 +322,27 @@ async def test_pending_reported_then_changed_goes_to_the_csv(
     for line, row in changed:
         gone = row.status in (TransactionStatus.DELETED, TransactionStatus.REPLACED)
         assert gone or row.amount != line.amount or row.booking_date != line.booking_date
+
+
+async def test_catch_up_cuts_accounts_at_different_due_dates_together(
+    database: Database, keyring: KeyRing
+) -> None:
+    """After downtime one chunk holds accounts at different due dates, some with pending
+    movements: each statement gets its own account's movements and bank balance."""
+    specs = (
+        Spec(Periodicity.JOURNALIERE, include_pending=True),
+        Spec(Periodicity.HEBDOMADAIRE, day=4),
+        Spec(Periodicity.JOURNALIERE),
+        Spec(Periodicity.MENSUELLE, day=10, include_pending=True),
+    )
+    world = await make_world(database, keyring, specs, START)
+    await world.simulate(START, START + dt.timedelta(days=4))
+    await world.simulate(START + dt.timedelta(days=12), START + dt.timedelta(days=14))
+    assert await world.audit() == []
+
+    statements = await _statements(database)
+    caught_up = [s for s in statements if s.due_date > START + dt.timedelta(days=3)]
+    first_round = min(s.created_at for s in caught_up)
+    dues = {s.due_date for s in caught_up if s.created_at == first_round}
+    assert len(dues) > 1  # the scenario really mixes due dates in one pass
+    assert all(not s.balance_mismatch and s.bank_balance is not None for s in statements)

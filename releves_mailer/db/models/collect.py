@@ -198,6 +198,7 @@ class BankTransaction(Base):
     Queries the statement builder relies on (each served by an index below):
 
     - to report: ``status = 'booked' AND reported_statement_id IS NULL AND booking_date <= D``;
+    - the bank's balance at D: ``status = 'booked' AND booking_date > D`` (reported or not);
     - reported in S: ``reported_statement_id = S``;
     - corrections to announce: ``correction_pending`` (set by the sync when a reported row is
       deleted or changed; the builder clears it and sets ``correction_statement_id``).
@@ -213,6 +214,7 @@ class BankTransaction(Base):
             "reported_statement_id",
             "booking_date",
         ),
+        Index("ix_bank_transaction_booked", "account_id", "status", "booking_date"),
         Index("ix_bank_transaction_reported", "reported_statement_id"),
         Index("ix_bank_transaction_corrections", "account_id", "correction_pending"),
     )

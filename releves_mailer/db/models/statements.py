@@ -87,6 +87,9 @@ class Statement(Base):
         UniqueConstraint("account_id", "sequence", name="uq_statement_account_sequence"),
         Index("ix_statement_redevable_due", "redevable_id", "due_date"),
         Index("ix_statement_created", "created_at"),
+        # The builder's questions per account: its first and last ``succes`` statements
+        # (min/max of the index), its statements not produced yet (few, whatever the age).
+        Index("ix_statement_state_account_due", "state", "account_id", "due_date"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
