@@ -62,7 +62,7 @@ from releves_mailer.db.models.collect import (
     ConnectionState,
     TransactionStatus,
 )
-from releves_mailer.db.models.portfolio import Redevable
+from releves_mailer.db.models.portfolio import Periodicity, Redevable
 from releves_mailer.db.models.statements import (
     LineKind,
     Statement,
@@ -150,10 +150,15 @@ class StatementTiming:
         return moment.astimezone(dt.UTC)
 
 
+@functools.lru_cache(maxsize=65_536)
 def due_dates(
     schedule: Schedule, *, after: dt.date | None, not_before: dt.date, before: dt.date
-) -> list[dt.date]:
-    """Due dates D of ``schedule`` with ``after`` < D, ``not_before`` <= D < ``before``."""
+) -> tuple[dt.date, ...]:
+    """Due dates D of ``schedule`` with ``after`` < D, ``not_before`` <= D < ``before``.
+
+    Memoised: the runner asks for every account every few minutes, with the same answer all
+    day long (and the same for every account of a redevable).
+    """
     start = not_before - dt.timedelta(days=1)
     if after is not None and after > start:
         start = after
@@ -162,7 +167,12 @@ def due_dates(
     while current < before:
         found.append(current)
         current = schedule.next_due(current)
-    return found
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=4_096)
+def _schedule(periodicity: Periodicity, month: int | None, day: int | None) -> Schedule:
+    return Schedule.checked(periodicity, month, day)
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -247,7 +257,7 @@ async def plan_due_accounts(
         _first_open,
     ) in rows:
         try:
-            schedule = Schedule.checked(periodicity, month, day)
+            schedule = _schedule(periodicity, month, day)
         except Exception:  # a broken schedule must not stop the others
             log.warning("account %s: invalid schedule, no statement", account_id)
             continue

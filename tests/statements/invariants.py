@@ -72,7 +72,9 @@ def expected_dues(
     ``off`` = (date of the deactivation, date of the reactivation): the due date of the
     deactivation day and those until the day before the reactivation get no statement.
     """
-    dates = due_dates(schedule, after=None, not_before=activated, before=until + dt.timedelta(1))
+    dates = list(
+        due_dates(schedule, after=None, not_before=activated, before=until + dt.timedelta(1))
+    )
     if off is not None:
         dates = [d for d in dates if d < off[0] or d >= off[1]]
     return dates

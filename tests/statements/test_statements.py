@@ -53,19 +53,19 @@ def test_due_dates_follow_the_schedule() -> None:
     found = due_dates(
         weekly, after=None, not_before=dt.date(2026, 1, 5), before=dt.date(2026, 1, 26)
     )
-    assert found == [dt.date(2026, 1, 5), dt.date(2026, 1, 12), dt.date(2026, 1, 19)]
+    assert found == (dt.date(2026, 1, 5), dt.date(2026, 1, 12), dt.date(2026, 1, 19))
     found = due_dates(
         weekly,
         after=dt.date(2026, 1, 12),
         not_before=dt.date(2026, 1, 1),
         before=dt.date(2026, 1, 20),
     )
-    assert found == [dt.date(2026, 1, 19)]
+    assert found == (dt.date(2026, 1, 19),)
     quarterly = Schedule.checked(Periodicity.TRIMESTRIELLE, 1, 1)
     found = due_dates(
         quarterly, after=None, not_before=dt.date(2016, 9, 5), before=dt.date(2017, 4, 2)
     )
-    assert found == [dt.date(2016, 10, 1), dt.date(2017, 1, 1), dt.date(2017, 4, 1)]
+    assert found == (dt.date(2016, 10, 1), dt.date(2017, 1, 1), dt.date(2017, 4, 1))
 
 
 def test_csv_is_excel_friendly() -> None:
