@@ -139,8 +139,16 @@ def _paris_date(moment: dt.datetime) -> dt.date:
     return moment.astimezone(PARIS).date()
 
 
-def _payload(transaction: ProviderTransaction) -> tuple[str, str]:
-    raw = json.dumps(transaction.raw, sort_keys=True, separators=(",", ":"), default=str)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _raw(transaction: ProviderTransaction) -> str:
+    return _ENCODER.encode(transaction.raw)
+
+
+def _digest(transaction: ProviderTransaction, raw: str) -> str:
+    """The payload hash stored with each row: never change it, or every stored row would
+    look changed at the next refresh."""
     fields = (
         transaction.provider_id,
         transaction.booking_date,
@@ -151,8 +159,35 @@ def _payload(transaction: ProviderTransaction) -> tuple[str, str]:
         transaction.deleted_at,
         transaction.last_update,
     )
-    digest = hashlib.sha256((raw + repr(fields)).encode()).hexdigest()
-    return raw, digest
+    return hashlib.sha256((raw + repr(fields)).encode()).hexdigest()
+
+
+class _DigestMemo:
+    """Payload hashes by transaction object, a bounded memo.
+
+    Most rows of a refresh are unchanged; a provider that keeps its transaction objects
+    between calls (the test bank memoises them) hands the same object again, and hashing
+    it again was a good part of a refresh. The entry holds the object: while it is in the
+    memo, no other object can have its id. Provider objects are immutable (frozen, their
+    ``raw`` is never modified).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._digests: dict[int, tuple[ProviderTransaction, str]] = {}
+
+    def __call__(self, transaction: ProviderTransaction) -> str:
+        found = self._digests.get(id(transaction))
+        if found is not None:
+            return found[1]
+        digest = _digest(transaction, _raw(transaction))
+        if len(self._digests) >= self._size:
+            self._digests.clear()
+        self._digests[id(transaction)] = (transaction, digest)
+        return digest
+
+
+_payload_digest = _DigestMemo(65_536)
 
 
 def _status_of(transaction: ProviderTransaction) -> TransactionStatus:
@@ -786,6 +821,7 @@ _BOOKED_CANDIDATES = (
     .where(_T.status == TransactionStatus.BOOKED)
     .where(_T.replaces_id.is_(None))
     .where(_T.first_seen_at >= bindparam("since"))
+    .where(_T.booking_date.between(bindparam("low"), bindparam("high")))
     .order_by(_T.id)
 )
 
@@ -827,8 +863,8 @@ class _AccountWork:
     transactions: list[ProviderTransaction]
     now: dt.datetime
     result: RefreshResult
-    #: Raw payload and digest by provider id.
-    payloads: dict[str, tuple[str, str]]
+    #: Payload hash by provider id.
+    digests: dict[str, str]
     #: Stored rows changed by this refresh (not written yet: queries see their old state).
     touched: dict[int, _Row] = field(default_factory=dict)
     new_booked: list[_Row] = field(default_factory=list)
@@ -858,8 +894,8 @@ def _account_work(
             # last reported date.
             continue
         transactions.sort(key=lambda t: (t.last_update, t.provider_id))
-        payloads = {t.provider_id: _payload(t) for t in transactions}
-        work.append(_AccountWork(account, transactions, now, result, payloads))
+        digests = {t.provider_id: _payload_digest(t) for t in transactions}
+        work.append(_AccountWork(account, transactions, now, result, digests))
     return work
 
 
@@ -881,7 +917,7 @@ async def _apply_transactions(
     changed = [
         hit[0]
         for item in work
-        for provider_id, (_raw, digest) in item.payloads.items()
+        for provider_id, digest in item.digests.items()
         if (hit := hashes.get((item.account.id, provider_id))) is not None and hit[1] != digest
     ]
     for ids in _chunks(changed):
@@ -914,8 +950,8 @@ async def _read_hashes(
     wanted: set[tuple[int, str]] = set()
     for items in queued:
         accounts = sorted({item.account.id for item in items})
-        wanted.update((item.account.id, pid) for item in items for pid in item.payloads)
-        for provider_ids in _chunks([pid for item in items for pid in item.payloads]):
+        wanted.update((item.account.id, pid) for item in items for pid in item.digests)
+        for provider_ids in _chunks([pid for item in items for pid in item.digests]):
             terms.append((accounts, provider_ids))
     hashes: dict[tuple[int, str], tuple[int, str]] = {}
     for start in range(0, len(terms), _HASH_TERMS):
@@ -961,7 +997,7 @@ async def _apply_account(
             legacy[key].append(old_row)
 
     for transaction in transactions:
-        raw, digest = item.payloads[transaction.provider_id]
+        digest = item.digests[transaction.provider_id]
         hit = hashes.get((account.id, transaction.provider_id))
         row: _Row | None = None
         if hit is not None:
@@ -988,8 +1024,14 @@ async def _apply_account(
                 item.touched[row.id] = row
                 result.rekeyed += 1
         if row is None:
-            values = _new_row(account, transaction, raw, digest, now)
-            new_row = _Row(None, *(values[name] for name in _READ[1:]))
+            values = _new_row(account, transaction, _raw(transaction), digest, now)
+            new_row = _Row(
+                id=None,
+                replaced_by_id=None,
+                replaces_id=None,
+                reported_statement_id=None,
+                **{name: values[name] for name in _READ if name in values},
+            )
             inserted.append((new_row, values))
             result.inserted += 1
             if new_row.status is TransactionStatus.BOOKED:
@@ -1000,6 +1042,7 @@ async def _apply_account(
             result.unchanged += 1
             continue
         was_pending_alive = row.status is TransactionStatus.PENDING
+        raw = _raw(transaction)
         _update_row(row, transaction, raw, digest, now, result)
         assert row.id is not None
         item.touched[row.id] = row
@@ -1033,17 +1076,9 @@ def _new_row(
         "first_seen_at": now,
         "last_change_seen_at": now,
         "booked_at": now if status is TransactionStatus.BOOKED else None,
-        "changed_at": None,
-        "replaced_by_id": None,
-        "replaces_id": None,
         "raw": raw,
         "payload_hash": digest,
-        "reported_statement_id": None,
-        "reported_at": None,
-        "reported_amount": None,
-        "reported_booking_date": None,
         "correction_pending": False,
-        "correction_statement_id": None,
     }
 
 
@@ -1161,14 +1196,27 @@ async def _match_replacements(
         _is_pending_candidate,
         settings,
     )
-    stored_booked = await _candidates(
-        rows,
-        _BOOKED_CANDIDATES,
-        [item for item in work if item.gone_pending],
-        touched,
-        _is_booked_candidate,
-        settings,
-    )
+    booked_for = [item for item in work if item.gone_pending]
+    stored_booked: Mapping[int, list[_Row]] = {}
+    if booked_for:
+        # Every pending row the matching will see is known now: a booked row booked more
+        # than match_days away from all of them cannot replace any, so it is not read.
+        dates = [
+            row.booking_date
+            for item in booked_for
+            for row in (*item.gone_pending, *stored_pending.get(item.account.id, ()))
+        ]
+        span = dt.timedelta(days=settings.match_days)
+        stored_booked = await _candidates(
+            rows,
+            _BOOKED_CANDIDATES,
+            booked_for,
+            touched,
+            _is_booked_candidate,
+            settings,
+            low=min(dates) - span,
+            high=max(dates) + span,
+        )
     for item in work:
         if item.new_booked or item.gone_pending:
             account_id = item.account.id
@@ -1187,6 +1235,7 @@ async def _candidates(
     touched: set[int],
     candidate: Callable[[_Row, dt.datetime], bool],
     settings: SyncSettings,
+    **bounds: Any,
 ) -> dict[int, list[_Row]]:
     """Candidates by account: stored ones as they are in the database (or as inserted by
     this write), then rows this write changed, on their new state."""
@@ -1198,7 +1247,7 @@ async def _candidates(
     since = {item.account.id: item.now - dt.timedelta(days=settings.match_days) for item in items}
     earliest = min(since.values())
     for accounts in _chunks(sorted(since)):
-        for row in await rows.load(statement, accounts=accounts, since=earliest):
+        for row in await rows.load(statement, accounts=accounts, since=earliest, **bounds):
             if row.id not in touched and candidate(row, since[row.account_id]):
                 found[row.account_id].append(row)
     for item in items:

@@ -15,7 +15,7 @@ from releves_mailer.collect.connections import (
     set_account_active,
 )
 from releves_mailer.collect.provider import ProviderTransaction
-from releves_mailer.collect.sync import SyncSettings, refresh_connection
+from releves_mailer.collect.sync import SyncSettings, _payload_digest, _raw, refresh_connection
 from releves_mailer.collect.testbank import TestBank, TestBankToken, parse_scheduled_error
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
@@ -490,3 +490,42 @@ async def test_token_is_encrypted_at_rest_and_survives_key_rotation(
     only_new = KeyRing([new_key])
     assert await token_of(database, only_new, connection_id) == token
     assert (await refresh(database, connection_id, bank, only_new, clock)).ok
+
+
+def test_payload_hash_is_stable_and_memoised_per_object() -> None:
+    """Stored rows keep the hash computed when they were written: the hash of a payload must
+    never change (every row would look changed), memoised or not."""
+
+    def transaction() -> ProviderTransaction:
+        return ProviderTransaction(
+            provider_id="c1.0.20260302c1",
+            account_provider_id="c1.0",
+            booking_date=dt.date(2026, 3, 3),
+            value_date=None,
+            real_date=dt.date(2026, 3, 2),
+            amount=-1234,
+            currency="EUR",
+            raw_label="CB MONOPRIX 0203",
+            type="card",
+            coming=True,
+            deleted_at=None,
+            last_update=dt.datetime(2026, 3, 2, 19, 5, tzinfo=dt.UTC),
+            raw={
+                "id": "c1.0.20260302c1",
+                "value": "-12.34",
+                "coming": True,
+                "date": "2026-03-03",
+                "nested": {"b": 1, "a": None},
+                "when": dt.date(2026, 3, 2),
+            },
+        )
+
+    first = transaction()
+    expected = "8ac94f6ec46e857793a604e192a98d4cd618df6a35485f8a9d376b631c46326e"
+    assert _raw(first) == (
+        '{"coming":true,"date":"2026-03-03","id":"c1.0.20260302c1",'
+        '"nested":{"a":null,"b":1},"value":"-12.34","when":"2026-03-02"}'
+    )
+    assert _payload_digest(first) == expected
+    assert _payload_digest(first) == expected  # from the memo
+    assert _payload_digest(transaction()) == expected  # another object, same payload

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from releves_mailer.clock import PARIS
 from releves_mailer.collect.calendar import (
@@ -59,10 +59,12 @@ class AccountProfile:
     currency: str
     #: The deferred debit card whose monthly total is debited from this checking account.
     card: AccountProfile | None = None
+    #: ``(seed, customer, index)``: what the memos key the account's days by (kept, not
+    #: rebuilt at each of the many lookups of a refresh).
+    key: tuple[int, str, int] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[int, str, int]:
-        return (self.seed, self.customer, self.index)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.seed, self.customer, self.index))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,10 +258,11 @@ class _Builder:
         self.rng = rng
         self.rows: list[Row] = []
         self.count = 0
+        self.id_prefix = f"{day:%Y%m%d}"
 
     def next_id(self, letter: str) -> str:
         self.count += 1
-        return f"{self.day:%Y%m%d}{letter}{self.count}"
+        return f"{self.id_prefix}{letter}{self.count}"
 
     def booked(
         self,
