@@ -131,6 +131,22 @@ async def reference(config: Config) -> Summary:
     return await check(config, complete=True)
 
 
+async def progress_marks(
+    config: Config, process: subprocess.Popen[bytes], *, count: int
+) -> list[float]:
+    """When each of the next ``count`` steps of a run finished (fewer if it ended first)."""
+    marks: list[float] = []
+    seen = done_step(config)
+    deadline = time.monotonic() + 60
+    while len(marks) < count and process.poll() is None and time.monotonic() < deadline:
+        current = done_step(config)
+        if current != seen:
+            marks.append(time.monotonic())
+            seen = current
+        await asyncio.sleep(0.005)
+    return marks
+
+
 @pytest.mark.slow
 async def test_simulate_survives_50_kills(tmp_path: Path) -> None:
     config = await build(tmp_path / "killed")
@@ -139,15 +155,17 @@ async def test_simulate_survives_50_kills(tmp_path: Path) -> None:
     kills = checkpoints = 0
     finished = False
     while kills < KILLS:
-        before = done_step(config)
         process = start(config)
-        deadline = time.monotonic() + 60
-        # Kill once this run made progress, at a random moment of the steps that follow.
-        while time.monotonic() < deadline and process.poll() is None:
-            if done_step(config) != before:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(rng.uniform(0, 0.4))
+        if rng.random() < 0.2:
+            # During start-up or while redoing the step the previous kill interrupted.
+            await asyncio.sleep(rng.uniform(0, 2.0))
+        else:
+            # Two steps of this run done, then a random moment of the step after: the delay
+            # scales with the step's duration, so the kills stay spread over the whole
+            # simulation however fast the machine or the code.
+            marks = await progress_marks(config, process, count=2)
+            if len(marks) == 2:
+                await asyncio.sleep(rng.uniform(0, 1.5) * (marks[1] - marks[0]))
         if process.poll() is not None:
             _out, err = process.communicate()
             assert process.returncode == 0, err.decode()
