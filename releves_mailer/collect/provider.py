@@ -96,9 +96,13 @@ class ProviderAccount:
     raw: JSON = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ProviderTransaction:
-    """One transaction as the provider shows it at one fetch."""
+    """One transaction as the provider shows it at one fetch.
+
+    Weak references are allowed: the sync memoises payload hashes by object without keeping
+    the objects alive.
+    """
 
     provider_id: str
     account_provider_id: str

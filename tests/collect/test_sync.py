@@ -526,6 +526,10 @@ def test_payload_hash_is_stable_and_memoised_per_object() -> None:
         '{"coming":true,"date":"2026-03-03","id":"c1.0.20260302c1",'
         '"nested":{"a":null,"b":1},"value":"-12.34","when":"2026-03-02"}'
     )
-    assert _payload_digest(first) == expected
-    assert _payload_digest(first) == expected  # from the memo
-    assert _payload_digest(transaction()) == expected  # another object, same payload
+    raws: dict[str, str] = {}
+    assert _payload_digest(first, raws) == expected
+    assert raws == {first.provider_id: _raw(first)}
+    raws.clear()
+    assert _payload_digest(first, raws) == expected  # from the memo
+    assert raws == {}
+    assert _payload_digest(transaction(), raws) == expected  # another object, same payload

@@ -165,6 +165,7 @@ class TestBank:
         self._cache = DayCache(cache_size)
         self._memo_size = cache_size
         self._ibans: dict[tuple[str, str], str] = {}
+        self._tokens: dict[str, TestBankToken] = {}
         self._transactions: dict[tuple[str, str, int], ProviderTransaction] = {}
         self._plans: dict[tuple[int, str], tuple[_AccountPlan, ...]] = {}
         self._settled: dict[tuple[tuple[int, str, int], dt.date], tuple[dt.date, int]] = {}
@@ -204,8 +205,18 @@ class TestBank:
     def _error_today(self, token: TestBankToken, today: dt.date) -> ScheduledError | None:
         return active_error((*self.errors, *token.errors), today)
 
+    def _token(self, access: ProviderAccess) -> TestBankToken:
+        """The token behind an access, decoded once (a refresh makes four calls with it)."""
+        token = self._tokens.get(access.token)
+        if token is None:
+            token = TestBankToken.decode(access.token)
+            if len(self._tokens) >= self._memo_size:
+                self._tokens.clear()
+            self._tokens[access.token] = token
+        return token
+
     def _check(self, access: ProviderAccess) -> tuple[TestBankToken, int, dt.date]:
-        token = TestBankToken.decode(access.token)
+        token = self._token(access)
         now, today = self._now()
         failure = self._error_today(token, today)
         if failure is not None:
@@ -213,7 +224,7 @@ class TestBank:
         return token, now, today
 
     async def connection_status(self, access: ProviderAccess) -> ConnectionStatus:
-        token = TestBankToken.decode(access.token)
+        token = self._token(access)
         now, today = self._now()
         checked_at = _utc(now)
         failure = self._error_today(token, today)
@@ -347,17 +358,14 @@ class TestBank:
         settled_limit = today - lag - ONE_DAY
         key = (profile.key, token.epoch)
         settled_day, settled_sum = self._settled.get(key, (token.epoch - ONE_DAY, 0))
-        while settled_day < settled_limit:
-            settled_day += ONE_DAY
-            settled_sum += self._cache.day(profile, settled_day).final_net
+        if settled_day < settled_limit:
+            days = self._cache.days(profile, settled_day + ONE_DAY, settled_limit)
+            settled_sum += sum(day.final_net for day in days)
+            settled_day = settled_limit
         if settled_limit > token.epoch:
             self._settled[key] = (settled_day, settled_sum)
-        total = plan.initial_balance + settled_sum
-        day = settled_day + ONE_DAY
-        while day <= today:
-            total += self._cache.day(profile, day).net_at(now)
-            day += ONE_DAY
-        return total
+        unsettled = self._cache.days(profile, settled_day + ONE_DAY, today)
+        return plan.initial_balance + settled_sum + sum(day.net_at(now) for day in unsettled)
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -384,10 +392,7 @@ class TestBank:
                 first = max(first, changed_since.astimezone(PARIS).date() - lag)
             last = today if max_date is None else min(today, max_date)
             account_id = f"{token.connection_id}.{profile.index}"
-            day = first
-            while day <= last:
-                generated = self._cache.day(profile, day)
-                day += ONE_DAY
+            for generated in self._cache.days(profile, first, last):
                 if (
                     (since is not None and generated.last_change <= since)
                     or (min_date is not None and generated.max_booking < min_date)

@@ -180,6 +180,17 @@ class DayCache:
     def get(self, profile: AccountProfile, day: dt.date) -> tuple[Row, ...]:
         return self.day(profile, day).rows
 
+    def days(self, profile: AccountProfile, first: dt.date, last: dt.date) -> list[Day]:
+        """The days from ``first`` to ``last`` included, in order (a refresh reads dozens of
+        consecutive days of each account: one call, not one per day)."""
+        found: list[Day] = []
+        known, key = self._days.get, profile.key
+        day = first
+        while day <= last:
+            found.append(known((key, day)) or self.day(profile, day))
+            day += ONE_DAY
+        return found
+
 
 MERCHANTS = (
     "CARREFOUR CITY",
