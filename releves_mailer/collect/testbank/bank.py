@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import itertools
 import json
 import random
 from collections.abc import Iterable, Sequence
@@ -157,13 +158,18 @@ class TestBank:
         seed: int = 1,
         errors: Iterable[ScheduledError] = (),
         cache_size: int = 200_000,
+        memo_size: int = 65_536,
     ) -> None:
         self.clock = clock
         self.seed = seed
         #: Errors applying to every connection (config ``aggregator.testbank.errors``).
         self.errors = tuple(errors)
         self._cache = DayCache(cache_size)
-        self._memo_size = cache_size
+        #: Provider transactions (about 1.5 kB each with their raw payload) and tokens kept,
+        #: the least recently read first forgotten: a row in the same state is the same object
+        #: at every read, whose payload hash the sync does not compute again. A daily round of
+        #: 700 connections reads about 35,000 rows.
+        self._memo_size = memo_size
         self._ibans: dict[tuple[str, str], str] = {}
         self._tokens: dict[str, TestBankToken] = {}
         self._transactions: dict[tuple[str, str, int], ProviderTransaction] = {}
@@ -408,12 +414,16 @@ class TestBank:
                     ):
                         continue
                     memo_key = (account_id, row.local_id, state.at)
-                    transaction = self._transactions.get(memo_key)
+                    transaction = self._transactions.pop(memo_key, None)
                     if transaction is None:
                         if len(self._transactions) >= self._memo_size:
-                            self._transactions.clear()
+                            # Forget the least recently read tenth at once.
+                            stale = itertools.islice(self._transactions, self._memo_size // 10 + 1)
+                            for old in list(stale):
+                                del self._transactions[old]
                         transaction = self._transaction(account_id, profile, row, state)
-                        self._transactions[memo_key] = transaction
+                    # (Re-)inserted last: the dict's order is the order of the last reads.
+                    self._transactions[memo_key] = transaction
                     result.append(transaction)
         return result
 
