@@ -132,12 +132,14 @@ async def test_every_statement_delivered_exactly_once_despite_kills(tmp_path: Pa
         daemon.wait(timeout=30)
         total, decided = await progress(config)
         interrupted += decided < total
-    # Let one run finish the work, then stop it cleanly.
+    # Let one run finish the work, then stop it cleanly (once it is up: it writes its ports).
+    ports = config.data_dir / "ports.json"
+    ports.unlink(missing_ok=True)
     daemon = start_daemon(config)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         total, decided = await progress(config)
-        if decided == total:
+        if decided == total and ports.exists():
             break
         await asyncio.sleep(0.5)
     daemon.send_signal(signal.SIGTERM)

@@ -132,12 +132,13 @@ async def reference(config: Config) -> Summary:
 
 
 async def progress_marks(
-    config: Config, process: subprocess.Popen[bytes], *, count: int
+    config: Config, process: subprocess.Popen[bytes], *, count: int, within: float = 60
 ) -> list[float]:
-    """When each of the next ``count`` steps of a run finished (fewer if it ended first)."""
+    """When each of the next ``count`` steps of a run finished (fewer if it ended first or
+    ``within`` seconds passed)."""
     marks: list[float] = []
     seen = done_step(config)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + within
     while len(marks) < count and process.poll() is None and time.monotonic() < deadline:
         current = done_step(config)
         if current != seen:
@@ -157,15 +158,16 @@ async def test_simulate_survives_50_kills(tmp_path: Path) -> None:
     while kills < KILLS:
         process = start(config)
         if rng.random() < 0.2:
-            # During start-up or while redoing the step the previous kill interrupted.
-            await asyncio.sleep(rng.uniform(0, 2.0))
+            # During start-up or while redoing the step the previous kill interrupted (at
+            # the latest when that step is done).
+            await progress_marks(config, process, count=1, within=rng.uniform(0, 2.0))
         else:
             # Two steps of this run done, then a random moment of the step after: the delay
             # scales with the step's duration, so the kills stay spread over the whole
             # simulation however fast the machine or the code.
             marks = await progress_marks(config, process, count=2)
             if len(marks) == 2:
-                await asyncio.sleep(rng.uniform(0, 1.5) * (marks[1] - marks[0]))
+                await asyncio.sleep(rng.uniform(0, 1.0) * (marks[1] - marks[0]))
         if process.poll() is not None:
             _out, err = process.communicate()
             assert process.returncode == 0, err.decode()
