@@ -93,6 +93,8 @@ class ProviderAccount:
     number: str = ""
     #: Set when the provider no longer finds the account at the bank.
     deleted_at: dt.datetime | None = None
+    #: The client left the account unticked at the provider, which does not collect it.
+    disabled: bool = False
     raw: JSON = field(default_factory=dict)
 
 

@@ -634,19 +634,24 @@ async def _reconcile_accounts(
                 f"{remote.provider_id} (connexion {connection.id})",
             )
         if account is None:
-            account = new_bank_account(connection.redevable_id, connection.id, remote, now)
+            # An account the client left unticked at the provider is not collected there:
+            # it is created switched off, for the portfolio's owner to see and decide.
+            account = new_bank_account(
+                connection.redevable_id, connection.id, remote, now, active=not remote.disabled
+            )
             session.add(account)
             await session.flush()
             known.append(account)
             if iban is not None:
                 by_iban[iban] = account
+            unticked = " (non coché par le client : collecte désactivée)" if remote.disabled else ""
             _account_event(
                 session,
                 result,
                 account,
                 BankEventKind.ACCOUNT_ADDED,
                 now,
-                f"Nouveau compte bancaire : {remote.label}",
+                f"Nouveau compte bancaire : {remote.label}{unticked}",
                 None,
                 iban,
             )

@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-from releves_mailer.collect.powens.provider import PowensProvider, account_disabled
+from releves_mailer.collect.powens.provider import PowensProvider
 from releves_mailer.collect.powens.webview import parse_webview_callback
 from releves_mailer.collect.provider import ProviderAccess, ProviderAccount, ProviderError
 from releves_mailer.collect.sync import normalise_iban
@@ -192,7 +192,7 @@ class PowensPartner:
         selected = frozenset(
             account.provider_id
             for account in accounts
-            if account.deleted_at is None and not account_disabled(account)
+            if account.deleted_at is None and not account.disabled
         )
         replaces: frozenset[str] = frozenset()
         if request.flow is WebviewFlow.CONNECT:

@@ -14,7 +14,6 @@ from releves_mailer.collect.powens import (
     PowensAPIError,
     PowensProvider,
     WebviewError,
-    account_disabled,
     build_webview_url,
     parse_webview_callback,
 )
@@ -175,13 +174,13 @@ async def test_connect_flow_then_activation(
     assert connection.ok and connection.bank_name == "Connecteur de test"
     access = provider.access_for(user, connection_id)
     accounts = await provider.list_accounts(access)
-    chosen = {a.label for a in accounts if not account_disabled(a)}
+    chosen = {a.label for a in accounts if not a.disabled}
     assert chosen == {"Compte chèque", "Compte chèque USD"}
     assert len(accounts) == 4
     livret = next(a for a in accounts if a.label == "Livret A")
     (activated,) = await provider.activate_accounts(access, [livret.provider_id])
-    assert not account_disabled(activated)
-    still_off = {a.label for a in await provider.list_accounts(access) if account_disabled(a)}
+    assert not activated.disabled
+    still_off = {a.label for a in await provider.list_accounts(access) if a.disabled}
     assert still_off == {"Compte carte débit différé"}
     # Activation is idempotent.
     await provider.activate_accounts(access, [livret.provider_id])

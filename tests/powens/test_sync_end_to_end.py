@@ -11,7 +11,14 @@ from releves_mailer.clock import ManualClock
 from releves_mailer.collect.powens import PowensProvider
 from releves_mailer.collect.sync import RefreshResult, refresh_connection
 from releves_mailer.db import Database
-from releves_mailer.db.models.collect import BankConnection, BankTransaction, ConnectionState
+from releves_mailer.db.models.collect import (
+    BankAccount,
+    BankConnection,
+    BankEvent,
+    BankEventKind,
+    BankTransaction,
+    ConnectionState,
+)
 from releves_mailer.signing.secrets import KeyRing
 from tests.collect.conftest import make_portfolio
 from tests.fakes.powens_server import FakePowens
@@ -55,6 +62,23 @@ async def test_refresh_through_powens(
 
     first = await refresh()
     assert first.ok and first.inserted == 2
+    # The account the client left unticked at Powens is known, switched off, and said so.
+    async with database.session() as session:
+        accounts = (
+            await session.execute(
+                select(BankAccount.label, BankAccount.active).order_by(BankAccount.id)
+            )
+        ).all()
+        added = (
+            await session.scalars(
+                select(BankEvent.message).where(BankEvent.kind == BankEventKind.ACCOUNT_ADDED)
+            )
+        ).all()
+    assert accounts == [("Compte chèque", True), ("Livret A", False)]
+    assert sorted(added) == [
+        "Nouveau compte bancaire : Compte chèque",
+        "Nouveau compte bancaire : Livret A (non coché par le client : collecte désactivée)",
+    ]
 
     clock.advance(dt.timedelta(days=1))
     fake.book(coming, new_id=True, date=DAY + dt.timedelta(1), value="-5.20")

@@ -19,7 +19,6 @@ from releves_mailer.collect.powens.provider import (
     PAGE_LIMIT,
     PowensProvider,
     TemporaryCode,
-    account_disabled,
 )
 from releves_mailer.collect.powens.webview import (
     WebviewCallback,
@@ -42,7 +41,6 @@ __all__ = [
     "Timeouts",
     "WebviewCallback",
     "WebviewError",
-    "account_disabled",
     "api_host",
     "build_webview_url",
     "parse_amount",

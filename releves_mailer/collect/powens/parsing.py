@@ -285,6 +285,7 @@ def parse_account(document: JSON, now: dt.datetime) -> ProviderAccount:
         balance_at=parse_timestamp(document.get("last_update")) or now,
         number=str(document.get("number") or ""),
         deleted_at=parse_timestamp(document.get("deleted")),
+        disabled=bool(document.get("disabled")),
         raw=document,
     )
 

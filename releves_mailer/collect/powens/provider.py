@@ -53,7 +53,7 @@ from releves_mailer.collect.provider import (
 )
 from releves_mailer.config import PowensSection
 
-__all__ = ["PAGE_LIMIT", "PowensProvider", "TemporaryCode", "account_disabled"]
+__all__ = ["PAGE_LIMIT", "PowensProvider", "TemporaryCode"]
 
 log = logging.getLogger("releves_mailer.collect.powens")
 
@@ -75,11 +75,6 @@ class TemporaryCode:
 
     def __repr__(self) -> str:  # the code is a credential: keep it out of logs
         return f"TemporaryCode(expires_in={self.expires_in}, single_use={self.single_use})"
-
-
-def account_disabled(account: ProviderAccount) -> bool:
-    """Whether the client left this account unticked (Powens does not synchronise it)."""
-    return bool(account.raw.get("disabled"))
 
 
 class PowensProvider:
@@ -309,7 +304,7 @@ class PowensProvider:
         return accounts
 
     async def list_accounts(self, access: ProviderAccess) -> Sequence[ProviderAccount]:
-        """Every account of the connection, disabled (see :func:`account_disabled`) and
+        """Every account of the connection, disabled (``ProviderAccount.disabled``) and
         deleted ones included."""
         now = self.clock.now()
         return [parse_account(item, now) for item in await self._raw_accounts(access)]
