@@ -157,13 +157,15 @@ class TestBank:
         *,
         seed: int = 1,
         errors: Iterable[ScheduledError] = (),
-        cache_size: int = 200_000,
+        cache_size: int = 100_000,
         memo_size: int = 65_536,
     ) -> None:
         self.clock = clock
         self.seed = seed
         #: Errors applying to every connection (config ``aggregator.testbank.errors``).
         self.errors = tuple(errors)
+        #: Generated days (about 1 kB each): a night's reads of 2,000 accounts touch about
+        #: 90,000 of them (the re-read window plus the posting lag of each account).
         self._cache = DayCache(cache_size)
         #: Provider transactions (about 1.5 kB each with their raw payload) and tokens kept,
         #: the least recently read first forgotten: a row in the same state is the same object

@@ -160,7 +160,7 @@ class Day:
 class DayCache:
     """A bounded memo of generated days (the oldest entries are forgotten first)."""
 
-    def __init__(self, size: int = 200_000) -> None:
+    def __init__(self, size: int = 100_000) -> None:
         self._size = size
         self._days: dict[tuple[tuple[int, str, int], dt.date], Day] = {}
 
