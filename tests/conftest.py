@@ -77,6 +77,13 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
+async def other_database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A second fresh database, for comparing two runs of the same work."""
+    async with fresh_database(tmp_path / "other") as db:
+        yield db
+
+
+@pytest.fixture
 def clock() -> ManualClock:
     """A clock frozen at a Tuesday morning, Paris time; tests move it explicitly."""
     return ManualClock(dt.datetime(2026, 3, 10, 9, 30, tzinfo=dt.UTC))

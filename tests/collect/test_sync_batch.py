@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +17,6 @@ from releves_mailer.collect.connections import (
 from releves_mailer.collect.sync import RefreshResult, refresh_connection, refresh_connections
 from releves_mailer.collect.testbank import TestBank, parse_scheduled_error
 from releves_mailer.db import Database
-from releves_mailer.db.migrate import upgrade
 from releves_mailer.db.models import (
     BankAccount,
     BankConnection,
@@ -139,59 +137,56 @@ async def test_batch_matches_one_by_one(
     bank: TestBank,
     keyring: KeyRing,
     clock: ManualClock,
-    tmp_path: Path,
+    other_database: Database,
 ) -> None:
-    other = Database(f"sqlite+aiosqlite:///{tmp_path}/one-by-one.sqlite3")
-    await upgrade(other)
-    try:
-        other_clock = ManualClock(clock.now())
-        other_bank = TestBank(other_clock, seed=bank.seed)
-        other_portfolio = await make_portfolio(other, other_clock.now())
-        batched_ids = await _connections(database, portfolio, bank, keyring, clock)
-        single_ids = await _connections(other, other_portfolio, other_bank, keyring, other_clock)
-        providers = {"testbank": bank}
-        other_providers = {"testbank": other_bank}
-        failures = 0
-        for day in range(25):
-            if day == 8:
-                # An account switched off for a while is re-read from where it stopped.
-                for db, cl in ((database, clock), (other, other_clock)):
-                    async with db.session() as session:
-                        account_id = await session.scalar(
-                            select(BankAccount.id).order_by(BankAccount.id).limit(1)
-                        )
-                    assert account_id is not None
-                    await set_account_active(db, account_id, False, clock=cl)
-            if day == 14:
-                for db, cl in ((database, clock), (other, other_clock)):
-                    async with db.session() as session:
-                        account_id = await session.scalar(
-                            select(BankAccount.id).order_by(BankAccount.id).limit(1)
-                        )
-                    assert account_id is not None
-                    await set_account_active(db, account_id, True, clock=cl)
-            batched = await refresh_connections(
-                database, batched_ids, providers=providers, keyring=keyring, clock=clock
+    other_clock = ManualClock(clock.now())
+    other_bank = TestBank(other_clock, seed=bank.seed)
+    other_portfolio = await make_portfolio(other_database, other_clock.now())
+    batched_ids = await _connections(database, portfolio, bank, keyring, clock)
+    single_ids = await _connections(
+        other_database, other_portfolio, other_bank, keyring, other_clock
+    )
+    providers = {"testbank": bank}
+    other_providers = {"testbank": other_bank}
+    failures = 0
+    for day in range(25):
+        if day == 8:
+            # An account switched off for a while is re-read from where it stopped.
+            for db, cl in ((database, clock), (other_database, other_clock)):
+                async with db.session() as session:
+                    account_id = await session.scalar(
+                        select(BankAccount.id).order_by(BankAccount.id).limit(1)
+                    )
+                assert account_id is not None
+                await set_account_active(db, account_id, False, clock=cl)
+        if day == 14:
+            for db, cl in ((database, clock), (other_database, other_clock)):
+                async with db.session() as session:
+                    account_id = await session.scalar(
+                        select(BankAccount.id).order_by(BankAccount.id).limit(1)
+                    )
+                assert account_id is not None
+                await set_account_active(db, account_id, True, clock=cl)
+        batched = await refresh_connections(
+            database, batched_ids, providers=providers, keyring=keyring, clock=clock
+        )
+        single: list[RefreshResult] = [
+            await refresh_connection(
+                other_database,
+                connection_id,
+                providers=other_providers,
+                keyring=keyring,
+                clock=other_clock,
             )
-            single: list[RefreshResult] = [
-                await refresh_connection(
-                    other,
-                    connection_id,
-                    providers=other_providers,
-                    keyring=keyring,
-                    clock=other_clock,
-                )
-                for connection_id in single_ids
-            ]
-            assert [r.connection_id for r in batched] == batched_ids
-            assert _counts(batched) == _counts(single)
-            failures += sum(not r.ok for r in batched)
-            clock.advance(DAY)
-            other_clock.advance(DAY)
-        assert failures == 3  # the scheduled error, one batch member failing alone
-        assert await _snapshot(database) == await _snapshot(other)
-    finally:
-        await other.dispose()
+            for connection_id in single_ids
+        ]
+        assert [r.connection_id for r in batched] == batched_ids
+        assert _counts(batched) == _counts(single)
+        failures += sum(not r.ok for r in batched)
+        clock.advance(DAY)
+        other_clock.advance(DAY)
+    assert failures == 3  # the scheduled error, one batch member failing alone
+    assert await _snapshot(database) == await _snapshot(other_database)
 
 
 async def test_connections_of_one_redevable_in_one_batch_match_one_by_one(
@@ -200,69 +195,64 @@ async def test_connections_of_one_redevable_in_one_batch_match_one_by_one(
     bank: TestBank,
     keyring: KeyRing,
     clock: ManualClock,
-    tmp_path: Path,
+    other_database: Database,
 ) -> None:
     """Two connections of one redevable to the same accounts (a second generation left
     open, so each refresh re-attaches the accounts and re-keys their rows), then a
     reconnection: within a batch, each connection does what it would do alone."""
-    other = Database(f"sqlite+aiosqlite:///{tmp_path}/one-by-one.sqlite3")
-    await upgrade(other)
-    try:
-        other_clock = ManualClock(clock.now())
-        other_bank = TestBank(other_clock, seed=bank.seed)
-        other_portfolio = await make_portfolio(other, other_clock.now())
-        setups = (
-            (database, portfolio, bank, clock),
-            (other, other_portfolio, other_bank, other_clock),
-        )
-        for db, owned, provider, at in setups:
-            for redevable_id in (owned.redevable_id, owned.other_redevable_id):
-                await connect_test_bank(db, redevable_id, bank=provider, keyring=keyring, clock=at)
-            access, _token = provider.open_connection("732829320", generation=1)
-            async with db.session() as session:
-                await add_connection(
-                    session,
-                    redevable_id=owned.redevable_id,
-                    provider=provider.name,
-                    access=access,
-                    bank_name=provider.display_name,
-                    keyring=keyring,
-                    now=at.now(),
-                    message="second connection",
-                )
-        totals: Counter[str] = Counter()
-        for step in range(24):
-            if step == 12:
-                for db, owned, provider, at in setups:
-                    await connect_test_bank(
-                        db, owned.redevable_id, bank=provider, keyring=keyring, clock=at
-                    )
-            batched_ids = await _active_ids(database)
-            assert batched_ids == await _active_ids(other)
-            assert len(batched_ids) == (3 if step < 12 else 2)
-            batched = await refresh_connections(
-                database, batched_ids, providers={"testbank": bank}, keyring=keyring, clock=clock
+    other_clock = ManualClock(clock.now())
+    other_bank = TestBank(other_clock, seed=bank.seed)
+    other_portfolio = await make_portfolio(other_database, other_clock.now())
+    setups = (
+        (database, portfolio, bank, clock),
+        (other_database, other_portfolio, other_bank, other_clock),
+    )
+    for db, owned, provider, at in setups:
+        for redevable_id in (owned.redevable_id, owned.other_redevable_id):
+            await connect_test_bank(db, redevable_id, bank=provider, keyring=keyring, clock=at)
+        access, _token = provider.open_connection("732829320", generation=1)
+        async with db.session() as session:
+            await add_connection(
+                session,
+                redevable_id=owned.redevable_id,
+                provider=provider.name,
+                access=access,
+                bank_name=provider.display_name,
+                keyring=keyring,
+                now=at.now(),
+                message="second connection",
             )
-            single = [
-                await refresh_connection(
-                    other,
-                    connection_id,
-                    providers={"testbank": other_bank},
-                    keyring=keyring,
-                    clock=other_clock,
+    totals: Counter[str] = Counter()
+    for step in range(24):
+        if step == 12:
+            for db, owned, provider, at in setups:
+                await connect_test_bank(
+                    db, owned.redevable_id, bank=provider, keyring=keyring, clock=at
                 )
-                for connection_id in batched_ids
-            ]
-            assert _counts(batched) == _counts(single)
-            for result in batched:
-                totals.update(inserted=result.inserted, replaced=result.replaced)
-                totals.update(updated=result.updated, rekeyed=result.rekeyed)
-            clock.advance(DAY / 2)
-            other_clock.advance(DAY / 2)
-        assert min(totals.values()) > 0, totals
-        assert await _snapshot(database) == await _snapshot(other)
-    finally:
-        await other.dispose()
+        batched_ids = await _active_ids(database)
+        assert batched_ids == await _active_ids(other_database)
+        assert len(batched_ids) == (3 if step < 12 else 2)
+        batched = await refresh_connections(
+            database, batched_ids, providers={"testbank": bank}, keyring=keyring, clock=clock
+        )
+        single = [
+            await refresh_connection(
+                other_database,
+                connection_id,
+                providers={"testbank": other_bank},
+                keyring=keyring,
+                clock=other_clock,
+            )
+            for connection_id in batched_ids
+        ]
+        assert _counts(batched) == _counts(single)
+        for result in batched:
+            totals.update(inserted=result.inserted, replaced=result.replaced)
+            totals.update(updated=result.updated, rekeyed=result.rekeyed)
+        clock.advance(DAY / 2)
+        other_clock.advance(DAY / 2)
+    assert min(totals.values()) > 0, totals
+    assert await _snapshot(database) == await _snapshot(other_database)
 
 
 async def test_batch_refuses_unknown_and_repeated_ids(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -25,7 +23,6 @@ from releves_mailer.db.models import (
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.portfolio.redevables import deactivate_redevable, reactivate_redevable
 from releves_mailer.signing.secrets import KeyRing
-from tests.conftest import fresh_database
 
 from .conftest import World, make_world
 from .invariants import Summary, check_invariants, expected_dues
@@ -173,13 +170,6 @@ DETERMINISM = (
     Spec(P.SEMESTRIELLE, month=3, day=0),
     Spec(P.ANNUELLE, month=2, day=31),
 )
-
-
-@pytest.fixture
-async def other_database(tmp_path: Path) -> AsyncIterator[Database]:
-    """A second fresh database (SQLite file, or a PostgreSQL schema)."""
-    async with fresh_database(tmp_path / "other") as db:
-        yield db
 
 
 async def _run(database: Database, keyring: KeyRing, last: dt.date) -> Summary:
