@@ -60,6 +60,7 @@ __all__ = [
     "SyncSettings",
     "new_bank_account",
     "normalise_iban",
+    "reattach_account",
     "refresh_connection",
     "refresh_connections",
 ]
@@ -599,6 +600,33 @@ def _account_event(
     result.events.append(kind.value)
 
 
+def reattach_account(
+    session: AsyncSession,
+    account: BankAccount,
+    connection_id: int,
+    provider_account_id: str,
+    now: dt.datetime,
+) -> None:
+    """Move an account (same IBAN) to a new connection, keeping its history, with its event."""
+    old_ref = f"{account.provider_account_id} (connexion {account.connection_id})"
+    account.connection_id = connection_id
+    account.provider_account_id = provider_account_id
+    account.reattached_at = now
+    account.gone_at = None
+    account.updated_at = now
+    session.add(
+        BankEvent(
+            at=now,
+            kind=BankEventKind.ACCOUNT_REATTACHED,
+            connection_id=connection_id,
+            account_id=account.id,
+            old_value=old_ref[:200],
+            new_value=f"{provider_account_id} (connexion {connection_id})"[:200],
+            message="Compte rattaché à la nouvelle connexion bancaire",
+        )
+    )
+
+
 async def _reconcile_accounts(
     session: AsyncSession,
     connection: BankConnection,
@@ -617,22 +645,8 @@ async def _reconcile_accounts(
         account = by_provider.get(remote.provider_id)
         if account is None and iban is not None and iban in by_iban:
             account = by_iban[iban]
-            old_ref = f"{account.provider_account_id} (connexion {account.connection_id})"
-            account.connection_id = connection.id
-            account.provider_account_id = remote.provider_id
-            account.reattached_at = now
-            account.gone_at = None
-            account.updated_at = now
-            _account_event(
-                session,
-                result,
-                account,
-                BankEventKind.ACCOUNT_REATTACHED,
-                now,
-                "Compte rattaché à la nouvelle connexion bancaire",
-                old_ref,
-                f"{remote.provider_id} (connexion {connection.id})",
-            )
+            reattach_account(session, account, connection.id, remote.provider_id, now)
+            result.events.append(BankEventKind.ACCOUNT_REATTACHED.value)
         if account is None:
             # An account the client left unticked at the provider is not collected there:
             # it is created switched off, for the portfolio's owner to see and decide.

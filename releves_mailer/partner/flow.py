@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.collect.connections import add_connection, close_replaced_connection
 from releves_mailer.collect.provider import ProviderAccess, ProviderError
-from releves_mailer.collect.sync import new_bank_account, normalise_iban
+from releves_mailer.collect.sync import new_bank_account, normalise_iban, reattach_account
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -497,23 +497,7 @@ class PartnerFlow:
                     by_iban[iban] = account
                 continue
             if account.connection_id != connection.id:
-                old_ref = f"{account.provider_account_id} (connexion {account.connection_id})"
-                account.connection_id = connection.id
-                account.provider_account_id = remote.provider_id
-                account.reattached_at = now
-                account.gone_at = None
-                account.updated_at = now
-                session.add(
-                    BankEvent(
-                        at=now,
-                        kind=BankEventKind.ACCOUNT_REATTACHED,
-                        connection_id=connection.id,
-                        account_id=account.id,
-                        old_value=old_ref[:200],
-                        new_value=f"{remote.provider_id} (connexion {connection.id})"[:200],
-                        message="Compte rattaché à la nouvelle connexion bancaire",
-                    )
-                )
+                reattach_account(session, account, connection.id, remote.provider_id, now)
             if chosen and not account.active:
                 account.active = True
                 account.activated_at = now
