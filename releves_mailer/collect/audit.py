@@ -6,7 +6,8 @@ per bank account (statements in due date order):
 - sequences 1..n; each due date is a due date of the periodicity; a ``next`` statement
   follows the previous due date with no due date skipped (``resumed`` ones may skip the dates
   when the account was off); no ``succes`` after a waiting or failed one;
-- periods: the first one is (D - 1 month, D], the next ones start at the previous due date;
+- periods: the first one is (activation - 1 month, D] (the activation in force when it was
+  cut), the next ones start at the previous due date;
 - balances: opening = previous closing, closing = opening + the movements; the counts and
   totals stored match the lines; no unexplained balance gap;
 - files: sha256 and size match the stored bytes; the CFONB120 file reads back with the same
@@ -19,7 +20,9 @@ per bank account (statements in due date order):
 
 *Reportable* (the exact set): transactions of the account booked (or pending, with the
 redevable's ``include_pending``) with booking date <= the last due date, except the opening
-set (booked at the first statement's collection with booking date <= the first period start).
+set (booked at the first statement's collection with booking date <= activation - 1 month).
+The floor is recomputed from the activation, not read from the first statement, so a first
+statement that started too late shows every transaction it left out.
 
 With the test bank (:class:`TestBankTruth`), the same completeness is checked against what
 the bank showed at the last statement's collection time, computed from the bank's seed: every
@@ -41,11 +44,17 @@ from sqlalchemy import select
 
 from releves_mailer import cfonb
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.statements import is_reportable, month_before
+from releves_mailer.collect.statements import first_period_start, is_reportable
 from releves_mailer.collect.testbank import TestBank, TestBankToken
 from releves_mailer.collect.testbank.generator import DayCache, RowState
 from releves_mailer.db import Database
-from releves_mailer.db.models.collect import BankAccount, BankConnection, BankTransaction
+from releves_mailer.db.models.collect import (
+    BankAccount,
+    BankConnection,
+    BankEvent,
+    BankEventKind,
+    BankTransaction,
+)
 from releves_mailer.db.models.collect import TransactionStatus as Status
 from releves_mailer.db.models.portfolio import Periodicity, Redevable
 from releves_mailer.db.models.statements import (
@@ -152,15 +161,47 @@ async def audit(
                     )
                 ).all()
             )
-            problems.extend(_check_chain(account, redevable, statements, lines, files))
-            problems.extend(_check_lines(account, redevable, statements, lines, rows))
+            reactivations = list(
+                await session.scalars(
+                    select(BankEvent.at)
+                    .where(BankEvent.account_id == account.id)
+                    .where(BankEvent.kind == BankEventKind.ACCOUNT_REACTIVATED)
+                )
+            )
+            floor = _first_floor(account, statements, reactivations)
+            problems.extend(_check_chain(account, redevable, statements, lines, files, floor))
+            problems.extend(_check_lines(account, redevable, statements, lines, rows, floor))
             if truth is not None:
                 connection = await session.get(BankConnection, account.connection_id)
                 if connection is not None and connection.provider == TestBank.name:
                     problems.extend(
-                        _check_truth(truth, connection, account, redevable, statements, lines)
+                        _check_truth(
+                            truth, connection, account, redevable, statements, lines, floor
+                        )
                     )
     return problems
+
+
+def _first_floor(
+    account: BankAccount,
+    statements: Sequence[Statement],
+    reactivations: Sequence[dt.datetime],
+) -> dt.date | None:
+    """Where the first produced statement must start: one month before the activation then.
+
+    The account's ``activated_at`` moves at each reactivation; the activation in force at the
+    first statement is the last one before its collection (a reactivation event, else the
+    account's creation).
+    """
+    first = next((s for s in statements if s.state is StatementState.SUCCES), None)
+    if first is None or first.data_as_of is None:
+        return None
+    as_of = first.data_as_of
+    if account.activated_at <= as_of:
+        activation = account.activated_at
+    else:
+        activation = max((at for at in reactivations if at <= as_of), default=account.created_at)
+    return first_period_start(activation, first.due_date)
 
 
 def _check_chain(
@@ -169,6 +210,7 @@ def _check_chain(
     statements: Sequence[Statement],
     lines: Sequence[StatementLine],
     files: dict[tuple[int, str], bytes],
+    floor: dt.date | None,
 ) -> list[Problem]:
     found: list[Problem] = []
 
@@ -205,7 +247,7 @@ def _check_chain(
         if statement.period_end != statement.due_date:
             problem("periode", "la fin de période n'est pas la date d'échéance", statement)
         if previous is None:
-            expected = month_before(statement.due_date)
+            expected = floor
             if statement.window is not WindowKind.FIRST or statement.period_start != expected:
                 problem(
                     "premiere_fenetre",
@@ -315,10 +357,11 @@ def _check_lines(
     statements: Sequence[Statement],
     lines: Sequence[StatementLine],
     rows: Sequence[BankTransaction],
+    floor: dt.date | None,
 ) -> list[Problem]:
     found: list[Problem] = []
     done = [s for s in statements if s.state is StatementState.SUCCES]
-    if not done:
+    if not done or floor is None:
         return found
     due_of = {s.id: s.due_date for s in done}
     first, last = done[0], done[-1]
@@ -373,7 +416,7 @@ def _check_lines(
         reportable = (
             seen_at is not None
             and seen_at <= last.data_as_of
-            and is_reportable(row, last.due_date, pending_ok, first.period_start, first.data_as_of)
+            and is_reportable(row, last.due_date, pending_ok, floor, first.data_as_of)
         )
         changed_late = row.last_change_seen_at > last.data_as_of
         if reportable and not standing and not changed_late:
@@ -414,10 +457,11 @@ def _check_truth(
     redevable: Redevable,
     statements: Sequence[Statement],
     lines: Sequence[StatementLine],
+    floor: dt.date | None,
 ) -> list[Problem]:
     found: list[Problem] = []
     done = [s for s in statements if s.state is StatementState.SUCCES]
-    if not done:
+    if not done or floor is None:
         return found
     first, last = done[0], done[-1]
     assert first.data_as_of is not None and last.data_as_of is not None
@@ -431,7 +475,7 @@ def _check_truth(
     expected: dict[str, RowState] = {}
     alive: dict[str, RowState] = {}
     deleted_after_seen: set[str] = set()
-    day = max(token.epoch, first.period_start - dt.timedelta(days=70))
+    day = max(token.epoch, floor - dt.timedelta(days=70))
     end = last.data_as_of.astimezone(PARIS).date()
     while day <= end:
         for row in cache.get(profile, day):
@@ -444,16 +488,14 @@ def _check_truth(
             alive[row.local_id] = state
             if state.coming:
                 operation = row.real_date
-                if redevable.include_pending and first.period_start < operation <= last.due_date:
+                if redevable.include_pending and floor < operation <= last.due_date:
                     expected[row.local_id] = state
                 continue
             if state.booking_date > last.due_date:
                 continue
             booked = _first_booked(row.states)
             opening = (
-                booked is not None
-                and booked.at <= as_of_first
-                and state.booking_date <= first.period_start
+                booked is not None and booked.at <= as_of_first and state.booking_date <= floor
             )
             if not opening:
                 expected[row.local_id] = state

@@ -3,7 +3,8 @@
 The rules (``docs/statements.md`` has the long version):
 
 - The statement due on D covers the period (period_start, D]: period_start is the previous
-  statement's due date (the chain), or D - 1 month for the first statement of an account. It
+  statement's due date (the chain), or the account's activation - 1 month for its first
+  statement (the manual: activated 05/09, first quarterly due 01/10 -> 06/08..01/10). It
   is cut in the night after D, once the account has been collected after the end of D (Paris
   time): the data must be "as of" a moment after D.
 - It reports every transaction of the account not yet reported, booked (or pending when the
@@ -82,6 +83,7 @@ __all__ = [
     "cut_due_statements",
     "cut_statement",
     "due_dates",
+    "first_period_start",
     "is_reportable",
     "month_before",
     "plan_due_accounts",
@@ -131,6 +133,18 @@ def month_before(day: dt.date) -> dt.date:
 
 def paris_date(moment: dt.datetime) -> dt.date:
     return moment.astimezone(PARIS).date()
+
+
+def first_period_start(activated_at: dt.datetime, due: dt.date) -> dt.date:
+    """Where the first statement of an account starts: one month before its activation.
+
+    The manual ("Premiers relevés"): monthly, activated 05/09, due 05/09 -> 06/08..05/09;
+    quarterly [Mois=1][Jour=1], activated 05/09, first due 01/10 -> 06/08..01/10. Everything
+    booked after that start is in exactly one statement, whatever the periodicity. A due
+    date before the activation (never planned, but a reactivation may race a cut) still
+    gets a month.
+    """
+    return month_before(min(paris_date(activated_at), due))
 
 
 def paris_midnight(day: dt.date) -> dt.datetime:
@@ -828,7 +842,7 @@ def _floors(target: _Target) -> tuple[dt.date, dt.datetime]:
     if target.previous is None:
         collected = target.account.last_collected_at
         assert collected is not None
-        return month_before(target.due), collected
+        return first_period_start(target.account.activated_at, target.due), collected
     first = target.first
     assert first is not None and first.data_as_of is not None
     return first.period_start, first.data_as_of
@@ -1109,7 +1123,7 @@ async def _build(target: _Target, facts: _Facts, now: dt.datetime) -> _Built:
     previous = target.previous
     floor_date, floor_time = _floors(target)
     if previous is None:
-        period_start = month_before(due)
+        period_start = floor_date
         window = WindowKind.FIRST
     else:
         period_start = previous.due_date

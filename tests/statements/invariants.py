@@ -194,7 +194,8 @@ def _check_account(
         assert statement.period_end == statement.due_date
         if previous is None:
             assert statement.window is WindowKind.FIRST, where
-            assert statement.period_start == month_before(statement.due_date), where
+            # The manual's first window: (activation - 1 month, first due date].
+            assert statement.period_start == month_before(activated), where
         else:
             assert statement.period_start == previous.due_date, f"{where}: gap"
             assert statement.opening_balance == previous.closing_balance, f"{where}: chain"
@@ -228,7 +229,19 @@ def _check_account(
         previous = statement
     if not done:
         return
-    _check_truth(summary, cache, bank, keyring, connection, account, redevable, done, lines, files)
+    _check_truth(
+        summary,
+        cache,
+        bank,
+        keyring,
+        connection,
+        account,
+        redevable,
+        done,
+        lines,
+        files,
+        floor=month_before(activated),
+    )
 
 
 def _first_booked(states: tuple[RowState, ...]) -> RowState | None:
@@ -249,7 +262,12 @@ def _check_truth(
     done: list[Statement],
     lines: list[StatementLine],
     files: dict[tuple[int, str], bytes],
+    *,
+    floor: dt.date,
 ) -> None:
+    """Every booked row with a booking date after ``floor`` (activation - 1 month) is in
+    exactly one standing movement line; older ones booked by the first collection are the
+    first opening balance and in none."""
     where = f"account {account.id}"
     first, last = done[0], done[-1]
     assert first.data_as_of is not None and last.data_as_of is not None
@@ -273,7 +291,7 @@ def _check_truth(
             withdrawals[local].append(line)
     due_of = {s.id: s.due_date for s in done}
 
-    day = max(token.epoch, first.period_start - dt.timedelta(days=70))
+    day = max(token.epoch, floor - dt.timedelta(days=70))
     end = last.data_as_of.astimezone(PARIS).date()
     booked_expected: set[str] = set()
     while day <= end:
@@ -311,9 +329,7 @@ def _check_truth(
                 continue
             booked = _first_booked(row.states)
             opening = (
-                booked is not None
-                and booked.at <= as_of_first
-                and state.booking_date <= first.period_start
+                booked is not None and booked.at <= as_of_first and state.booking_date <= floor
             )
             if opening:
                 assert not reported.get(local), f"{where}: opening row {local} reported"
