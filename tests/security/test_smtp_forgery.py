@@ -170,25 +170,27 @@ async def test_a_full_box_answers_552_and_statements_still_arrive(
     database: Database, clock: ManualClock, tmp_path: Path
 ) -> None:
     quota = section(mailbox_quota=50_000)
-    async with mail_servers(database, clock, tmp_path, smtp=quota) as mail:
-        async with smtp_client(mail, "cabinet", PASSWORD) as client:
+    async with (
+        mail_servers(database, clock, tmp_path, smtp=quota) as mail,
+        smtp_client(mail, "cabinet", PASSWORD) as client,
+    ):
+        await client.send_message(forged(AGENCE, sender=CABINET, size=30_000))
+        # The next one would not fit: refused at DATA, the box is unchanged.
+        before = await mail.store.usage(AGENCE)
+        with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
             await client.send_message(forged(AGENCE, sender=CABINET, size=30_000))
-            # The next one would not fit: refused at DATA, the box is unchanged.
-            before = await mail.store.usage(AGENCE)
-            with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
-                await client.send_message(forged(AGENCE, sender=CABINET, size=30_000))
-            assert caught.value.code == 552
-            assert await mail.store.usage(AGENCE) == before
-            # The daemon's own deliveries go to the store, not through SMTP: never refused.
-            async with database.session() as session:
-                await mail.store.deliver(session, AGENCE, b"Subject: statement\r\n\r\n" * 2000)
-            assert await mail.store.usage(AGENCE) > 50_000
-            # A full box is refused at RCPT already, even a small message.
-            with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as full:
-                await client.send_message(forged(AGENCE, sender=CABINET))
-            assert full.value.recipients[0].code == 552
-            # Over-size DATA is refused whatever the quota.
-            with pytest.raises(aiosmtplib.SMTPResponseException) as big:
-                await client.send_message(forged(CABINET, sender=CABINET, size=300_000))
-            assert big.value.code == 552
-            assert await mail.store.usage(CABINET) == 0
+        assert caught.value.code == 552
+        assert await mail.store.usage(AGENCE) == before
+        # The daemon's own deliveries go to the store, not through SMTP: never refused.
+        async with database.session() as session:
+            await mail.store.deliver(session, AGENCE, b"Subject: statement\r\n\r\n" * 2000)
+        assert await mail.store.usage(AGENCE) > 50_000
+        # A full box is refused at RCPT already, even a small message.
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as full:
+            await client.send_message(forged(AGENCE, sender=CABINET))
+        assert full.value.recipients[0].code == 552
+        # Over-size DATA is refused whatever the quota.
+        with pytest.raises(aiosmtplib.SMTPResponseException) as big:
+            await client.send_message(forged(CABINET, sender=CABINET, size=300_000))
+        assert big.value.code == 552
+        assert await mail.store.usage(CABINET) == 0
