@@ -2,15 +2,18 @@
 
 Used by the SMTP tests of the daemon and the hostile-client tests: ``mail_servers()`` starts
 them (optionally a second IMAP listener on ``::1``, a second client address for the guard),
-``smtp_client()`` gives an aiosmtplib client past STARTTLS, logged in when asked.
+``smtp_client()`` gives an aiosmtplib client past STARTTLS, logged in when asked, and
+``inbox_subjects()`` reads a box back over imaplib.
 """
 
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import aiosmtplib
@@ -24,6 +27,7 @@ from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
+from tests.factories import PASSWORD
 
 DOMAIN = "releves.example"
 
@@ -123,3 +127,20 @@ async def smtp_client(
     finally:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
             await client.quit()
+
+
+def inbox_subjects(port: int, login: str) -> list[str]:
+    """The decoded subjects in the INBOX of ``login`` (password ``PASSWORD``), over imaplib."""
+    client = imaplib.IMAP4("127.0.0.1", port, timeout=30)
+    try:
+        client.login(login, PASSWORD)
+        _, count = client.select("INBOX")
+        if count == [b"0"]:
+            return []
+        _, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        headers = [part[1].decode() for part in data if isinstance(part, tuple)]
+        return [
+            str(make_header(decode_header(h.removeprefix("Subject:").strip()))) for h in headers
+        ]
+    finally:
+        client.logout()

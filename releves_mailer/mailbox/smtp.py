@@ -100,6 +100,10 @@ class InboundHandler:
         data: Any = session.auth_data  # what _check put in its AuthResult
         return data if session.authenticated and isinstance(data, str) else None
 
+    def _anonymous(self, session: Session) -> bool:
+        """Neither authenticated nor from a trusted network: may not send at all."""
+        return self._sender(session) is None and not self._is_trusted(session)
+
     async def handle_MAIL(
         self,
         server: SMTP,
@@ -108,9 +112,9 @@ class InboundHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        sender = self._sender(session)
-        if sender is None and not self._is_trusted(session):
+        if self._anonymous(session):
             return "530 5.7.0 Authentication required"
+        sender = self._sender(session)
         if sender is not None and address.lower() != sender:
             return "553 5.7.1 Sender address is not the address you authenticated as"
         envelope.mail_from = address
@@ -125,8 +129,7 @@ class InboundHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        sender = self._sender(session)
-        if sender is None and not self._is_trusted(session):
+        if self._anonymous(session):
             return "530 5.7.0 Authentication required"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
@@ -135,6 +138,7 @@ class InboundHandler:
             return "550 5.7.1 Relaying denied: only local mailboxes are served here"
         if box.dedicated:
             return "550 5.7.1 This mailbox receives only the portal's own statements"
+        sender = self._sender(session)
         if sender is not None:
             own = await self._authenticator.local_box(sender)
             if own is None or own.family_id != box.family_id:

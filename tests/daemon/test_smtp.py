@@ -7,9 +7,7 @@ networks, quota) are in ``tests/security/test_smtp_forgery.py``.
 from __future__ import annotations
 
 import asyncio
-import imaplib
 from collections.abc import AsyncIterator
-from email.header import decode_header, make_header
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
 from tests.factories import PASSWORD
-from tests.mailservers import DOMAIN, MailServers, mail_servers, smtp_client
+from tests.mailservers import DOMAIN, MailServers, inbox_subjects, mail_servers, smtp_client
 
 pytestmark = pytest.mark.usefixtures("family")
 
@@ -41,33 +39,17 @@ def message(to: str, body: str = "Bonjour", sender: str = f"cabinet@{DOMAIN}") -
     return mail
 
 
-def imap_subjects(port: int, login: str) -> list[str]:
-    client = imaplib.IMAP4("127.0.0.1", port)
-    try:
-        client.login(login, PASSWORD)
-        _, count = client.select("INBOX")
-        if count == [b"0"]:
-            return []
-        _, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        headers = [part[1].decode() for part in data if isinstance(part, tuple)]
-        return [
-            str(make_header(decode_header(h.removeprefix("Subject:").strip()))) for h in headers
-        ]
-    finally:
-        client.logout()
-
-
 async def test_local_mail_is_delivered_and_readable_over_imap(servers: MailServers) -> None:
     async with smtp_client(servers, "cabinet", PASSWORD) as client:
         errors, _ = await client.send_message(message(f"agence@{DOMAIN}"))
         assert errors == {}
         await client.send_message(message(f"cabinet@{DOMAIN}"))
-    subjects = await asyncio.to_thread(imap_subjects, servers.imap_port, "agence")
+    subjects = await asyncio.to_thread(inbox_subjects, servers.imap_port, "agence")
     assert subjects == ["Essai de dépôt"]
-    assert len(await asyncio.to_thread(imap_subjects, servers.imap_port, "cabinet")) == 1
+    assert len(await asyncio.to_thread(inbox_subjects, servers.imap_port, "cabinet")) == 1
     # The account's own box and its dedicated box are two boxes.
     assert (
-        await asyncio.to_thread(imap_subjects, servers.imap_port, f"releves.agence@{DOMAIN}") == []
+        await asyncio.to_thread(inbox_subjects, servers.imap_port, f"releves.agence@{DOMAIN}") == []
     )
 
 

@@ -8,7 +8,6 @@ back over IMAP with imaplib and through the store's usage.
 from __future__ import annotations
 
 import asyncio
-import imaplib
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from releves_mailer.clock import ManualClock
 from releves_mailer.config import SmtpSection
 from releves_mailer.db import Database
 from tests.factories import PASSWORD
-from tests.mailservers import DOMAIN, MailServers, mail_servers, smtp_client
+from tests.mailservers import DOMAIN, MailServers, inbox_subjects, mail_servers, smtp_client
 from tests.portal.conftest import make_account
 
 pytestmark = pytest.mark.usefixtures("family")
@@ -49,23 +48,6 @@ def section(**values: object) -> SmtpSection:
 
 async def usages(mail: MailServers) -> dict[str, int]:
     return {address: await mail.store.usage(address) for address in ALL_BOXES}
-
-
-def inbox_subjects(port: int, login: str) -> list[str]:
-    client = imaplib.IMAP4("127.0.0.1", port, timeout=30)
-    try:
-        client.login(login, PASSWORD)
-        _, count = client.select("INBOX")
-        if count == [b"0"]:
-            return []
-        _, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        return [
-            part[1].decode().removeprefix("Subject:").strip()
-            for part in data
-            if isinstance(part, tuple)
-        ]
-    finally:
-        client.logout()
 
 
 async def test_unauthenticated_mail_is_refused_by_default(
