@@ -38,11 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from releves_mailer.clock import SystemClock  # noqa: E402
-from releves_mailer.config import ImapSection  # noqa: E402
+from releves_mailer.config import AuthSection, ImapSection  # noqa: E402
 from releves_mailer.db import Database  # noqa: E402
 from releves_mailer.db.migrate import upgrade  # noqa: E402
+from releves_mailer.interfaces import LocalBox  # noqa: E402
 from releves_mailer.mailbox.imap.server import ImapServer  # noqa: E402
 from releves_mailer.mailbox.store import MessageStore  # noqa: E402
+from releves_mailer.portfolio.auth import PasswordGuard  # noqa: E402
 
 USER = "bench"
 PASSWORD = "pass"
@@ -60,8 +62,8 @@ class AnyUser:
         name = username.lower()
         return name if "@" in name else f"{name}@{DOMAIN}"
 
-    async def is_local_address(self, address: str) -> bool:
-        return True
+    async def local_box(self, address: str) -> LocalBox | None:
+        return LocalBox(address.lower(), 1, False)
 
 
 def statement_mail(index: int, rng: random.Random) -> tuple[bytes, dt.datetime]:
@@ -143,7 +145,14 @@ async def serve(data: Path, port: int, ready: Path | None = None) -> None:
         max_connections_per_login=1000,
         max_literal_size=64 * 1024 * 1024,
     )
-    server = ImapServer(config, store, AnyUser(), None, SystemClock(), failure_delay=0.0)
+    # imaptest logs in very often: a guard that never refuses nor slows down.
+    lenient = AuthSection(
+        max_failures_per_login_and_address=1000,
+        max_failures_per_address=1000,
+        delay_after_failures=1000,
+    )
+    guard = PasswordGuard(SystemClock(), lenient, DOMAIN)
+    server = ImapServer(config, store, AnyUser(), None, SystemClock(), guard=guard)
     await server.start()
     if ready is not None:
         ready.write_text(str(server.port))  # noqa: ASYNC240  (tiny, once)

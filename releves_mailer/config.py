@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -97,6 +98,24 @@ class SmtpSection(Section):
     listen: str = "127.0.0.1"
     port: Port = 2525
     max_message_size: int = Field(default=50 * 1024 * 1024, ge=1024)
+    #: Networks (CIDR) whose clients may deliver without authenticating; empty: none.
+    trusted_networks: list[IPvAnyNetwork] = Field(default_factory=list, max_length=100)
+    #: Bytes one mail address may hold (all its folders) before SMTP answers 552.
+    mailbox_quota: int = Field(default=1024 * 1024 * 1024, ge=1024)
+
+
+class AuthSection(Section):
+    """The login guard shared by IMAP, SMTP AUTH and the portal."""
+
+    window_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    #: Failed or pending logins of one login from one client address before refusals.
+    max_failures_per_login_and_address: int = Field(default=5, ge=1, le=1000)
+    #: Failed or pending logins from one client address (any login) before refusals.
+    max_failures_per_address: int = Field(default=30, ge=1, le=1000)
+    #: Failures of one login (from anywhere) before its attempts are slowed down.
+    delay_after_failures: int = Field(default=3, ge=0, le=1000)
+    first_delay_seconds: float = Field(default=1.0, ge=0, le=60)
+    max_delay_seconds: float = Field(default=15.0, ge=0, le=120)
 
 
 class HttpSection(Section):
@@ -199,6 +218,7 @@ class Config(Section):
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     imap: ImapSection = Field(default_factory=ImapSection)
     smtp: SmtpSection = Field(default_factory=SmtpSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
     http: HttpSection = Field(default_factory=HttpSection)
     tls: TlsSection = Field(default_factory=TlsSection)
     signing: SigningSection = Field(default_factory=SigningSection)
@@ -230,6 +250,9 @@ _FRENCH_REASONS = {
     "extra_forbidden": "clé inconnue",
     "int_parsing": "doit être un nombre entier",
     "int_type": "doit être un nombre entier",
+    "float_parsing": "doit être un nombre",
+    "float_type": "doit être un nombre",
+    "ip_any_network": "doit être un réseau IP (ex. 192.0.2.0/24)",
     "bool_parsing": "doit être true ou false",
     "bool_type": "doit être true ou false",
     "string_type": "doit être une chaîne de caractères",

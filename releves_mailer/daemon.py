@@ -49,7 +49,7 @@ from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.partner.modes import PartnerMode
 from releves_mailer.partner.powens import PowensPartner
 from releves_mailer.partner.testbank import TestBankPartner
-from releves_mailer.portfolio.auth import PortfolioAuthenticator
+from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
 from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
@@ -157,13 +157,23 @@ class Daemon:
         store = MessageStore(database, config.data_dir / "messages", self.clock)
         await store.start(stack)
         authenticator = PortfolioAuthenticator(database, config.portal.domain)
-        imap = ImapServer(config.imap, store, authenticator, context, self.clock)
+        # One guard for IMAP, SMTP AUTH and the portal: no protocol is a softer door.
+        guard = PasswordGuard(self.clock, config.auth, config.portal.domain)
+        imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=guard)
         await imap.start(stack)
 
         async def deliver(addresses: Sequence[str], raw: bytes) -> None:
             await self._deliver_local(database, store, addresses, raw)
 
-        handler = InboundHandler(authenticator, deliver, self.clock, config.portal.domain)
+        handler = InboundHandler(
+            authenticator,
+            deliver,
+            self.clock,
+            config.portal.domain,
+            guard=guard,
+            usage=store.usage,
+            config=config.smtp,
+        )
         smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
         await smtp.start(stack)
         self.renderer = Renderer.from_config(config)
@@ -188,7 +198,12 @@ class Daemon:
         modes: dict[str, PartnerMode] = {}
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(
-                setup_portal, database=database, clock=self.clock, links=links, settings=settings
+                setup_portal,
+                database=database,
+                clock=self.clock,
+                links=links,
+                settings=settings,
+                guard=guard,
             )
         ]
         if config.aggregator.powens.enabled:

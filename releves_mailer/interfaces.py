@@ -7,12 +7,31 @@ implementations. Contracts private to one area live in that area's package.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["Authenticator", "MailDelivery", "MessageSink"]
+__all__ = [
+    "Authenticator",
+    "LocalBox",
+    "LoginGuard",
+    "LoginThrottled",
+    "MailDelivery",
+    "MessageSink",
+]
+
+T = TypeVar("T")
+
+
+class LocalBox(NamedTuple):
+    """A mail address served here: its canonical form, its account family, its kind."""
+
+    address: str
+    #: The primary account whose family (itself and its secondaries) owns the box.
+    family_id: int
+    #: ``releves.<login>@``: holds only what the daemon itself wrote.
+    dedicated: bool
 
 
 class Authenticator(Protocol):
@@ -27,8 +46,28 @@ class Authenticator(Protocol):
         """
         ...
 
-    async def is_local_address(self, address: str) -> bool:
-        """Whether mail for ``address`` can be delivered into one of our boxes."""
+    async def local_box(self, address: str) -> LocalBox | None:
+        """The box ``address`` names, or ``None`` when it is not one of ours."""
+        ...
+
+
+class LoginThrottled(Exception):
+    """Too many failed or pending logins: refused without checking the password."""
+
+
+class LoginGuard(Protocol):
+    """Limits password guessing, the same way for every protocol (IMAP, SMTP, portal)."""
+
+    async def attempt(
+        self, peer: str, username: str, verify: Callable[[], Awaitable[T | None]]
+    ) -> T | None:
+        """Run ``verify`` (the password check) for ``username`` from client address ``peer``.
+
+        Returns what ``verify`` returned (``None``: wrong credentials, counted as a
+        failure). Raises :class:`LoginThrottled`, without calling ``verify``, when ``peer``
+        has too many failed or pending attempts; may wait before calling ``verify`` when
+        the login has failed often lately.
+        """
         ...
 
 

@@ -97,7 +97,8 @@ def connection_help(daemon: Daemon, password_hint: str) -> str:
 Démo releves-mailer prête. Connectez n'importe quel client de messagerie :
 
   Serveur IMAP   {host}  port {ports["imap"]} (STARTTLS)  ou  port {ports["imaps"]} (SSL/TLS)
-  Serveur SMTP   {host}  port {ports["smtp"]}
+  Serveur SMTP   {host}  port {ports["smtp"]} (STARTTLS puis authentification ; envoi
+                 entre les boîtes d'un même compte, jamais vers la boîte dédiée)
   Portail web    {config.http.public_url}
   Mot de passe   {password_hint}  (le même pour toutes les boîtes)
 

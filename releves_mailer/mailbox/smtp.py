@@ -1,30 +1,38 @@
-"""Inbound SMTP (aiosmtpd, in the daemon's loop): local boxes only, never an open relay.
+"""Inbound SMTP (aiosmtpd, in the daemon's loop): mail between the boxes of one account family.
 
-Mail for an address of the portal's domain that names an existing box is delivered into that
-box's INBOX; anything else gets 550. Clients on the loopback may deliver without
-authentication (the daemon's own tools, swaks); any other client must authenticate first,
-and plaintext AUTH is only offered after STARTTLS.
+Nobody may forge a statement through it:
+
+- a client must authenticate (AUTH only after STARTTLS) unless its address is in
+  ``smtp.trusted_networks`` (empty by default: the loopback is trusted no more);
+- the dedicated boxes ``releves.<login>@`` are refused as recipients, whoever sends: they
+  hold only what the daemon itself wrote (statements are stored directly, not over SMTP);
+- an authenticated sender writes only to the boxes of its own account family (a primary
+  and its secondaries), with its own address as envelope sender and in ``From:``/``Sender:``;
+- each box holds at most ``smtp.mailbox_quota`` bytes (552 beyond), each message at most
+  ``smtp.max_message_size`` bytes (552), an envelope at most 100 recipients.
+
+Password guessing over AUTH is limited by the login guard shared with IMAP and the portal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import datetime as dt
 import ipaddress
 import logging
 import ssl
-from base64 import b64decode
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from email.utils import format_datetime
+from email.parser import BytesHeaderParser
+from email.utils import format_datetime, getaddresses
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from releves_mailer.clock import Clock
 from releves_mailer.config import SmtpSection
-from releves_mailer.interfaces import Authenticator
+from releves_mailer.interfaces import Authenticator, LoginGuard, LoginThrottled
+from releves_mailer.mailbox.sasl import SaslError, decode_response, parse_plain
 
 __all__ = ["InboundHandler", "SmtpServer"]
 
@@ -32,18 +40,30 @@ _log = logging.getLogger(__name__)
 
 #: Delivers one message to several local addresses, all or none.
 DeliverFunction = Callable[[Sequence[str], bytes], Awaitable[None]]
+#: Bytes held by the box of an address (all its folders).
+UsageFunction = Callable[[str], Awaitable[int]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_RECIPIENTS = 100
 
 
-def _is_loopback(peer: Any) -> bool:
-    host = peer[0] if isinstance(peer, tuple) and peer else ""
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
+def _peer_host(session: Session) -> str:
+    peer: Any = session.peer  # typed as str by aiosmtpd, a (host, port) tuple in fact
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 class InboundHandler:
-    """aiosmtpd hooks: check recipients, authenticate, hand accepted mail to ``deliver``."""
+    """aiosmtpd hooks: who may send, to which box, as whom; hands accepted mail to ``deliver``.
+
+    Args:
+        authenticator: checks AUTH credentials and says which boxes exist, in which family.
+        deliver: stores one message in several boxes.
+        clock: time of the ``Received:`` header.
+        hostname: our name in the ``Received:`` header.
+        guard: the login guard shared with IMAP and the portal.
+        usage: bytes a box holds, for the quota.
+        config: ``[smtp]`` (trusted networks, quota).
+    """
 
     def __init__(
         self,
@@ -51,11 +71,55 @@ class InboundHandler:
         deliver: DeliverFunction,
         clock: Clock,
         hostname: str,
+        *,
+        guard: LoginGuard,
+        usage: UsageFunction,
+        config: SmtpSection,
     ) -> None:
         self._authenticator = authenticator
         self._deliver = deliver
         self._clock = clock
         self._hostname = hostname
+        self._guard = guard
+        self._usage = usage
+        self._trusted: tuple[Network, ...] = tuple(config.trusted_networks)
+        self._quota = config.mailbox_quota
+
+    def _is_trusted(self, session: Session) -> bool:
+        try:
+            ip = ipaddress.ip_address(_peer_host(session).split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self._trusted)
+
+    @staticmethod
+    def _sender(session: Session) -> str | None:
+        """The authenticated user's own address, or ``None`` for an unauthenticated client."""
+        data: Any = session.auth_data  # what _check put in its AuthResult
+        return data if session.authenticated and isinstance(data, str) else None
+
+    def _anonymous(self, session: Session) -> bool:
+        """Neither authenticated nor from a trusted network: may not send at all."""
+        return self._sender(session) is None and not self._is_trusted(session)
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self._anonymous(session):
+            return "530 5.7.0 Authentication required"
+        sender = self._sender(session)
+        if sender is not None and address.lower() != sender:
+            return "553 5.7.1 Sender address is not the address you authenticated as"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
 
     async def handle_RCPT(
         self,
@@ -65,18 +129,35 @@ class InboundHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if not session.authenticated and not _is_loopback(session.peer):
+        if self._anonymous(session):
             return "530 5.7.0 Authentication required"
-        if not await self._authenticator.is_local_address(address):
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        box = await self._authenticator.local_box(address)
+        if box is None:
             return "550 5.7.1 Relaying denied: only local mailboxes are served here"
-        envelope.rcpt_tos.append(address.lower())
+        if box.dedicated:
+            return "550 5.7.1 This mailbox receives only the portal's own statements"
+        sender = self._sender(session)
+        if sender is not None:
+            own = await self._authenticator.local_box(sender)
+            if own is None or own.family_id != box.family_id:
+                return "550 5.7.1 You may only write to the mailboxes of your own account"
+        if await self._usage(box.address) >= self._quota:
+            return "552 5.2.2 Mailbox full"
+        envelope.rcpt_tos.append(box.address)
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
-        peer = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
+        sender = self._sender(session)
+        if sender is not None and not _headers_name_only(content, sender):
+            return "550 5.7.1 From: and Sender: must be the address you authenticated as"
+        for address in envelope.rcpt_tos:
+            if await self._usage(address) + len(content) > self._quota:
+                return f"552 5.2.2 Mailbox full: the message does not fit in {address}"
         received = (
-            f"Received: from {session.host_name or 'unknown'} ([{peer}])\r\n"
+            f"Received: from {session.host_name or 'unknown'} ([{_peer_host(session)}])\r\n"
             f"\tby {self._hostname} (releves-mailer); "
             f"{format_datetime(self._clock.now().astimezone(dt.UTC))}\r\n"
         ).encode("ascii", "replace")
@@ -91,49 +172,68 @@ class InboundHandler:
         )
         return "250 2.0.0 Message accepted for delivery"
 
-    async def _check(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
-        address = await self._authenticator.authenticate(
-            login.decode("utf-8", "replace"), password.decode("utf-8", "replace")
-        )
+    async def _check(self, server: SMTP, username: str, password: str) -> AuthResult:
+        assert server.session is not None
+        try:
+            address = await self._guard.attempt(
+                _peer_host(server.session),
+                username,
+                lambda: self._authenticator.authenticate(username, password),
+            )
+        except LoginThrottled:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="454 4.7.0 Too many failed logins, try again later",
+            )
         if address is None:
-            await asyncio.sleep(1.0)  # slows down password guessing
-            return AuthResult(success=False, handled=False)
-        return AuthResult(success=True, auth_data=address)
+            return AuthResult(success=False, handled=False)  # aiosmtpd answers 535 5.7.8
+        return AuthResult(success=True, auth_data=address.lower())
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            answer = await server.challenge_auth("")
-            if answer is MISSING:
-                return AuthResult(success=False)
-            assert isinstance(answer, bytes)
-        else:
-            try:
-                answer = b64decode(args[1].encode(), validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        parts = answer.split(b"\x00")
-        if len(parts) != 3:
-            await server.push("501 5.5.2 Can't split auth value")
+        try:
+            if len(args) == 1:
+                answer = await server.challenge_auth("")  # decodes the base64 answer
+                if answer is MISSING:
+                    return AuthResult(success=False, handled=True)
+                assert isinstance(answer, bytes)
+            else:
+                answer = decode_response(args[1].encode("ascii", "replace"))
+            credentials = parse_plain(answer)
+        except SaslError as error:
+            await server.push(f"501 5.5.2 {error}")
             return AuthResult(success=False, handled=True)
-        return await self._check(server, parts[1], parts[2])
+        return await self._check(server, credentials.username, credentials.password)
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
         if len(args) == 1:
             login = await server.challenge_auth(SMTP.AuthLoginUsernameChallenge)
         else:
             try:
-                login = b64decode(args[1].encode(), validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Can't decode base64")
+                login = decode_response(args[1].encode("ascii", "replace"))
+            except SaslError as error:
+                await server.push(f"501 5.5.2 {error}")
                 return AuthResult(success=False, handled=True)
         if login is MISSING:
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=True)
         password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
         if password is MISSING:
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=True)
         assert isinstance(login, bytes) and isinstance(password, bytes)
-        return await self._check(server, login, password)
+        return await self._check(
+            server, login.decode("utf-8", "replace"), password.decode("utf-8", "replace")
+        )
+
+
+def _headers_name_only(content: bytes, sender: str) -> bool:
+    """Whether every address of ``From:`` and ``Sender:`` is ``sender`` (and From has one)."""
+    headers = BytesHeaderParser().parsebytes(content)
+    found = {
+        address.lower()
+        for name in ("From", "Sender")
+        for _, address in getaddresses([str(value) for value in headers.get_all(name, [])])
+    }
+    return bool(headers.get_all("From")) and found == {sender}
 
 
 def _never(*_: Any) -> AuthResult:

@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -653,6 +653,16 @@ class MessageStore:
         unseen = sum(1 for _, flags in rows if "\\Seen" not in _flags_of(flags))
         recent = sum(1 for uid, _ in rows if uid >= info.recent_uid)
         return len(rows), unseen, recent
+
+    async def usage(self, owner: str) -> int:
+        """Bytes held by every folder of ``owner`` (what a quota counts)."""
+        async with self._session() as session:
+            total = await session.scalar(
+                select(func.coalesce(func.sum(MailMessage.size), 0))
+                .join(MailFolder, MailFolder.id == MailMessage.folder_id)
+                .where(MailFolder.owner == owner)
+            )
+        return int(total or 0)
 
     # endregion
     # region selected-folder views ########################################################

@@ -1,22 +1,47 @@
-"""Mailbox authentication over the portal accounts (the ``Authenticator`` contract)."""
+"""Mailbox authentication over the portal accounts, and the one login guard of every protocol.
+
+:class:`PortfolioAuthenticator` checks credentials (the ``Authenticator`` contract);
+:class:`PasswordGuard` limits guessing for IMAP, SMTP AUTH and the portal alike (the
+``LoginGuard`` contract), so that no protocol is a softer door than another.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import ipaddress
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from sqlalchemy import select
 
+from releves_mailer.clock import Clock
+from releves_mailer.config import AuthSection
 from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount
+from releves_mailer.interfaces import LocalBox, LoginThrottled
 from releves_mailer.portfolio.passwords import verify_password
 from releves_mailer.portfolio.validation import DEDICATED_PREFIX
 
-__all__ = ["PortfolioAuthenticator", "split_address"]
+__all__ = [
+    "PasswordGuard",
+    "PortfolioAuthenticator",
+    "address_key",
+    "split_address",
+    "verified_account",
+]
+
+T = TypeVar("T")
 
 # Checked when the login is unknown, so that a wrong login costs as much time as a wrong
 # password and does not reveal which logins exist.
-_DUMMY_HASH = (
+DUMMY_HASH = (
     "$argon2id$v=19$m=65536,t=3,p=4$GTrNd/7bt0vnHR3JajWZMA$"
     "WyB5L8ikVIGFkA/0uSbvOFgpxZKtDX+gt9V0Ni2/vS0"
 )
+#: Longest username looked up or remembered (an address is at most 320 characters).
+MAX_USERNAME = 320
 
 
 def split_address(username: str, domain: str) -> tuple[str, bool] | None:
@@ -35,6 +60,22 @@ def split_address(username: str, domain: str) -> tuple[str, bool] | None:
     return (login, dedicated) if login else None
 
 
+async def verified_account(database: Database, login: str, password: str) -> PortalAccount | None:
+    """The account of ``login`` when ``password`` is its password, else ``None``.
+
+    An unknown login costs one hash too, so that timing does not tell which logins exist.
+    """
+    account = None
+    if login and len(login) <= MAX_USERNAME:
+        async with database.session() as session:
+            account = await session.scalar(
+                select(PortalAccount).where(PortalAccount.login == login)
+            )
+    hashed = account.password_hash if account is not None else DUMMY_HASH
+    valid = await verify_password(hashed, password)
+    return account if account is not None and valid and password else None
+
+
 class PortfolioAuthenticator:
     """Checks credentials against the accounts' argon2 hashes; the dedicated box shares them."""
 
@@ -47,25 +88,160 @@ class PortfolioAuthenticator:
 
     async def authenticate(self, username: str, password: str) -> str | None:
         parts = split_address(username, self._domain)
-        password_hash = None
-        if parts is not None:
-            async with self._database.session() as session:
-                password_hash = await session.scalar(
-                    select(PortalAccount.password_hash).where(PortalAccount.login == parts[0])
-                )
-        valid = await verify_password(password_hash or _DUMMY_HASH, password)
-        if not valid or parts is None or password_hash is None:
+        account = await verified_account(self._database, parts[0] if parts else "", password)
+        if account is None or parts is None:
             return None
         return self._address(*parts)
 
-    async def is_local_address(self, address: str) -> bool:
-        if "@" not in address:
-            return False
+    async def local_box(self, address: str) -> LocalBox | None:
+        if "@" not in address or len(address) > MAX_USERNAME:
+            return None
         parts = split_address(address, self._domain)
         if parts is None:
-            return False
+            return None
         async with self._database.session() as session:
-            found = await session.scalar(
-                select(PortalAccount.id).where(PortalAccount.login == parts[0])
-            )
-        return found is not None
+            row = (
+                await session.execute(
+                    select(PortalAccount.id, PortalAccount.parent_id).where(
+                        PortalAccount.login == parts[0]
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        account_id, parent_id = row
+        return LocalBox(self._address(*parts), parent_id or account_id, parts[1])
+
+
+def address_key(peer: str) -> str:
+    """The client address that limits count against: an IPv4 address, an IPv6 /64.
+
+    One IPv6 client usually holds a whole /64, so counting single addresses would let it
+    try its luck 2^64 times; an IPv4-mapped address counts as the IPv4 address.
+    """
+    try:
+        ip = ipaddress.ip_address(peer.split("%")[0])
+    except ValueError:
+        return peer[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class _Failures:
+    """Recent failure times per key, bounded in keys (least recently failed go first)."""
+
+    def __init__(self, clock: Clock, window: dt.timedelta, max_keys: int = 100_000) -> None:
+        self._clock = clock
+        self._window = window
+        self._max_keys = max_keys
+        self._times: OrderedDict[str, deque[dt.datetime]] = OrderedDict()
+
+    def count(self, key: str) -> int:
+        times = self._times.get(key)
+        if times is None:
+            return 0
+        horizon = self._clock.now() - self._window
+        while times and times[0] <= horizon:
+            times.popleft()
+        if not times:
+            del self._times[key]
+        return len(times)
+
+    def add(self, key: str) -> None:
+        times = self._times.get(key)
+        if times is None:
+            times = self._times[key] = deque(maxlen=1024)
+        else:
+            self._times.move_to_end(key)
+        times.append(self._clock.now())
+        while len(self._times) > self._max_keys:  # a spray of logins cannot exhaust memory
+            self._times.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._times.pop(key, None)
+
+
+class PasswordGuard:
+    """The one login guard (``LoginGuard`` contract) of IMAP, SMTP AUTH and the portal.
+
+    Over a sliding window it counts failed logins, plus the attempts still being checked
+    (so that parallel attempts cannot all slip under a limit):
+
+    - per client address and login, and per client address: at the limit, attempts are
+      refused at once, without checking the password (:class:`LoginThrottled`);
+    - per login, from any address: past ``delay_after_failures`` failures, each attempt
+      waits a delay that doubles with every further failure, up to ``max_delay_seconds``.
+      A delay, never a lock: an attacker hammering a login from elsewhere slows its owner
+      down but cannot shut him out.
+
+    A success forgets the failures of that login (from that address and in all). Logins
+    are counted by account, whatever the form (``demo``, ``releves.demo@domain``). State is
+    in memory: a restart forgets it, which gives an attacker only a few more tries.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        config: AuthSection,
+        domain: str,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self._domain = domain
+        self._sleep = sleep
+        self._failures = _Failures(clock, dt.timedelta(minutes=config.window_minutes))
+        self._pending: Counter[str] = Counter()
+
+    def login_key(self, username: str) -> str:
+        name = username[:MAX_USERNAME]
+        parts = split_address(name, self._domain)
+        return parts[0] if parts is not None else name.strip().lower()
+
+    def delay(self, username: str) -> float:
+        """Seconds the next attempt on ``username`` waits before its password is checked."""
+        config = self.config
+        extra = self._failures.count("login:" + self.login_key(username))
+        extra -= config.delay_after_failures
+        if extra < 0:
+            return 0.0
+        return float(
+            min(config.first_delay_seconds * 2 ** min(extra, 32), config.max_delay_seconds)
+        )
+
+    def _refused(self, key: str, limit: int) -> bool:
+        return self._failures.count(key) + self._pending[key] >= limit
+
+    async def attempt(
+        self, peer: str, username: str, verify: Callable[[], Awaitable[T | None]]
+    ) -> T | None:
+        login = self.login_key(username)
+        address = "ip:" + address_key(peer)
+        pair = f"{address} login:{login}"
+        config = self.config
+        if self._refused(pair, config.max_failures_per_login_and_address) or self._refused(
+            address, config.max_failures_per_address
+        ):
+            raise LoginThrottled(username)
+        # No await between the check above and this count: parallel attempts see each other.
+        self._pending.update((pair, address))
+        try:
+            wait = self.delay(login)
+            if wait > 0:
+                await self._sleep(wait)
+            result = await verify()
+        finally:
+            self._pending.subtract((pair, address))
+            for key in (pair, address):
+                if self._pending[key] <= 0:
+                    del self._pending[key]
+        if result is None:
+            for key in (pair, address, "login:" + login):
+                self._failures.add(key)
+        else:
+            self._failures.forget(pair)
+            self._failures.forget("login:" + login)
+        return result

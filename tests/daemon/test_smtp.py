@@ -1,175 +1,98 @@
-"""The inbound SMTP server: local boxes only, AUTH, size limit, delivery visible over IMAP."""
+"""The inbound SMTP server: local boxes only, AUTH, size limit, delivery visible over IMAP.
+
+The forgery rules (no mail to the dedicated boxes, own family and own sender only, trusted
+networks, quota) are in ``tests/security/test_smtp_forgery.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import imaplib
-import ssl
-from collections.abc import AsyncIterator, Sequence
-from email.header import decode_header, make_header
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 import pytest
-import trustme
-from aiosmtpd.smtp import Envelope, Session
 
 from releves_mailer.clock import ManualClock
-from releves_mailer.config import ImapSection, SmtpSection
 from releves_mailer.db import Database
-from releves_mailer.mailbox.imap.server import ImapServer
-from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
-from releves_mailer.mailbox.store import MessageStore
-from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from tests.factories import PASSWORD
+from tests.mailservers import DOMAIN, MailServers, inbox_subjects, mail_servers, smtp_client
 
-DOMAIN = "releves.example"
 pytestmark = pytest.mark.usefixtures("family")
 
 
-class Servers:
-    def __init__(self, smtp: SmtpServer, imap: ImapServer, ca: trustme.CA) -> None:
-        self.smtp = smtp
-        self.imap = imap
-        self.ca = ca
-
-
 @pytest.fixture
-async def servers(database: Database, clock: ManualClock, tmp_path: Path) -> AsyncIterator[Servers]:
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    store = MessageStore(database, tmp_path / "messages", clock)
-    auth = PortfolioAuthenticator(database, DOMAIN)
-
-    async def deliver(addresses: Sequence[str], raw: bytes) -> None:
-        async with database.session() as session:
-            for address in addresses:
-                await store.deliver(session, address, raw)
-
-    smtp = SmtpServer(
-        SmtpSection(listen="127.0.0.1", port=0, max_message_size=200_000),
-        InboundHandler(auth, deliver, clock, DOMAIN),
-        context,
-        DOMAIN,
-    )
-    imap = ImapServer(
-        ImapSection(listen="127.0.0.1", port=0, tls_port=0),
-        store,
-        auth,
-        context,
-        clock,
-        failure_delay=0,
-    )
-    await smtp.start()
-    await imap.start()
-    yield Servers(smtp, imap, ca)
-    await imap.stop()
-    await smtp.stop()
-    await store.close()
+async def servers(
+    database: Database, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[MailServers]:
+    async with mail_servers(database, clock, tmp_path) as started:
+        yield started
 
 
-def message(to: str, body: str = "Bonjour") -> EmailMessage:
+def message(to: str, body: str = "Bonjour", sender: str = f"cabinet@{DOMAIN}") -> EmailMessage:
     mail = EmailMessage()
-    mail["From"] = "expediteur@ailleurs.example"
+    mail["From"] = sender
     mail["To"] = to
     mail["Subject"] = "Essai de dépôt"
     mail.set_content(body)
     return mail
 
 
-def imap_subjects(port: int, login: str) -> list[str]:
-    client = imaplib.IMAP4("127.0.0.1", port)
-    try:
-        client.login(login, PASSWORD)
-        _, count = client.select("INBOX")
-        if count == [b"0"]:
-            return []
-        _, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        headers = [part[1].decode() for part in data if isinstance(part, tuple)]
-        return [
-            str(make_header(decode_header(h.removeprefix("Subject:").strip()))) for h in headers
-        ]
-    finally:
-        client.logout()
-
-
-async def test_local_mail_is_delivered_and_readable_over_imap(servers: Servers) -> None:
-    assert servers.smtp.port is not None and servers.imap.port is not None
-    errors, _ = await aiosmtplib.send(
-        message(f"cabinet@{DOMAIN}"), hostname="127.0.0.1", port=servers.smtp.port, start_tls=False
-    )
-    assert errors == {}
-    subjects = await asyncio.to_thread(imap_subjects, servers.imap.port, "cabinet")
+async def test_local_mail_is_delivered_and_readable_over_imap(servers: MailServers) -> None:
+    async with smtp_client(servers, "cabinet", PASSWORD) as client:
+        errors, _ = await client.send_message(message(f"agence@{DOMAIN}"))
+        assert errors == {}
+        await client.send_message(message(f"cabinet@{DOMAIN}"))
+    subjects = await asyncio.to_thread(inbox_subjects, servers.imap_port, "agence")
     assert subjects == ["Essai de dépôt"]
-    # The dedicated box is a box of its own.
-    await aiosmtplib.send(
-        message(f"releves.agence@{DOMAIN}"),
-        hostname="127.0.0.1",
-        port=servers.smtp.port,
-        start_tls=False,
-    )
+    assert len(await asyncio.to_thread(inbox_subjects, servers.imap_port, "cabinet")) == 1
+    # The account's own box and its dedicated box are two boxes.
     assert (
-        len(await asyncio.to_thread(imap_subjects, servers.imap.port, f"releves.agence@{DOMAIN}"))
-        == 1
+        await asyncio.to_thread(inbox_subjects, servers.imap_port, f"releves.agence@{DOMAIN}") == []
     )
-    assert await asyncio.to_thread(imap_subjects, servers.imap.port, "agence") == []
 
 
-async def test_outside_and_unknown_recipients_are_refused(servers: Servers) -> None:
-    assert servers.smtp.port is not None
-    for recipient in ("quelquun@ailleurs.example", f"inconnu@{DOMAIN}"):
-        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as caught:
-            await aiosmtplib.send(
-                message(recipient), hostname="127.0.0.1", port=servers.smtp.port, start_tls=False
-            )
-        assert caught.value.recipients[0].code == 550
+async def test_outside_and_unknown_recipients_are_refused(servers: MailServers) -> None:
+    async with smtp_client(servers, "cabinet", PASSWORD) as client:
+        for recipient in ("quelquun@ailleurs.example", f"inconnu@{DOMAIN}"):
+            with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as caught:
+                await client.send_message(message(recipient))
+            assert caught.value.recipients[0].code == 550
 
 
-async def test_size_limit(servers: Servers) -> None:
-    assert servers.smtp.port is not None
-    with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
-        await aiosmtplib.send(
-            message(f"cabinet@{DOMAIN}", "x" * 300_000),
-            hostname="127.0.0.1",
-            port=servers.smtp.port,
-            start_tls=False,
-        )
+async def test_size_limit(servers: MailServers) -> None:
+    async with smtp_client(servers, "cabinet", PASSWORD) as client:
+        with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+            await client.send_message(message(f"agence@{DOMAIN}", "x" * 300_000))
     assert caught.value.code == 552
 
 
-async def test_auth_after_starttls(servers: Servers) -> None:
-    assert servers.smtp.port is not None
-    client_context = ssl.create_default_context()
-    servers.ca.configure_trust(client_context)
+async def test_auth_after_starttls(servers: MailServers) -> None:
     async with aiosmtplib.SMTP(
-        hostname="127.0.0.1", port=servers.smtp.port, tls_context=client_context, start_tls=False
+        hostname="127.0.0.1",
+        port=servers.smtp_port,
+        tls_context=servers.client_tls(),
+        start_tls=False,
     ) as client:
         await client.ehlo()
         assert "auth" not in client.esmtp_extensions  # never in clear
         await client.starttls()
         await client.ehlo()
         assert "plain" in client.server_auth_methods
-        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as caught:
             await client.login("cabinet", "mauvais mot de passe")
+        assert caught.value.code == 535
         await client.login("cabinet", PASSWORD)
         await client.send_message(message(f"agence@{DOMAIN}"))
 
 
-async def test_remote_clients_must_authenticate(database: Database, clock: ManualClock) -> None:
-    delivered: list[Sequence[str]] = []
-
-    async def deliver(addresses: Sequence[str], raw: bytes) -> None:
-        delivered.append(addresses)
-
-    handler = InboundHandler(PortfolioAuthenticator(database, DOMAIN), deliver, clock, DOMAIN)
-    session = Session(asyncio.get_running_loop())
-    session.peer = ("192.0.2.10", 40000)
-    envelope = Envelope()
-    status = await handler.handle_RCPT(None, session, envelope, f"cabinet@{DOMAIN}", [])  # type: ignore[arg-type]
-    assert status.startswith("530")
-    session.authenticated = True
-    status = await handler.handle_RCPT(None, session, envelope, f"cabinet@{DOMAIN}", [])  # type: ignore[arg-type]
-    assert status.startswith("250") and envelope.rcpt_tos == [f"cabinet@{DOMAIN}"]
-    assert delivered == []
+async def test_auth_login_and_malformed_plain(servers: MailServers) -> None:
+    async with smtp_client(servers) as client:
+        # AUTH PLAIN with an authorization identity of another user: refused by the parser.
+        response = await client.execute_command(b"AUTH", b"PLAIN", b"YWdlbmNlAGNhYmluZXQAeA==")
+        assert response.code == 501
+        response = await client.execute_command(b"AUTH", b"PLAIN", b"not base64!")
+        assert response.code == 501
+        await client.auth_login("cabinet", PASSWORD)
+        await client.send_message(message(f"agence@{DOMAIN}"))

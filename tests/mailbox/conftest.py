@@ -13,10 +13,12 @@ import pytest
 import trustme
 
 from releves_mailer.clock import ManualClock
-from releves_mailer.config import ImapSection
+from releves_mailer.config import AuthSection, ImapSection
 from releves_mailer.db import Database
+from releves_mailer.interfaces import LocalBox
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
+from releves_mailer.portfolio.auth import PasswordGuard
 
 DOMAIN = "example.test"
 PASSWORD = "s3cret pass"
@@ -39,9 +41,18 @@ class StaticAuthenticator:
             return None
         return f"{local}@{DOMAIN}"
 
-    async def is_local_address(self, address: str) -> bool:
+    async def local_box(self, address: str) -> LocalBox | None:
         local, _, domain = address.lower().partition("@")
-        return domain == DOMAIN and local.removeprefix("releves.") in self.users
+        base = local.removeprefix("releves.")
+        if domain != DOMAIN or base not in self.users:
+            return None
+        return LocalBox(f"{local}@{DOMAIN}", sorted(self.users).index(base), base != local)
+
+
+def quick_guard(clock: ManualClock, **limits: Any) -> PasswordGuard:
+    """The login guard with its default limits but no delay (tests of other things)."""
+    limits.setdefault("delay_after_failures", 1000)
+    return PasswordGuard(clock, AuthSection(**limits), DOMAIN)
 
 
 @pytest.fixture(scope="session")
@@ -86,10 +97,8 @@ async def server_factory(
 
     async def make(**overrides: Any) -> ImapServer:
         tls = overrides.pop("ssl_context", server_ssl)
-        options = {
-            k: overrides.pop(k) for k in ("failure_delay", "poll_interval") if k in overrides
-        }
-        options.setdefault("failure_delay", 0.0)
+        options = {k: overrides.pop(k) for k in ("guard", "poll_interval") if k in overrides}
+        options.setdefault("guard", quick_guard(clock))
         options.setdefault("poll_interval", 0.3)
         server = ImapServer(
             imap_section(**overrides), store, StaticAuthenticator(), tls, clock, **options

@@ -13,7 +13,14 @@ from releves_mailer.interfaces import MessageSink
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 
-from .conftest import DOMAIN, RawClient, StaticAuthenticator, imap_section, sample_message
+from .conftest import (
+    DOMAIN,
+    RawClient,
+    StaticAuthenticator,
+    imap_section,
+    quick_guard,
+    sample_message,
+)
 
 ADDRESS = f"demo@{DOMAIN}"
 
@@ -22,7 +29,9 @@ async def test_one_log_line_per_listener(
     store: MessageStore, server_ssl, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="releves_mailer.mailbox")
-    server = ImapServer(imap_section(), store, StaticAuthenticator(), server_ssl, clock)
+    server = ImapServer(
+        imap_section(), store, StaticAuthenticator(), server_ssl, clock, guard=quick_guard(clock)
+    )
     await server.start()
     await server.stop()
     lines = [r.getMessage() for r in caplog.records if "listening" in r.getMessage()]

@@ -89,7 +89,7 @@ async def test_connections_per_login_and_throttle(server_factory) -> None:  # ty
     await asyncio.sleep(0.1)
     await third.ok(f'b LOGIN demo "{PASSWORD}"')
     attacker = await RawClient.connect(server.port, login=False)
-    for index in range(10):
+    for index in range(server.guard.config.max_failures_per_login_and_address):
         lines = await attacker.command(f"f{index} LOGIN other wrong")
         assert b"[AUTHENTICATIONFAILED]" in lines[-1]
     lines = await attacker.command(f'g LOGIN other "{PASSWORD}"')

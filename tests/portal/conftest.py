@@ -30,6 +30,7 @@ from releves_mailer.db.models import (
     StatementState,
     WindowKind,
 )
+from releves_mailer.interfaces import LoginGuard
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
@@ -230,10 +231,11 @@ async def make_account(
         return Owned(account.id, login)
 
 
-@pytest.fixture
-async def portal(
-    database: Database, clock: ManualClock, tmp_path: Path
+@contextlib.asynccontextmanager
+async def open_portal(
+    database: Database, clock: ManualClock, tmp_path: Path, guard: LoginGuard | None = None
 ) -> AsyncIterator[PortalHarness]:
+    """The portfolio and the portal's HTTP server; ``guard`` shared with other servers."""
     primary = await make_account(database, clock, "cabinet", 1)
     secondary = await make_account(database, clock, "agence", 2, parent="cabinet")
     other = await make_account(database, clock, "autre", 3)
@@ -261,7 +263,12 @@ async def portal(
         settings=settings,
         setups=[
             functools.partial(
-                setup_portal, database=database, clock=clock, links=links, settings=settings
+                setup_portal,
+                database=database,
+                clock=clock,
+                links=links,
+                settings=settings,
+                guard=guard,
             )
         ],
     )
@@ -271,6 +278,14 @@ async def portal(
         yield PortalHarness(database, clock, server, settings, primary, secondary, other)
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def portal(
+    database: Database, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[PortalHarness]:
+    async with open_portal(database, clock, tmp_path) as harness:
+        yield harness
 
 
 async def portal_account(database: Database, login: str) -> PortalAccount:

@@ -41,10 +41,15 @@ async def test_authenticator_opens_own_and_dedicated_box(
     assert await auth.authenticate("cabinet", PASSWORD + "x") is None
     assert await auth.authenticate("personne", PASSWORD) is None
     assert await auth.authenticate("cabinet@ailleurs.example", PASSWORD) is None
-    assert await auth.is_local_address("agence@releves.example")
-    assert await auth.is_local_address("releves.agence@releves.example")
-    assert not await auth.is_local_address("agence@ailleurs.example")
-    assert not await auth.is_local_address("noreply@releves.example")
+    agence = await auth.local_box("Agence@releves.example")
+    dedicated = await auth.local_box("releves.agence@releves.example")
+    cabinet = await auth.local_box("cabinet@releves.example")
+    assert agence is not None and dedicated is not None and cabinet is not None
+    assert agence.address == "agence@releves.example" and not agence.dedicated
+    assert dedicated.address == "releves.agence@releves.example" and dedicated.dedicated
+    assert agence.family_id == cabinet.family_id == dedicated.family_id  # a secondary's family
+    assert await auth.local_box("agence@ailleurs.example") is None
+    assert await auth.local_box("noreply@releves.example") is None
     async with database.session() as session:
         account = await get_account(session, "cabinet")
         await set_password(session, clock, account, "un nouveau mot de passe")

@@ -3,65 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ipaddress
 import logging
 import ssl
-from collections import defaultdict, deque
+from collections import defaultdict
 from contextlib import AsyncExitStack
 
 from releves_mailer.clock import Clock
 from releves_mailer.config import ImapSection
-from releves_mailer.interfaces import Authenticator
+from releves_mailer.interfaces import Authenticator, LoginGuard
 from releves_mailer.mailbox.contracts import MailStore
 from releves_mailer.mailbox.imap.session import ImapSession
 
-__all__ = ["ImapServer", "LoginThrottle"]
+__all__ = ["ImapServer"]
 
 _log = logging.getLogger(__name__)
-
-
-class LoginThrottle:
-    """Counts failed logins per client address and per login over a sliding window.
-
-    Past ``max_failures`` in ``window``, logins from that address (or for that login) are
-    refused without checking the password, until old failures leave the window.
-    """
-
-    def __init__(
-        self,
-        clock: Clock,
-        *,
-        max_failures: int = 10,
-        window: dt.timedelta = dt.timedelta(minutes=15),
-    ) -> None:
-        self.clock = clock
-        self.max_failures = max_failures
-        self.window = window
-        self._failures: dict[str, deque[dt.datetime]] = defaultdict(deque)
-
-    def _count(self, key: str) -> int:
-        entries = self._failures.get(key)
-        if not entries:
-            return 0
-        horizon = self.clock.now() - self.window
-        while entries and entries[0] < horizon:
-            entries.popleft()
-        if not entries:
-            del self._failures[key]
-            return 0
-        return len(entries)
-
-    def blocked(self, address: str, login: str) -> bool:
-        return (
-            self._count("ip:" + address) >= self.max_failures
-            or self._count("login:" + login.lower()) >= self.max_failures
-        )
-
-    def failed(self, address: str, login: str) -> None:
-        now = self.clock.now()
-        self._failures["ip:" + address].append(now)
-        self._failures["login:" + login.lower()].append(now)
 
 
 class ImapServer:
@@ -72,8 +28,8 @@ class ImapServer:
         store: the message store.
         authenticator: checks credentials, gives the canonical address.
         ssl_context: server TLS context; ``None`` disables STARTTLS and the IMAPS port.
-        clock: time source for throttling windows.
-        failure_delay: seconds to wait before answering a failed login.
+        clock: time source.
+        guard: the login guard shared with SMTP AUTH and the portal (limits and delays).
         poll_interval: seconds between checks for changes made by other processes while a
             client idles.
     """
@@ -86,18 +42,16 @@ class ImapServer:
         ssl_context: ssl.SSLContext | None,
         clock: Clock,
         *,
-        failure_delay: float = 1.0,
+        guard: LoginGuard,
         poll_interval: float = 2.0,
-        throttle: LoginThrottle | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.authenticator = authenticator
         self.ssl_context = ssl_context
         self.clock = clock
-        self.failure_delay = failure_delay
         self.poll_interval = poll_interval
-        self.throttle = throttle or LoginThrottle(clock)
+        self.guard = guard
         self.port: int | None = None
         self.tls_port: int | None = None
         self._servers: list[asyncio.Server] = []

@@ -9,8 +9,6 @@ and the session goes on too.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import bisect
 import contextlib
 import enum
@@ -21,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from releves_mailer.interfaces import LoginThrottled
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
     FolderExists,
@@ -42,6 +41,7 @@ from releves_mailer.mailbox.imap.search import (
     parse_search_keys,
     uses_modseq,
 )
+from releves_mailer.mailbox.sasl import SaslCancelled, SaslError, decode_response, parse_plain
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.server import ImapServer
@@ -445,7 +445,9 @@ class ImapSession:
         parser.sp()
         password = parser.astring()
         parser.end()
-        await self._login(context, user, password)
+        await self._login(
+            context, user.decode("utf-8", "replace"), password.decode("utf-8", "replace")
+        )
 
     async def cmd_authenticate(self, context: _CommandContext, parser: Parser) -> None:
         parser.sp()
@@ -462,33 +464,28 @@ class ImapSession:
             self.send(b"+ ")
             await self.flush()
             initial = (await self._readline(float(self.config.idle_timeout_seconds))).strip()
-        if initial == b"*":
-            raise _CommandError("BAD", "Authentication cancelled")
         try:
-            decoded = b"" if initial == b"=" else base64.b64decode(initial, validate=True)
-        except (binascii.Error, ValueError):
-            raise _CommandError("BAD", "Invalid base64 data") from None
-        pieces = decoded.split(b"\x00")
-        if len(pieces) != 3:
-            raise _CommandError("NO", "[AUTHENTICATIONFAILED] Invalid PLAIN credentials")
-        authzid, authcid, password = pieces
-        if authzid and authzid != authcid:
-            raise _CommandError("NO", "[AUTHORIZATIONFAILED] Authorization identity refused")
-        await self._login(context, authcid, password)
+            credentials = parse_plain(decode_response(initial))
+        except SaslCancelled:
+            raise _CommandError("BAD", "Authentication cancelled") from None
+        except SaslError as error:
+            raise _CommandError("NO", f"[AUTHENTICATIONFAILED] {error}") from None
+        await self._login(context, credentials.username, credentials.password)
 
-    async def _login(self, context: _CommandContext, user_raw: bytes, password_raw: bytes) -> None:
+    async def _login(self, context: _CommandContext, user: str, password: str) -> None:
         if not self.plaintext_allowed():
             raise _CommandError("NO", "[PRIVACYREQUIRED] Plaintext authentication disallowed")
-        user = user_raw.decode("utf-8", "replace").strip()
-        password = password_raw.decode("utf-8", "replace")
-        throttle = self.server.throttle
-        if throttle.blocked(self.peer_host, user):
-            raise _CommandError("NO", "[UNAVAILABLE] Too many failed logins, try again later")
-        address = await self.server.authenticator.authenticate(user, password)
+        user = user.strip()
+        authenticator = self.server.authenticator
+        try:
+            address = await self.server.guard.attempt(
+                self.peer_host, user, lambda: authenticator.authenticate(user, password)
+            )
+        except LoginThrottled:
+            raise _CommandError(
+                "NO", "[UNAVAILABLE] Too many failed logins, try again later"
+            ) from None
         if address is None:
-            throttle.failed(self.peer_host, user)
-            if self.server.failure_delay:
-                await asyncio.sleep(self.server.failure_delay)
             raise _CommandError("NO", "[AUTHENTICATIONFAILED] Authentication failed")
         address = address.lower()
         if not self.server.register_login(self, address):

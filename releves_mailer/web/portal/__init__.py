@@ -10,13 +10,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from releves_mailer.clock import Clock
+from releves_mailer.config import AuthSection
 from releves_mailer.db import Database
+from releves_mailer.interfaces import LoginGuard
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
+from releves_mailer.portfolio.auth import PasswordGuard
 from releves_mailer.web.app import PAGES
 from releves_mailer.web.portal import accounts, login, redevables, statements, subscription
 from releves_mailer.web.portal.common import PORTAL, Portal
-from releves_mailer.web.portal.session import LoginThrottle, SessionStore
+from releves_mailer.web.portal.session import SessionStore
 
 __all__ = ["PORTAL", "Portal", "setup_portal"]
 
@@ -28,11 +31,13 @@ def setup_portal(
     clock: Clock,
     links: LinkService,
     settings: PartnerSettings,
+    guard: LoginGuard | None = None,
 ) -> None:
     """Add the portal's routes to ``app`` (built by :func:`releves_mailer.web.app.create_app`).
 
     For ``create_app(setups=[...])``: ``functools.partial(setup_portal, database=...,
-    clock=..., links=..., settings=...)``.
+    clock=..., links=..., settings=..., guard=...)``. ``guard`` is the login guard shared
+    with IMAP and SMTP AUTH; without it the portal gets one of its own, with default limits.
     """
     app[PORTAL] = Portal(
         database=database,
@@ -41,7 +46,7 @@ def setup_portal(
         settings=settings,
         pages=app[PAGES],
         sessions=SessionStore(database, clock),
-        throttle=LoginThrottle(clock),
+        guard=guard or PasswordGuard(clock, AuthSection(), settings.domain),
     )
     login.setup(app)
     subscription.setup(app)

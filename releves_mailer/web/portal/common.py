@@ -15,11 +15,12 @@ from releves_mailer.clock import Clock
 from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount
 from releves_mailer.errors import UserError
+from releves_mailer.interfaces import LoginGuard
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.web.app import Pages
 from releves_mailer.web.portal.csrf import CSRF_FIELD, check_token
-from releves_mailer.web.portal.session import COOKIE_NAME, LoginThrottle, SessionStore
+from releves_mailer.web.portal.session import COOKIE_NAME, SessionStore
 
 __all__ = [
     "MESSAGES",
@@ -67,7 +68,8 @@ class Portal:
     settings: PartnerSettings
     pages: Pages
     sessions: SessionStore
-    throttle: LoginThrottle
+    #: The login guard shared with IMAP and SMTP AUTH.
+    guard: LoginGuard
 
     @property
     def secure_cookies(self) -> bool:

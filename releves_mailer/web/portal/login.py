@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import select
 
-from releves_mailer.db.models import PortalAccount
-from releves_mailer.portfolio.passwords import verify_password
+from releves_mailer.interfaces import LoginThrottled
+from releves_mailer.portfolio.auth import verified_account
 from releves_mailer.web.portal.common import PORTAL, PREFIX, Portal, PortalRequest, page
 from releves_mailer.web.portal.csrf import CSRF_FIELD, LOGIN_COOKIE, check_token, login_token
 from releves_mailer.web.portal.session import COOKIE_NAME, MAX_AGE
 
 __all__ = ["setup"]
-
-# Checked when the login is unknown, so that a wrong login costs as much time as a wrong
-# password and does not reveal which logins exist (same parameters as real hashes).
-DUMMY_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$GTrNd/7bt0vnHR3JajWZMA$"
-    "WyB5L8ikVIGFkA/0uSbvOFgpxZKtDX+gt9V0Ni2/vS0"
-)
 
 
 def _next_page(value: str) -> str:
@@ -68,26 +60,22 @@ async def login_submit(request: web.Request) -> web.Response:
     password = form.get("password", "")
     login = raw_login.strip().lower() if isinstance(raw_login, str) else ""
     password = password if isinstance(password, str) else ""
-    address = f"ip:{request.remote or ''}"
-    if portal.throttle.blocked(f"login:{login}", address):
+    try:
+        account = await portal.guard.attempt(
+            request.remote or "", login, lambda: verified_account(portal.database, login, password)
+        )
+    except LoginThrottled:
         return _login_page(
             portal,
             request,
             login=login,
-            error="Trop de tentatives de connexion échouées : réessayez dans 15 minutes.",
+            error="Trop de tentatives de connexion échouées : réessayez dans quelques minutes.",
             status=429,
         )
-    async with portal.database.session() as session:
-        account = await session.scalar(select(PortalAccount).where(PortalAccount.login == login))
-    valid = await verify_password(
-        account.password_hash if account is not None else DUMMY_HASH, password
-    )
-    if account is None or not valid or not password:
-        portal.throttle.failed(f"login:{login}", address)
+    if account is None:
         return _login_page(
             portal, request, login=login, error="Identifiant ou mot de passe incorrect.", status=401
         )
-    portal.throttle.succeeded(f"login:{login}")
     value = await portal.sessions.create(account.id)
     suite = form.get("suite", "")
     response = web.HTTPFound(_next_page(suite if isinstance(suite, str) else ""))

@@ -1,4 +1,4 @@
-"""Login sessions of the portal: server-side rows named by a random cookie, and the throttle.
+"""Login sessions of the portal: server-side rows named by a random cookie.
 
 The cookie holds 256 random bits; the database keeps only their SHA-256, so a database leak
 opens no session. The cookie is HttpOnly, SameSite=Lax, limited to ``/portail`` and Secure
@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections import deque
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -25,7 +24,6 @@ __all__ = [
     "COOKIE_NAME",
     "IDLE_TIMEOUT",
     "MAX_AGE",
-    "LoginThrottle",
     "SessionStore",
     "UserSession",
 ]
@@ -108,42 +106,3 @@ class SessionStore:
     async def end(self, session_id: str) -> None:
         async with self.database.session() as session:
             await session.execute(delete(PortalSession).where(PortalSession.id == session_id))
-
-
-class LoginThrottle:
-    """At most ``limit`` failed logins per ``window`` for one login and for one address.
-
-    Kept in memory: a restart forgets it, which only gives an attacker a few more tries.
-    """
-
-    def __init__(
-        self, clock: Clock, *, limit: int = 5, window: dt.timedelta = dt.timedelta(minutes=15)
-    ) -> None:
-        self.clock = clock
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[dt.datetime]] = {}
-
-    def _recent(self, key: str) -> deque[dt.datetime]:
-        now = self.clock.now()
-        failures = self._failures.get(key)
-        if failures is None:
-            return deque()
-        while failures and now - failures[0] >= self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-        return failures
-
-    def blocked(self, *keys: str) -> bool:
-        return any(len(self._recent(key)) >= self.limit for key in keys)
-
-    def failed(self, *keys: str) -> None:
-        now = self.clock.now()
-        for key in keys:
-            self._failures.setdefault(key, deque()).append(now)
-        if len(self._failures) > 100_000:  # bound the memory under a spray of logins
-            self._failures.clear()
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
