@@ -8,34 +8,26 @@ outside relay (aiosmtpd) by the outbox the daemon runs, as configured.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
-import re
 from dataclasses import dataclass
 from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import select
 
 from releves_mailer.cli import MainGroup, main
 from releves_mailer.cli.portfolio import redevables
 from releves_mailer.clock import ManualClock, SystemClock
-from releves_mailer.config import Config, load_config
+from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
-from releves_mailer.db.models import OutboxMessage, SecureLink
 from releves_mailer.notify.outbox import Outbox
-from releves_mailer.partner.links import REMOTE_ENTRY_REASON, LinkKind, hash_token
 from releves_mailer.portfolio.accounts import AccountInput, create_account
-from releves_mailer.signing.certificates import write_signing_pair
 from tests.factories import PASSWORD, make_nic, make_siren
 from tests.notify.test_outbox import Relay, free_port
+from tests.partner.conftest import START, cli_data_dir, plain_text, remote_entry_mails
 
-START = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
-TOKEN = re.compile(r"/releves/saisie\?token=([A-Za-z0-9_-]+)")
 ROOT = MainGroup(
     name="releves-mailer",
     params=list(main.params),
@@ -61,66 +53,24 @@ class Home:
         return result
 
     def queued(self) -> list[str]:
-        """Recipients of the queued secure-link mails, each checked against its link row."""
+        """Recipients of the queued link mails, each checked against its link row."""
 
         async def read() -> list[str]:
             database = Database(self.config.database_url)
             try:
                 async with database.session() as session:
-                    rows = (
-                        await session.scalars(
-                            select(OutboxMessage)
-                            .where(OutboxMessage.kind == "secure_link")
-                            .order_by(OutboxMessage.id)
-                        )
-                    ).all()
-                    for row in rows:
-                        link = await session.scalar(
-                            select(SecureLink).where(
-                                SecureLink.token_hash == hash_token(mailed_token(row.raw))
-                            )
-                        )
-                        assert link is not None, "the mailed token matches no stored link"
-                        assert link.kind == LinkKind.SAISIE.value
-                        assert link.reason == REMOTE_ENTRY_REASON
-                        assert link.recipient == row.recipient
-                    return [row.recipient for row in rows]
+                    return [row.recipient for row, _ in await remote_entry_mails(session)]
             finally:
                 await database.dispose()
 
         return asyncio.run(read())
 
 
-def plain_text(raw: bytes) -> str:
-    """The text part of a (signed) mail."""
-    message: EmailMessage = message_from_bytes(raw, policy=policy.default)
-    for part in message.walk():
-        if part.get_content_type() == "text/plain":
-            return str(part.get_content())
-    raise AssertionError("no text part")
-
-
-def mailed_token(raw: bytes) -> str:
-    found = TOKEN.search(plain_text(raw))
-    assert found is not None
-    return found.group(1)
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
     relay_port = free_port()
-    (tmp_path / "releves-mailer.toml").write_text(
-        '[portal]\ndata_dir = "."\ndomain = "releves.example"\n'
-        f'[relay]\nhost = "127.0.0.1"\nport = {relay_port}\nstarttls = false\n',
-        encoding="utf-8",
-    )
-    config = load_config(tmp_path / "releves-mailer.toml", environ={})
-    write_signing_pair(
-        "portail@releves.example",
-        "Portail",
-        config.path(config.signing.key),
-        config.path(config.signing.certificate),
-        START,
+    config = cli_data_dir(
+        tmp_path, f'[relay]\nhost = "127.0.0.1"\nport = {relay_port}\nstarttls = false\n'
     )
 
     async def prepare() -> None:

@@ -6,54 +6,20 @@ link, whose hash must be the one of the token the mail carries.
 
 from __future__ import annotations
 
-import re
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-
 import httpx
 from sqlalchemy import select
 
-from releves_mailer.db.models import OutboxMessage, Redevable, SecureLink
-from releves_mailer.partner.links import REMOTE_ENTRY_REASON, LinkKind, hash_token
+from releves_mailer.db.models import Redevable
 from tests.factories import make_nic, make_siren
+from tests.partner.conftest import remote_entry_mails
 from tests.portal.conftest import PortalHarness, csrf_of
-
-TOKEN = re.compile(r"/releves/saisie\?token=([A-Za-z0-9_-]+)")
-
-
-def plain_text(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain",))
-    assert part is not None
-    return str(part.get_content())
 
 
 async def link_mails(portal: PortalHarness) -> list[tuple[str, str]]:
-    """(recipient, company) of every queued secure-link mail, checked against its link row."""
+    """(recipient, company) of every queued link mail; the recipient is field 5's address."""
     async with portal.database.session() as session:
-        rows = (
-            await session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.kind == "secure_link")
-                .order_by(OutboxMessage.id)
-            )
-        ).all()
         found = []
-        for row in rows:
-            message: EmailMessage = message_from_bytes(row.raw, policy=policy.default)
-            text = plain_text(message)
-            assert "vous demande de saisir vos identifiants bancaires" in text
-            match = TOKEN.search(text)
-            assert match is not None, text
-            link = await session.scalar(
-                select(SecureLink).where(SecureLink.token_hash == hash_token(match.group(1)))
-            )
-            assert link is not None, "the mailed token matches no stored link"
-            assert (link.kind, link.created_by, link.reason) == (
-                LinkKind.SAISIE.value,
-                "auto",
-                REMOTE_ENTRY_REASON,
-            )
-            assert link.recipient == row.recipient == message["To"]
+        for row, link in await remote_entry_mails(session):
             redevable = await session.get_one(Redevable, link.redevable_id)
             assert redevable.email == row.recipient
             found.append((row.recipient, redevable.company_name))
