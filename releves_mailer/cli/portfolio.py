@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
+from releves_mailer.cli.tokens import echo_issued, link_service
 from releves_mailer.clock import SystemClock
 from releves_mailer.collect.lifecycle import deactivate_with_accounts, reactivate_with_accounts
 from releves_mailer.db.models import PortalAccount, ReceptionMode, Redevable
@@ -19,7 +20,7 @@ from releves_mailer.portfolio import accounts as account_service
 from releves_mailer.portfolio import redevables as redevable_service
 from releves_mailer.portfolio.importer import import_redevables
 from releves_mailer.portfolio.periodicity import Schedule
-from releves_mailer.portfolio.redevables import FIELD_LABELS, RedevableSearch
+from releves_mailer.portfolio.redevables import FIELD_LABELS, RedevableSearch, Written
 
 __all__ = ["accounts", "redevables"]
 
@@ -354,7 +355,8 @@ def redevables() -> None:
 @click.option(
     "--no-auto-link",
     is_flag=True,
-    help="Ne pas générer automatiquement le jeton de mise à jour des identifiants.",
+    help="Ne pas générer automatiquement le jeton (ni à la création avec --remote-entry, "
+    "ni à la mise à jour des identifiants).",
 )
 @click.option(
     "--include-pending",
@@ -381,7 +383,7 @@ async def redevables_add(
     skip_empty_mail: bool,
     as_json: bool,
 ) -> None:
-    """Crée un redevable."""
+    """Crée un redevable ; avec --remote-entry, le lien de saisie lui est envoyé par mail."""
     data, problems = redevable_service.validate_redevable(
         siren=siren,
         nic=nic,
@@ -401,12 +403,18 @@ async def redevables_add(
     async with open_database(app.config) as database, database.session() as session:
         account = await resolve_account(session, account_login)
         redevable = await redevable_service.create_redevable(session, SystemClock(), account, data)
+        sent = await link_service(app.config, database).send_remote_entry_links(
+            session, [Written(redevable)]
+        )
         await session.refresh(redevable, ["account"])
         row = redevable_json(redevable)
+    row["link_sent_to"] = sent[0].link.recipient if sent else None
     if as_json:
         echo_json(row)
-    else:
-        click.echo(f"Redevable {row['siret']} « {row['company_name']} » créé ({row['schedule']}).")
+        return
+    click.echo(f"Redevable {row['siret']} « {row['company_name']} » créé ({row['schedule']}).")
+    for issued in sent:
+        echo_issued(issued, mailed=True)
 
 
 @redevables.command(name="list")
@@ -554,8 +562,14 @@ async def redevables_edit(
         )
         _raise_first(problems)
         assert data is not None
+        was_remote = redevable.remote_entry
         await redevable_service.update_redevable(session, SystemClock(), redevable, data)
+        sent = await link_service(app.config, database).send_remote_entry_links(
+            session, [Written(redevable, was_remote=was_remote)]
+        )
     click.echo(f"Redevable {redevable.siret} modifié.")
+    for issued in sent:
+        echo_issued(issued, mailed=True)
 
 
 @redevables.command(name="deactivate")
@@ -589,6 +603,12 @@ async def redevables_reactivate(app: AppContext, siret: str, account_login: str 
 @ACCOUNT_OPTION
 @click.option("--dry-run", is_flag=True, help="Vérifie le fichier sans rien enregistrer.")
 @click.option("--update", is_flag=True, help="Met à jour les SIRET déjà présents sur ce compte.")
+@click.option(
+    "--no-auto-link",
+    is_flag=True,
+    help="Ne pas générer automatiquement le jeton pour les redevables du fichier "
+    "(aucun lien de saisie envoyé, même avec le champ 9 à 1).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @async_command
 async def redevables_import(
@@ -597,14 +617,28 @@ async def redevables_import(
     account_login: str | None,
     dry_run: bool,
     update: bool,
+    no_auto_link: bool,
     as_json: bool,
 ) -> None:
-    """Importe des redevables depuis un fichier au format de l'Annexe 1."""
+    """Importe des redevables depuis un fichier au format de l'Annexe 1.
+
+    Chaque redevable créé avec le champ 9 à 1 (ou qui y passe avec --update) reçoit par mail
+    le lien de saisie de ses identifiants bancaires ; --dry-run n'envoie rien.
+    """
     data = await asyncio.to_thread(file.read_bytes)
     async with open_database(app.config) as database, database.session() as session:
         account = await resolve_account(session, account_login)
         report = await import_redevables(
-            session, SystemClock(), account, data, update=update, dry_run=dry_run
+            session,
+            SystemClock(),
+            account,
+            data,
+            update=update,
+            dry_run=dry_run,
+            no_auto_link=no_auto_link,
+        )
+        sent = await link_service(app.config, database).send_remote_entry_links(
+            session, report.written
         )
     if as_json:
         echo_json(
@@ -613,6 +647,7 @@ async def redevables_import(
                 "dry_run": dry_run,
                 "created": report.created,
                 "updated": report.updated,
+                "links_sent": len(sent),
                 "errors": [
                     {
                         "line": i.line,
@@ -637,3 +672,8 @@ async def redevables_import(
         click.echo(
             f"{report.created} redevable(s) {verb} créé(s), {report.updated} mis à jour ({file})."
         )
+        if sent:
+            click.echo(
+                f"{len(sent)} lien(s) sécurisé(s) de saisie des identifiants bancaires "
+                "transmis par mail (valides 72 heures) ; les mails partent avec le démon."
+            )

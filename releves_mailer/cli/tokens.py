@@ -17,7 +17,7 @@ from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import Renderer
 from releves_mailer.signing.smime import SmimeSigner
 
-__all__ = ["tokens"]
+__all__ = ["echo_issued", "link_service", "tokens"]
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -90,7 +90,7 @@ async def list_tokens(app: AppContext, siren: str, login: str | None, as_json: b
         )
 
 
-def _echo_issued(issued: IssuedLink, mailed: bool) -> None:
+def echo_issued(issued: IssuedLink, mailed: bool) -> None:
     link = issued.link
     expires = _when(link.expires_at)
     if mailed:
@@ -116,7 +116,7 @@ async def send(app: AppContext, siren: str, connection_id: int | None, login: st
         issued = await link_service(app.config, database).send(
             redevable.id, connection_id=connection_id
         )
-    _echo_issued(issued, mailed=True)
+    echo_issued(issued, mailed=True)
 
 
 @tokens.command(name="open")
@@ -134,4 +134,4 @@ async def open_link(
         issued = await link_service(app.config, database).open_for_holder(
             redevable.id, connection_id=connection_id
         )
-    _echo_issued(issued, mailed=False)
+    echo_issued(issued, mailed=False)

@@ -8,6 +8,9 @@ tampered one included, is simply unknown.
 
 The mail that carries a link is queued in the outbox in the same transaction as the link row,
 so a link is never stored without its mail, nor mailed without being stored.
+
+Annexe 1 field 9 = 1 (remote entry) mails a ``saisie`` link when a redevable is created that
+way, or switched to it, by any entry point: :meth:`LinkService.send_remote_entry_links`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import datetime as dt
 import enum
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -38,9 +41,11 @@ from releves_mailer.db.models import (
 from releves_mailer.errors import UserError
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.mails import MailComposer
+from releves_mailer.portfolio.redevables import Written
 
 __all__ = [
     "LINK_LIFETIME",
+    "REMOTE_ENTRY_REASON",
     "IssuedLink",
     "LinkKind",
     "LinkOrigin",
@@ -54,6 +59,8 @@ __all__ = [
 LINK_LIFETIME = dt.timedelta(hours=72)
 #: How many links the history shows per redevable (seed: "les 10 derniers jetons").
 HISTORY_SIZE = 10
+#: ``secure_link.reason`` of the link mailed because Annexe 1 field 9 was set to 1.
+REMOTE_ENTRY_REASON = "remote_entry"
 
 
 class LinkKind(enum.StrEnum):
@@ -62,7 +69,7 @@ class LinkKind(enum.StrEnum):
 
 
 class LinkOrigin(enum.StrEnum):
-    AUTO = "auto"  # broken connection or consent renewal
+    AUTO = "auto"  # broken connection, consent renewal, or field 9 = 1 on creation/import
     MANUAL = "manual"  # the account holder sent it
     LOGIN = "login"  # the account holder opens the webview himself (nothing mailed)
 
@@ -253,7 +260,12 @@ class LinkService:
                 )
             ).all()
             accounts = [_account_label(row, connection.bank_name) for row in rows]
-        error = describe_error(reason).message if reason and reason != "consent" else ""
+        # Only an update link explains an error; "consent" and field 9 are no error.
+        error = (
+            describe_error(reason).message
+            if connection is not None and reason and reason != "consent"
+            else ""
+        )
         return {
             "kind": "maj" if connection is not None else "saisie",
             "company": redevable.full_company_name,
@@ -265,6 +277,42 @@ class LinkService:
             "accounts": accounts,
             "error_message": error,
         }
+
+    async def send_remote_entry_links(
+        self, session: AsyncSession, written: Iterable[Written]
+    ) -> list[IssuedLink]:
+        """Annexe 1 field 9 = 1: mail the ``saisie`` link to field 5's address.
+
+        The seed: "saisie déportée des identifiants bancaires par le redevable lui-même
+        (émission d'une notification vers l'adresse mail du redevable contenant une URL
+        temporaire sécurisée)". The one rule of every entry point (portal form and import,
+        ``redevables add``, ``import`` and ``edit``): a link for each redevable whose field 9
+        has just become 1 (created with it, or switched from 0 by an update), unless "ne pas
+        générer automatiquement le jeton" is set or the redevable is inactive. Writes that
+        leave field 9 as it was (a re-import, an e-mail change) send nothing: the holder
+        sends a new link himself. Queued in the caller's transaction, so the redevable and
+        its mail are stored together or not at all.
+        """
+        issued: list[IssuedLink] = []
+        for item in written:
+            redevable = item.redevable
+            if (
+                item.was_remote
+                or not redevable.remote_entry
+                or redevable.no_auto_link
+                or not redevable.active
+            ):
+                continue
+            issued.append(
+                await self.issue(
+                    session,
+                    redevable,
+                    kind=LinkKind.SAISIE,
+                    origin=LinkOrigin.AUTO,
+                    reason=REMOTE_ENTRY_REASON,
+                )
+            )
+        return issued
 
     async def send(
         self,

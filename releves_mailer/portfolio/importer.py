@@ -21,6 +21,7 @@ from releves_mailer.db.models import PortalAccount, Redevable
 from releves_mailer.portfolio.redevables import (
     FIELD_LABELS,
     RedevableInput,
+    Written,
     apply_input,
     validate_redevable,
 )
@@ -73,6 +74,9 @@ class ImportReport:
     updated: int = 0
     issues: list[ImportIssue] = dataclasses.field(default_factory=list)
     dry_run: bool = False
+    #: The redevables written, created ones first (none on a dry run or when a line is
+    #: wrong): the caller hands them to the secure-link rule in the same transaction.
+    written: list[Written] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -167,12 +171,15 @@ async def import_redevables(
     *,
     update: bool = False,
     dry_run: bool = False,
+    no_auto_link: bool = False,
 ) -> ImportReport:
     """Import an Annexe 1 file into ``account``.
 
     Every line is checked first. If any line is wrong nothing is written and the report
     lists every issue. A SIRET already present in the account's family is an issue, unless
     ``update`` is set and it belongs to this very account (then its fields are replaced).
+    ``no_auto_link`` sets "ne pas générer automatiquement le jeton" on every redevable of
+    the file (the file has no such field; without it, updated redevables keep their own).
     The caller's transaction is flushed, not committed.
     """
     parsed, issues = parse_import_file(data)
@@ -225,12 +232,17 @@ async def import_redevables(
             updated_at=now,
         )
         apply_input(redevable, item.data)
+        redevable.no_auto_link = no_auto_link
         session.add(redevable)
+        report.written.append(Written(redevable))
     for redevable, item in to_update:
         # These options are not in the file: an update keeps the ones set on the portal.
         kept = (redevable.no_auto_link, redevable.include_pending, redevable.skip_empty_mail)
+        was_remote = redevable.remote_entry
         apply_input(redevable, item.data)
         redevable.no_auto_link, redevable.include_pending, redevable.skip_empty_mail = kept
+        redevable.no_auto_link = redevable.no_auto_link or no_auto_link
         redevable.updated_at = now
+        report.written.append(Written(redevable, was_remote=was_remote))
     await session.flush()
     return report

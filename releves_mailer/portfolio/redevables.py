@@ -28,6 +28,7 @@ __all__ = [
     "RedevableInput",
     "RedevableSearch",
     "SearchPage",
+    "Written",
     "apply_input",
     "create_redevable",
     "deactivate_redevable",
@@ -72,6 +73,18 @@ class RedevableInput:
     @property
     def siret(self) -> str:
         return self.siren + self.nic
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A redevable just created or updated, with what the secure-link rule needs to know.
+
+    ``was_remote``: Annexe 1 field 9 was already 1 before this write (always False for a
+    creation), so turning it on now is not news.
+    """
+
+    redevable: Redevable
+    was_remote: bool = False
 
 
 def _optional_int(value: str | int | None, field: str, errors: list[UserError]) -> int | None:

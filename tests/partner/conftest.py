@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
@@ -15,11 +16,12 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.powens import PowensProvider
 from releves_mailer.collect.testbank import TestBank
-from releves_mailer.config import HttpSection, PowensSection, RelaySection
+from releves_mailer.config import Config, HttpSection, PowensSection, RelaySection, load_config
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -31,12 +33,20 @@ from releves_mailer.db.models import (
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.flow import PartnerFlow
-from releves_mailer.partner.links import LinkService, LinkState, link_state
+from releves_mailer.partner.links import (
+    REMOTE_ENTRY_REASON,
+    LinkKind,
+    LinkService,
+    LinkState,
+    hash_token,
+    link_state,
+)
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.partner.modes import PartnerMode
 from releves_mailer.partner.powens import PowensPartner
 from releves_mailer.partner.testbank import TestBankPartner
 from releves_mailer.render import Renderer
+from releves_mailer.signing.certificates import write_signing_pair
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.web.app import create_app
 from releves_mailer.web.server import HttpServer
@@ -92,6 +102,65 @@ def body(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None
     return str(part.get_content())
+
+
+def plain_text(raw: bytes) -> str:
+    """The text part of a mail as queued or relayed (S/MIME signed or not)."""
+    message = message_from_bytes(raw, policy=policy.default)
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            return str(part.get_content())
+    raise AssertionError("no text part")
+
+
+SAISIE_TOKEN = re.compile(r"/releves/saisie\?token=([A-Za-z0-9_-]+)")
+
+
+async def remote_entry_mails(session: AsyncSession) -> list[tuple[OutboxMessage, SecureLink]]:
+    """Every queued secure-link mail with the link its token opens, checked to be the
+    ``saisie`` link of Annexe 1 field 9 = 1 sent to the mail's recipient."""
+    rows = (
+        await session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.kind == "secure_link")
+            .order_by(OutboxMessage.id)
+        )
+    ).all()
+    found = []
+    for row in rows:
+        text = plain_text(row.raw)
+        assert "vous demande de saisir vos identifiants bancaires" in text
+        token = SAISIE_TOKEN.search(text)
+        assert token is not None, text
+        link = await session.scalar(
+            select(SecureLink).where(SecureLink.token_hash == hash_token(token.group(1)))
+        )
+        assert link is not None, "the mailed token matches no stored link"
+        assert (link.kind, link.created_by, link.reason) == (
+            LinkKind.SAISIE.value,
+            "auto",
+            REMOTE_ENTRY_REASON,
+        )
+        assert link.recipient == row.recipient
+        found.append((row, link))
+    return found
+
+
+def cli_data_dir(path: Path, extra_config: str = "") -> Config:
+    """A data directory as ``init`` leaves it for link mails: config, signing pair."""
+    (path / "releves-mailer.toml").write_text(
+        '[portal]\ndata_dir = "."\ndomain = "releves.example"\n' + extra_config, encoding="utf-8"
+    )
+    config = load_config(path / "releves-mailer.toml", environ={})
+    # A data directory made by `init` holds the portal's signing pair: link mails are signed.
+    write_signing_pair(
+        "portail@releves.example",
+        "Portail",
+        config.path(config.signing.key),
+        config.path(config.signing.certificate),
+        START,
+    )
+    return config
 
 
 async def assert_three_accounts_attached(

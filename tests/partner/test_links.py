@@ -195,24 +195,11 @@ def test_cli_list_and_send(tmp_path: Path) -> None:
     """``tokens send`` then ``tokens list`` on a real data directory."""
     import asyncio
 
-    from releves_mailer.config import load_config
     from releves_mailer.db import Database
     from releves_mailer.db.migrate import upgrade
-    from releves_mailer.signing.certificates import write_signing_pair
-    from tests.partner.conftest import START, make_portfolio
+    from tests.partner.conftest import START, cli_data_dir, make_portfolio
 
-    (tmp_path / "releves-mailer.toml").write_text(
-        '[portal]\ndata_dir = "."\ndomain = "releves.example"\n', encoding="utf-8"
-    )
-    config = load_config(tmp_path / "releves-mailer.toml", environ={})
-    # A data directory made by `init` holds the portal's signing pair: link mails are signed.
-    write_signing_pair(
-        "portail@releves.example",
-        "Portail",
-        config.path(config.signing.key),
-        config.path(config.signing.certificate),
-        START,
-    )
+    config = cli_data_dir(tmp_path)
 
     async def prepare() -> None:
         database = Database(config.database_url)

@@ -49,7 +49,15 @@ Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
 MESSAGES = {
     "souscrit": "Votre souscription au service est enregistrée.",
     "cree": "Le redevable a été créé.",
+    "cree_lien": (
+        "Le redevable a été créé. Le lien sécurisé de saisie des identifiants bancaires lui a "
+        "été transmis par email (valide 72 heures)."
+    ),
     "modifie": "Le redevable a été modifié.",
+    "modifie_lien": (
+        "Le redevable a été modifié. Le lien sécurisé de saisie des identifiants bancaires lui "
+        "a été transmis par email (valide 72 heures)."
+    ),
     "desactive": "Le redevable a été désactivé.",
     "reactive": "Le redevable a été réactivé.",
     "lien": "Le lien sécurisé a été transmis au redevable par email (valide 72 heures).",

@@ -11,12 +11,13 @@ from sqlalchemy import func, select
 from releves_mailer.collect.lifecycle import deactivate_with_accounts, reactivate_with_accounts
 from releves_mailer.db.models import BankAccount, Periodicity, Redevable
 from releves_mailer.errors import UserError
-from releves_mailer.partner.links import LinkService
+from releves_mailer.partner.links import IssuedLink, LinkService
 from releves_mailer.portfolio.importer import import_redevables
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.portfolio.redevables import (
     FIELD_LABELS,
     RedevableSearch,
+    Written,
     create_redevable,
     search_redevables,
     update_redevable,
@@ -256,11 +257,13 @@ async def create(request: PortalRequest) -> web.StreamResponse:
     try:
         async with portal.database.session() as session:
             redevable = await create_redevable(session, portal.clock, request.user, data)
+            sent = await portal.links.send_remote_entry_links(session, [Written(redevable)])
     except UserError as error:
         return _edit_page(
             request, redevable=None, values=values, errors=_error_list([error]), status=422
         )
-    raise web.HTTPSeeOther(f"{PREFIX}/redevables/{redevable.id}?msg=cree")
+    done = "cree_lien" if sent else "cree"
+    raise web.HTTPSeeOther(f"{PREFIX}/redevables/{redevable.id}?msg={done}")
 
 
 async def _tabs(request: PortalRequest, redevable: Redevable) -> dict[str, Any]:
@@ -292,12 +295,17 @@ async def update(request: PortalRequest) -> web.StreamResponse:
     values = _submitted(request)
     data, problems = _validate(values)
     errors = _error_list(problems)
+    sent: list[IssuedLink] = []
     async with portal.database.session() as session:
         redevable = await redevable_or_404(session, request.user, path_id(request))
         if data is not None:
             try:
                 async with session.begin_nested():
+                    was_remote = redevable.remote_entry
                     await update_redevable(session, portal.clock, redevable, data)
+                    sent = await portal.links.send_remote_entry_links(
+                        session, [Written(redevable, was_remote=was_remote)]
+                    )
             except UserError as error:
                 errors = _error_list([error])
     if errors:
@@ -311,7 +319,8 @@ async def update(request: PortalRequest) -> web.StreamResponse:
             status=422,
             **await _tabs(request, stored),
         )
-    raise web.HTTPSeeOther(f"{PREFIX}/redevables/{redevable.id}?msg=modifie")
+    done = "modifie_lien" if sent else "modifie"
+    raise web.HTTPSeeOther(f"{PREFIX}/redevables/{redevable.id}?msg={done}")
 
 
 def _back(request: PortalRequest, code: str) -> str:
@@ -398,7 +407,9 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             data,
             update=flag(request.form, "maj"),
             dry_run=flag(request.form, "verifier"),
+            no_auto_link=flag(request.form, "no_auto_link"),
         )
+        sent = await portal.links.send_remote_entry_links(session, report.written)
     issues = [
         {
             "line": issue.line,
@@ -417,6 +428,7 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             "report": report,
             "issues": issues,
             "error_lines": len({issue.line for issue in report.issues}),
+            "links_sent": len(sent),
             "name": upload.filename,
         },
         status=422 if issues else 200,
