@@ -24,6 +24,7 @@ __all__ = [
     "parse_message",
     "parse_sent_date",
     "section_bytes",
+    "section_span",
     "split_header",
 ]
 
@@ -53,6 +54,18 @@ class MimePart:
     @property
     def body_bytes(self) -> bytes:
         return self.raw[self.body_start : self.end]
+
+    @property
+    def body_size(self) -> int:
+        return self.end - self.body_start
+
+    @property
+    def body_line_count(self) -> int:
+        """:func:`body_lines` of the body, counted in place (a large body is not copied)."""
+        if self.end <= self.body_start:
+            return 0
+        ends_with_lf = self.raw[self.end - 1] == 0x0A
+        return self.raw.count(b"\n", self.body_start, self.end) + (0 if ends_with_lf else 1)
 
     def header(self, name: str) -> bytes | None:
         name = name.lower()
@@ -469,7 +482,6 @@ def bodystructure(part: MimePart, extended: bool = True) -> bytes:
                 nstring(_unfold(part.header("content-location"))),
             ]
         return paren(out)
-    body = part.body_bytes
     encoding = part.header("content-transfer-encoding")
     fields = [
         quoted_or_literal(part.maintype),
@@ -478,13 +490,13 @@ def bodystructure(part: MimePart, extended: bool = True) -> bytes:
         nstring(_unfold(part.header("content-id"))),
         nstring(_unfold(part.header("content-description"))),
         quoted_or_literal(encoding.strip().lower() if encoding else b"7bit"),
-        b"%d" % len(body),
+        b"%d" % part.body_size,
     ]
     if part.is_message and part.message is not None:
         fields += [envelope(part.message), bodystructure(part.message, extended)]
-        fields.append(b"%d" % body_lines(body))
+        fields.append(b"%d" % part.body_line_count)
     elif part.maintype == "text":
-        fields.append(b"%d" % body_lines(body))
+        fields.append(b"%d" % part.body_line_count)
     if extended:
         fields += [
             nstring(_unfold(part.header("content-md5"))),
@@ -511,7 +523,6 @@ def bodystructures(part: MimePart) -> tuple[bytes, bytes]:
             ]
         )
         return extended, basic
-    body = part.body_bytes
     encoding = part.header("content-transfer-encoding")
     fields = [
         quoted_or_literal(part.maintype),
@@ -520,17 +531,17 @@ def bodystructures(part: MimePart) -> tuple[bytes, bytes]:
         nstring(_unfold(part.header("content-id"))),
         nstring(_unfold(part.header("content-description"))),
         quoted_or_literal(encoding.strip().lower() if encoding else b"7bit"),
-        b"%d" % len(body),
+        b"%d" % part.body_size,
     ]
     extended_fields = fields
     if part.is_message and part.message is not None:
         inner_extended, inner_basic = bodystructures(part.message)
         head = envelope(part.message)
-        lines = b"%d" % body_lines(body)
+        lines = b"%d" % part.body_line_count
         extended_fields = [*fields, head, inner_extended, lines]
         fields = [*fields, head, inner_basic, lines]
     elif part.maintype == "text":
-        fields.append(b"%d" % body_lines(body))
+        fields.append(b"%d" % part.body_line_count)
     basic = paren(fields)
     extended = paren(
         [
@@ -593,6 +604,21 @@ def section_bytes(
     ``text`` is ``""``, ``HEADER``, ``HEADER.FIELDS``, ``HEADER.FIELDS.NOT``, ``TEXT`` or
     ``MIME``; an unknown part gives empty content, like Dovecot.
     """
+    span = section_span(root, path, text, fields)
+    if isinstance(span, bytes):
+        return span
+    return root.raw[span[0] : span[1]]
+
+
+def section_span(
+    root: MimePart,
+    path: list[int],
+    text: str,
+    fields: list[bytes] | None = None,
+) -> tuple[int, int] | bytes:
+    """Where :func:`section_bytes` lies in ``root.raw``, as ``(start, end)``, so that a large
+    section can be sent from the message's file; the selected header fields, which are not
+    one run of the message, come as their bytes."""
     cur: MimePart | None = root
     for index, number in enumerate(path):
         assert cur is not None
@@ -609,17 +635,17 @@ def section_bytes(
             return b""
     assert cur is not None
     if text == "MIME":
-        return cur.header_bytes if path else b""
+        return (cur.start, cur.body_start) if path else b""
     if text == "":
-        return cur.raw[cur.start : cur.end] if not path else cur.body_bytes
+        return (cur.start, cur.end) if not path else (cur.body_start, cur.end)
     message = cur
     if path:
         if not (cur.is_message and cur.message is not None):
             return b""
         message = cur.message
     if text == "HEADER":
-        return message.header_bytes
+        return message.start, message.body_start
     if text == "TEXT":
-        return message.body_bytes
+        return message.body_start, message.end
     names = {name.lower() for name in fields or []}
     return header_fields(message.header_bytes, names, exclude=text == "HEADER.FIELDS.NOT")

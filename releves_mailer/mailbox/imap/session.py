@@ -35,6 +35,7 @@ from releves_mailer.mailbox.imap.response import (
     astring,
     format_internal_date,
 )
+from releves_mailer.mailbox.imap.wildcard import ListPattern
 from releves_mailer.mailbox.imap.search import (
     MessageContext,
     columns_needed,
@@ -56,6 +57,8 @@ _LITERAL_AT_END = re.compile(rb"\{(\d{1,19})(\+?)\}\r?\n$")
 _FETCH_BATCH = 500
 _SEARCH_BATCH = 10_000
 _FLUSH_AT = 256 * 1024
+#: Longest run of CPU work a command does before it lets the event loop serve others.
+_SLICE_SECONDS = 0.02
 _SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 _FETCH_MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
@@ -691,22 +694,6 @@ class ImapSession:
         await self.store.set_subscribed(self._owner(), name, False)
         self.ok(context, "Unsubscribe completed")
 
-    @staticmethod
-    def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-        full = reference + pattern
-        regex = ""
-        for char in full:
-            if char == "*":
-                regex += ".*"
-            elif char == "%":
-                regex += "[^/]*"
-            else:
-                regex += re.escape(char)
-        if full[:5].upper() == "INBOX":
-            # INBOX is case-insensitive (RFC 3501 5.1); "INBOX" escapes to itself.
-            regex = "(?i:INBOX)" + regex[5:]
-        return re.compile(regex + r"\Z", re.S)
-
     async def cmd_list(self, context: _CommandContext, parser: Parser) -> None:
         parser.sp()
         selection: set[str] = set()
@@ -775,19 +762,19 @@ class ImapSession:
         owner = self._owner()
         folders = {f.name: f for f in await self.store.list_folders(owner)}
         subscribed = set(await self.store.subscriptions(owner))
-        regexes = [self._pattern(reference, p) for p in patterns]
+        matchers = [ListPattern(reference + p, DELIMITER) for p in patterns]
         names = set(subscribed) if subscribed_only or "SUBSCRIBED" in selection else set(folders)
         # Parents without a folder of their own show as \Noselect (or \NonExistent).
-        implied: set[str] = set()
-        for name in names:
-            parts = name.split(DELIMITER)
-            for depth in range(1, len(parts)):
-                parent = DELIMITER.join(parts[:depth])
-                if parent not in names:
-                    implied.add(parent)
-        everything = set(folders) | implied
+        implied = {parent for name in names for parent in _parents(name)} - names
+        parents = {parent for name in set(folders) | implied for parent in _parents(name)}
+        slice_start = time.monotonic()
         for name in sorted(names | implied, key=lambda n: (n != "INBOX", n)):
-            if not any(regex.match(name) for regex in regexes):
+            if time.monotonic() - slice_start > _SLICE_SECONDS:
+                # Many folders or long patterns: let other clients in between slices.
+                await self.maybe_flush()
+                await asyncio.sleep(0)
+                slice_start = time.monotonic()
+            if not any(matcher.matches(name) for matcher in matchers):
                 continue
             if (
                 name in implied
@@ -806,8 +793,7 @@ class ImapSession:
                     attributes.append(
                         "\\Noselect" if "SUBSCRIBED" not in selection else "\\NonExistent"
                     )
-                has_children = any(o.startswith(name + DELIMITER) for o in everything)
-                attributes.append("\\HasChildren" if has_children else "\\HasNoChildren")
+                attributes.append("\\HasChildren" if name in parents else "\\HasNoChildren")
                 if info is not None and info.special_use:
                     attributes += info.special_use.split()
                 if ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns) and name in subscribed:
@@ -1421,6 +1407,16 @@ class ImapSession:
             self.ok(context, "Copy completed", code)
 
     # endregion
+
+
+def _parents(name: str) -> list[str]:
+    """``a``, ``a/b`` for ``a/b/c``: every ancestor in the hierarchy."""
+    out = []
+    index = name.find(DELIMITER)
+    while index > 0:
+        out.append(name[:index])
+        index = name.find(DELIMITER, index + 1)
+    return out
 
 
 def _getter(blobs: dict[int, bytes], uid: int) -> Callable[[], bytes]:
