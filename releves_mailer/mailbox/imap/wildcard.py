@@ -35,13 +35,15 @@ class ListPattern:
         literal: dict[str, int] = {}
         star = local = 0
         caseless = pattern[:5].upper() == "INBOX"
-        for index, token in enumerate(tokens):
-            if token == "*":
+        for index, symbol in enumerate(tokens):
+            if symbol == "*":
                 star |= 1 << index
-            elif token == "%":
+            elif symbol == "%":
                 local |= 1 << index
             else:
-                spellings = {token, token.lower(), token.upper()} if caseless and index < 5 else {token}
+                spellings = (
+                    {symbol, symbol.lower(), symbol.upper()} if caseless and index < 5 else {symbol}
+                )
                 for spelling in spellings:
                     literal[spelling] = literal.get(spelling, 0) | 1 << (index + 1)
         self._literal = literal
