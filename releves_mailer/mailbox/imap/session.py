@@ -860,7 +860,7 @@ class ImapSession:
         owner = self._owner()
         folders = {f.name: f for f in await self.store.list_folders(owner)}
         subscribed = set(await self.store.subscriptions(owner))
-        matchers = [ListPattern(reference + p, DELIMITER) for p in patterns]
+        matchers = [ListPattern(reference + p, DELIMITER) for p in dict.fromkeys(patterns)]
         names = set(subscribed) if subscribed_only or "SUBSCRIBED" in selection else set(folders)
         # Parents without a folder of their own show as \Noselect (or \NonExistent).
         implied = {parent for name in names for parent in _parents(name)} - names
