@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from releves_mailer.mailbox.imap import mime
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 from tests.mailbox.conftest import (  # noqa: F401  (fixtures)
@@ -170,3 +171,14 @@ async def test_append_over_the_limit_is_refused(server_factory) -> None:  # noqa
     assert lines[-1].startswith(b"a NO [TOOBIG]")
     await client.ok("b NOOP")
     await client.close()
+
+
+def test_analysis_in_windows_matches_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MIME scan of a large message goes by windows (the GIL is let go between them):
+    tiny windows give the same structure as one window over the whole message."""
+    raw, _, _ = large_message(20_000)
+    whole = mime.bodystructures(mime.parse_message(raw))
+    lines = mime.parse_message(raw).children[0].body_line_count
+    monkeypatch.setattr(mime, "_WINDOW", 7)
+    assert mime.bodystructures(mime.parse_message(raw)) == whole
+    assert mime.parse_message(raw).children[0].body_line_count == lines == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from releves_mailer.mailbox.imap.response import nstring, paren, quoted_or_literal
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 _MAX_DEPTH = 50
+#: Octets scanned by one C call: a thread analysing a large message gives the event loop's
+#: thread the GIL between windows instead of holding it for the whole message.
+_WINDOW = 1 << 21
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
@@ -65,7 +69,11 @@ class MimePart:
         if self.end <= self.body_start:
             return 0
         ends_with_lf = self.raw[self.end - 1] == 0x0A
-        return self.raw.count(b"\n", self.body_start, self.end) + (0 if ends_with_lf else 1)
+        newlines = sum(
+            self.raw.count(b"\n", start, min(start + _WINDOW, self.end))
+            for start in range(self.body_start, self.end, _WINDOW)
+        )
+        return newlines + (0 if ends_with_lf else 1)
 
     def header(self, name: str) -> bytes | None:
         name = name.lower()
@@ -90,8 +98,31 @@ def split_header(raw: bytes, start: int = 0, end: int | None = None) -> int:
         return start + 2
     if raw.startswith(b"\n", start) and start + 1 <= end:
         return start + 1
-    match = _HEADER_END.search(raw, start, end)
-    return end if match is None else match.end()
+    for window_start, window_end in _windows(start, end, 3):
+        match = _HEADER_END.search(raw, window_start, window_end)
+        if match is not None:
+            return match.end()
+    return end
+
+
+def _windows(start: int, end: int, overlap: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` in ``_WINDOW`` pieces, each overlapping the next by ``overlap``
+    octets, so that a match up to ``overlap + 1`` long is found whole in one of them."""
+    while start < end:
+        stop = min(end, start + _WINDOW + overlap)
+        yield start, stop
+        if stop == end:
+            return
+        start = stop - overlap
+
+
+def _find(raw: bytes, needle: bytes, start: int, end: int) -> int:
+    """``raw.find(needle, start, end)``, in windows."""
+    for window_start, window_end in _windows(start, end, len(needle) - 1):
+        index = raw.find(needle, window_start, window_end)
+        if index >= 0:
+            return index
+    return -1
 
 
 def _parse_headers(block: bytes) -> list[tuple[str, bytes]]:
@@ -209,7 +240,7 @@ def _find_delimiter(
     (a 70 KB base64 body made the regex the most expensive part of a delivery).
     """
     while True:
-        index = raw.find(dash_boundary, pos, end)
+        index = _find(raw, dash_boundary, pos, end)
         if index < 0:
             return None
         if index == 0 or raw[index - 1] == 0x0A:
