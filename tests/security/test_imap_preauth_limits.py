@@ -27,6 +27,18 @@ async def rest_until_closed(client: RawClient) -> list[bytes]:
         lines.append(line)
 
 
+async def login_with_literal(port: int, user: bytes, rest: bytes) -> list[bytes]:
+    """``a LOGIN`` with the user name as a synchronising literal; the answer's lines."""
+    client = await RawClient.connect(port, login=False)
+    try:
+        await client.send(b"a LOGIN {%d}\r\n" % len(user))
+        assert (await client.line()).startswith(b"+ ")
+        await client.send(user + rest + b"\r\n")
+        return await client.until_tagged(b"a")
+    finally:
+        await client.close()
+
+
 def test_defaults_are_small_before_login() -> None:
     section = ImapSection()
     assert section.preauth_max_line_length == 8192
@@ -70,24 +82,15 @@ async def test_literal_just_over_the_limit_is_refused_and_under_it_accepted(
     assert await rest_until_closed(client) == [b"* BYE Literal size too large\r\n"]
     await client.close()
 
-    client = await RawClient.connect(server.port, login=False)
-    await client.send(b"b LOGIN {4096}\r\n")
-    assert (await client.line()).startswith(b"+ ")
-    await client.send(b"u" * 4096 + b" wrong\r\n")
-    lines = await client.until_tagged(b"b")
-    assert lines[-1].startswith(b"b NO [AUTHENTICATIONFAILED]"), lines
-    await client.close()
+    lines = await login_with_literal(server.port, b"u" * 4096, b" wrong")
+    assert lines[-1].startswith(b"a NO [AUTHENTICATIONFAILED]"), lines
 
 
 async def test_login_with_small_literals_still_works(server_factory) -> None:  # noqa: F811
     server: ImapServer = await server_factory()
-    client = await RawClient.connect(server.port, login=False)
-    await client.send(b"a LOGIN {4}\r\n")
-    assert (await client.line()).startswith(b"+ ")
-    await client.send(b"demo {%d+}\r\n%s\r\n" % (len(PASSWORD), PASSWORD.encode()))
-    lines = await client.until_tagged(b"a")
+    password = b" {%d+}\r\n%s" % (len(PASSWORD), PASSWORD.encode())
+    lines = await login_with_literal(server.port, b"demo", password)
     assert lines[-1].startswith(b"a OK"), lines
-    await client.close()
 
 
 async def test_long_line_before_login_gets_bye(server_factory) -> None:  # noqa: F811
