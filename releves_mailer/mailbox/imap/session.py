@@ -1457,9 +1457,13 @@ class ImapSession:
             self.out += b"{%d}\r\n" % (end - start)
             await self.flush()
             for position in range(start, end, _SEND_CHUNK):
-                chunk = await self.store.read_blob_range(
-                    record.blob, position, min(_SEND_CHUNK, end - position)
-                )
+                wanted = min(_SEND_CHUNK, end - position)
+                chunk = await self.store.read_blob_range(record.blob, position, wanted)
+                if len(chunk) != wanted:
+                    # The literal's length is already sent: nothing else keeps the
+                    # client in step.
+                    _log.error("Message file %s shorter than its size", record.blob)
+                    raise _Disconnect()
                 self.out += chunk
                 await self.flush()
 
