@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 __all__ = [
     "FetchColumn",
@@ -143,6 +143,14 @@ class MailStore(Protocol):
 
     async def read_blobs(self, blobs: Sequence[str]) -> list[bytes]: ...
 
+    async def read_blob_range(self, blob: str, offset: int, size: int) -> bytes:
+        """``size`` octets of a message from ``offset``: a large one is sent in pieces."""
+        ...
+
+    async def spool_file(self) -> BinaryIO:
+        """A new anonymous temporary file, on the messages' disk, for a large literal."""
+        ...
+
     async def store_flags(
         self,
         folder_id: int,
@@ -168,11 +176,12 @@ class MailStore(Protocol):
     async def append(
         self,
         folder_id: int,
-        raw: bytes,
+        raw: bytes | BinaryIO,
         flags: Sequence[str],
         internal_date: dt.datetime | None,
     ) -> tuple[int, int]:
-        """Store a message from APPEND; returns ``(uidvalidity, uid)``."""
+        """Store a message from APPEND, given as its bytes or a file of them (a spooled
+        literal, read from the start); returns ``(uidvalidity, uid)``."""
         ...
 
     def watch(self, folder_id: int) -> asyncio.Event:

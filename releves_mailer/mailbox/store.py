@@ -12,12 +12,13 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import tempfile
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy import event as sa_event
@@ -257,6 +258,11 @@ class MessageStore:
     def _prepare_sync(self, raw: bytes) -> tuple[str, _Analysis]:
         return self._write_blob_sync(raw), _Analysis(raw)
 
+    def _prepare_file_sync(self, file: BinaryIO) -> tuple[bytes, str, _Analysis]:
+        file.seek(0)
+        raw = file.read()
+        return raw, *self._prepare_sync(raw)
+
     def _start_prepare(self, raw: bytes) -> asyncio.Future[tuple[str, _Analysis]]:
         if self._blob_pool is None:
             self._blob_pool = ThreadPoolExecutor(_BLOB_THREADS, thread_name_prefix="blob")
@@ -309,6 +315,25 @@ class MessageStore:
             return out
 
         return await asyncio.to_thread(read_all)
+
+    async def read_blob_range(self, blob: str, offset: int, size: int) -> bytes:
+        path = self._blob_path(blob)
+
+        def read() -> bytes:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(size)
+
+        return await asyncio.to_thread(read)
+
+    async def spool_file(self) -> BinaryIO:
+        def create() -> BinaryIO:
+            self.blob_dir.mkdir(parents=True, exist_ok=True)
+            # Anonymous (unlinked at once): a crash leaves nothing behind. Beside the messages
+            # rather than in /tmp, which is often a RAM disk.
+            return tempfile.TemporaryFile(dir=self.blob_dir)
+
+        return await asyncio.to_thread(create)
 
     async def collect_garbage(self, older_than: dt.timedelta = dt.timedelta(hours=1)) -> int:
         """Delete message files no row points at any more; returns how many went.
@@ -472,12 +497,19 @@ class MessageStore:
     async def append(
         self,
         folder_id: int,
-        raw: bytes,
+        raw: bytes | BinaryIO,
         flags: Sequence[str],
         internal_date: dt.datetime | None,
     ) -> tuple[int, int]:
-        item = MailDelivery("", raw, "", flags, internal_date)
-        blobs, analyses = await self._prepare_many([raw])
+        if not isinstance(raw, bytes):
+            # A spooled literal: read, hashed, written and analysed in a thread, held in
+            # memory once (the MIME analysis needs the whole message).
+            data, blob, analysis = await asyncio.to_thread(self._prepare_file_sync, raw)
+            blobs, analyses = [blob], [analysis]
+        else:
+            data = raw
+            blobs, analyses = await self._prepare_many([data])
+        item = MailDelivery("", data, "", flags, internal_date)
         async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:

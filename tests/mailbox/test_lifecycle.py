@@ -69,7 +69,8 @@ async def test_autologout_after_idle_timeout(server_factory) -> None:  # type: i
     server: ImapServer = await server_factory()
     # The config refuses less than 60 s; the test shortens it past validation.
     server.config = server.config.model_copy(update={"idle_timeout_seconds": 1})
-    client = await RawClient.connect(server.port, login=False)
+    # Logged in: before login the shorter preauth_idle_timeout_seconds applies.
+    client = await RawClient.connect(server.port, login=True)
     line = await asyncio.wait_for(client.line(), 5)
     assert line.startswith(b"* BYE")
     await client.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from releves_mailer.mailbox.imap.response import nstring, paren, quoted_or_literal
@@ -24,10 +25,14 @@ __all__ = [
     "parse_message",
     "parse_sent_date",
     "section_bytes",
+    "section_span",
     "split_header",
 ]
 
 _MAX_DEPTH = 50
+#: Octets scanned by one C call: a thread analysing a large message gives the event loop's
+#: thread the GIL between windows instead of holding it for the whole message.
+_WINDOW = 1 << 21
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
@@ -54,6 +59,22 @@ class MimePart:
     def body_bytes(self) -> bytes:
         return self.raw[self.body_start : self.end]
 
+    @property
+    def body_size(self) -> int:
+        return self.end - self.body_start
+
+    @property
+    def body_line_count(self) -> int:
+        """:func:`body_lines` of the body, counted in place (a large body is not copied)."""
+        if self.end <= self.body_start:
+            return 0
+        ends_with_lf = self.raw[self.end - 1] == 0x0A
+        newlines = sum(
+            self.raw.count(b"\n", start, min(start + _WINDOW, self.end))
+            for start in range(self.body_start, self.end, _WINDOW)
+        )
+        return newlines + (0 if ends_with_lf else 1)
+
     def header(self, name: str) -> bytes | None:
         name = name.lower()
         for key, value in self.headers:
@@ -77,8 +98,31 @@ def split_header(raw: bytes, start: int = 0, end: int | None = None) -> int:
         return start + 2
     if raw.startswith(b"\n", start) and start + 1 <= end:
         return start + 1
-    match = _HEADER_END.search(raw, start, end)
-    return end if match is None else match.end()
+    for window_start, window_end in _windows(start, end, 3):
+        match = _HEADER_END.search(raw, window_start, window_end)
+        if match is not None:
+            return match.end()
+    return end
+
+
+def _windows(start: int, end: int, overlap: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` in ``_WINDOW`` pieces, each overlapping the next by ``overlap``
+    octets, so that a match up to ``overlap + 1`` long is found whole in one of them."""
+    while start < end:
+        stop = min(end, start + _WINDOW + overlap)
+        yield start, stop
+        if stop == end:
+            return
+        start = stop - overlap
+
+
+def _find(raw: bytes, needle: bytes, start: int, end: int) -> int:
+    """``raw.find(needle, start, end)``, in windows."""
+    for window_start, window_end in _windows(start, end, len(needle) - 1):
+        index = raw.find(needle, window_start, window_end)
+        if index >= 0:
+            return index
+    return -1
 
 
 def _parse_headers(block: bytes) -> list[tuple[str, bytes]]:
@@ -196,7 +240,7 @@ def _find_delimiter(
     (a 70 KB base64 body made the regex the most expensive part of a delivery).
     """
     while True:
-        index = raw.find(dash_boundary, pos, end)
+        index = _find(raw, dash_boundary, pos, end)
         if index < 0:
             return None
         if index == 0 or raw[index - 1] == 0x0A:
@@ -469,7 +513,6 @@ def bodystructure(part: MimePart, extended: bool = True) -> bytes:
                 nstring(_unfold(part.header("content-location"))),
             ]
         return paren(out)
-    body = part.body_bytes
     encoding = part.header("content-transfer-encoding")
     fields = [
         quoted_or_literal(part.maintype),
@@ -478,13 +521,13 @@ def bodystructure(part: MimePart, extended: bool = True) -> bytes:
         nstring(_unfold(part.header("content-id"))),
         nstring(_unfold(part.header("content-description"))),
         quoted_or_literal(encoding.strip().lower() if encoding else b"7bit"),
-        b"%d" % len(body),
+        b"%d" % part.body_size,
     ]
     if part.is_message and part.message is not None:
         fields += [envelope(part.message), bodystructure(part.message, extended)]
-        fields.append(b"%d" % body_lines(body))
+        fields.append(b"%d" % part.body_line_count)
     elif part.maintype == "text":
-        fields.append(b"%d" % body_lines(body))
+        fields.append(b"%d" % part.body_line_count)
     if extended:
         fields += [
             nstring(_unfold(part.header("content-md5"))),
@@ -511,7 +554,6 @@ def bodystructures(part: MimePart) -> tuple[bytes, bytes]:
             ]
         )
         return extended, basic
-    body = part.body_bytes
     encoding = part.header("content-transfer-encoding")
     fields = [
         quoted_or_literal(part.maintype),
@@ -520,17 +562,17 @@ def bodystructures(part: MimePart) -> tuple[bytes, bytes]:
         nstring(_unfold(part.header("content-id"))),
         nstring(_unfold(part.header("content-description"))),
         quoted_or_literal(encoding.strip().lower() if encoding else b"7bit"),
-        b"%d" % len(body),
+        b"%d" % part.body_size,
     ]
     extended_fields = fields
     if part.is_message and part.message is not None:
         inner_extended, inner_basic = bodystructures(part.message)
         head = envelope(part.message)
-        lines = b"%d" % body_lines(body)
+        lines = b"%d" % part.body_line_count
         extended_fields = [*fields, head, inner_extended, lines]
         fields = [*fields, head, inner_basic, lines]
     elif part.maintype == "text":
-        fields.append(b"%d" % body_lines(body))
+        fields.append(b"%d" % part.body_line_count)
     basic = paren(fields)
     extended = paren(
         [
@@ -593,6 +635,21 @@ def section_bytes(
     ``text`` is ``""``, ``HEADER``, ``HEADER.FIELDS``, ``HEADER.FIELDS.NOT``, ``TEXT`` or
     ``MIME``; an unknown part gives empty content, like Dovecot.
     """
+    span = section_span(root, path, text, fields)
+    if isinstance(span, bytes):
+        return span
+    return root.raw[span[0] : span[1]]
+
+
+def section_span(
+    root: MimePart,
+    path: list[int],
+    text: str,
+    fields: list[bytes] | None = None,
+) -> tuple[int, int] | bytes:
+    """Where :func:`section_bytes` lies in ``root.raw``, as ``(start, end)``, so that a large
+    section can be sent from the message's file; the selected header fields, which are not
+    one run of the message, come as their bytes."""
     cur: MimePart | None = root
     for index, number in enumerate(path):
         assert cur is not None
@@ -609,17 +666,17 @@ def section_bytes(
             return b""
     assert cur is not None
     if text == "MIME":
-        return cur.header_bytes if path else b""
+        return (cur.start, cur.body_start) if path else b""
     if text == "":
-        return cur.raw[cur.start : cur.end] if not path else cur.body_bytes
+        return (cur.start, cur.end) if not path else (cur.body_start, cur.end)
     message = cur
     if path:
         if not (cur.is_message and cur.message is not None):
             return b""
         message = cur.message
     if text == "HEADER":
-        return message.header_bytes
+        return message.start, message.body_start
     if text == "TEXT":
-        return message.body_bytes
+        return message.body_start, message.end
     names = {name.lower() for name in fields or []}
     return header_fields(message.header_bytes, names, exclude=text == "HEADER.FIELDS.NOT")

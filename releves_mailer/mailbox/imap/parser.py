@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
-__all__ = ["FetchAttribute", "ParseError", "Parser", "SequenceSet"]
+__all__ = ["FetchAttribute", "ParseError", "Parser", "SequenceSet", "SpooledLiteral"]
 
 _MONTHS = {
     m: i
@@ -27,6 +28,15 @@ _DATE_TIME = re.compile(
     rb'"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"'
 )
 _SECTION = re.compile(r"^((?:[1-9]\d*)(?:\.[1-9]\d*)*)?(?:\.?(.*))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledLiteral:
+    """A literal too large to keep in memory: its octets are in ``file`` (from offset 0),
+    not in the command; only a message (APPEND) may be one."""
+
+    file: BinaryIO
+    size: int
 
 
 class ParseError(Exception):
@@ -83,11 +93,16 @@ class FetchAttribute:
 
 
 class Parser:
-    """A cursor over one command."""
+    """A cursor over one command.
 
-    def __init__(self, data: bytes) -> None:
+    ``spooled`` maps the offset just after a literal's ``{n}\\r\\n`` to the literal's file,
+    for the literals the connection reader kept out of ``data``.
+    """
+
+    def __init__(self, data: bytes, spooled: Mapping[int, SpooledLiteral] | None = None) -> None:
         self.data = data
         self.pos = 0
+        self.spooled: Mapping[int, SpooledLiteral] = spooled or {}
 
     # region primitives ###################################################################
 
@@ -194,11 +209,22 @@ class Parser:
             out.append(byte)
 
     def literal(self) -> bytes:
+        value = self.message_literal()
+        if isinstance(value, SpooledLiteral):
+            raise self.fail("Literal too large for this argument")
+        return value
+
+    def message_literal(self) -> bytes | SpooledLiteral:
+        """A literal that may have been spooled to a file (the message of an APPEND)."""
         match = _LITERAL.match(self.data, self.pos)
         if match is None:
             raise self.fail("Expected a literal")
         size = int(match.group(1))
         start = match.end()
+        spooled = self.spooled.get(start)
+        if spooled is not None:
+            self.pos = start
+            return spooled
         if start + size > len(self.data):
             raise self.fail("Truncated literal")
         self.pos = start + size

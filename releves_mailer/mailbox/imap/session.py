@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from releves_mailer.interfaces import LoginThrottled
 from releves_mailer.mailbox.contracts import (
@@ -29,7 +29,13 @@ from releves_mailer.mailbox.contracts import (
     StoreError,
 )
 from releves_mailer.mailbox.imap import mime
-from releves_mailer.mailbox.imap.parser import FetchAttribute, ParseError, Parser, SequenceSet
+from releves_mailer.mailbox.imap.parser import (
+    FetchAttribute,
+    ParseError,
+    Parser,
+    SequenceSet,
+    SpooledLiteral,
+)
 from releves_mailer.mailbox.imap.response import (
     astring,
     format_internal_date,
@@ -41,6 +47,7 @@ from releves_mailer.mailbox.imap.search import (
     parse_search_keys,
     uses_modseq,
 )
+from releves_mailer.mailbox.imap.wildcard import ListPattern
 from releves_mailer.mailbox.sasl import SaslCancelled, SaslError, decode_response, parse_plain
 
 if TYPE_CHECKING:
@@ -56,6 +63,14 @@ _LITERAL_AT_END = re.compile(rb"\{(\d{1,19})(\+?)\}\r?\n$")
 _FETCH_BATCH = 500
 _SEARCH_BATCH = 10_000
 _FLUSH_AT = 256 * 1024
+#: Octets of a large literal read before they are written to its file, in a thread.
+_SPOOL_CHUNK = 1024 * 1024
+#: Octets of large messages a FETCH batch reads ahead; beyond, they are sent from their file.
+_READ_AHEAD_BYTES = 16 * 1024 * 1024
+#: Octets of a message in the file read and sent at a time.
+_SEND_CHUNK = 256 * 1024
+#: Longest run of CPU work a command does before it lets the event loop serve others.
+_SLICE_SECONDS = 0.02
 _SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 _FETCH_MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
@@ -106,6 +121,16 @@ class _View:
         return bisect.bisect_left(self.uids, uid) + 1
 
 
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """What one command may send: line and literal octets, seconds of silence."""
+
+    line: int
+    literal: int
+    timeout: float
+    authenticated: bool
+
+
 @dataclass(slots=True)
 class _CommandContext:
     tag: str
@@ -141,6 +166,9 @@ class ImapSession:
         self.condstore = False
         self.out = bytearray()
         self.closing = False
+        #: The current command's spooled literals by offset (see :meth:`read_command`).
+        self.spooled: dict[int, SpooledLiteral] = {}
+        self._spooled_files: list[BinaryIO] = []
         self._handlers: dict[str, tuple[Handler, frozenset[State]]] = {}
         anyone = frozenset(State)
         noauth = frozenset({State.NOT_AUTHENTICATED})
@@ -197,12 +225,37 @@ class ImapSession:
         if len(self.out) >= _FLUSH_AT:
             await self.flush()
 
-    async def _readline(self, seconds: float) -> bytes:
-        """One line (CRLF included) of at most ``max_line_length`` octets."""
-        limit = self.config.max_line_length
+    def limits(self) -> _Limits:
+        """The input limits of the session's state: the smallest until login."""
+        config = self.config
+        if self.state == State.NOT_AUTHENTICATED:
+            return _Limits(
+                config.preauth_max_line_length,
+                config.preauth_max_literal_size,
+                float(config.preauth_idle_timeout_seconds),
+                authenticated=False,
+            )
+        return _Limits(
+            config.max_line_length,
+            config.max_literal_size,
+            float(config.idle_timeout_seconds),
+            authenticated=True,
+        )
+
+    def _idle_bye(self) -> _Disconnect:
+        self.send(b"* BYE Autologout; idle for too long")
+        return _Disconnect()
+
+    async def _readline(self, limits: _Limits) -> bytes:
+        """One line (CRLF included) of at most ``limits.line`` octets.
+
+        Too long a line is ``BAD`` once logged in (the rest of the line is skipped); before
+        login it ends the connection, as nothing of it is worth reading."""
         try:
-            line = await asyncio.wait_for(self.reader.readuntil(b"\n"), seconds)
+            line = await asyncio.wait_for(self.reader.readuntil(b"\n"), limits.timeout)
         except asyncio.LimitOverrunError as exc:
+            if not limits.authenticated:
+                raise self._line_too_long_bye() from None
             start = await self.reader.readexactly(exc.consumed)
             await self._discard_line()
             error = _CommandError("BAD", "Command line too long")
@@ -211,13 +264,18 @@ class ImapSession:
         except asyncio.IncompleteReadError as exc:
             raise _Disconnect() from exc
         except TimeoutError:
-            self.send(b"* BYE Autologout; idle for too long")
-            raise _Disconnect() from None
+            raise self._idle_bye() from None
         except (ConnectionError, OSError) as exc:
             raise _Disconnect() from exc
-        if len(line) > limit:
+        if len(line) > limits.line:
+            if not limits.authenticated:
+                raise self._line_too_long_bye()
             raise _CommandError("BAD", "Command line too long")
         return line
+
+    def _line_too_long_bye(self) -> _Disconnect:
+        self.send(b"* BYE Command line too long")
+        return _Disconnect()
 
     async def _discard_line(self) -> None:
         while True:
@@ -230,12 +288,15 @@ class ImapSession:
                 raise _Disconnect() from exc
 
     async def read_command(self) -> bytes:
-        """A whole command with its literals inline; raises on limits."""
-        timeout = float(self.config.idle_timeout_seconds)
+        """A whole command with its literals inline; raises on limits.
+
+        Literals above ``spool_threshold`` are not inline: they go to temporary files, listed
+        in ``self.spooled`` by their offset in the command (see :class:`Parser`)."""
+        limits = self.limits()
         data = bytearray()
         literal_total = 0
         while True:
-            line = await self._readline(timeout)
+            line = await self._readline(limits)
             data += line
             match = _LITERAL_AT_END.search(line)
             if match is None:
@@ -243,7 +304,11 @@ class ImapSession:
             size = int(match.group(1))
             synchronising = not match.group(2)
             literal_total += size
-            if literal_total > self.config.max_literal_size:
+            if literal_total > limits.literal:
+                if not limits.authenticated:
+                    # Like Dovecot: nobody needs a large literal to log in.
+                    self.send(b"* BYE Literal size too large")
+                    raise _Disconnect()
                 if synchronising:
                     error = _CommandError("NO", "[TOOBIG] Literal too big")
                     error.tag = self._peek_tag(bytes(data[:200]))
@@ -253,13 +318,46 @@ class ImapSession:
             if synchronising:
                 self.send(b"+ Ready for literal data")
                 await self.flush()
+            if size > self.config.spool_threshold:
+                self.spooled[len(data)] = await self._spool(size, limits.timeout)
+                continue
             try:
-                data += await asyncio.wait_for(self.reader.readexactly(size), timeout)
+                data += await asyncio.wait_for(self.reader.readexactly(size), limits.timeout)
             except TimeoutError:
-                self.send(b"* BYE Autologout; idle for too long")
-                raise _Disconnect() from None
+                raise self._idle_bye() from None
             except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
                 raise _Disconnect() from exc
+
+    async def _spool(self, size: int, seconds: float) -> SpooledLiteral:
+        """Read a ``size``-octet literal into a temporary file, ``_SPOOL_CHUNK`` at a time."""
+        file = await self.store.spool_file()
+        spooled = SpooledLiteral(file, size)
+        self._spooled_files.append(file)
+        remaining = size
+        pending = bytearray()
+        while remaining:
+            try:
+                chunk = await asyncio.wait_for(
+                    self.reader.read(min(remaining, _SPOOL_CHUNK)), seconds
+                )
+            except TimeoutError:
+                raise self._idle_bye() from None
+            except (ConnectionError, OSError) as exc:
+                raise _Disconnect() from exc
+            if not chunk:
+                raise _Disconnect()
+            remaining -= len(chunk)
+            pending += chunk
+            if len(pending) >= _SPOOL_CHUNK or not remaining:
+                await asyncio.to_thread(file.write, pending)
+                pending.clear()
+        return spooled
+
+    def _drop_spooled(self) -> None:
+        self.spooled.clear()
+        for file in self._spooled_files:
+            file.close()
+        self._spooled_files.clear()
 
     # endregion
     # region main loop ####################################################################
@@ -302,12 +400,15 @@ class ImapSession:
                     await self.dispatch(data)
                 except _CommandError as exc:
                     self.send(f"{exc.tag or tag} {exc.kind} {exc.text}".encode())
+                finally:
+                    self._drop_spooled()
                 await self.flush()
         except _Disconnect:
             pass
         except (ConnectionError, OSError):
             pass
         finally:
+            self._drop_spooled()
             with contextlib.suppress(ConnectionError, OSError):
                 await self.flush()
             await self.close()
@@ -341,7 +442,7 @@ class ImapSession:
 
     async def dispatch(self, data: bytes) -> None:
         data = data[:-2] if data.endswith(b"\r\n") else data.rstrip(b"\n")
-        parser = Parser(data)
+        parser = Parser(data, self.spooled)
         try:
             tag = parser.tag()
         except ParseError:
@@ -463,7 +564,7 @@ class ImapSession:
         if initial is None:
             self.send(b"+ ")
             await self.flush()
-            initial = (await self._readline(float(self.config.idle_timeout_seconds))).strip()
+            initial = (await self._readline(self.limits())).strip()
         try:
             credentials = parse_plain(decode_response(initial))
         except SaslCancelled:
@@ -688,22 +789,6 @@ class ImapSession:
         await self.store.set_subscribed(self._owner(), name, False)
         self.ok(context, "Unsubscribe completed")
 
-    @staticmethod
-    def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-        full = reference + pattern
-        regex = ""
-        for char in full:
-            if char == "*":
-                regex += ".*"
-            elif char == "%":
-                regex += "[^/]*"
-            else:
-                regex += re.escape(char)
-        if full[:5].upper() == "INBOX":
-            # INBOX is case-insensitive (RFC 3501 5.1); "INBOX" escapes to itself.
-            regex = "(?i:INBOX)" + regex[5:]
-        return re.compile(regex + r"\Z", re.S)
-
     async def cmd_list(self, context: _CommandContext, parser: Parser) -> None:
         parser.sp()
         selection: set[str] = set()
@@ -772,19 +857,19 @@ class ImapSession:
         owner = self._owner()
         folders = {f.name: f for f in await self.store.list_folders(owner)}
         subscribed = set(await self.store.subscriptions(owner))
-        regexes = [self._pattern(reference, p) for p in patterns]
+        matchers = [ListPattern(reference + p, DELIMITER) for p in dict.fromkeys(patterns)]
         names = set(subscribed) if subscribed_only or "SUBSCRIBED" in selection else set(folders)
         # Parents without a folder of their own show as \Noselect (or \NonExistent).
-        implied: set[str] = set()
-        for name in names:
-            parts = name.split(DELIMITER)
-            for depth in range(1, len(parts)):
-                parent = DELIMITER.join(parts[:depth])
-                if parent not in names:
-                    implied.add(parent)
-        everything = set(folders) | implied
+        implied = {parent for name in names for parent in _parents(name)} - names
+        parents = {parent for name in set(folders) | implied for parent in _parents(name)}
+        slice_start = time.monotonic()
         for name in sorted(names | implied, key=lambda n: (n != "INBOX", n)):
-            if not any(regex.match(name) for regex in regexes):
+            if time.monotonic() - slice_start > _SLICE_SECONDS:
+                # Many folders or long patterns: let other clients in between slices.
+                await self.maybe_flush()
+                await asyncio.sleep(0)
+                slice_start = time.monotonic()
+            if not any(matcher.matches(name) for matcher in matchers):
                 continue
             if (
                 name in implied
@@ -803,8 +888,7 @@ class ImapSession:
                     attributes.append(
                         "\\Noselect" if "SUBSCRIBED" not in selection else "\\NonExistent"
                     )
-                has_children = any(o.startswith(name + DELIMITER) for o in everything)
-                attributes.append("\\HasChildren" if has_children else "\\HasNoChildren")
+                attributes.append("\\HasChildren" if name in parents else "\\HasNoChildren")
                 if info is not None and info.special_use:
                     attributes += info.special_use.split()
                 if ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns) and name in subscribed:
@@ -882,14 +966,18 @@ class ImapSession:
             parser.sp()
         if not parser.is_literal():
             raise ParseError("APPEND needs a literal")
-        raw = parser.literal()
+        literal = parser.message_literal()
         parser.end()
         info = await self.store.get_folder(self._owner(), name)
         if info is None:
             raise _CommandError("NO", "[TRYCREATE] Mailbox does not exist")
-        if not raw:
+        if isinstance(literal, SpooledLiteral):
+            message: bytes | BinaryIO = literal.file
+        elif not literal:
             raise _CommandError("NO", "Empty message")
-        uidvalidity, uid = await self.store.append(info.id, raw, flags, when)
+        else:
+            message = literal
+        uidvalidity, uid = await self.store.append(info.id, message, flags, when)
         await self.sync_view(allow_expunge=True)
         self.ok(context, "Append completed", f"APPENDUID {uidvalidity} {uid}")
 
@@ -1190,9 +1278,11 @@ class ImapSession:
             if item.name in ("RFC822", "RFC822.TEXT") or (item.section and not item.peek):
                 sets_seen = True
         if need_blob:
-            columns.add("blob")
+            # Size and header: to leave large messages in their files and send them in pieces.
+            columns |= {"blob", "size", "header"}
         sets_seen = sets_seen and not view.readonly
         folder_id = view.folder_id
+        threshold = self.config.spool_threshold
 
         async def load(batch: list[int]) -> tuple[dict[int, MessageRecord], dict[int, bytes]]:
             records: dict[int, MessageRecord] = {}
@@ -1201,7 +1291,15 @@ class ImapSession:
                     records[record.uid] = record
             blobs: dict[int, bytes] = {}
             if need_blob:
-                present = [uid for uid in batch if uid in records]
+                # Read ahead only small messages, up to a budget per batch; the others are
+                # streamed from their files when their turn comes (see _send_large).
+                budget = _READ_AHEAD_BYTES
+                present = []
+                for uid in batch:
+                    found = records.get(uid)
+                    if found is not None and found.size <= min(threshold, budget):
+                        present.append(uid)
+                        budget -= found.size
                 contents = await self.store.read_blobs([records[u].blob for u in present])
                 blobs = dict(zip(present, contents, strict=True))
             return records, blobs
@@ -1237,7 +1335,11 @@ class ImapSession:
                         if columns:
                             continue  # expunged by another session meanwhile
                         record = MessageRecord(uid)
-                    self._fetch_one(view, uid, items, record, blobs.get(uid), uid in newly_seen)
+                    pieces = self._fetch_one(
+                        view, uid, items, record, blobs.get(uid), uid in newly_seen
+                    )
+                    if pieces:
+                        await self._send_large(pieces)
                 await self.maybe_flush()
         finally:
             if upcoming is not None and not upcoming.done():
@@ -1252,9 +1354,13 @@ class ImapSession:
         record: MessageRecord,
         raw: bytes | None,
         newly_seen: bool,
-    ) -> None:
+    ) -> list[bytes | _LargeSection]:
+        """Add the FETCH response of one message to the output, or, when a section of a
+        message left in its file is asked for, return the response as pieces for
+        :meth:`_send_large`."""
         meta = view.meta[uid]
-        parts: list[bytes] = []
+        parts: list[bytes | _LargeSection] = []
+        in_file = raw is None and bool(record.blob)
         parsed: mime.MimePart | None = None
         flags_sent = False
         for item in items:
@@ -1280,6 +1386,8 @@ class ImapSession:
                 parts.append(b"BODY " + record.body)
             elif name == "RFC822.HEADER":
                 parts.append(b"RFC822.HEADER " + _literal(record.header))
+            elif in_file and (name in ("RFC822", "RFC822.TEXT") or _needs_raw(item)):
+                parts.append(_LargeSection(record, item))
             elif name in ("RFC822", "RFC822.TEXT"):
                 data = raw or b""
                 if name == "RFC822.TEXT":
@@ -1313,7 +1421,62 @@ class ImapSession:
         wants_modseq = any(item.name == "MODSEQ" for item in items)
         if self.condstore and not wants_modseq and (newly_seen or flags_sent):
             parts.append(b"MODSEQ (%d)" % meta.modseq)
-        self.out += b"* %d FETCH (" % view.seq_of(uid) + b" ".join(parts) + b")\r\n"
+        head = b"* %d FETCH (" % view.seq_of(uid)
+        if not any(isinstance(part, _LargeSection) for part in parts):
+            self.out += head + b" ".join(cast(list[bytes], parts)) + b")\r\n"
+            return []
+        pieces: list[bytes | _LargeSection] = [head]
+        for index, part in enumerate(parts):
+            if index:
+                pieces.append(b" ")
+            pieces.append(part)
+        pieces.append(b")\r\n")
+        return pieces
+
+    async def _send_large(self, pieces: list[bytes | _LargeSection]) -> None:
+        """Send a FETCH response whose large sections are read from the message's file, in
+        ``_SEND_CHUNK`` pieces, each written once the client took the previous one."""
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                self.out += piece
+                continue
+            record, item = piece.record, piece.item
+            self.out += item.label + b" "
+            span = await self._large_span(record, item)
+            if isinstance(span, bytes):
+                self.out += _literal(span)
+                continue
+            start, end = span
+            if item.partial is not None:
+                offset, count = item.partial
+                start = min(start + offset, end)
+                end = min(start + count, end)
+            self.out += b"{%d}\r\n" % (end - start)
+            await self.flush()
+            for position in range(start, end, _SEND_CHUNK):
+                wanted = min(_SEND_CHUNK, end - position)
+                chunk = await self.store.read_blob_range(record.blob, position, wanted)
+                if len(chunk) != wanted:
+                    # The literal's length is already sent: nothing else keeps the
+                    # client in step.
+                    _log.error("Message file %s shorter than its size", record.blob)
+                    raise _Disconnect()
+                self.out += chunk
+                await self.flush()
+
+    async def _large_span(
+        self, record: MessageRecord, item: FetchAttribute
+    ) -> tuple[int, int] | bytes:
+        """Where the octets of ``item`` lie in a message left in its file."""
+        if item.name == "RFC822.TEXT" or (item.section and not item.path and item.text == "TEXT"):
+            return len(record.header), record.size
+        if item.name == "RFC822" or (item.section and not item.path and item.text == ""):
+            return 0, record.size
+        # A part: the MIME analysis needs the whole message, once, in a thread.
+        raw = await self.store.read_blob(record.blob)
+        return await asyncio.to_thread(
+            lambda: mime.section_span(mime.parse_message(raw), item.path, item.text, item.fields)
+        )
 
     async def cmd_store(self, context: _CommandContext, parser: Parser) -> None:
         view = self._require_view()
@@ -1418,6 +1581,29 @@ class ImapSession:
             self.ok(context, "Copy completed", code)
 
     # endregion
+
+
+@dataclass(frozen=True, slots=True)
+class _LargeSection:
+    """A FETCH item of a message left in its file, sent by ``ImapSession._send_large``."""
+
+    record: MessageRecord
+    item: FetchAttribute
+
+
+def _needs_raw(item: FetchAttribute) -> bool:
+    """Whether a section needs the message's octets (not only its stored header)."""
+    return item.section and (bool(item.path) or not item.text.startswith("HEADER"))
+
+
+def _parents(name: str) -> list[str]:
+    """``a``, ``a/b`` for ``a/b/c``: every ancestor in the hierarchy."""
+    out = []
+    index = name.find(DELIMITER)
+    while index > 0:
+        out.append(name[:index])
+        index = name.find(DELIMITER, index + 1)
+    return out
 
 
 def _getter(blobs: dict[int, bytes], uid: int) -> Callable[[], bytes]:
