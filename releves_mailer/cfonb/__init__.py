@@ -36,9 +36,10 @@ Decisions taken where the standard is silent or ambiguous
    longer ones refused; MMO original amount).
 7. Entry number (82-88): the caller's (digits are zero-filled to 7), or else the
    1-based position of the movement in its statement, so identical movements of one day
-   always differ. Give a number that is stable across statements (e.g.
-   :func:`.complements.entry_number_from_id` of the aggregator's id) when a late posting
-   may land in another statement next to an identical one.
+   always differ. Give a number that is unique on the account across statements when a
+   late posting may land in another statement next to an identical one: the daemon keeps
+   a counter per account (:func:`.complements.entry_number_from_counter`, 7 digits);
+   :func:`.complements.entry_number_from_id` takes the aggregator's id.
 8. Account: bank, branch and account number of a French-layout IBAN (FR, MC, overseas
    codes), RIB key checked. Any other valid IBAN (check digits and BBAN structure checked,
    not python-stdnum's national bank registries, which age): bank ``00000``, branch
@@ -62,6 +63,11 @@ Decisions taken where the standard is silent or ambiguous
     from their 04, a 07 balance that is not the 01 balance plus the movements, a movement
     booked after the 07 date, a 07 dated before its 01, and consecutive statements of one
     account that do not chain.
+13. One fault, one deviation: a 04 that cannot be read (amount, dates, decimals, account
+    zones, or no 01 before it) still owns the 05 records that follow it. They are checked
+    on their own zones, not compared with positions 3-40 of the 04 when the fault is there,
+    never reported as orphans; the statement's 07 balance, which can no longer add up, is
+    not checked. The statement is returned without that movement.
 """
 
 from __future__ import annotations

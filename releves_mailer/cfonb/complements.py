@@ -18,6 +18,7 @@ __all__ = [
     "counterparty",
     "creditor_identifier",
     "end_to_end_reference",
+    "entry_number_from_counter",
     "entry_number_from_id",
     "mandate",
     "original_amount",
@@ -185,8 +186,23 @@ def original_amount(currency: str, amount: int, rate: Decimal | None = None) -> 
     return Complement("MMO", f"{currency}{decimals}{magnitude:014d}{rate_zone}")
 
 
+#: Entry numbers are 7 digits: a counter past 9,999,999 starts again at 0000000.
+ENTRY_NUMBER_MODULUS: Final = 10_000_000
+
+
+def entry_number_from_counter(counter: int) -> str:
+    """The 7 digits of entry number ``counter`` (a counter per account that only goes up),
+    zero-padded, modulo 10^7. Accounting importers de-duplicate on date, entry number,
+    amount and label: 10 million movements apart, the dates tell the numbers apart."""
+    if counter < 0:
+        raise ValueError(f"negative entry number {counter}")
+    return f"{counter % ENTRY_NUMBER_MODULUS:07d}"
+
+
 def entry_number_from_id(transaction_id: int | str) -> str:
     """A 7-character entry number stable across statements: the last 7 alphanumerics of
-    the aggregator's transaction id, zero-filled. Identical movements get distinct ids."""
+    the aggregator's transaction id, zero-filled. Identical movements get distinct ids.
+    Letters make it fail a reading that wants digits, and two ids may end alike: prefer
+    :func:`entry_number_from_counter` when a counter per account can be kept."""
     text = "".join(c for c in str(transaction_id).upper() if c.isascii() and c.isalnum())
     return text[-7:].rjust(7, "0")

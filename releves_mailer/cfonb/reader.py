@@ -136,6 +136,8 @@ class _Open:
     opening_balance: int
     movements: list[Movement] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # line of each movement's 04
+    #: A 04 of the statement could not be read: its balance cannot be checked.
+    incomplete: bool = False
 
 
 @dataclass(slots=True)
@@ -173,6 +175,17 @@ class _PendingMovement:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Unreadable:
+    """A 04 that could not be read: its 05 records still belong to it (checked on their own,
+    never reported as orphans), so one bad field gives one deviation."""
+
+    line: int
+    #: Positions 3-20 and 22-40 of the 04, or ``None`` when the fault is in them (the 05s
+    #: are then not compared with it: the 04's zones are the ones in doubt).
+    head: str | None
+
+
 def _join_label(text: str, piece: str) -> str:
     # Our writer cuts labels at fixed positions; a continuation after a zone that ends in
     # a blank (a bank's short label, or our cut falling on a blank) joins with one blank.
@@ -188,6 +201,7 @@ class _Parser:
         self.statements: list[Statement] = []
         self.open: _Open | None = None
         self.movement: _PendingMovement | None = None
+        self.unreadable: _Unreadable | None = None
         self.last_closed: dict[tuple[str, str, str, str], tuple[int, Statement]] = {}
 
     def deviate(self, line: int, column: int, message: str, *, fatal: bool = False) -> None:
@@ -373,11 +387,15 @@ class _Parser:
         self.open = _Open(line, account, key, target, day, balance)
 
     def movement_record(self, line: int, record: str) -> None:
+        head = record[2:20] + record[21:40]
         if self.open is None:
             self.deviate(line, 1, "mouvement (04) hors d'un relevé : 01 manquant", fatal=True)
+            self.unreadable = _Unreadable(line, head)
             return
         zones = self.account_zones(line, record)
         if zones is None or not self.same_statement(line, zones[3], self.open):
+            self.unreadable = _Unreadable(line, None)
+            self.open.incomplete = True
             return
         decimals, target = zones[1], self.open.decimals
         internal = record[7:11]
@@ -405,10 +423,12 @@ class _Parser:
                 self.deviate(line, 89 + offset, f"{what} {char!r} : 0, 1 ou blanc attendu")
         amount = self.amount(line, record, decimals, target)
         if booking is None or value is None or amount is None:
+            self.unreadable = _Unreadable(line, None if booking is None else head)
+            self.open.incomplete = True
             return
         self.movement = _PendingMovement(
             line=line,
-            head=record[2:20] + record[21:40],
+            head=head,
             booking_date=booking,
             value_date=value,
             amount=amount,
@@ -424,19 +444,18 @@ class _Parser:
 
     def complement(self, line: int, record: str) -> None:
         movement = self.movement
-        if movement is None:
+        owner = movement or self.unreadable
+        if owner is None:
             self.deviate(line, 1, "complément (05) sans mouvement (04) qui le précède", fatal=True)
             return
         # Position 21 is excluded: banks put a legacy "E" in the 04 only.
         head = record[2:20] + record[21:40]
-        if head != movement.head:
-            index = next(
-                i for i, (a, b) in enumerate(zip(head, movement.head, strict=True)) if a != b
-            )
+        if owner.head is not None and head != owner.head:
+            index = next(i for i, (a, b) in enumerate(zip(head, owner.head, strict=True)) if a != b)
             self.deviate(
                 line,
                 3 + index + (index >= 18),
-                f"positions 3-40 différentes de celles du mouvement (ligne {movement.line})",
+                f"positions 3-40 différentes de celles du mouvement (ligne {owner.line})",
             )
         self.blank(line, record, 41, 45)
         qualifier = record[45:48]
@@ -450,6 +469,8 @@ class _Parser:
                 self.deviate(line, 46, "qualifiant absent")
         else:
             self.sub_layout(line, upper, data)
+        if movement is None:
+            return  # the complement of an unreadable 04: checked, nothing to keep
         if upper == "LIB" and movement.continuing_label:
             movement.label = _join_label(movement.label, data)
             return
@@ -480,6 +501,7 @@ class _Parser:
             self.blank(line, " " * 48 + data, 80, 118)
 
     def flush_movement(self) -> None:
+        self.unreadable = None
         if self.movement is not None:
             assert self.open is not None
             self.open.movements.append(self.movement.freeze())
@@ -522,7 +544,8 @@ class _Parser:
             balance,
             tuple(current.movements),
         )
-        if not statement.is_balanced:
+        if not statement.is_balanced and not current.incomplete:
+            # With an unreadable 04 the balances cannot agree: that deviation is reported.
             computed = current.opening_balance + sum(m.amount for m in current.movements)
             self.deviate(
                 line,

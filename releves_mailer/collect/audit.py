@@ -12,6 +12,9 @@ per bank account (statements in due date order):
   totals stored match the lines; no unexplained balance gap;
 - files: sha256 and size match the stored bytes; the CFONB120 file reads back with the same
   dates, balances and number of movements; the CSV has one line per correction;
+- entry numbers: the account's counter goes on from the previous statement by one per
+  movement line; each numbered line has the next number, and the file carries it (the lines
+  of statements cut before migration 0010 have none: their files kept the provider's ids);
 - lines: no movement dated after D; every transaction has at most one standing movement
   line, every earlier one is withdrawn by exactly one CSV line of a later statement;
 - completeness (database): every reportable transaction known at the last statement's
@@ -298,6 +301,16 @@ def _check_chain(
         for line in movements:
             if line.booking_date > statement.due_date:
                 problem("date_future", f"mouvement {line.provider_id} après D", statement)
+        first_entry = 1 if previous is None else (previous.last_entry_number or 0) + 1
+        if statement.last_entry_number != first_entry + len(movements) - 1 or any(
+            line.entry_number not in (None, first_entry + index)
+            for index, line in enumerate(movements)
+        ):
+            problem(
+                "numeros_ecriture",
+                f"numéros d'écriture non consécutifs à partir de {first_entry}",
+                statement,
+            )
         found.extend(_check_files(account, statement, movements, corrections, files))
         previous = statement
     return found
@@ -334,6 +347,20 @@ def _check_files(
         ):
             found.append(
                 Problem("cfonb", "le fichier CFONB ne dit pas le relevé", account.id, statement.id)
+            )
+        elif any(
+            line.entry_number is not None
+            and movement.entry_number
+            != cfonb.complements.entry_number_from_counter(line.entry_number)
+            for movement, line in zip(read.movements, movements, strict=True)
+        ):
+            found.append(
+                Problem(
+                    "numeros_ecriture",
+                    "les numéros d'écriture du fichier CFONB ne sont pas ceux des lignes",
+                    account.id,
+                    statement.id,
+                )
             )
     csv_content = files.get((statement.id, "csv"))
     if corrections:

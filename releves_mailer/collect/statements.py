@@ -27,6 +27,11 @@ The rules (``docs/statements.md`` has the long version):
   CSV bytes, a pure function of the statement's data), the transactions' reporting marks and
   the account's ``last_reported_date``. A crash leaves nothing or everything; the unique
   (account, due date) constraint makes a second cut impossible.
+- Entry numbers (04 positions 82-88): a counter per account, given to the movement lines in
+  the statement's order when it is cut and stored on the lines in the same transaction; the
+  next statement goes on from the previous one's last number, so a retry gives the same
+  numbers and no number comes twice on an account. A movement withdrawn by a CSV and
+  reported again is a new line with a new number.
 - When the night is over and the account has no fresh data, a row is kept ``en_cours``
   (no failure known: the collection is late) or ``echec`` (the connection failed, reason in
   French); it is completed in place as soon as fresh data arrives, in due date order.
@@ -370,7 +375,7 @@ class CorrectionData:
         return (self.booking_date, self.provider_id, self.withdraws_line_id)
 
 
-def _movement(line: LineData) -> cfonb.Movement:
+def _movement(line: LineData, entry_number: int) -> cfonb.Movement:
     complements: list[cfonb.Complement] = []
     reference_zone = ""
     builders = cfonb.complements
@@ -398,7 +403,7 @@ def _movement(line: LineData) -> cfonb.Movement:
             line.type or None, line.amount, line.label, card=line.type in _CARD_TYPES
         ),
         value_date=line.value_date,
-        entry_number=cfonb.complements.entry_number_from_id(line.provider_id),
+        entry_number=cfonb.complements.entry_number_from_counter(entry_number),
         reference=reference_zone,
         complements=tuple(complements),
     )
@@ -411,14 +416,18 @@ def render_cfonb(
     opening_balance: int,
     due: dt.date,
     lines: Sequence[LineData],
+    first_entry: int = 1,
 ) -> bytes:
-    """The CFONB120 file of a statement: a pure function of its data (no clock, no ids)."""
+    """The CFONB120 file of a statement: a pure function of its data (no clock, no ids).
+
+    The movements carry the entry numbers ``first_entry``, ``first_entry + 1``... in order.
+    """
     statement = cfonb.Statement.build(
         cfonb.Account.from_iban(iban, currency),
         period_start,
         opening_balance,
         due,
-        (_movement(line) for line in lines),
+        (_movement(line, first_entry + index) for index, line in enumerate(lines)),
     )
     return cfonb.dumps([statement]).encode("ascii")
 
@@ -1115,6 +1124,18 @@ def _corrections(
     return corrections, again, withdrawn
 
 
+def _first_entry(target: _Target) -> int:
+    """The entry number of the statement's first movement: the account's counter goes on
+    from the previous statement's last number (1 for the first statement). A retry or a
+    rebuild of the same statement has the same previous statement, hence the same numbers."""
+    previous = target.previous
+    if previous is None:
+        return 1
+    # Every produced statement has its counter (migration 0010 numbered the older ones).
+    assert previous.last_entry_number is not None
+    return previous.last_entry_number + 1
+
+
 async def _build(target: _Target, facts: _Facts, now: dt.datetime) -> _Built:
     """Compute one statement in memory (raises :class:`_BuildFailed`, nothing written)."""
     account, redevable, due = target.account, target.redevable, target.due
@@ -1165,13 +1186,16 @@ async def _build(target: _Target, facts: _Facts, now: dt.datetime) -> _Built:
         raise _BuildFailed(
             "IBAN inconnu : le fichier CFONB120 ne peut pas être produit", account.id
         )
+    first_entry = _first_entry(target)
     try:
         if len(lines) > THREAD_THRESHOLD:
             cfonb_bytes = await asyncio.to_thread(
-                render_cfonb, iban, currency, period_start, opening, due, lines
+                render_cfonb, iban, currency, period_start, opening, due, lines, first_entry
             )
         else:
-            cfonb_bytes = render_cfonb(iban, currency, period_start, opening, due, lines)
+            cfonb_bytes = render_cfonb(
+                iban, currency, period_start, opening, due, lines, first_entry
+            )
     except (cfonb.CfonbWriteError, ValueError) as error:
         raise _BuildFailed(f"fichier CFONB120 impossible : {error}", account.id) from None
     csv_bytes = render_csv(iban, currency, corrections) if corrections else None
@@ -1252,6 +1276,7 @@ def _cut_values(item: _Built, now: dt.datetime) -> dict[str, Any]:
         "balance_gap": None if bank_balance is None else closing - bank_balance,
         "explained_gap": explained,
         "balance_mismatch": mismatch,
+        "last_entry_number": _first_entry(item.target) + len(item.lines) - 1,
     }
 
 
@@ -1327,6 +1352,7 @@ async def _write(
     for item, sid in zip(built, statement_ids, strict=True):
         account = item.target.account
         account_id, due = account.id, item.target.due
+        first_entry = _first_entry(item.target)
         for position, line in enumerate(item.lines, 1):
             line_rows.append(
                 {
@@ -1335,6 +1361,7 @@ async def _write(
                     "transaction_id": line.transaction_id,
                     "kind": LineKind.MOVEMENT,
                     "position": position,
+                    "entry_number": first_entry + position - 1,
                     "provider_id": line.provider_id,
                     "booking_date": line.booking_date,
                     "value_date": line.value_date,
@@ -1365,6 +1392,7 @@ async def _write(
                     "transaction_id": correction.transaction_id,
                     "kind": LineKind.CORRECTION,
                     "position": position,
+                    "entry_number": None,
                     "provider_id": correction.provider_id,
                     "booking_date": correction.booking_date,
                     "value_date": correction.value_date,

@@ -34,6 +34,21 @@ def test_check_lists_each_deviation_with_its_place() -> None:
     assert "non conforme, 7 écarts" in result.stderr
 
 
+def test_check_one_bad_field_in_a_movement_is_one_error(tmp_path: Path) -> None:
+    """An invalid 04 followed by its 05 records: one error, not one per record."""
+    lines = (GOLDEN / "eur_basic.cfonb").read_text(encoding="ascii").split("\n")
+    assert [line[:2] for line in lines[1:4]] == ["04", "05", "05"]
+    lines[1] = lines[1][:34] + "310224" + lines[1][40:]  # 31/02/24: no such day
+    path = tmp_path / "bad.cfonb"
+    path.write_text("\n".join(lines), encoding="ascii")
+    result = CliRunner().invoke(cfonb, ["check", str(path)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{path}:2:35: date de comptabilisation '310224' invalide (JJMMAA attendu)"
+    ]
+    assert "non conforme, 1 écart (1 relevé, 1 mouvement lus)" in result.stderr
+
+
 def test_check_unreadable_file_is_one_french_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cfonb, ["check", str(tmp_path / "absent.cfonb")])
     assert result.exit_code == 1
@@ -105,7 +120,7 @@ def test_show_json_zero_decimals() -> None:
 def test_show_unreadable_parts_exit_non_zero() -> None:
     result = CliRunner().invoke(cfonb, ["show", str(GOLDEN / "invalid.cfonb")])
     assert result.exit_code == 1
-    assert "5 écarts empêchent de lire une partie du fichier" in result.stderr
+    assert "4 écarts empêchent de lire une partie du fichier" in result.stderr
     assert "CB BOULANGERIE" in result.stdout
 
 
@@ -114,7 +129,7 @@ def test_real_exit_codes_through_a_subprocess() -> None:
         [*RUN, "check", str(GOLDEN / "invalid.cfonb")], capture_output=True, text=True
     )
     assert bad.returncode == 1
-    assert f"{GOLDEN / 'invalid.cfonb'}:6:91: nouveau solde 96,00" in bad.stdout
+    assert f"{GOLDEN / 'invalid.cfonb'}:2:91: montant '0000000000045Z' invalide" in bad.stdout
     good = subprocess.run(
         [*RUN, "check", str(GOLDEN / "kwd.cfonb")], capture_output=True, text=True
     )

@@ -50,12 +50,7 @@ def test_no_separator_reports_record_numbers() -> None:
             fatal=True,
         ),
         Deviation(5, 3, "code banque 'X0006' : 5 chiffres attendus"),
-        # The movement could not be kept, so the balances no longer add up.
-        Deviation(
-            6,
-            91,
-            "nouveau solde 1018527,41 différent de l'ancien solde + mouvements = 1215,52",
-        ),
+        # The movement could not be kept: its 07 cannot add up, which is not reported again.
     )
 
 
@@ -87,20 +82,18 @@ def test_invalid_file_deviations() -> None:
     result = parse(text("invalid.cfonb"))
     found = [(d.line, d.column, d.fatal) for d in result.deviations]
     assert found == [
-        (2, 91, True),  # amount ending with Z
-        (3, 1, True),  # 05 whose 04 could not be read
+        (2, 91, True),  # amount ending with Z (its 05 on line 3 still belongs to it)
         (4, 33, False),  # op code ZZ
         (4, 89, False),  # exemption index X
         (5, 1, True),  # record code 06
-        (6, 91, False),  # 96,00 written, 100,00 - 4,50 computed
+        # Line 6: no balance deviation, the movement of line 2 could not be read.
         (7, 1, False),  # blank line
         (8, 1, True),  # 04 outside a statement
         (9, 1, True),  # 01 never closed
         (9, 3, False),  # bank code 3000A
     ]
     messages = [d.message for d in result.deviations]
-    assert "96,00" in messages[5] and "95,50" in messages[5]
-    assert "'ZZ'" in messages[2]
+    assert "'ZZ'" in messages[1]
     with pytest.raises(CfonbReadError):
         read(text("invalid.cfonb"))
     # What could be read is still given.
@@ -233,3 +226,60 @@ def test_movement_booked_after_the_period_end() -> None:
     late = lines[4][:34] + "010224" + lines[4][40:]
     found = [(d.line, d.column) for d in check("\n".join([*lines[:4], late, *lines[5:]]))]
     assert found == [(5, 35)]
+
+
+def test_closing_balance_that_is_not_opening_plus_movements() -> None:
+    lines = EUR.split("\n")
+    closing = lines[5][:90] + "0000010185275A" + lines[5][104:]
+    result = parse("\n".join([*lines[:5], closing, ""]))
+    assert [(d.line, d.column, d.fatal) for d in result.deviations] == [(6, 91, False)]
+    assert result.deviations[0].message == (
+        "nouveau solde 1018527,51 différent de l'ancien solde + mouvements = 1018527,41"
+    )
+
+
+def test_orphan_complement() -> None:
+    lines = EUR.split("\n")
+    result = parse("\n".join([lines[0], lines[2], lines[5], ""]))
+    assert [(d.line, d.column, d.fatal) for d in result.deviations][:1] == [(2, 1, True)]
+    assert [d.line for d in result.deviations].count(2) == 1
+
+
+def _bad_movement(zone: slice, value: str) -> str:
+    """EUR_BASIC with ``value`` written over ``zone`` of its first 04 only (the 05 records that
+    follow it keep their zones)."""
+    lines = EUR.split("\n")
+    first = lines[1]
+    lines[1] = first[: zone.start] + value + first[zone.stop :]
+    assert len(lines[1]) == 120
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("zone", "value", "column"),
+    [
+        (slice(90, 104), "0000000000190Z", 91),  # amount: no overpunch Z
+        (slice(34, 40), "320124", 35),  # booking date (repeated by the 05 records)
+        (slice(42, 48), "050A24", 43),  # value date
+        (slice(19, 20), "X", 20),  # number of decimals
+        (slice(31, 32), "2", 32),  # another account than the 01's
+    ],
+    ids=["amount", "booking-date", "value-date", "decimals", "account"],
+)
+def test_one_bad_field_in_a_movement_is_one_deviation(zone: slice, value: str, column: int) -> None:
+    """The 05 records of an unreadable 04 still belong to it: neither orphans, nor compared
+    with the 04 zone in doubt; the 07 balance, which cannot agree, is not reported either."""
+    result = parse(_bad_movement(zone, value))
+    assert [(d.line, d.column, d.fatal) for d in result.deviations] == [(2, column, True)]
+    # The rest of the file is read: the statement with its other movement.
+    (statement,) = result.statements
+    assert [m.label for m in statement.movements] == ["VIR SEPA CLIENT DUPONT"]
+    assert statement.closing_balance == EUR_BASIC[0].closing_balance
+
+
+def test_complements_of_an_unreadable_movement_are_still_checked() -> None:
+    lines = _bad_movement(slice(90, 104), "0000000000190Z").split("\n")
+    lines[2] = lines[2][:45] + "XYZ" + lines[2][48:]  # unknown qualifier
+    lines[3] = lines[3][:2] + "30007" + lines[3][7:]  # not the 04's bank code
+    found = [(d.line, d.column) for d in parse("\n".join(lines)).deviations]
+    assert found == [(2, 91), (3, 46), (4, 7)]

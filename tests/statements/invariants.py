@@ -47,6 +47,8 @@ class Summary:
     deleted_after_report: int = 0
     changed_after_report: int = 0
     resumed: int = 0
+    #: 04 records whose entry number was checked (7 digits, never twice on an account).
+    entry_numbers: int = 0
     statements_by_periodicity: Counter[str] = field(default_factory=Counter)
     files: dict[tuple[str, str, dt.date, str], bytes] = field(default_factory=dict)
 
@@ -185,6 +187,7 @@ def _check_account(
     for line in lines:
         by_statement[line.statement_id].append(line)
     previous: Statement | None = None
+    numbers_seen: set[str] = set()
     for statement in done:
         mine = by_statement[statement.id]
         movements = sorted(
@@ -219,6 +222,15 @@ def _check_account(
             statement.closing_balance,
         )
         assert [m.amount for m in read.movements] == [line.amount for line in movements]
+        # Entry numbers: 7 digits, the ones stored on the lines, never twice on the account.
+        numbers = [m.entry_number for m in read.movements]
+        assert all(len(n) == 7 and n.isdigit() for n in numbers), f"{where}: {numbers}"
+        assert numbers == [f"{line.entry_number:07d}" for line in movements], where
+        assert numbers_seen.isdisjoint(numbers) and len(set(numbers)) == len(numbers), (
+            f"{where}: entry number repeated in {numbers}"
+        )
+        numbers_seen.update(numbers)
+        summary.entry_numbers += len(numbers)
         assert all(line.booking_date <= statement.due_date for line in movements)
         key = (redevable.siren, account.provider_account_id, statement.due_date)
         summary.files[(*key, "cfonb")] = files[(statement.id, "cfonb")]
@@ -227,6 +239,8 @@ def _check_account(
         if csv_content is not None:
             summary.files[(*key, "csv")] = csv_content
         previous = statement
+    # The account's counter gave 1, 2, 3... one number per movement line, none skipped.
+    assert numbers_seen == {f"{n:07d}" for n in range(1, len(numbers_seen) + 1)}, where
     if not done:
         return
     _check_truth(

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import set_redevable_accounts_active
@@ -115,6 +115,11 @@ async def test_a_year_of_twenty_redevables(database: Database, keyring: KeyRing)
             count = len(expected_dues(schedule, activated, YEAR_END, off.get(redevable.id)))
             key = str(redevable.periodicity)
             expected_by_periodicity[key] = expected_by_periodicity.get(key, 0) + count
+        movement_lines = await session.scalar(
+            select(func.count())
+            .select_from(StatementLine)
+            .where(StatementLine.kind == LineKind.MOVEMENT)
+        )
         pending_lines = await session.scalar(
             select(StatementLine.id).where(StatementLine.pending.is_(True)).limit(1)
         )
@@ -137,6 +142,9 @@ async def test_a_year_of_twenty_redevables(database: Database, keyring: KeyRing)
         # switched off for a month aside).
         assert expected_by_periodicity[str(periodicity)] >= count
     assert summary.accounts == len(accounts) >= 40
+    # Every 04 of the year was checked: 7 digits, never twice on one account (a movement
+    # withdrawn by a CSV and reported again got a new number).
+    assert summary.entry_numbers == movement_lines > summary.booked_checked
     assert summary.resumed >= 1
     # The scenario really has what it is meant to have.
     assert summary.booked_checked > 5_000

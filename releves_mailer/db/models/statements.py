@@ -137,6 +137,10 @@ class Statement(Base):
     cfonb_size: Mapped[int | None] = mapped_column(Integer)
     csv_sha256: Mapped[str | None] = mapped_column(String(64))
     csv_size: Mapped[int | None] = mapped_column(Integer)
+    #: The account's entry-number counter once this statement is cut: its movements carry
+    #: ``last_entry_number - movement_count + 1`` .. ``last_entry_number`` (None until cut).
+    #: The next statement of the account goes on from it.
+    last_entry_number: Mapped[int | None] = mapped_column(BigInteger)
     #: Filled by the delivery step (next issue).
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     message_id: Mapped[str | None] = mapped_column(String(250))
@@ -155,6 +159,9 @@ class StatementLine(Base):
         Index("ix_statement_line_statement", "statement_id", "position"),
         Index("ix_statement_line_transaction", "transaction_id"),
         Index("ix_statement_line_open_pending", "account_id", "pending_open"),
+        # An entry number is given once per account for the life of the account (NULL on
+        # correction lines: NULLs never collide in a unique index, SQLite and PostgreSQL).
+        Index("uq_statement_line_entry_number", "account_id", "entry_number", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -172,6 +179,10 @@ class StatementLine(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     label: Mapped[str] = mapped_column(String(500))
     reference: Mapped[str | None] = mapped_column(String(200))
+    #: Movement lines: the entry number of the 04 record (positions 82-88), from a counter per
+    #: account that only goes up (a re-posted correction is a new line with a new number);
+    #: the file carries it modulo 10^7, zero-padded to 7 digits. None on correction lines.
+    entry_number: Mapped[int | None] = mapped_column(BigInteger)
     #: The movement was reported while pending (redevable option ``include_pending``).
     pending: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Reported pending and not yet settled (booked unchanged) nor withdrawn: the builder
