@@ -91,18 +91,25 @@ class ImapSection(Section):
     max_literal_size: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_connections_per_login: int = Field(default=20, ge=1)
     idle_timeout_seconds: int = Field(default=1800, ge=60)
+    #: Caps on open connections (IMAP and IMAPS together), see ``releves_mailer.listeners``.
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_address: int = Field(default=50, ge=1)
 
 
 class SmtpSection(Section):
     listen: str = "127.0.0.1"
     port: Port = 2525
     max_message_size: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_connections: int = Field(default=200, ge=1)
+    max_connections_per_address: int = Field(default=20, ge=1)
 
 
 class HttpSection(Section):
     listen: str = "127.0.0.1"
     port: Port = 8080
     public_url: str = "http://127.0.0.1:8080"
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_address: int = Field(default=50, ge=1)
 
 
 class TlsSection(Section):

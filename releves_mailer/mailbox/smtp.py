@@ -25,10 +25,14 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from releves_mailer.clock import Clock
 from releves_mailer.config import SmtpSection
 from releves_mailer.interfaces import Authenticator
+from releves_mailer.listeners import ConnectionLimiter, Listener
 
 __all__ = ["InboundHandler", "SmtpServer"]
 
 _log = logging.getLogger(__name__)
+# aiosmtpd logs the answers to AUTH challenges (base64 login and password) at DEBUG and
+# every command line at INFO: its own logger only ever passes warnings.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 #: Delivers one message to several local addresses, all or none.
 DeliverFunction = Callable[[Sequence[str], bytes], Awaitable[None]]
@@ -156,7 +160,10 @@ class SmtpServer:
         self.ssl_context = ssl_context
         self.hostname = hostname
         self.port: int | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self.limiter = ConnectionLimiter(
+            "SMTP", config.max_connections, config.max_connections_per_address
+        )
+        self._listener: Listener | None = None
 
     def _protocol(self) -> SMTP:
         return SMTP(
@@ -172,17 +179,17 @@ class SmtpServer:
         )
 
     async def start(self, stack: AsyncExitStack | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol, self.config.listen, self.config.port
+        listener = Listener(
+            self.limiter, self._protocol, refusal=b"421 4.7.0 Too many connections\r\n"
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        await listener.start(self.config.listen, self.config.port)
+        self._listener = listener
+        self.port = listener.port
         _log.info("SMTP listening on %s:%d", self.config.listen, self.port)
         if stack is not None:
             stack.push_async_callback(self.stop)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
