@@ -51,10 +51,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _create_private(path: str | None) -> None:
-    """Create the SQLite file 0600 if missing: its WAL and shared-memory files copy its mode."""
+    """Before SQLite opens it: create the file 0600 if missing (SQLite would follow the umask;
+    the WAL and shared-memory files copy the database's mode)."""
     if not path or path == ":memory:" or path.startswith("file:"):
         return
-    # A missing folder is left for SQLite to report, at the first connection.
+    # A missing folder is left for SQLite to report.
     with contextlib.suppress(FileExistsError, FileNotFoundError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
@@ -77,9 +78,10 @@ class Database:
                 options.setdefault("max_overflow", 0)
                 options.setdefault("pool_timeout", POOL_TIMEOUT)
                 options.setdefault("pool_use_lifo", True)
-            _create_private(self.url.database)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
+            path = self.url.database
+            event.listen(self.engine.sync_engine, "do_connect", lambda *_: _create_private(path))
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 

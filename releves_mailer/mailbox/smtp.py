@@ -30,8 +30,8 @@ from releves_mailer.listeners import ConnectionLimiter, Listener
 __all__ = ["InboundHandler", "SmtpServer"]
 
 _log = logging.getLogger(__name__)
-# aiosmtpd logs the answers to AUTH challenges (base64 login and password) at DEBUG and
-# every command line at INFO: its own logger only ever passes warnings.
+# aiosmtpd logs at DEBUG an AUTH answer it cannot decode (a password a misconfigured client
+# sent raw, not in base64) and every command line at INFO: its own logger passes warnings.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 #: Delivers one message to several local addresses, all or none.

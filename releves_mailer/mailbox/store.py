@@ -35,7 +35,7 @@ from releves_mailer.clock import Clock
 from releves_mailer.db import Database
 from releves_mailer.db.engine import POOL_TIMEOUT
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
-from releves_mailer.files import write_atomically
+from releves_mailer.files import make_private_dir, write_atomically
 from releves_mailer.interfaces import MailDelivery, MessageSink
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
@@ -261,7 +261,7 @@ class MessageStore:
         path = self._blob_path(blob)
         if path.exists():
             return blob
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         write_atomically(path, raw, sync_directory=True)
         return blob
 

@@ -7,7 +7,9 @@ utilisé / expiré) derives from its dates. A token that does not match any stor
 tampered one included, is simply unknown.
 
 The mail that carries a link is queued in the outbox in the same transaction as the link row,
-so a link is never stored without its mail, nor mailed without being stored.
+so a link is never stored without its mail, nor mailed without being stored. That mail, the
+only other copy of the clear token, leaves the database once sent: the outbox then drops
+message bodies and keeps only their sending history.
 """
 
 from __future__ import annotations
