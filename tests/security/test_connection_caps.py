@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import imaplib
 import os
 import smtplib
@@ -28,11 +27,11 @@ import httpx
 import pytest
 
 from releves_mailer.bootstrap import initialise_data_dir
-from releves_mailer.clock import ManualClock, SystemClock
+from releves_mailer.clock import SystemClock
 from releves_mailer.config import Config, HttpSection, ImapSection, SmtpSection
 from releves_mailer.db import Database
-from releves_mailer.portfolio.accounts import AccountInput, create_account
-from tests.factories import PASSWORD, make_nic, make_siren
+from releves_mailer.portfolio.accounts import create_account
+from tests.factories import CABINET, PASSWORD
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_NOFILE, 127.0.0.2")
 
@@ -65,17 +64,7 @@ async def prepare(directory: Path) -> Config:
     database = Database(config.database_url)
     try:
         async with database.session() as session:
-            await create_account(
-                session,
-                ManualClock(dt.datetime(2026, 3, 10, 9, 30, tzinfo=dt.UTC)),
-                AccountInput(
-                    login="cabinet",
-                    company_name="Cabinet Martin",
-                    siret=make_siren(1) + make_nic(make_siren(1)),
-                    email="chef@cabinet.example",
-                ),
-                PASSWORD,
-            )
+            await create_account(session, SystemClock(), CABINET, PASSWORD)
     finally:
         await database.dispose()
     return config
