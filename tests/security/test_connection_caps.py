@@ -13,25 +13,19 @@ line about it, not a traceback per attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import imaplib
-import os
 import smtplib
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 import pytest
 
-from releves_mailer.bootstrap import initialise_data_dir
-from releves_mailer.clock import SystemClock
-from releves_mailer.config import Config, HttpSection, ImapSection, SmtpSection
-from releves_mailer.db import Database
-from releves_mailer.portfolio.accounts import create_account
-from tests.factories import CABINET, PASSWORD
+from releves_mailer.config import HttpSection, ImapSection, SmtpSection
+from tests.factories import PASSWORD
+from tests.security.capped_daemon import DOMAIN, Child, capped_daemon
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_NOFILE, 127.0.0.2")
 
@@ -39,67 +33,12 @@ LIMIT = 256
 IDLE_PER_SERVICE = 150
 ATTACKER = "127.0.0.2"
 LATE_CLIENT = "127.0.0.3"
-DOMAIN = "releves.localhost"
-
-
-@dataclass
-class Child:
-    process: asyncio.subprocess.Process
-    ports: dict[str, int]
-    log: Path
-
-    async def say(self, command: str) -> str:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(command.encode() + b"\n")
-        await self.process.stdin.drain()
-        if command == "stop":
-            return ""
-        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
-        return line.decode().strip()
-
-
-async def prepare(directory: Path) -> Config:
-    """A data directory with one account, ``cabinet``, password ``PASSWORD``."""
-    config = await initialise_data_dir(directory, DOMAIN, SystemClock())
-    database = Database(config.database_url)
-    try:
-        async with database.session() as session:
-            await create_account(session, SystemClock(), CABINET, PASSWORD)
-    finally:
-        await database.dispose()
-    return config
 
 
 @pytest.fixture
 async def child(tmp_path: Path) -> AsyncIterator[Child]:
-    config = await prepare(tmp_path / "data")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELEVES_MAILER")}
-    env["RELEVES_MAILER__LOGGING__FILE"] = "daemon.log"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.security.capped_daemon",
-        str(config.source),
-        str(LIMIT),
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        line = (await asyncio.wait_for(process.stdout.readline(), 300)).decode().split()
-        assert line and line[0] == "ready", line
-        ports = {name: int(port) for name, port in (item.split("=") for item in line[1:])}
-        yield Child(process, ports, config.data_dir / "daemon.log")
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ConnectionError):
-                await Child(process, {}, Path()).say("stop")
-            try:
-                await asyncio.wait_for(process.wait(), 60)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    async with capped_daemon(tmp_path / "data", LIMIT) as running:
+        yield running
 
 
 async def first_bytes(port: int, source: str, seconds: float) -> tuple[bytes, asyncio.StreamWriter]:
