@@ -11,6 +11,7 @@ from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
 from releves_mailer.errors import UserError
+from releves_mailer.files import make_private_dir, write_atomically
 from releves_mailer.resources import example_config_path
 from releves_mailer.signing.certificates import write_signing_pair, write_tls_pair
 from releves_mailer.signing.secrets import generate_key_file
@@ -45,11 +46,11 @@ def _write_files(directory: Path, domain: str, clock: Clock) -> tuple[Path, Conf
     domain = domain.lower()
     if not _DOMAIN.fullmatch(domain):
         raise UserError(f"nom de domaine invalide « {domain} »")
-    directory.mkdir(parents=True, exist_ok=True)
+    make_private_dir(directory)
     text = example_config_path().read_text(encoding="utf-8")
     text = text.replace('domain = "releves.localhost"', f'domain = "{domain}"', 1)
     staging = directory / (CONFIG_FILE_NAME + ".tmp")
-    staging.write_text(text, encoding="utf-8")
+    write_atomically(staging, text.encode("utf-8"))
     config = load_config(staging)
     generated = (
         config.path(config.secrets.key_file),

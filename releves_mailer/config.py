@@ -98,6 +98,9 @@ class ImapSection(Section):
     preauth_idle_timeout_seconds: int = Field(default=60, ge=1)
     # Literals above this go to a temporary file; message bodies above it are streamed.
     spool_threshold: int = Field(default=1024 * 1024, ge=4096)
+    #: Caps on open connections (IMAP and IMAPS together), see ``releves_mailer.listeners``.
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_address: int = Field(default=50, ge=1)
 
 
 class SmtpSection(Section):
@@ -108,6 +111,9 @@ class SmtpSection(Section):
     trusted_networks: list[IPvAnyNetwork] = Field(default_factory=list, max_length=100)
     #: Bytes one mail address may hold (all its folders) before SMTP answers 552.
     mailbox_quota: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    #: Caps on open connections, see ``releves_mailer.listeners``.
+    max_connections: int = Field(default=200, ge=1)
+    max_connections_per_address: int = Field(default=20, ge=1)
 
 
 class AuthSection(Section):
@@ -128,6 +134,8 @@ class HttpSection(Section):
     listen: str = "127.0.0.1"
     port: Port = 8080
     public_url: str = "http://127.0.0.1:8080"
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_address: int = Field(default=50, ge=1)
 
 
 class TlsSection(Section):

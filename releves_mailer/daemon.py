@@ -35,7 +35,7 @@ from releves_mailer.config import Config, ConfigError
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
-from releves_mailer.files import write_atomically
+from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
 from releves_mailer.jobs import Collector
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.imap.server import ImapServer
@@ -147,6 +147,9 @@ class Daemon:
 
     async def start(self, stack: AsyncExitStack) -> None:
         config = self.config
+        # Folders made before 0700 was the rule: closing the top one hides all they hold.
+        make_private_dir(config.data_dir)
+        config.data_dir.chmod(PRIVATE_DIR)
         database = Database(config.database_url)
         stack.push_async_callback(database.dispose)
         try:

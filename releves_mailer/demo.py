@@ -19,6 +19,7 @@ from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.models import ReceptionMode
 from releves_mailer.errors import UserError
+from releves_mailer.files import make_private_dir
 from releves_mailer.portfolio.accounts import AccountInput, create_account, subscribe
 from releves_mailer.portfolio.passwords import check_password_strength
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
@@ -81,7 +82,7 @@ def demo_password(data_dir: Path, password_file: Path | None) -> str:
     if kept.exists():
         return kept.read_text(encoding="utf-8").strip()
     password = secrets.token_urlsafe(12)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     descriptor = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(password + "\n")

@@ -1,4 +1,9 @@
-"""Writing files whole: a reader, another process or a crash never sees half a file."""
+"""Files of the data directory: private (0700 folders, 0600 files) and written whole.
+
+Whatever the umask, what the daemon creates is readable by its own user only: tokens,
+mails and statements live there. A reader, another process or a crash never sees half a
+file.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,31 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "make_private_dir", "write_atomically"]
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700 (existing folders are left as is)."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue  # made meanwhile by another writer
+        # mkdir's mode passes through the umask, which can only narrow it (0500 under a
+        # umask of 277, and the daemon could not write there): set it exactly.
+        os.chmod(folder, PRIVATE_DIR)
 
 
 def write_atomically(
-    path: Path, data: bytes, *, mode: int = 0o666, sync_directory: bool = False
+    path: Path, data: bytes, *, mode: int = PRIVATE_FILE, sync_directory: bool = False
 ) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it.
 

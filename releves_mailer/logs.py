@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from releves_mailer.config import LoggingSection
+from releves_mailer.files import PRIVATE_FILE, make_private_dir
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
@@ -41,7 +43,9 @@ def configure_logging(section: LoggingSection, data_dir: Path) -> None:
     handler: logging.Handler
     if section.file is not None:
         path = section.file if section.file.is_absolute() else data_dir / section.file
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
+        # Created 0600 before the handler opens it for appending (it would follow the umask).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE))
         handler = logging.FileHandler(path, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)

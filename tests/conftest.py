@@ -22,7 +22,7 @@ from releves_mailer.db.models import PortalAccount
 from releves_mailer.portfolio.accounts import AccountInput, create_account
 from releves_mailer.signing.certificates import write_signing_pair
 from releves_mailer.signing.smime import SmimeSigner
-from tests.factories import PASSWORD, make_nic, make_siren
+from tests.factories import CABINET, PASSWORD, make_nic, make_siren
 
 #: Set to a PostgreSQL URL (``postgresql+asyncpg://postgres@127.0.0.1:5432/test``) to run
 #: every database test on PostgreSQL instead of SQLite.
@@ -93,17 +93,7 @@ def clock() -> ManualClock:
 async def family(database: Database, clock: ManualClock) -> tuple[PortalAccount, PortalAccount]:
     """A primary account ``cabinet`` and its secondary ``agence``, password ``PASSWORD``."""
     async with database.session() as session:
-        primary = await create_account(
-            session,
-            clock,
-            AccountInput(
-                login="cabinet",
-                company_name="Cabinet Martin",
-                siret=make_siren(1) + make_nic(make_siren(1)),
-                email="chef@cabinet.example",
-            ),
-            PASSWORD,
-        )
+        primary = await create_account(session, clock, CABINET, PASSWORD)
         secondary = await create_account(
             session,
             clock,

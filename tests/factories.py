@@ -13,6 +13,7 @@ from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.testbank import TestBank, parse_error_schedule
 from releves_mailer.db import Database
 from releves_mailer.db.models import Periodicity, PortalAccount, Redevable
+from releves_mailer.portfolio.accounts import AccountInput
 from releves_mailer.signing.secrets import KeyRing
 
 PASSWORD = "correct horse battery"
@@ -27,6 +28,15 @@ def make_siren(index: int) -> str:
 def make_nic(siren: str, establishment: int = 1) -> str:
     base = f"{establishment:04d}"
     return base + luhn.calc_check_digit(siren + base)
+
+
+#: The primary account most tests log in with (password ``PASSWORD``).
+CABINET = AccountInput(
+    login="cabinet",
+    company_name="Cabinet Martin",
+    siret=make_siren(1) + make_nic(make_siren(1)),
+    email="chef@cabinet.example",
+)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
     app = ctx.ensure_object(AppContext)
     app.config_option = config_option
     app.debug = debug
+    # Everything the commands create (database, WAL, messages, keys, logs, exports) is the
+    # user's alone, whatever the umask of the shell; the code also asks for 0600/0700.
+    os.umask(0o077)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         stream=sys.stderr,

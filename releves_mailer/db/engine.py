@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,9 +20,15 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 __all__ = ["Database"]
 
-#: SQLite connections kept open between sessions (more are opened on demand and closed when
-#: returned, as without a pool).
-SQLITE_POOL_SIZE = 5
+#: SQLite connections of the pool, opened on demand and then kept open; past them, sessions
+#: wait for a connection (up to ``POOL_TIMEOUT``), so a storm of logins queues instead of
+#: opening a file handle each. There is no overflow: SQLite (in WAL mode) does not release
+#: the descriptor of a connection closed while another one of the process is open, it keeps
+#: it for a later connection, so connections opened for a burst and closed afterwards
+#: would stay as open files (700 after a storm of 1,000 logins).
+SQLITE_POOL_SIZE = 10
+#: Seconds a session waits for a pooled connection before failing.
+POOL_TIMEOUT = 60.0
 #: Page cache of each SQLite connection, in KiB (SQLite's default is 2 MiB). The collection
 #: re-reads the recent rows of every account each night: with the default cache those reads
 #: go to the operating system, and SQL time nearly doubles on a portfolio of a few thousand
@@ -42,6 +50,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _create_private(path: str | None) -> None:
+    """Before SQLite opens it: create the file 0600 if missing (SQLite would follow the umask;
+    the WAL and shared-memory files copy the database's mode)."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    # A missing folder is left for SQLite to report.
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class Database:
     """One engine and its session factory; ``session()`` opens a unit of work."""
 
@@ -53,14 +71,17 @@ class Database:
             # thread, the PRAGMAs below and a schema parse, more than a short refresh itself.
             # An idle pooled connection holds no lock (it is rolled back when returned), so
             # other processes are not blocked; WAL and busy_timeout make them safe. Bursts
-            # beyond the pool get extra connections closed after use (no wait, no limit).
+            # beyond the pool queue (see SQLITE_POOL_SIZE).
             options.setdefault("poolclass", AsyncAdaptedQueuePool)
             if options["poolclass"] is AsyncAdaptedQueuePool:
                 options.setdefault("pool_size", SQLITE_POOL_SIZE)
-                options.setdefault("max_overflow", -1)
+                options.setdefault("max_overflow", 0)
+                options.setdefault("pool_timeout", POOL_TIMEOUT)
                 options.setdefault("pool_use_lifo", True)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
+            path = self.url.database
+            event.listen(self.engine.sync_engine, "do_connect", lambda *_: _create_private(path))
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 

@@ -32,11 +32,15 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from releves_mailer.clock import Clock
 from releves_mailer.config import SmtpSection
 from releves_mailer.interfaces import Authenticator, LoginGuard, LoginThrottled
+from releves_mailer.listeners import ConnectionLimiter, Listener
 from releves_mailer.mailbox.sasl import SaslError, decode_response, parse_plain
 
 __all__ = ["InboundHandler", "SmtpServer"]
 
 _log = logging.getLogger(__name__)
+# aiosmtpd logs at DEBUG an AUTH answer it cannot decode (a password a misconfigured client
+# sent raw, not in base64) and every command line at INFO: its own logger passes warnings.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 #: Delivers one message to several local addresses, all or none.
 DeliverFunction = Callable[[Sequence[str], bytes], Awaitable[None]]
@@ -256,7 +260,10 @@ class SmtpServer:
         self.ssl_context = ssl_context
         self.hostname = hostname
         self.port: int | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self.limiter = ConnectionLimiter(
+            "SMTP", config.max_connections, config.max_connections_per_address
+        )
+        self._listener: Listener | None = None
 
     def _protocol(self) -> SMTP:
         return SMTP(
@@ -272,17 +279,17 @@ class SmtpServer:
         )
 
     async def start(self, stack: AsyncExitStack | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol, self.config.listen, self.config.port
+        listener = Listener(
+            self.limiter, self._protocol, refusal=b"421 4.7.0 Too many connections\r\n"
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        await listener.start(self.config.listen, self.config.port)
+        self._listener = listener
+        self.port = listener.port
         _log.info("SMTP listening on %s:%d", self.config.listen, self.port)
         if stack is not None:
             stack.push_async_callback(self.stop)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None

@@ -34,8 +34,9 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
+from releves_mailer.db.engine import POOL_TIMEOUT
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
-from releves_mailer.files import write_atomically
+from releves_mailer.files import make_private_dir, write_atomically
 from releves_mailer.interfaces import MailDelivery, MessageSink
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
@@ -127,6 +128,10 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+#: SQLite connections of the store's own pool.
+STORE_POOL_SIZE = 8
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -177,11 +182,17 @@ class MessageStore:
         self._prepared_bytes = 0
         self._sessionmaker = database.sessionmaker
         if database.is_sqlite:
-            # The shared Database opens a new SQLite connection (and aiosqlite thread) per
-            # session; IMAP sessions run several short transactions per command, so the
-            # store keeps a small pool of its own over the same file.
+            # IMAP sessions run several short transactions per command: the store keeps a
+            # small pool of its own over the same file, so that they never wait behind the
+            # collection's long transactions. Bounded, without overflow, like the shared
+            # pool (see releves_mailer.db.engine.SQLITE_POOL_SIZE): a storm of sessions
+            # queues for these connections instead of opening file handles.
             self._engine = create_async_engine(
-                database.url, poolclass=AsyncAdaptedQueuePool, pool_size=4, max_overflow=16
+                database.url,
+                poolclass=AsyncAdaptedQueuePool,
+                pool_size=STORE_POOL_SIZE,
+                max_overflow=0,
+                pool_timeout=POOL_TIMEOUT,
             )
             sa_event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
             self._sessionmaker = async_sessionmaker(self._engine, expire_on_commit=False)
@@ -251,7 +262,7 @@ class MessageStore:
         path = self._blob_path(blob)
         if path.exists():
             return blob
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         write_atomically(path, raw, sync_directory=True)
         return blob
 

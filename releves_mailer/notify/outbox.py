@@ -10,7 +10,11 @@ errors are retried with exponential backoff (1 minute doubling up to 1 hour) for
 Mails are S/MIME signed with the portal's certificate when a signer is given (the daemon
 always gives one). With no relay configured (the embedded default), mail is filed instead: a
 copy goes into the portal account's own box when the caller names one, and the ``.eml`` file
-is written under ``<data_dir>/outbox/``; the log says so.
+is written under ``<data_dir>/outbox/`` (0600, for the admin to pass on); the log says so.
+
+A message's body leaves the database as soon as it is sent or given up: it may carry the
+clear token of a secure link. The row keeps the sending history (recipient, subject,
+Message-ID, dates, attempts, last error).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from releves_mailer.clock import Clock
 from releves_mailer.config import RelaySection
 from releves_mailer.db import Database
 from releves_mailer.db.models import OutboxMessage, OutboxState
-from releves_mailer.files import write_atomically
+from releves_mailer.files import make_private_dir, write_atomically
 from releves_mailer.interfaces import MessageSink
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
@@ -196,7 +200,7 @@ class Outbox:
         path = directory / f"{row.id:08d}.eml"
 
         def write() -> None:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(directory)
             write_atomically(path, row.raw)
 
         await asyncio.to_thread(write)
@@ -208,6 +212,8 @@ class Outbox:
         return where
 
     async def _finish(self, row: OutboxMessage, **values: object) -> None:
+        if values.get("state") in (OutboxState.SENT, OutboxState.FAILED):
+            values["raw"] = b""  # the body is not needed any more (see the module's doc)
         async with self.database.session() as session:
             await session.execute(
                 update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)

@@ -7,7 +7,9 @@ utilisé / expiré) derives from its dates. A token that does not match any stor
 tampered one included, is simply unknown.
 
 The mail that carries a link is queued in the outbox in the same transaction as the link row,
-so a link is never stored without its mail, nor mailed without being stored.
+so a link is never stored without its mail, nor mailed without being stored. That mail, the
+only other copy of the clear token, leaves the database once sent: the outbox then drops
+message bodies and keeps only their sending history.
 
 Annexe 1 field 9 = 1 (remote entry) mails a ``saisie`` link when a redevable is created that
 way, or switched to it, by any entry point: :meth:`LinkService.send_remote_entry_links`.

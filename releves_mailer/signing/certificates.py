@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from releves_mailer.files import PRIVATE_FILE, make_private_dir
+
 __all__ = ["write_signing_pair", "write_tls_pair"]
 
 _VALIDITY = dt.timedelta(days=3 * 365)
@@ -23,7 +25,7 @@ def _private_key() -> rsa.RSAPrivateKey:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)
@@ -37,8 +39,9 @@ def _write_pair(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write(key_path, key_pem, 0o600)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    # The certificate is public, but nothing in the data directory is others' to read.
+    _write(key_path, key_pem, PRIVATE_FILE)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), PRIVATE_FILE)
 
 
 def _builder(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from releves_mailer.files import write_atomically
+from releves_mailer.files import make_private_dir, write_atomically
 
 __all__ = ["KeyRing", "KeyRingError", "add_key", "generate_key_file"]
 
@@ -74,8 +74,8 @@ class KeyRing:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, text.encode("ascii"), mode=0o600)
+    make_private_dir(path.parent)
+    write_atomically(path, text.encode("ascii"))
 
 
 def generate_key_file(path: Path) -> None:

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from releves_mailer.clock import Clock
 from releves_mailer.config import ImapSection
 from releves_mailer.interfaces import Authenticator, LoginGuard
+from releves_mailer.listeners import ConnectionLimiter, Listener
 from releves_mailer.mailbox.contracts import MailStore
 from releves_mailer.mailbox.imap.session import ImapSession
 
@@ -54,7 +55,10 @@ class ImapServer:
         self.guard = guard
         self.port: int | None = None
         self.tls_port: int | None = None
-        self._servers: list[asyncio.Server] = []
+        self.limiter = ConnectionLimiter(
+            "IMAP", config.max_connections, config.max_connections_per_address
+        )
+        self._listeners: list[Listener] = []
         self._sessions: set[ImapSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_login: dict[str, set[ImapSession]] = defaultdict(set)
@@ -103,52 +107,42 @@ class ImapServer:
         """Bind the listeners; with ``stack``, :meth:`stop` runs when it unwinds."""
         limit = self.config.max_line_length + 1024
 
-        async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(reader, writer, tls=False)
+        def streams(tls: bool) -> asyncio.StreamReaderProtocol:
+            # What asyncio.start_server builds for each connection.
+            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await self._serve(reader, writer, tls=tls)
 
-        async def secure(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(reader, writer, tls=True)
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=limit), serve)
 
-        server = await asyncio.start_server(
-            plain, self.config.listen, self.config.port, limit=limit
+        plain = Listener(
+            self.limiter, lambda: streams(False), refusal=b"* BYE Too many connections\r\n"
         )
-        self._servers.append(server)
-        self.port = server.sockets[0].getsockname()[1]
-        _log.info("IMAP listening on %s", _where(server))
+        self._listeners.append(plain)
+        await plain.start(self.config.listen, self.config.port)
+        self.port = plain.port
+        _log.info("IMAP listening on %s", plain.where())
         if self.ssl_context is not None:
-            tls_server = await asyncio.start_server(
-                secure,
-                self.config.listen,
-                self.config.tls_port,
-                ssl=self.ssl_context,
-                limit=limit,
+            secure = Listener(
+                self.limiter,
+                lambda: streams(True),
+                ssl_context=self.ssl_context,
                 ssl_handshake_timeout=30,
             )
-            self._servers.append(tls_server)
-            self.tls_port = tls_server.sockets[0].getsockname()[1]
-            _log.info("IMAPS listening on %s", _where(tls_server))
+            self._listeners.append(secure)
+            await secure.start(self.config.listen, self.config.tls_port)
+            self.tls_port = secure.port
+            _log.info("IMAPS listening on %s", secure.where())
         if stack is not None:
             stack.push_async_callback(self.stop)
 
     async def stop(self) -> None:
         """Stop listening, say BYE to every session and wait for them to end."""
-        for server in self._servers:
-            server.close()
+        for listener in self._listeners:
+            await listener.close()
+        self._listeners.clear()
         for session in list(self._sessions):
             await session.shutdown()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=5)
             for task in pending:
                 task.cancel()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
-
-
-def _where(server: asyncio.Server) -> str:
-    return ", ".join(
-        "[{}]:{}".format(*sock.getsockname()[:2])
-        if ":" in str(sock.getsockname()[0])
-        else "{}:{}".format(*sock.getsockname()[:2])
-        for sock in server.sockets
-    )

@@ -474,7 +474,7 @@ class ImapSession:
         except (_Disconnect, asyncio.CancelledError):
             raise
         except Exception:
-            _log.exception("IMAP command failed: %s", data[:200])
+            _log.exception("IMAP command failed: %s", _loggable(data))
             self.send(f"{tag} NO [SERVERBUG] Internal error".encode())
 
     def ok(self, context: _CommandContext, text: str = "completed", code: str = "") -> None:
@@ -1629,3 +1629,11 @@ def _compress(numbers: Sequence[int]) -> str:
     if run_start is not None:
         out.append(str(run_start) if run_start == previous else f"{run_start}:{previous}")
     return ",".join(out)
+
+
+def _loggable(command: bytes) -> bytes:
+    """At most 200 bytes of ``command`` for the log; of LOGIN and AUTHENTICATE, the name only."""
+    words = command.split(maxsplit=2)
+    if len(words) > 1 and words[1].upper() in (b"LOGIN", b"AUTHENTICATE"):
+        return b" ".join(words[:2]) + b" [credentials not logged]"
+    return command[:200]

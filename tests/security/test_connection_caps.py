@@ -1,0 +1,135 @@
+"""Issue 13.4: connection caps, and a daemon out of descriptors that still serves.
+
+The real daemon runs in a child process whose open-file limit is lowered to 256 (see
+``capped_daemon.py``), with the default caps. From 127.0.0.2, an attacker opens 150 idle
+sockets to each of IMAP, SMTP and HTTP: 450, far beyond the limit. The sockets over the
+caps get a short refusal (``* BYE``, ``421``, ``503``) at once; meanwhile a legitimate
+client from 127.0.0.1 logs in over IMAP, sends a mail over SMTP and loads a page over HTTP.
+Then the child exhausts its descriptors on purpose: a client connecting meanwhile waits in
+the listen queue, and is served as soon as descriptors are free again. The log holds one
+line about it, not a traceback per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import smtplib
+import sys
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+
+from releves_mailer.config import HttpSection, ImapSection, SmtpSection
+from tests.factories import PASSWORD
+from tests.security.capped_daemon import DOMAIN, Child, capped_daemon
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_NOFILE, 127.0.0.2")
+
+LIMIT = 256
+IDLE_PER_SERVICE = 150
+ATTACKER = "127.0.0.2"
+LATE_CLIENT = "127.0.0.3"
+
+
+@pytest.fixture
+async def child(tmp_path: Path) -> AsyncIterator[Child]:
+    async with capped_daemon(tmp_path / "data", LIMIT) as running:
+        yield running
+
+
+async def first_bytes(port: int, source: str, seconds: float) -> tuple[bytes, asyncio.StreamWriter]:
+    """Connect from ``source``; what the server says first (``b""`` if nothing in time)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        said = await asyncio.wait_for(reader.read(200), seconds)
+    except TimeoutError:
+        said = b""
+    return said, writer
+
+
+def imap_session(port: int) -> list[bytes]:
+    with imaplib.IMAP4("127.0.0.1", port, timeout=30) as client:
+        client.login("cabinet", PASSWORD)
+        status, data = client.select("INBOX")
+        assert status == "OK"
+        client.logout()
+        return [bytes(item) for item in data if isinstance(item, bytes)]
+
+
+def smtp_send(port: int) -> None:
+    message = EmailMessage()
+    message["From"] = "client@ailleurs.example"
+    message["To"] = f"cabinet@{DOMAIN}"
+    message["Subject"] = "Toujours servi"
+    message.set_content("Bonjour")
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.send_message(message)
+
+
+async def test_idle_floods_are_capped_and_legitimate_clients_still_served(child: Child) -> None:
+    caps = {
+        "imap": ImapSection().max_connections_per_address,
+        "smtp": SmtpSection().max_connections_per_address,
+        "http": HttpSection().max_connections_per_address,
+    }
+    refusals = {"imap": b"* BYE", "smtp": b"421 ", "http": b"HTTP/1.1 503"}
+    held: list[asyncio.StreamWriter] = []
+    try:
+        for service, cap in caps.items():
+            # IMAP and SMTP greet an admitted client; HTTP waits for its request: give it a
+            # moment to show that nothing comes.
+            wait = 10 if service != "http" else 2
+            results = await asyncio.gather(
+                *(
+                    first_bytes(child.ports[service], ATTACKER, wait)
+                    for _ in range(IDLE_PER_SERVICE)
+                )
+            )
+            held += [writer for _, writer in results]
+            refused = [said for said, _ in results if said.startswith(refusals[service])]
+            admitted = len(results) - len(refused)
+            assert admitted <= cap, service
+            assert len(refused) >= IDLE_PER_SERVICE - cap, service
+            if service == "http":
+                assert b"Trop de connexions" in refused[0]
+            else:
+                assert all(said for said, _ in results), f"{service}: a socket got nothing"
+
+        # The attacker still holds every socket it could: a legitimate client is served.
+        data = await asyncio.wait_for(asyncio.to_thread(imap_session, child.ports["imap"]), 60)
+        assert data  # the message count of INBOX
+        await asyncio.wait_for(asyncio.to_thread(smtp_send, child.ports["smtp"]), 60)
+        async with httpx.AsyncClient(timeout=30) as client:
+            page = await client.get(f"http://127.0.0.1:{child.ports['http']}/static/releves.css")
+        assert page.status_code == 200
+
+        # Out of descriptors altogether: a new client waits, then is served.
+        hogged = await child.say("hog")
+        assert hogged.startswith("hogged ")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", child.ports["imap"], local_addr=(LATE_CLIENT, 0)
+        )
+        held.append(writer)
+        with pytest.raises(TimeoutError):
+            # Several accept() attempts fail meanwhile (one every half second).
+            await asyncio.wait_for(reader.readline(), 3)
+        assert await child.say("free") == "freed"
+        greeting = await asyncio.wait_for(reader.readline(), 10)
+        assert greeting.startswith(b"* OK"), greeting
+    finally:
+        for writer in held:
+            writer.close()
+    await child.say("stop")
+    assert await asyncio.wait_for(child.process.wait(), 60) == 0
+
+    log = child.log.read_text(encoding="utf-8")
+    assert "out of system resource" not in log  # asyncio's own accept loop is not used
+    assert "Traceback" not in log
+    # One line for the descriptor shortage (the pauses are logged once a minute)...
+    assert log.count("cannot accept connections") == 1, log[-3000:]
+    # ...and at most one per listener about the refusals.
+    assert 1 <= log.count("refused a connection") <= 4, log[-3000:]
