@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import smtplib
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
@@ -62,11 +63,16 @@ def imap_session(port: int) -> list[bytes]:
 
 def smtp_send(port: int) -> None:
     message = EmailMessage()
-    message["From"] = "client@ailleurs.example"
+    message["From"] = f"cabinet@{DOMAIN}"
     message["To"] = f"cabinet@{DOMAIN}"
     message["Subject"] = "Toujours servi"
     message.set_content("Bonjour")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the daemon's self-signed certificate
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.starttls(context=context)
+        client.login("cabinet", PASSWORD)
         client.send_message(message)
 
 

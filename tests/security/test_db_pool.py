@@ -24,7 +24,7 @@ from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import STORE_POOL_SIZE, MessageStore
 from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from tests.factories import PASSWORD
-from tests.mailbox.conftest import imap_section
+from tests.mailbox.conftest import imap_section, quick_guard
 
 pytestmark = [
     pytest.mark.usefixtures("family"),
@@ -75,7 +75,10 @@ async def test_a_login_storm_leaves_no_database_handle_behind(
         PortfolioAuthenticator(database, DOMAIN),
         None,
         clock,
-        failure_delay=0,
+        # Every login of the storm is in flight at once, from one address: let them all in.
+        guard=quick_guard(
+            clock, max_failures_per_address=STORM, max_failures_per_login_and_address=STORM
+        ),
     )
     await server.start()
     try:

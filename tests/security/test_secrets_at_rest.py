@@ -45,7 +45,7 @@ from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from tests.factories import PASSWORD, make_nic, make_siren
-from tests.mailbox.conftest import imap_section
+from tests.mailbox.conftest import imap_section, quick_guard
 from tests.notify.test_outbox import mail, outbox_for
 from tests.partner.conftest import Harness, body
 from tests.partner.conftest import clock as clock  # the partner tests' clock
@@ -185,12 +185,17 @@ def test_init_and_serve_keep_the_data_directory_private_under_umask_022(
         _wait_for(data / "ports.json", process)
         port = json.loads((data / "ports.json").read_text())["smtp"]
         message = EmailMessage()
-        message["From"] = "quelqu.un@ailleurs.example"
+        message["From"] = "cabinet@releves.localhost"
         message["To"] = "cabinet@releves.localhost"
         message["Subject"] = "Essai"
         message.set_content("Bonjour")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the self-signed certificate of `init`
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-            client.send_message(message)  # from the loopback: no AUTH needed
+            client.starttls(context=context)
+            client.login("cabinet", PASSWORD)
+            client.send_message(message)
         names = {path.name for path in data.iterdir()}
         expected = {"releves-mailer.toml", "releves.sqlite3", "releves.sqlite3-wal", "messages"}
         assert expected | {"logs", "keys", "tls", "signing"} <= names
@@ -243,7 +248,7 @@ async def test_failed_imap_logins_are_not_logged(
         PortfolioAuthenticator(broken_database, DOMAIN),
         None,
         clock,
-        failure_delay=0,
+        guard=quick_guard(clock),
     )
     await server.start()
     try:
@@ -282,9 +287,20 @@ async def test_failed_smtp_auth_is_not_logged(
     async def deliver(addresses: object, raw: bytes) -> None:
         raise AssertionError("nothing is sent in this test")
 
+    async def store_usage(address: str) -> int:
+        raise AssertionError("nothing is stored in this test")
+
     server = SmtpServer(
         SmtpSection(listen="127.0.0.1", port=0),
-        InboundHandler(auth, deliver, clock, DOMAIN),
+        InboundHandler(
+            auth,
+            deliver,
+            clock,
+            DOMAIN,
+            guard=quick_guard(clock),
+            usage=store_usage,
+            config=SmtpSection(listen="127.0.0.1", port=0),
+        ),
         context,
         DOMAIN,
     )
