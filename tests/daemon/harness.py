@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import httpx
 
 from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.config import Config, load_config
 from releves_mailer.daemon import Daemon, ListenOverrides
+from releves_mailer.db import Database
+from releves_mailer.portfolio.accounts import AccountInput, create_account
+from tests.factories import PASSWORD, make_nic, make_siren
 from tests.fakes.powens_server import FakePowens
 
-__all__ = ["daemon_config", "powens_section", "running_daemon"]
+__all__ = [
+    "add_portal_account",
+    "daemon_config",
+    "portal_client",
+    "powens_section",
+    "running_daemon",
+]
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def powens_section(fake: FakePowens, webhook_secret: str) -> str:
@@ -63,3 +77,49 @@ async def running_daemon(config: Config, clock: Clock | None = None) -> AsyncIte
         waiter.cancel()
         daemon.stop()
         await asyncio.wait_for(runner, timeout=30)
+
+
+async def add_portal_account(config: Config, login: str = "cabinet", index: int = 1) -> int:
+    """A subscribed portal account (password :data:`tests.factories.PASSWORD`); its id."""
+    clock = SystemClock()
+    database = Database(config.database_url)
+    try:
+        async with database.session() as session:
+            siren = make_siren(index)
+            account = await create_account(
+                session,
+                clock,
+                AccountInput(
+                    login=login,
+                    company_name=f"Cabinet {login}",
+                    siret=siren + make_nic(siren),
+                    email=f"{login}@cabinet.example",
+                ),
+                PASSWORD,
+            )
+            account.subscribed = True
+            account.terms_accepted_at = clock.now()
+            await session.flush()
+            return account.id
+    finally:
+        await database.dispose()
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found is not None, "no CSRF field in the page"
+    return found.group(1)
+
+
+@contextlib.asynccontextmanager
+async def portal_client(daemon: Daemon, login: str = "cabinet") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the daemon's portal, logged in as ``login``."""
+    base = f"http://127.0.0.1:{daemon.ports['http']}"
+    async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=60) as client:
+        page = await client.get("/portail/connexion")
+        answer = await client.post(
+            "/portail/connexion",
+            data={"login": login, "password": PASSWORD, "csrf": csrf_of(page.text)},
+        )
+        assert answer.status_code == 302, answer.text
+        yield client
