@@ -189,7 +189,12 @@ class Daemon:
         modes: dict[str, PartnerMode] = {}
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(
-                setup_portal, database=database, clock=self.clock, links=links, settings=settings
+                setup_portal,
+                database=database,
+                clock=self.clock,
+                links=links,
+                settings=settings,
+                import_max_lines=config.portal.import_max_lines,
             )
         ]
         if config.aggregator.powens.enabled:

@@ -604,7 +604,13 @@ async def redevables_import(
     async with open_database(app.config) as database, database.session() as session:
         account = await resolve_account(session, account_login)
         report = await import_redevables(
-            session, SystemClock(), account, data, update=update, dry_run=dry_run
+            session,
+            SystemClock(),
+            account,
+            data,
+            update=update,
+            dry_run=dry_run,
+            max_lines=app.config.portal.import_max_lines,
         )
     if as_json:
         echo_json(
@@ -613,6 +619,8 @@ async def redevables_import(
                 "dry_run": dry_run,
                 "created": report.created,
                 "updated": report.updated,
+                "error_count": report.issue_count,
+                "stopped_at_line": report.stopped_at,
                 "errors": [
                     {
                         "line": i.line,
@@ -627,11 +635,8 @@ async def redevables_import(
     else:
         for issue in report.issues:
             click.echo(f"{file}: {issue}", err=True)
-    if report.issues:
-        raise UserError(
-            f"{file} : {len(report.issues)} erreur(s) sur "
-            f"{len({i.line for i in report.issues})} ligne(s) : rien n'a été importé"
-        )
+    if not report.ok:
+        raise UserError(f"{file} : {report.summary()}")
     if not as_json:
         verb = "seraient" if dry_run else "ont été"
         click.echo(

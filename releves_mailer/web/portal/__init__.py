@@ -13,6 +13,7 @@ from releves_mailer.clock import Clock
 from releves_mailer.db import Database
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
+from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
 from releves_mailer.web.app import PAGES
 from releves_mailer.web.portal import accounts, login, redevables, statements, subscription
 from releves_mailer.web.portal.common import PORTAL, Portal
@@ -28,6 +29,7 @@ def setup_portal(
     clock: Clock,
     links: LinkService,
     settings: PartnerSettings,
+    import_max_lines: int = DEFAULT_MAX_LINES,
 ) -> None:
     """Add the portal's routes to ``app`` (built by :func:`releves_mailer.web.app.create_app`).
 
@@ -42,6 +44,7 @@ def setup_portal(
         pages=app[PAGES],
         sessions=SessionStore(database, clock),
         throttle=LoginThrottle(clock),
+        import_max_lines=import_max_lines,
     )
     login.setup(app)
     subscription.setup(app)

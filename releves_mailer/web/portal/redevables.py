@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -389,7 +390,7 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             },
             status=422,
         )
-    data = upload.file.read()
+    data = await asyncio.to_thread(upload.file.read)
     async with portal.database.session() as session:
         report = await import_redevables(
             session,
@@ -398,6 +399,7 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             data,
             update=flag(request.form, "maj"),
             dry_run=flag(request.form, "verifier"),
+            max_lines=portal.import_max_lines,
         )
     issues = [
         {
@@ -416,10 +418,9 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             "nav": "redevables",
             "report": report,
             "issues": issues,
-            "error_lines": len({issue.line for issue in report.issues}),
             "name": upload.filename,
         },
-        status=422 if issues else 200,
+        status=200 if report.ok else 422,
     )
 
 
