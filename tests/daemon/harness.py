@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,19 +14,18 @@ from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.config import Config, load_config
 from releves_mailer.daemon import Daemon, ListenOverrides
 from releves_mailer.db import Database
-from releves_mailer.portfolio.accounts import AccountInput, create_account
-from tests.factories import PASSWORD, make_nic, make_siren
+from tests.factories import add_subscribed_account
 from tests.fakes.powens_server import FakePowens
+from tests.portal.conftest import log_in
 
 __all__ = [
     "add_portal_account",
     "daemon_config",
     "portal_client",
+    "portal_daemon",
     "powens_section",
     "running_daemon",
 ]
-
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def powens_section(fake: FakePowens, webhook_secret: str) -> str:
@@ -81,34 +79,20 @@ async def running_daemon(config: Config, clock: Clock | None = None) -> AsyncIte
 
 async def add_portal_account(config: Config, login: str = "cabinet", index: int = 1) -> int:
     """A subscribed portal account (password :data:`tests.factories.PASSWORD`); its id."""
-    clock = SystemClock()
     database = Database(config.database_url)
     try:
-        async with database.session() as session:
-            siren = make_siren(index)
-            account = await create_account(
-                session,
-                clock,
-                AccountInput(
-                    login=login,
-                    company_name=f"Cabinet {login}",
-                    siret=siren + make_nic(siren),
-                    email=f"{login}@cabinet.example",
-                ),
-                PASSWORD,
-            )
-            account.subscribed = True
-            account.terms_accepted_at = clock.now()
-            await session.flush()
-            return account.id
+        return await add_subscribed_account(database, SystemClock(), login, index)
     finally:
         await database.dispose()
 
 
-def csrf_of(html: str) -> str:
-    found = _CSRF.search(html)
-    assert found is not None, "no CSRF field in the page"
-    return found.group(1)
+@contextlib.asynccontextmanager
+async def portal_daemon(folder: Path) -> AsyncIterator[Daemon]:
+    """A running daemon (fresh data directory) whose portal has the account ``cabinet``."""
+    config = await daemon_config(folder)
+    await add_portal_account(config)
+    async with running_daemon(config) as running:
+        yield running
 
 
 @contextlib.asynccontextmanager
@@ -116,10 +100,5 @@ async def portal_client(daemon: Daemon, login: str = "cabinet") -> AsyncIterator
     """An HTTP client of the daemon's portal, logged in as ``login``."""
     base = f"http://127.0.0.1:{daemon.ports['http']}"
     async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=60) as client:
-        page = await client.get("/portail/connexion")
-        answer = await client.post(
-            "/portail/connexion",
-            data={"login": login, "password": PASSWORD, "csrf": csrf_of(page.text)},
-        )
-        assert answer.status_code == 302, answer.text
+        await log_in(client, login)
         yield client

@@ -19,13 +19,14 @@ import aiohttp
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.exports import file_names
-from releves_mailer.collect.powens import PowensClient, PowensProvider
+from releves_mailer.collect.powens import PowensProvider
 from releves_mailer.collect.sync import refresh_connection
-from releves_mailer.config import HttpSection
+from releves_mailer.config import HttpSection, PowensSection
 from releves_mailer.daemon import Daemon
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
@@ -44,13 +45,8 @@ from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.web.app import SECURITY_HEADERS, create_app
 from releves_mailer.web.server import HttpServer
-from tests.daemon.harness import (
-    add_portal_account,
-    daemon_config,
-    portal_client,
-    running_daemon,
-)
-from tests.factories import Spec, add_portfolio
+from tests.daemon.harness import daemon_config, portal_client, portal_daemon
+from tests.factories import Spec, add_portfolio, add_powens_connection
 from tests.fakes.powens_server import FakePowens
 
 CRAFTED = "FR76../../../../tmp/evil"
@@ -67,33 +63,25 @@ async def _powens_refresh(database: Database, clock: ManualClock, fake: FakePowe
     user = fake.create_user()
     remote = fake.add_connection(user)
     fake.add_account(remote, name="Compte piégé", iban=CRAFTED, balance="10.00")
-    async with database.session() as session:
-        row = BankConnection(
-            redevable_id=redevable_id,
-            provider="powens",
-            provider_connection_id=str(remote.id),
-            provider_user_id=str(user.id),
-            token_encrypted=keyring.encrypt(user.token),
-            bank_name="Banque",
-            state=ConnectionState.NEW,
-            consecutive_failures=0,
-            active=True,
-            created_at=clock.now(),
-            updated_at=clock.now(),
-        )
-        session.add(row)
-        await session.flush()
-        connection_id = row.id
+    connection_id = await add_powens_connection(
+        database,
+        keyring,
+        clock.now(),
+        redevable_id,
+        user_id=user.id,
+        user_token=user.token,
+        connection_id=remote.id,
+    )
+    section = PowensSection(
+        enabled=True,
+        domain="fake-sandbox",
+        client_id=fake.client_id,
+        client_secret=SecretStr(fake.client_secret),
+    )
     async with aiohttp.ClientSession() as http:
-        client = PowensClient(
-            http,
-            domain="fake-sandbox",
-            client_id=fake.client_id,
-            client_secret=fake.client_secret,
-            base_url=fake.base_url,
-            clock=clock,
+        provider = PowensProvider.from_config(
+            section, http, clock, base_url=fake.base_url, webview_base=fake.webview_base
         )
-        provider = PowensProvider(client, clock, webview_base=fake.webview_base)
         for _ in range(2):
             result = await refresh_connection(
                 database,
@@ -227,9 +215,7 @@ def _download(source: Path, statement_id: int, account_id: int, folder: Path) ->
 
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    config = await daemon_config(tmp_path / "data")
-    await add_portal_account(config)
-    async with running_daemon(config) as running:
+    async with portal_daemon(tmp_path / "data") as running:
         yield running
 
 

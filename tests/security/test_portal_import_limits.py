@@ -22,21 +22,19 @@ import pytest
 from releves_mailer.daemon import Daemon
 from tests.daemon.harness import (
     add_portal_account,
-    csrf_of,
     daemon_config,
     portal_client,
-    running_daemon,
+    portal_daemon,
 )
 from tests.factories import make_siren
+from tests.portal.conftest import csrf_of
 
 ROWS = "<tr><td>"
 
 
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    config = await daemon_config(tmp_path / "data")
-    await add_portal_account(config)
-    async with running_daemon(config) as running:
+    async with portal_daemon(tmp_path / "data") as running:
         yield running
 
 
