@@ -69,6 +69,8 @@ class PortalSection(Section):
     data_dir: Path = Path(".")
     support_email: str = ""
     support_phone: str = ""
+    #: Lines read at most from a redevables import file (portal and command line).
+    import_max_lines: int = Field(default=100_000, ge=1)
 
     @field_validator("domain")
     @classmethod
@@ -184,6 +186,10 @@ class PowensSection(Section):
     client_id: str = ""
     client_secret: SecretStr = SecretStr("")
     webhook_secret: SecretStr = SecretStr("")
+    #: Webhook bodies above this are refused (413) before more is read.
+    webhook_max_body: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: Webhook signatures older than this are refused, and replays within it.
+    webhook_max_age_seconds: int = Field(default=300, ge=30, le=3600)
 
     @model_validator(mode="after")
     def _required_when_enabled(self) -> PowensSection:

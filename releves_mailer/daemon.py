@@ -8,6 +8,7 @@ back); SIGHUP reopens the log file and reloads the templates.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import json
 import logging
@@ -207,6 +208,7 @@ class Daemon:
                 links=links,
                 settings=settings,
                 guard=guard,
+                import_max_lines=config.portal.import_max_lines,
             )
         ]
         if config.aggregator.powens.enabled:
@@ -283,7 +285,13 @@ class Daemon:
 
         secret = section.webhook_secret.get_secret_value()
         if secret:
-            handler = webhook_handler(secret, on_webhook, clock=self.clock)
+            handler = webhook_handler(
+                secret,
+                on_webhook,
+                clock=self.clock,
+                max_body=section.webhook_max_body,
+                max_age=dt.timedelta(seconds=section.webhook_max_age_seconds),
+            )
 
             def mount(app: web.Application) -> None:
                 app.router.add_post("/powens/webhooks/{event}", handler)

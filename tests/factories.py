@@ -12,8 +12,14 @@ from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.testbank import TestBank, parse_error_schedule
 from releves_mailer.db import Database
-from releves_mailer.db.models import Periodicity, PortalAccount, Redevable
-from releves_mailer.portfolio.accounts import AccountInput
+from releves_mailer.db.models import (
+    BankConnection,
+    ConnectionState,
+    Periodicity,
+    PortalAccount,
+    Redevable,
+)
+from releves_mailer.portfolio.accounts import AccountInput, create_account
 from releves_mailer.signing.secrets import KeyRing
 
 PASSWORD = "correct horse battery"
@@ -137,3 +143,57 @@ async def build_portfolio(
             errors=parse_error_schedule(spec.errors),
         )
     return ids
+
+
+async def add_subscribed_account(
+    database: Database, clock: Clock, login: str, index: int, parent: str | None = None
+) -> int:
+    """A portal account subscribed to the service (password :data:`PASSWORD`); its id."""
+    siren = make_siren(index)
+    async with database.session() as session:
+        account = await create_account(
+            session,
+            clock,
+            AccountInput(
+                login=login,
+                company_name=f"Cabinet {login}",
+                siret=siren + make_nic(siren),
+                email=f"{login}@cabinet.example",
+                parent_login=parent,
+            ),
+            PASSWORD,
+        )
+        account.subscribed = True
+        account.terms_accepted_at = clock.now()
+        await session.flush()
+        return account.id
+
+
+async def add_powens_connection(
+    database: Database,
+    keyring: KeyRing,
+    now: dt.datetime,
+    redevable_id: int,
+    *,
+    user_id: int,
+    user_token: str,
+    connection_id: int,
+) -> int:
+    """The row of a redevable's Powens connection (a user and connection of the fake); its id."""
+    async with database.session() as session:
+        row = BankConnection(
+            redevable_id=redevable_id,
+            provider="powens",
+            provider_connection_id=str(connection_id),
+            provider_user_id=str(user_id),
+            token_encrypted=keyring.encrypt(user_token),
+            bank_name="Connecteur de test",
+            state=ConnectionState.NEW,
+            consecutive_failures=0,
+            active=True,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        await session.flush()
+        return row.id

@@ -26,6 +26,8 @@ __all__ = [
     "FOREIGN_BRANCH_CODE",
     "FRENCH_LAYOUT_COUNTRIES",
     "bban_fields",
+    "checked_iban",
+    "iban_for_file_name",
     "rib_key",
 ]
 
@@ -40,6 +42,32 @@ _RIB_LETTERS: Final = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
     "12345678912345678923456789",
 )
+
+
+def checked_iban(value: str) -> str:
+    """The compact upper-case IBAN ``value`` if it is one, else ``ValueError``.
+
+    Checked: spaces aside, 15 to 34 ASCII letters and digits, the country's BBAN length and
+    structure, the check digits (ISO 7064 mod 97-10). For IBANs that come from outside
+    (an aggregator) before they are stored, shown, or name a file.
+    """
+    compact = "".join(value.split()).upper()
+    if not (15 <= len(compact) <= 34 and compact.isascii() and compact.isalnum()):
+        raise ValueError("not an IBAN: 15 to 34 letters and digits expected")
+    try:
+        return str(stdnum_iban.validate(compact, check_country=False))
+    except ValidationError as exc:
+        raise ValueError(f"invalid IBAN: {exc}") from None
+
+
+def iban_for_file_name(iban: str | None) -> str | None:
+    """The compact IBAN to put in a file or ZIP entry name; None when it holds anything
+    but ASCII letters and digits (a value stored before IBANs were checked): the caller
+    names the file otherwise."""
+    compact = "".join((iban or "").split()).upper()
+    if not compact or len(compact) > 34 or not (compact.isascii() and compact.isalnum()):
+        return None
+    return compact
 
 
 def rib_key(bank_code: str, branch_code: str, account_number: str) -> str:

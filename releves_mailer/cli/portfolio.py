@@ -636,6 +636,7 @@ async def redevables_import(
             update=update,
             dry_run=dry_run,
             no_auto_link=no_auto_link,
+            max_lines=app.config.portal.import_max_lines,
         )
         sent = await link_service(app.config, database).send_remote_entry_links(
             session, report.written
@@ -648,6 +649,8 @@ async def redevables_import(
                 "created": report.created,
                 "updated": report.updated,
                 "links_sent": len(sent),
+                "error_count": report.issue_count,
+                "stopped_at_line": report.stopped_at,
                 "errors": [
                     {
                         "line": i.line,
@@ -662,11 +665,8 @@ async def redevables_import(
     else:
         for issue in report.issues:
             click.echo(f"{file}: {issue}", err=True)
-    if report.issues:
-        raise UserError(
-            f"{file} : {len(report.issues)} erreur(s) sur "
-            f"{len({i.line for i in report.issues})} ligne(s) : rien n'a été importé"
-        )
+    if not report.ok:
+        raise UserError(f"{file} : {report.summary()}")
     if not as_json:
         verb = "seraient" if dry_run else "ont été"
         click.echo(

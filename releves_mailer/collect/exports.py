@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from releves_mailer.cfonb.account import iban_for_file_name
 from releves_mailer.db.models import Statement, StatementFile
 
 __all__ = ["CFONB", "CSV", "ExportFile", "file_name", "file_names", "read_files", "zip_files"]
@@ -35,7 +36,7 @@ class ExportFile:
 def file_names(statement: Statement) -> tuple[str, str]:
     """``(cfonb name, deleted-transactions CSV name)`` of a statement: the names its mail's
     attachments carry, ``Releve_<IBAN>_<AAAAMMJJ>-<AAAAMMJJ>.cfonb``."""
-    account = "".join((statement.iban or f"compte{statement.account_id}").split()).upper()
+    account = iban_for_file_name(statement.iban) or f"compte{statement.account_id}"
     stem = f"{account}_{statement.period_start:%Y%m%d}-{statement.period_end:%Y%m%d}"
     return f"Releve_{stem}.cfonb", f"Transactions_supprimees_{stem}.csv"
 

@@ -8,8 +8,10 @@ replayed or forged-but-valid payload can at worst cause an early, idempotent ref
 Signature (reference section 6, HMAC mode): headers ``BI-Signature-Date`` and ``BI-Signature``;
 ``BI-Signature = base64(HMAC-SHA256(secret, "POST." + <URL path> + "." + <date> + "." + <body>))``
 compared in constant time over the raw body. The reference gives no freshness rule nor date
-format, so the date is only checked when ``max_age`` is set (then it must parse as ISO 8601,
-an HTTP date or epoch seconds).
+format: we refuse a date older (or further ahead) than ``max_age`` (5 minutes by default; it
+must parse as ISO 8601, an HTTP date or epoch seconds) and a signature already seen within
+that window (a replay). The body is capped (1 MiB by default) and read only once the
+signature headers are there, chunk by chunk, refused as soon as it grows past the cap.
 
 Powens calls one URL per event type and does not name the event in the payload: mount the
 handler on a route with an ``{event}`` segment (``/powens/webhooks/{event}``, with
@@ -37,7 +39,10 @@ from aiohttp import web
 from releves_mailer.clock import Clock, SystemClock
 
 __all__ = [
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_BODY",
     "MalformedWebhook",
+    "SeenSignatures",
     "WebhookEvent",
     "WebhookKind",
     "parse_event",
@@ -50,8 +55,11 @@ log = logging.getLogger("releves_mailer.collect.powens.webhooks")
 
 SIGNATURE_HEADER = "BI-Signature"
 DATE_HEADER = "BI-Signature-Date"
-#: ACCOUNT_SYNCED carries the synced transactions and can be large.
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
+#: Largest body read. Only identifiers are used from a payload; ACCOUNT_SYNCED carries the
+#: synced transactions too, but a nightly delta of one account stays far below this.
+DEFAULT_MAX_BODY = 1024 * 1024
+#: Oldest signature date accepted, and how long a seen signature is remembered (replays).
+DEFAULT_MAX_AGE = dt.timedelta(minutes=5)
 
 
 class WebhookKind(enum.StrEnum):
@@ -191,7 +199,8 @@ def parse_event(name: str | None, body: bytes) -> WebhookEvent | None:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The raw body, or None beyond ``limit`` (read from the stream: no app-wide cap)."""
+    """The raw body, or None as soon as it is known to exceed ``limit`` (announced length, or
+    the chunks read so far): nothing more is read. Read from the stream: no app-wide cap."""
     if request.content_length is not None and request.content_length > limit:
         return None
     chunks: list[bytes] = []
@@ -204,49 +213,104 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+async def _refuse_unread(request: web.Request, status: int, error: str) -> web.StreamResponse:
+    """Answer, then close the connection: aiohttp would otherwise drain the unread body."""
+    response = web.json_response({"error": error}, status=status)
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    # The answer is in the transport's buffer, flushed before the socket closes.
+    request.protocol.force_close()
+    return response
+
+
+class SeenSignatures:
+    """Signatures accepted within the freshness window, to refuse their replays.
+
+    Only correctly signed deliveries get here, so only Powens (or whoever holds the secret)
+    fills it; ``capacity`` bounds it anyway (the oldest entries go first).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._until: dict[str, dt.datetime] = {}
+
+    def add(self, signature: str, until: dt.datetime, now: dt.datetime) -> bool:
+        """Remember ``signature`` until ``until``; False when it is already there (a replay)."""
+        self._forget_expired(now)
+        known = self._until.get(signature)
+        if known is not None and known > now:
+            return False
+        self._until[signature] = until
+        while len(self._until) > self.capacity:
+            del self._until[next(iter(self._until))]
+        return True
+
+    def discard(self, signature: str) -> None:
+        self._until.pop(signature, None)
+
+    def _forget_expired(self, now: dt.datetime) -> None:
+        # Entries come in roughly by date: drop expired ones from the oldest end.
+        while self._until:
+            first = next(iter(self._until))
+            if self._until[first] > now:
+                break
+            del self._until[first]
+
+
 def webhook_handler(
     secret: str,
     on_event: Callable[[WebhookEvent], Awaitable[None]],
     *,
     path_prefix: str = "",
-    max_age: dt.timedelta | None = None,
+    max_age: dt.timedelta | None = DEFAULT_MAX_AGE,
     clock: Clock | None = None,
     max_body: int = DEFAULT_MAX_BODY,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An ``aiohttp.web`` handler for Powens webhooks.
 
-    Answers 401 without signature headers (or with a stale date when ``max_age`` is set), 403
-    on a wrong signature, 400 on a malformed payload, 413 above ``max_body``, 200 otherwise
-    (events we ignore included), 500 when ``on_event`` fails (Powens sends again later).
-    ``path_prefix`` is prepended to the request path when a reverse proxy strips it: the
-    signature covers the path Powens called. ``on_event`` should only schedule work.
+    Answers 401 without signature headers (checked before any of the body is read) or with a
+    date older or further ahead than ``max_age``, 413 above ``max_body`` (refused as soon as
+    it is known, the connection closed), 403 on a wrong signature, 409 on a replay of a
+    signature accepted within ``max_age``, 400 on a malformed payload, 200 otherwise (events
+    we ignore included), 500 when ``on_event`` fails (Powens sends again later; that very
+    delivery is then accepted again). ``max_age=None`` turns the date and replay checks off
+    (tests). ``path_prefix`` is prepended to the request path when a reverse proxy strips it:
+    the signature covers the path Powens called. ``on_event`` should only schedule work.
     """
     if not secret:
         raise ValueError("a Powens webhook secret is required")
     the_clock: Clock = clock or SystemClock()
+    seen = SeenSignatures()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        body = await _read_body(request, max_body)
-        if body is None:
-            return web.json_response({"error": "payload too large"}, status=413)
         date = request.headers.get(DATE_HEADER, "")
         signature = request.headers.get(SIGNATURE_HEADER, "")
         if not date or not signature:
             log.warning("powens webhook without signature from %s", request.remote)
-            return web.json_response({"error": "missing signature"}, status=401)
+            return await _refuse_unread(request, 401, "missing signature")
+        body = await _read_body(request, max_body)
+        if body is None:
+            log.warning("powens webhook above %d bytes from %s", max_body, request.remote)
+            return await _refuse_unread(request, 413, "payload too large")
         path = path_prefix.rstrip("/") + request.raw_path.split("?", 1)[0]
         if not verify_signature(
             secret, method=request.method, path=path, date=date, body=body, signature=signature
         ):
             log.warning("powens webhook with a bad signature from %s", request.remote)
             return web.json_response({"error": "bad signature"}, status=403)
+        key = signature.strip()
         if max_age is not None:
+            now = the_clock.now()
             signed_at = _parse_signature_date(date)
-            if signed_at is None or abs(the_clock.now() - signed_at) > max_age:
+            if signed_at is None or abs(now - signed_at) > max_age:
                 log.warning(
                     "powens webhook with a stale or unreadable date from %s", request.remote
                 )
                 return web.json_response({"error": "stale signature"}, status=401)
+            if not seen.add(key, signed_at + max_age, now):
+                log.warning("powens webhook replayed from %s", request.remote)
+                return web.json_response({"error": "replayed signature"}, status=409)
         name = request.match_info.get("event") or request.query.get("event")
         try:
             event = parse_event(name, body)
@@ -266,6 +330,7 @@ def webhook_handler(
             await on_event(event)
         except Exception:
             log.exception("powens webhook %s: handler failed", event.kind)
+            seen.discard(key)
             return web.json_response({"error": "handler failed"}, status=500)
         return web.json_response({"status": "ok"})
 

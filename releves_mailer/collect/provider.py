@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from releves_mailer.cfonb.account import checked_iban
 from releves_mailer.collect.errors import ErrorCode, describe_error
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ProviderAccount",
     "ProviderError",
     "ProviderTransaction",
+    "accepted_iban",
 ]
 
 JSON = Mapping[str, Any]
@@ -76,6 +78,20 @@ class ConnectionStatus:
         return None if self.state is None else describe_error(self.state)
 
 
+def accepted_iban(value: object) -> tuple[str | None, str | None]:
+    """``(iban, rejected)`` for an IBAN a provider gave: the compact IBAN when it is a valid
+    one (characters, length, check digits); otherwise None and the refused value, shortened
+    to 60 printable characters, to report. Every provider passes its IBANs through here
+    before they reach the contract types: nothing else may name a file or a ZIP entry."""
+    if value is None or value == "":
+        return None, None
+    text = str(value)
+    try:
+        return checked_iban(text), None
+    except ValueError:
+        return None, text[:60].encode("unicode_escape").decode("ascii")
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderAccount:
     """A bank account as the provider shows it at one check."""
@@ -95,6 +111,9 @@ class ProviderAccount:
     deleted_at: dt.datetime | None = None
     #: The client left the account unticked at the provider, which does not collect it.
     disabled: bool = False
+    #: What the provider gave as IBAN when it is not one (``iban`` is then None), shortened
+    #: and printable, for the account's history; see :func:`accepted_iban`.
+    rejected_iban: str | None = None
     raw: JSON = field(default_factory=dict)
 
 

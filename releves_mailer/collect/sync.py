@@ -671,6 +671,8 @@ async def _reconcile_accounts(
             )
         else:
             _update_account_fields(session, result, account, remote, iban, by_iban, now)
+        if remote.rejected_iban is not None:
+            await _report_rejected_iban(session, result, account, remote.rejected_iban, now)
         if remote.balance is not None and (
             account.balance != remote.balance or account.balance_at != remote.balance_at
         ):
@@ -712,6 +714,36 @@ async def _reconcile_accounts(
     return matched
 
 
+async def _report_rejected_iban(
+    session: AsyncSession,
+    result: RefreshResult,
+    account: BankAccount,
+    rejected: str,
+    now: dt.datetime,
+) -> None:
+    """An event in the account's history, once per refused value (not at every check)."""
+    shown = rejected[:200]
+    last = await session.scalar(
+        select(BankEvent.new_value)
+        .where(BankEvent.account_id == account.id, BankEvent.kind == BankEventKind.IBAN_REJECTED)
+        .order_by(BankEvent.id.desc())
+        .limit(1)
+    )
+    if last == shown:
+        return
+    _account_event(
+        session,
+        result,
+        account,
+        BankEventKind.IBAN_REJECTED,
+        now,
+        "IBAN transmis par l'agrégateur refusé (caractères ou clé de contrôle invalides) : "
+        "non enregistré",
+        None,
+        shown,
+    )
+
+
 def _update_account_fields(
     session: AsyncSession,
     result: RefreshResult,
@@ -722,7 +754,8 @@ def _update_account_fields(
     now: dt.datetime,
 ) -> None:
     new_values = {
-        "iban": iban,
+        # A refused IBAN leaves the stored one as it is.
+        "iban": iban if remote.rejected_iban is None else account.iban,
         "bic": remote.bic[:11],
         "type": remote.type[:40],
         "label": remote.label[:200],

@@ -33,6 +33,7 @@ from email.utils import format_datetime
 from typing import Any, Final
 
 from releves_mailer.cfonb import minor_unit
+from releves_mailer.cfonb.account import iban_for_file_name
 from releves_mailer.clock import PARIS
 from releves_mailer.delivery import mime
 from releves_mailer.render import Renderer
@@ -165,8 +166,10 @@ class StatementMail:
 
     @property
     def file_stem(self) -> str:
-        """``<IBAN>_<AAAAMMJJ>-<AAAAMMJJ>``: what every attachment name carries."""
-        return f"{self.compact_iban}_{self.period_start:%Y%m%d}-{self.period_end:%Y%m%d}"
+        """``<IBAN>_<AAAAMMJJ>-<AAAAMMJJ>``: what every attachment name carries (an IBAN
+        unfit for a file name is replaced by the statement's number)."""
+        account = iban_for_file_name(self.iban) or f"releve{self.statement_id}"
+        return f"{account}_{self.period_start:%Y%m%d}-{self.period_end:%Y%m%d}"
 
     @property
     def message_id(self) -> str:

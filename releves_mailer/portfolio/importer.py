@@ -4,10 +4,15 @@ Format: one redevable per line, 9 fields separated by ``;`` (SIREN; NIC; Raison 
 Raison Sociale (Suite); Email; Périodicité; Mois; Jour; Saisie Identifiants Bancaires
 Déportés), an optional header line, UTF-8 with or without BOM, or Windows-1252. Fields may be
 quoted as spreadsheets write them; a trailing ``;`` is tolerated; blank lines are skipped.
+
+A file is a hostile input: parsing runs in a thread (it is CPU-bound), stops after
+``max_lines`` lines (100,000 by default, ``portal.import_max_lines``) with an issue saying so,
+and a report keeps the first :data:`MAX_ISSUES_KEPT` issues by line plus their total.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import io
@@ -26,7 +31,21 @@ from releves_mailer.portfolio.redevables import (
     validate_redevable,
 )
 
-__all__ = ["ImportIssue", "ImportReport", "import_redevables", "parse_import_file"]
+__all__ = [
+    "DEFAULT_MAX_LINES",
+    "MAX_ISSUES_KEPT",
+    "ImportIssue",
+    "ImportReport",
+    "import_redevables",
+    "parse_import_file",
+]
+
+#: Lines read at most from a file, unless the caller says otherwise (config).
+DEFAULT_MAX_LINES = 100_000
+#: Issues a report keeps (the first ones by line); the others are only counted.
+MAX_ISSUES_KEPT = 1_000
+#: Redevables written per flush.
+WRITE_SLICE = 200
 
 COLUMNS = (
     "siren",
@@ -65,6 +84,39 @@ class ParsedLine:
     data: RedevableInput
 
 
+class Issues:
+    """The issues of a file: the first ``keep`` by line, their total, the lines at fault.
+
+    Memory stays bounded whatever the file: a million wrong lines keep a thousand issues.
+    """
+
+    def __init__(self, keep: int = MAX_ISSUES_KEPT) -> None:
+        self.keep = keep
+        self.total = 0
+        self.lines: set[int] = set()
+        self._kept: list[ImportIssue] = []
+
+    def add(self, issue: ImportIssue) -> None:
+        self.total += 1
+        self.lines.add(issue.line)
+        self._kept.append(issue)
+        if len(self._kept) >= 2 * self.keep:
+            self._trim()
+
+    def _trim(self) -> None:
+        self._kept.sort(key=lambda issue: issue.line)
+        del self._kept[self.keep :]
+
+    @property
+    def first(self) -> list[ImportIssue]:
+        """The first ``keep`` issues, by line."""
+        self._trim()
+        return list(self._kept)
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+
 @dataclasses.dataclass
 class ImportReport:
     """What an import did (or would do, with ``dry_run``)."""
@@ -72,7 +124,13 @@ class ImportReport:
     lines: int = 0
     created: int = 0
     updated: int = 0
+    #: The first :data:`MAX_ISSUES_KEPT` issues, by line.
     issues: list[ImportIssue] = dataclasses.field(default_factory=list)
+    #: Every issue found, and the lines they are on (``issues`` may hold fewer).
+    issue_count: int = 0
+    error_lines: int = 0
+    #: The line cap, when the file went past it (reading stopped there).
+    stopped_at: int | None = None
     dry_run: bool = False
     #: The redevables written, created ones first (none on a dry run or when a line is
     #: wrong): the caller hands them to the secure-link rule in the same transaction.
@@ -80,7 +138,23 @@ class ImportReport:
 
     @property
     def ok(self) -> bool:
-        return not self.issues
+        return self.issue_count == 0 and self.stopped_at is None
+
+    def summary(self) -> str:
+        """What went wrong with a refused file, in French (after ``<file name> : ``)."""
+        parts = []
+        if self.stopped_at is not None:
+            limit = f"{self.stopped_at:,}".replace(",", " ")
+            parts.append(
+                f"le fichier dépasse {limit} lignes (lecture arrêtée à la ligne {limit} : "
+                "découpez-le en plusieurs fichiers)"
+            )
+        if self.issue_count:
+            errors = f"{self.issue_count} erreur(s) sur {self.error_lines} ligne(s)"
+            if len(self.issues) < self.issue_count:
+                errors += f", les {len(self.issues)} premières détaillées"
+            parts.append(errors)
+        return " ; ".join(parts) + " : rien n'a été importé."
 
 
 def _decode(data: bytes) -> str:
@@ -97,12 +171,17 @@ def _is_header(fields: Sequence[str]) -> bool:
     return bool(first) and not first.isdigit() and "SIREN" in first
 
 
-def parse_import_file(data: bytes) -> tuple[list[ParsedLine], list[ImportIssue]]:
-    """Check every line; return the valid ones and every issue found."""
+def parse_import_file(
+    data: bytes, *, max_lines: int = DEFAULT_MAX_LINES, keep: int = MAX_ISSUES_KEPT
+) -> tuple[list[ParsedLine], Issues, int | None]:
+    """Check the lines (at most ``max_lines``); return the valid ones, the issues found and
+    the line cap when the file goes past it. CPU-bound: :func:`import_redevables` runs it
+    in a thread."""
     text = _decode(data)
     parsed: list[ParsedLine] = []
-    issues: list[ImportIssue] = []
+    issues = Issues(keep)
     seen: dict[str, int] = {}
+    stopped_at = None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=";", quotechar='"', strict=True)
     while True:
         try:
@@ -110,9 +189,15 @@ def parse_import_file(data: bytes) -> tuple[list[ParsedLine], list[ImportIssue]]
         except StopIteration:
             break
         except csv.Error as error:
-            issues.append(ImportIssue(reader.line_num, "", "", f"ligne illisible ({error})"))
+            if reader.line_num > max_lines:
+                stopped_at = max_lines
+                break
+            issues.add(ImportIssue(reader.line_num, "", "", f"ligne illisible ({error})"))
             continue
         line_number = reader.line_num
+        if line_number > max_lines:
+            stopped_at = max_lines
+            break
         if not any(field.strip() for field in fields):
             continue
         if not parsed and not issues and _is_header(fields) and line_number == 1:
@@ -120,7 +205,7 @@ def parse_import_file(data: bytes) -> tuple[list[ParsedLine], list[ImportIssue]]
         if len(fields) == len(COLUMNS) + 1 and not fields[-1].strip():
             fields = fields[:-1]
         if len(fields) != len(COLUMNS):
-            issues.append(
+            issues.add(
                 ImportIssue(
                     line_number,
                     "",
@@ -143,13 +228,13 @@ def parse_import_file(data: bytes) -> tuple[list[ParsedLine], list[ImportIssue]]
         )
         for problem in problems:
             field = problem.field or ""
-            issues.append(
+            issues.add(
                 ImportIssue(line_number, field, values.get(field, "").strip(), problem.message)
             )
         if data_ is None:
             continue
         if data_.siret in seen:
-            issues.append(
+            issues.add(
                 ImportIssue(
                     line_number,
                     "siren",
@@ -160,7 +245,7 @@ def parse_import_file(data: bytes) -> tuple[list[ParsedLine], list[ImportIssue]]
             continue
         seen[data_.siret] = line_number
         parsed.append(ParsedLine(line_number, data_))
-    return parsed, issues
+    return parsed, issues, stopped_at
 
 
 async def import_redevables(
@@ -172,21 +257,25 @@ async def import_redevables(
     update: bool = False,
     dry_run: bool = False,
     no_auto_link: bool = False,
+    max_lines: int = DEFAULT_MAX_LINES,
 ) -> ImportReport:
     """Import an Annexe 1 file into ``account``.
 
-    Every line is checked first. If any line is wrong nothing is written and the report
-    lists every issue. A SIRET already present in the account's family is an issue, unless
-    ``update`` is set and it belongs to this very account (then its fields are replaced).
-    ``no_auto_link`` sets "ne pas générer automatiquement le jeton" on every redevable of
-    the file (the file has no such field; without it, updated redevables keep their own).
-    The caller's transaction is flushed, not committed.
+    Every line is checked first (in a thread), at most ``max_lines`` of them. If any line
+    is wrong, or the file is longer, nothing is written and the report lists the first
+    issues and counts them all. A SIRET already present in the account's family is an
+    issue, unless ``update`` is set and it belongs to this very account (then its fields
+    are replaced). ``no_auto_link`` sets "ne pas générer automatiquement le jeton" on every
+    redevable of the file (the file has no such field; without it, updated redevables keep
+    their own). The caller's transaction is flushed, not committed.
     """
-    parsed, issues = parse_import_file(data)
-    report = ImportReport(lines=len(parsed) + len({i.line for i in issues}), dry_run=dry_run)
+    parsed, issues, stopped_at = await asyncio.to_thread(
+        parse_import_file, data, max_lines=max_lines
+    )
+    report = ImportReport(dry_run=dry_run, stopped_at=stopped_at)
     existing: dict[str, Redevable] = {}
     logins: dict[int, str] = {}
-    if parsed:
+    if parsed and stopped_at is None:
         rows = await session.execute(
             select(Redevable, PortalAccount.login)
             .join(PortalAccount, PortalAccount.id == Redevable.account_id)
@@ -206,7 +295,7 @@ async def import_redevables(
         else:
             where = logins[owner.id]
             hint = "" if owner.account_id != account.id else " (option --update pour le modifier)"
-            issues.append(
+            issues.add(
                 ImportIssue(
                     item.line,
                     "siren",
@@ -214,16 +303,20 @@ async def import_redevables(
                     f"SIRET {item.data.siret} déjà présent sur le compte « {where} »{hint}",
                 )
             )
-    issues.sort(key=lambda issue: issue.line)
-    report.issues = issues
-    if issues:
+    report.lines = len(parsed) + len(issues.lines - {item.line for item in parsed})
+    report.issues = issues.first
+    report.issue_count = issues.total
+    report.error_lines = len(issues.lines)
+    if not report.ok:
         return report
     report.created = len(to_create)
     report.updated = len(to_update)
     if dry_run:
         return report
     now = clock.now()
-    for item in to_create:
+    # Written in slices, each flushed before the next: the ORM's work on a slice is short,
+    # and the event loop serves other clients between them.
+    for count, item in enumerate(to_create, start=1):
         redevable = Redevable(
             account_id=account.id,
             family_id=account.family_id,
@@ -235,7 +328,9 @@ async def import_redevables(
         redevable.no_auto_link = no_auto_link
         session.add(redevable)
         report.written.append(Written(redevable))
-    for redevable, item in to_update:
+        if count % WRITE_SLICE == 0:
+            await session.flush()
+    for count, (redevable, item) in enumerate(to_update, start=1):
         # These options are not in the file: an update keeps the ones set on the portal.
         kept = (redevable.no_auto_link, redevable.include_pending, redevable.skip_empty_mail)
         was_remote = redevable.remote_entry
@@ -244,5 +339,7 @@ async def import_redevables(
         redevable.no_auto_link = redevable.no_auto_link or no_auto_link
         redevable.updated_at = now
         report.written.append(Written(redevable, was_remote=was_remote))
+        if count % WRITE_SLICE == 0:
+            await session.flush()
     await session.flush()
     return report

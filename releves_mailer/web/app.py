@@ -6,6 +6,8 @@ their routes through ``setups`` (portal pages, the Powens webhook route...).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.partner.testbank import TestBankPartner
 from releves_mailer.render import Renderer
 
-__all__ = ["PAGES", "Pages", "create_app", "security_headers"]
+__all__ = ["PAGES", "Pages", "add_security_headers", "create_app", "error_pages"]
+
+_log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,15 +40,44 @@ SECURITY_HEADERS: Mapping[str, str] = {
 }
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as error:
-        error.headers.update(SECURITY_HEADERS)
-        raise
+#: French titles and messages of the error pages aiohttp would answer in English.
+_ERRORS: Mapping[int, tuple[str, str]] = {
+    400: ("Requête invalide", "La demande est incomplète ou mal formée."),
+    403: ("Accès refusé", "Vous n'avez pas accès à cette page."),
+    404: ("Page introuvable", "Cette page n'existe pas ou n'existe plus."),
+    405: ("Action impossible", "Cette action n'est pas possible sur cette page."),
+    413: ("Envoi trop volumineux", "Le contenu envoyé dépasse la taille autorisée."),
+}
+_INTERNAL = (
+    "Erreur interne",
+    "Une erreur inattendue s'est produite ; elle a été enregistrée. Réessayez plus tard.",
+)
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer of the app carries them, error pages included
+    (aiohttp's own 500 as well)."""
     response.headers.update(SECURITY_HEADERS)
-    return response
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """French pages for aiohttp's default error answers and for unexpected failures."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        known = _ERRORS.get(error.status)
+        if known is None or error.text != f"{error.status}: {error.reason}":
+            raise  # a redirect, or an answer that already says something of its own
+        page = request.app[PAGES].error_page(*known, status=error.status)
+        if "Allow" in error.headers:
+            page.headers["Allow"] = error.headers["Allow"]
+        return page
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        _log.exception("unexpected error on %s %s", request.method, request.path)
+        return request.app[PAGES].error_page(*_INTERNAL, status=500)
 
 
 class Pages:
@@ -63,6 +96,9 @@ class Pages:
         }
         body = self.renderer.render_page(name, full)
         return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+    def error_page(self, title: str, message: str, *, status: int) -> web.Response:
+        return self.render("erreur", {"title": title, "message": message}, status=status)
 
     def stylesheet(self) -> bytes:
         for folder in self.renderer.search_path:
@@ -87,7 +123,8 @@ def create_app(
     when ``testbank`` is, then whatever ``setups`` add."""
     from releves_mailer.web import links, testbank_webview
 
-    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[error_pages], client_max_size=64 * 1024)
+    app.on_response_prepare.append(add_security_headers)
     pages = Pages(renderer, settings)
     app[PAGES] = pages
     css = pages.stylesheet()

@@ -11,15 +11,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.cli.tokens import link_service
 from releves_mailer.clock import SystemClock
 from releves_mailer.collect.powens_webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
-from releves_mailer.config import Config, load_config
-from releves_mailer.daemon import Daemon, ListenOverrides
+from releves_mailer.config import Config
+from releves_mailer.daemon import Daemon
 from releves_mailer.db import Database
 from releves_mailer.portfolio.accounts import AccountInput, create_account
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
+from tests.daemon.harness import daemon_config, powens_section
 from tests.factories import PASSWORD, make_nic, make_siren
 from tests.fakes.powens_server import FakePowens
 
@@ -33,19 +33,7 @@ async def fake() -> AsyncIterator[FakePowens]:
 
 
 async def powens_config(tmp_path: Path, fake: FakePowens) -> Config:
-    config = await initialise_data_dir(tmp_path / "data", "releves.localhost", SystemClock())
-    assert config.source is not None
-    text = config.source.read_text(encoding="utf-8")
-    section = (
-        '[aggregator.powens]\nenabled = true\ndomain = "fake-sandbox"\n'
-        f'api_url = "{fake.base_url}"\nwebview_url = "{fake.webview_base}"\n'
-        f'client_id = "{fake.client_id}"\nclient_secret = "{fake.client_secret}"\n'
-        f'webhook_secret = "{WEBHOOK_SECRET}"\n'
-    )
-    start = text.index("[aggregator.powens]")
-    end = text.index("[aggregator.testbank]")
-    config.source.write_text(text[:start] + section + "\n" + text[end:], encoding="utf-8")
-    return ListenOverrides("127.0.0.1", 0, 0, 0, 0).apply(load_config(config.source))
+    return await daemon_config(tmp_path / "data", powens=powens_section(fake, WEBHOOK_SECRET))
 
 
 async def test_daemon_serves_powens_links_and_webhooks(tmp_path: Path, fake: FakePowens) -> None:
@@ -99,7 +87,7 @@ async def test_daemon_serves_powens_links_and_webhooks(tmp_path: Path, fake: Fak
             # Webhooks: a good signature is accepted, a forged one refused.
             body = b'{"connection": {"id": 7, "id_user": 1}}'
             path = "/powens/webhooks/CONNECTION_SYNCED"
-            date = "2026-11-26T10:00:00Z"
+            date = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
             good = {
                 DATE_HEADER: date,
                 SIGNATURE_HEADER: sign(WEBHOOK_SECRET, "POST", path, date, body),

@@ -34,12 +34,11 @@ from releves_mailer.interfaces import LoginGuard
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
-from releves_mailer.portfolio.accounts import AccountInput, create_account
 from releves_mailer.render import Renderer
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.server import HttpServer
-from tests.factories import PASSWORD, make_nic, make_siren
+from tests.factories import PASSWORD, add_subscribed_account, make_nic, make_siren
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -52,6 +51,16 @@ def csrf_of(html: str) -> str:
 
 def cfonb_bytes(statement_index: int) -> bytes:
     return (f"01{statement_index:0118d}\r\n" + f"07{statement_index:0118d}\r\n").encode()
+
+
+async def log_in(client: httpx.AsyncClient, login: str, password: str = PASSWORD) -> None:
+    """Log ``client`` in to the portal (its cookie jar keeps the session)."""
+    page = await client.get("/portail/connexion")
+    response = await client.post(
+        "/portail/connexion",
+        data={"login": login, "password": password, "csrf": csrf_of(page.text)},
+    )
+    assert response.status_code == 302, response.text
 
 
 @dataclass
@@ -87,12 +96,7 @@ class PortalHarness:
         self, login: str, password: str = PASSWORD
     ) -> AsyncIterator[httpx.AsyncClient]:
         async with self.client() as client:
-            page = await client.get("/portail/connexion")
-            response = await client.post(
-                "/portail/connexion",
-                data={"login": login, "password": password, "csrf": csrf_of(page.text)},
-            )
-            assert response.status_code == 302, response.text
+            await log_in(client, login, password)
             yield client
 
 
@@ -212,23 +216,7 @@ async def add_redevable(
 async def make_account(
     database: Database, clock: ManualClock, login: str, index: int, parent: str | None = None
 ) -> Owned:
-    siren = make_siren(index)
-    async with database.session() as session:
-        account = await create_account(
-            session,
-            clock,
-            AccountInput(
-                login=login,
-                company_name=f"Cabinet {login}",
-                siret=siren + make_nic(siren),
-                email=f"{login}@cabinet.example",
-                parent_login=parent,
-            ),
-            PASSWORD,
-        )
-        account.subscribed = True
-        account.terms_accepted_at = clock.now()
-        return Owned(account.id, login)
+    return Owned(await add_subscribed_account(database, clock, login, index, parent), login)
 
 
 @contextlib.asynccontextmanager

@@ -73,10 +73,10 @@ async def test_valid_file_imports_every_line_in_cp1252_with_bom_variants(
     assert stored.company_name == "SOCIÉTÉ GÉNÉRALE DES ÉCLUSES"
     assert stored.day == 2 and stored.month is None
 
-    parsed, issues = parse_import_file(
+    parsed, issues, stopped_at = parse_import_file(
         b"\xef\xbb\xbf" + HEADER.encode() + b"\n" + good_line(1).encode() + b";\n\n"
     )
-    assert issues == [] and len(parsed) == 1 and parsed[0].line == 2
+    assert not issues and len(parsed) == 1 and parsed[0].line == 2 and stopped_at is None
 
 
 async def test_duplicates_in_file_and_across_the_family(
@@ -127,9 +127,9 @@ async def test_update_replaces_fields_of_this_account_only(
 
 
 def test_line_shape_errors() -> None:
-    parsed, issues = parse_import_file(b"910433218;x;y\n" + good_line(1).encode() + b"\n")
+    parsed, issues, _ = parse_import_file(b"910433218;x;y\n" + good_line(1).encode() + b"\n")
     assert len(parsed) == 1
-    assert [(i.line, i.field) for i in issues] == [(1, "")]
-    assert "3 champ(s) au lieu de 9" in issues[0].reason
-    _, issues = parse_import_file(f"{make_siren(5)};12;NOM;;;JOURNALIERE;1;;2\n".encode())
-    assert sorted(i.field for i in issues) == ["month", "nic", "remote_entry"]
+    assert [(i.line, i.field) for i in issues.first] == [(1, "")]
+    assert "3 champ(s) au lieu de 9" in issues.first[0].reason
+    _, issues, _ = parse_import_file(f"{make_siren(5)};12;NOM;;;JOURNALIERE;1;;2\n".encode())
+    assert sorted(i.field for i in issues.first) == ["month", "nic", "remote_entry"]

@@ -13,14 +13,13 @@ from releves_mailer.collect.sync import RefreshResult, refresh_connection
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import (
     BankAccount,
-    BankConnection,
     BankEvent,
     BankEventKind,
     BankTransaction,
-    ConnectionState,
 )
 from releves_mailer.signing.secrets import KeyRing
 from tests.collect.conftest import make_portfolio
+from tests.factories import add_powens_connection
 from tests.fakes.powens_server import FakePowens
 
 DAY = dt.date(2026, 3, 1)
@@ -37,23 +36,15 @@ async def test_refresh_through_powens(
     fake.add_account(remote, name="Livret A", type="savings", disabled=True)
     booked = fake.add_transaction(checking, value="-12.34", date=DAY)
     coming = fake.add_transaction(checking, value="-5.00", date=DAY, coming=True, type="card")
-    async with database.session() as session:
-        row = BankConnection(
-            redevable_id=portfolio.redevable_id,
-            provider="powens",
-            provider_connection_id=str(remote.id),
-            provider_user_id=str(user.id),
-            token_encrypted=keyring.encrypt(user.token),
-            bank_name="Connecteur de test",
-            state=ConnectionState.NEW,
-            consecutive_failures=0,
-            active=True,
-            created_at=clock.now(),
-            updated_at=clock.now(),
-        )
-        session.add(row)
-        await session.flush()
-        connection_id = row.id
+    connection_id = await add_powens_connection(
+        database,
+        keyring,
+        clock.now(),
+        portfolio.redevable_id,
+        user_id=user.id,
+        user_token=user.token,
+        connection_id=remote.id,
+    )
 
     async def refresh() -> RefreshResult:
         return await refresh_connection(

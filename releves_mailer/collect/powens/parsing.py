@@ -22,6 +22,7 @@ from releves_mailer.collect.provider import (
     ConnectionStatus,
     ProviderAccount,
     ProviderTransaction,
+    accepted_iban,
 )
 
 __all__ = [
@@ -273,10 +274,13 @@ def parse_account(document: JSON, now: dt.datetime) -> ProviderAccount:
     code, decimals = account_currency(document)
     balance_value = document.get("balance")
     balance = None if balance_value is None else parse_amount(balance_value, decimals)
-    iban = document.get("iban")
+    iban, rejected = accepted_iban(document.get("iban"))
+    if rejected is not None:
+        log.warning("Powens account %s: IBAN refused %r", document.get("id"), rejected)
     return ProviderAccount(
         provider_id=str(document["id"]),
-        iban=str(iban).replace(" ", "").upper() if iban else None,
+        iban=iban,
+        rejected_iban=rejected,
         bic=str(document.get("bic") or ""),
         label=str(document.get("name") or document.get("original_name") or ""),
         type=str(document.get("type") or "unknown"),
@@ -297,8 +301,7 @@ def _counterparty(document: JSON) -> tuple[str | None, str | None]:
     label = counterparty.get("label")
     iban = None
     if str(counterparty.get("account_scheme_name") or "").lower() == "iban":
-        identification = counterparty.get("account_identification")
-        iban = str(identification).replace(" ", "").upper() if identification else None
+        iban = accepted_iban(counterparty.get("account_identification"))[0]
     return (str(label) if label else None), iban
 
 

@@ -27,6 +27,7 @@ from releves_mailer.collect.provider import (
     ProviderAccount,
     ProviderError,
     ProviderTransaction,
+    accepted_iban,
 )
 from releves_mailer.collect.testbank.generator import (
     ONE_DAY,
@@ -172,7 +173,7 @@ class TestBank:
         #: at every read, whose payload hash the sync does not compute again. A daily round of
         #: 700 connections reads about 35,000 rows.
         self._memo_size = memo_size
-        self._ibans: dict[tuple[str, str], str] = {}
+        self._ibans: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         self._tokens: dict[str, TestBankToken] = {}
         self._transactions: dict[tuple[str, str, int], ProviderTransaction] = {}
         self._plans: dict[tuple[int, str], tuple[_AccountPlan, ...]] = {}
@@ -301,12 +302,14 @@ class TestBank:
         self._plans[key] = plans
         return plans
 
-    def _iban(self, branch: str, number: str) -> str:
+    def _iban(self, branch: str, number: str) -> tuple[str | None, str | None]:
+        """``(iban, rejected)``: computed, so always valid, but checked like every
+        provider's IBAN (once: memoised)."""
         key = (branch, number)
-        iban = self._ibans.get(key)
-        if iban is None:
-            iban = self._ibans[key] = french_iban(BANK_CODE, branch, number)
-        return iban
+        found = self._ibans.get(key)
+        if found is None:
+            found = self._ibans[key] = accepted_iban(french_iban(BANK_CODE, branch, number))
+        return found
 
     @staticmethod
     def _changed(after_days: int | None, epoch: dt.date, today: dt.date) -> bool:
@@ -323,12 +326,13 @@ class TestBank:
         branch = (
             plan.new_branch if self._changed(plan.iban_change, token.epoch, today) else plan.branch
         )
-        iban = self._iban(branch, plan.number)
+        iban, rejected = self._iban(branch, plan.number)
         provider_id = f"{token.connection_id}.{profile.index}"
         balance = self._balance(token, plan, now, today)
         return ProviderAccount(
             provider_id=provider_id,
             iban=iban,
+            rejected_iban=rejected,
             bic=BIC,
             label=label,
             type=_TYPES[profile.kind],
@@ -339,7 +343,7 @@ class TestBank:
             raw={
                 "id": provider_id,
                 "id_connection": token.connection_id,
-                "iban": iban,
+                "iban": iban or rejected,
                 "bic": BIC,
                 "name": label,
                 "original_name": label,

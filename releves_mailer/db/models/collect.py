@@ -83,6 +83,8 @@ class BankEventKind(enum.StrEnum):
     TYPE_CHANGED = "type_changed"
     CURRENCY_CHANGED = "currency_changed"
     IBAN_CONFLICT = "iban_conflict"
+    #: The provider gave an IBAN with bad characters or check digits: not stored.
+    IBAN_REJECTED = "iban_rejected"
     LINK_SENT = "link_sent"
     LINK_USED = "link_used"
     CREDENTIALS_UPDATED = "credentials_updated"

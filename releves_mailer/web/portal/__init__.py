@@ -16,6 +16,7 @@ from releves_mailer.interfaces import LoginGuard
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard
+from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
 from releves_mailer.web.app import PAGES
 from releves_mailer.web.portal import accounts, login, redevables, statements, subscription
 from releves_mailer.web.portal.common import PORTAL, Portal
@@ -32,6 +33,7 @@ def setup_portal(
     links: LinkService,
     settings: PartnerSettings,
     guard: LoginGuard | None = None,
+    import_max_lines: int = DEFAULT_MAX_LINES,
 ) -> None:
     """Add the portal's routes to ``app`` (built by :func:`releves_mailer.web.app.create_app`).
 
@@ -47,6 +49,7 @@ def setup_portal(
         pages=app[PAGES],
         sessions=SessionStore(database, clock),
         guard=guard or PasswordGuard(clock, AuthSection(), settings.domain),
+        import_max_lines=import_max_lines,
     )
     login.setup(app)
     subscription.setup(app)

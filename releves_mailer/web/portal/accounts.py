@@ -270,7 +270,8 @@ async def detail_page(request: PortalRequest) -> web.StreamResponse:
             message=event.message or event.kind.value,
             old_value=event.old_value,
             new_value=event.new_value,
-            ok=not event.kind.value.endswith("error") and event.kind.value != "iban_conflict",
+            ok=not event.kind.value.endswith("error")
+            and event.kind.value not in ("iban_conflict", "iban_rejected"),
         )
         for event in events
     ]

@@ -18,6 +18,7 @@ from releves_mailer.errors import UserError
 from releves_mailer.interfaces import LoginGuard
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
+from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
 from releves_mailer.web.app import Pages
 from releves_mailer.web.portal.csrf import CSRF_FIELD, check_token
 from releves_mailer.web.portal.session import COOKIE_NAME, SessionStore
@@ -78,6 +79,8 @@ class Portal:
     sessions: SessionStore
     #: The login guard shared with IMAP and SMTP AUTH.
     guard: LoginGuard
+    #: Lines read at most from an import file (``portal.import_max_lines``).
+    import_max_lines: int = DEFAULT_MAX_LINES
 
     @property
     def secure_cookies(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -398,7 +399,7 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             },
             status=422,
         )
-    data = upload.file.read()
+    data = await asyncio.to_thread(upload.file.read)
     async with portal.database.session() as session:
         report = await import_redevables(
             session,
@@ -408,6 +409,7 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             update=flag(request.form, "maj"),
             dry_run=flag(request.form, "verifier"),
             no_auto_link=flag(request.form, "no_auto_link"),
+            max_lines=portal.import_max_lines,
         )
         sent = await portal.links.send_remote_entry_links(session, report.written)
     issues = [
@@ -427,11 +429,10 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             "nav": "redevables",
             "report": report,
             "issues": issues,
-            "error_lines": len({issue.line for issue in report.issues}),
             "links_sent": len(sent),
             "name": upload.filename,
         },
-        status=422 if issues else 200,
+        status=200 if report.ok else 422,
     )
 
 

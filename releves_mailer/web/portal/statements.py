@@ -24,6 +24,7 @@ from releves_mailer.db.models import (
     StatementLine,
     StatementState,
 )
+from releves_mailer.errors import UserError
 from releves_mailer.web.portal.common import (
     PREFIX,
     Pagination,
@@ -55,6 +56,9 @@ STATE_LABELS = {
 ZIP_LIMIT = 1000
 #: Days the search covers when no start date is given.
 DEFAULT_DAYS = 31
+#: The dates a search filter may name.
+FIRST_DATE = dt.date(2000, 1, 1)
+LAST_DATE = dt.date(2099, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -100,20 +104,32 @@ def statement_row(statement: Statement, redevable: Redevable, login: str) -> Sta
     )
 
 
-def _date(value: str) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(value.strip())
-    except ValueError:
-        pass
-    try:
-        return dt.datetime.strptime(value.strip(), "%d/%m/%Y").date()
-    except ValueError:
-        return None
+def _date(value: str, name: str) -> dt.date | None:
+    """A date typed in a filter (ISO or JJ/MM/AAAA), None when empty or unreadable.
+
+    Raises :class:`UserError` for a real date outside the range a statement can have: the
+    bounds of the search would otherwise overflow the date arithmetic (a 500).
+    """
+    text = value.strip()
+    found = None
+    for parse in (dt.date.fromisoformat, lambda t: dt.datetime.strptime(t, "%d/%m/%Y").date()):
+        try:
+            found = parse(text)
+            break
+        except ValueError:
+            continue
+    if found is not None and not FIRST_DATE <= found <= LAST_DATE:
+        raise UserError(
+            f"La date « {name} » ({found:%d/%m/%Y}) est hors limites : saisissez une date "
+            f"entre le {FIRST_DATE:%d/%m/%Y} et le {LAST_DATE:%d/%m/%Y}.",
+            field=name,
+        )
+    return found
 
 
 def _criteria(values: Mapping[str, Any], today: dt.date) -> dict[str, str]:
-    first = _date(str(values.get("du", "")))
-    last = _date(str(values.get("au", "")))
+    first = _date(str(values.get("du", "")), "du")
+    last = _date(str(values.get("au", "")), "au")
     state = str(values.get("etat", ""))
     return {
         "du": (first or today - dt.timedelta(days=DEFAULT_DAYS)).isoformat(),
@@ -124,6 +140,15 @@ def _criteria(values: Mapping[str, Any], today: dt.date) -> dict[str, str]:
         "etat": state if state in STATE_FILTERS else "",
         "secondaires": "1" if flag(values, "secondaires") else "",
     }
+
+
+def _bad_filter(request: PortalRequest, error: UserError) -> web.Response:
+    return request.portal.render(
+        request,
+        "erreur",
+        {"title": "Recherche impossible", "nav": "releves", "errors": [error.message]},
+        status=400,
+    )
 
 
 def _search(criteria: Mapping[str, str], account_ids: list[int]) -> list[ColumnElement[bool]]:
@@ -184,7 +209,10 @@ async def _rows(session: AsyncSession, ids: list[int]) -> list[StatementRow]:
 
 async def list_page(request: PortalRequest) -> web.StreamResponse:
     portal = request.portal
-    criteria = _criteria(request.query, business_today(portal.clock))
+    try:
+        criteria = _criteria(request.query, business_today(portal.clock))
+    except UserError as error:
+        return _bad_filter(request, error)
     async with portal.database.session() as session:
         ids = await listed_account_ids(session, request.user, bool(criteria["secondaires"]))
         conditions = _search(criteria, ids)
@@ -276,7 +304,10 @@ async def download_zip(request: PortalRequest) -> web.StreamResponse:
     everything = flag(request.form, "tout")
     async with portal.database.session() as session:
         if everything:
-            criteria = _criteria(request.form, business_today(portal.clock))
+            try:
+                criteria = _criteria(request.form, business_today(portal.clock))
+            except UserError as error:
+                return _bad_filter(request, error)
             ids = await listed_account_ids(session, request.user, bool(criteria["secondaires"]))
             query = (
                 select(Statement, Redevable, PortalAccount.login)
