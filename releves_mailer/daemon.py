@@ -21,17 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from releves_mailer.clock import Clock
-from releves_mailer.collect.connections import build_providers
-from releves_mailer.collect.powens.provider import PowensProvider
-from releves_mailer.collect.powens.webview import DEFAULT_WEBVIEW_BASE
+from releves_mailer.collect.connections import connections_named
 from releves_mailer.collect.powens_webhooks import WebhookEvent, webhook_handler
-from releves_mailer.collect.provider import Provider
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.config import Config, ConfigError
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
@@ -43,13 +38,11 @@ from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.notify.outbox import Outbox
+from releves_mailer.partner.aggregators import open_aggregators
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.flow import PartnerFlow
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
-from releves_mailer.partner.modes import PartnerMode
-from releves_mailer.partner.powens import PowensPartner
-from releves_mailer.partner.testbank import TestBankPartner
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
 from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
@@ -134,7 +127,6 @@ class Daemon:
         self.ports: dict[str, int | None] = {}
         self.renderer: Renderer | None = None
         self._stop = asyncio.Event()
-        self._wakeup = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
@@ -195,11 +187,22 @@ class Daemon:
             signer=signer,
         )
         keyring = KeyRing.from_file(config.path(config.secrets.key_file))
-        providers: dict[str, Provider] = dict(build_providers(config, self.clock))
+        aggregators = await stack.enter_async_context(open_aggregators(config, self.clock))
         settings = PartnerSettings.from_config(config)
         composer = MailComposer(self.renderer, settings, self.clock)
         links = LinkService(database, self.outbox, composer)
-        modes: dict[str, PartnerMode] = {}
+        self.alerts = AlertService(
+            database, links, self.outbox, composer, keyring, aggregators.modes
+        )
+        self.collector = Collector(
+            database,
+            self.clock,
+            aggregators.providers,
+            keyring,
+            RefreshPlan.from_config(config.collection),
+            self.alerts,
+            self.delivery,
+        )
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(
                 setup_portal,
@@ -211,18 +214,10 @@ class Daemon:
                 import_max_lines=config.portal.import_max_lines,
             )
         ]
-        if config.aggregator.powens.enabled:
-            powens = await self._start_powens(stack, setups)
-            providers[powens.name] = powens
-            modes[powens.name] = PowensPartner(powens)
-        testbank_partner = None
-        bank = providers.get(TestBank.name)
-        if isinstance(bank, TestBank):
-            testbank_partner = TestBankPartner(bank, self.clock, settings.public_url)
-            modes[testbank_partner.name] = testbank_partner
-        self.alerts = AlertService(database, links, self.outbox, composer, keyring, modes)
+        if aggregators.powens is not None:
+            self._mount_webhooks(database, aggregators.powens.name, setups)
         flow = None
-        if modes:
+        if aggregators.modes:
             # The first mode is the default of new links: Powens when it is configured.
             flow = PartnerFlow(
                 database,
@@ -230,30 +225,21 @@ class Daemon:
                 self.outbox,
                 composer,
                 keyring,
-                modes,
-                default_mode=next(iter(modes)),
+                aggregators.modes,
+                default_mode=next(iter(aggregators.modes)),
                 after_finish=self._refresh_soon,
             )
         app = create_app(
             renderer=self.renderer,
             settings=settings,
             flow=flow,
-            testbank=testbank_partner,
+            testbank=aggregators.testbank,
             setups=setups,
         )
         http = HttpServer(config.http, app)
         await http.start(stack)
-        self.collector = Collector(
-            database,
-            self.clock,
-            providers,
-            keyring,
-            RefreshPlan.from_config(config.collection),
-            self.alerts,
-            self.delivery,
-        )
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
-        self._spawn(stack, self.collector.run(self._stop, self._wakeup), "collection")
+        self._spawn(stack, self.collector.run(self._stop), "collection")
         self._spawn(stack, self._housekeeping(store), "housekeeping")
         self.ports = {
             "imap": imap.port,
@@ -263,43 +249,41 @@ class Daemon:
         }
         self._write_ports(config.data_dir / "ports.json")
 
-    async def _start_powens(
-        self, stack: AsyncExitStack, setups: list[Callable[[web.Application], None]]
-    ) -> PowensProvider:
-        """The Powens client (its HTTP session lives as long as the daemon) and its webhooks."""
+    def _mount_webhooks(
+        self, database: Database, provider: str, setups: list[Callable[[web.Application], None]]
+    ) -> None:
+        """The Powens webhook route: a valid webhook refreshes early the connection it names."""
         section = self.config.aggregator.powens
-        session = aiohttp.ClientSession()
-        stack.push_async_callback(session.close)
-        provider = PowensProvider.from_config(
-            section,
-            session,
-            self.clock,
-            base_url=section.api_url or None,
-            webview_base=section.webview_url or DEFAULT_WEBVIEW_BASE,
-        )
 
         async def on_webhook(event: WebhookEvent) -> None:
-            # A webhook only says "look again": the refresh re-reads everything from the API.
-            _log.info("Powens webhook %s for connection %s", event.kind, event.connection_id)
-            self._wakeup.set()
+            # A webhook only says "look again": the refresh re-reads everything from the API
+            # (a "deleted" event too: the refresh confirms it with a 404 first).
+            found = await connections_named(database, provider, event.connection_id)
+            _log.info(
+                "Powens webhook %s for connection %s: local connection(s) %s",
+                event.kind,
+                event.connection_id,
+                found or "none",
+            )
+            for connection_id in found:
+                self.collector.refresh_soon(connection_id)
 
         secret = section.webhook_secret.get_secret_value()
-        if secret:
-            handler = webhook_handler(
-                secret,
-                on_webhook,
-                clock=self.clock,
-                max_body=section.webhook_max_body,
-                max_age=dt.timedelta(seconds=section.webhook_max_age_seconds),
-            )
-
-            def mount(app: web.Application) -> None:
-                app.router.add_post("/powens/webhooks/{event}", handler)
-
-            setups.append(mount)
-        else:
+        if not secret:
             _log.warning("no Powens webhook secret configured: webhooks are not accepted")
-        return provider
+            return
+        handler = webhook_handler(
+            secret,
+            on_webhook,
+            clock=self.clock,
+            max_body=section.webhook_max_body,
+            max_age=dt.timedelta(seconds=section.webhook_max_age_seconds),
+        )
+
+        def mount(app: web.Application) -> None:
+            app.router.add_post("/powens/webhooks/{event}", handler)
+
+        setups.append(mount)
 
     async def _housekeeping(self, store: MessageStore) -> None:
         """Hourly: remove message files left without a row by rolled-back deliveries."""
@@ -313,9 +297,9 @@ class Daemon:
             await wait_any(self._stop, seconds=3600)
 
     async def _refresh_soon(self, connection_id: int) -> None:
-        """After a client repaired or added a connection: collect without waiting a night."""
-        _log.info("connection %d updated by its client: refreshing now", connection_id)
-        self._wakeup.set()
+        """After a client repaired or added a connection: refresh it without waiting a night."""
+        _log.info("connection %d updated by its client: refreshing it now", connection_id)
+        self.collector.refresh_soon(connection_id)
 
     def _spawn(self, stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run a background loop until the daemon stops; it ends before the servers close."""

@@ -1,9 +1,11 @@
-"""The daemon's collection job: refresh, cut, alert, deliver, on the scheduler's rhythm.
+"""Collection as one service: refresh, alert, cut (and deliver, in the daemon).
 
-One round calls :func:`~releves_mailer.collect.scheduler.run_due_work` (the same code as
-``collect`` and ``simulate``), hands every refresh result to the alert service, delivers the
-statements just cut, and once a day checks consent expiry dates. Rounds run every minute, or
-at once when a client has just repaired or added a connection.
+One round calls :func:`~releves_mailer.collect.scheduler.run_due_work` with the alert
+service's hook, so a failed refresh counts toward the "link from the second failure" rule
+and sends the same links and alerts whoever ran it: the daemon, ``collect``, ``simulate``
+or ``banks connect``. In the daemon a round also delivers the statements just cut and, once
+a day, checks consent expiry dates; rounds run every minute, or at once for the connections
+a client has just repaired or added or a webhook names (only those are refreshed early).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 
-from releves_mailer.clock import Clock, business_today
+from releves_mailer.clock import Clock, ManualClock, business_today
 from releves_mailer.collect.provider import Provider
 from releves_mailer.collect.scheduler import RefreshPlan, RunReport, run_due_work
+from releves_mailer.collect.simulate import SimulationReport, simulate
 from releves_mailer.db import Database
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.partner.alerts import AlertService
@@ -28,7 +32,7 @@ _log = logging.getLogger(__name__)
 
 
 class Collector:
-    """Runs collection rounds until told to stop."""
+    """Runs collection rounds: once (a command), over simulated nights, or until told to stop."""
 
     def __init__(
         self,
@@ -38,7 +42,7 @@ class Collector:
         keyring: KeyRing,
         plan: RefreshPlan,
         alerts: AlertService,
-        delivery: StatementDelivery,
+        delivery: StatementDelivery | None = None,
         *,
         period: float = 60.0,
     ) -> None:
@@ -51,8 +55,16 @@ class Collector:
         self.delivery = delivery
         self.period = period
         self._consents_checked: dt.date | None = None
+        self._soon: set[int] = set()
+        self._wakeup = asyncio.Event()
 
-    async def round(self, *, force_refresh: bool = False) -> RunReport:
+    async def round(
+        self,
+        *,
+        force_refresh: bool = False,
+        redevable_id: int | None = None,
+        refresh_now: Collection[int] = (),
+    ) -> RunReport:
         """One round of due work; safe to call at any time (everything is idempotent)."""
         report = await run_due_work(
             self.database,
@@ -61,9 +73,12 @@ class Collector:
             keyring=self.keyring,
             plan=self.plan,
             force_refresh=force_refresh,
+            redevable_id=redevable_id,
+            refresh_now=refresh_now,
+            after_refresh=self.alerts.after_refresh,
         )
-        for result in report.refreshed:
-            await self.alerts.after_refresh(result)
+        if self.delivery is None:
+            return report  # a command: the daemon delivers what was cut
         today = business_today(self.clock)
         if self._consents_checked != today:
             await self.alerts.check_consents()
@@ -78,15 +93,43 @@ class Collector:
             )
         return report
 
-    async def run(self, stop: asyncio.Event, wakeup: asyncio.Event) -> None:
-        force = False
+    async def simulate(
+        self,
+        first: dt.date,
+        last: dt.date,
+        *,
+        step_minutes: int = 60,
+        progress_file: Path | None = None,
+        on_night: Callable[[dt.date], None] | None = None,
+    ) -> SimulationReport:
+        """The scheduler over the simulated nights from ``first`` to ``last``."""
+        if not isinstance(self.clock, ManualClock):
+            raise TypeError("a simulation moves a manual clock")
+        return await simulate(
+            self.database,
+            clock=self.clock,
+            providers=self.providers,
+            keyring=self.keyring,
+            first=first,
+            last=last,
+            plan=self.plan,
+            step_minutes=step_minutes,
+            progress_file=progress_file,
+            on_night=on_night,
+            after_refresh=self.alerts.after_refresh,
+        )
+
+    def refresh_soon(self, connection_id: int) -> None:
+        """Refresh this connection at the next round, which starts now (not every connection)."""
+        self._soon.add(connection_id)
+        self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            now, self._soon = self._soon, set()
             try:
-                await self.round(force_refresh=force)
+                await self.round(refresh_now=now)
             except Exception:
                 _log.exception("collection round failed")
-            force = False
-            await wait_any(stop, wakeup, seconds=self.period)
-            if wakeup.is_set():
-                wakeup.clear()
-                force = True
+            await wait_any(stop, self._wakeup, seconds=self.period)
+            self._wakeup.clear()

@@ -9,17 +9,22 @@ import click
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
-from releves_mailer.clock import PARIS, Clock, SystemClock
+from releves_mailer.cli.common import (
+    AppContext,
+    async_command,
+    echo_json,
+    exit_on_failed_refresh,
+    open_collection,
+    open_database,
+    parse_datetime,
+)
+from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
 from releves_mailer.collect.connections import (
-    build_test_bank,
     connect_test_bank,
     set_account_active,
 )
 from releves_mailer.collect.errors import describe_error
-from releves_mailer.collect.sync import refresh_connection
 from releves_mailer.collect.testbank import TestBank, parse_error_schedule
-from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -33,7 +38,6 @@ from releves_mailer.db.models import (
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import format_montant
-from releves_mailer.signing.secrets import KeyRing, KeyRingError
 
 __all__ = ["banks"]
 
@@ -49,17 +53,6 @@ _CONNECTION_STATES = {
     ConnectionState.ERROR: "en erreur",
     ConnectionState.CLOSED: "fermée",
 }
-
-
-def _keyring(config: Config) -> KeyRing:
-    try:
-        return KeyRing.from_file(config.path(config.secrets.key_file))
-    except KeyRingError as error:
-        raise UserError(f"clés de chiffrement : {error}") from None
-
-
-def _clock() -> Clock:
-    return SystemClock()
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -101,6 +94,13 @@ def banks() -> None:
     metavar="CODE@AAAA-MM-JJ[..AAAA-MM-JJ]",
     help="Erreur de connexion programmée (répétable).",
 )
+@click.option(
+    "--at",
+    "at",
+    metavar="AAAA-MM-JJTHH:MM",
+    help="Moment de l'activation sur la chronologie simulée (heure de Paris ; défaut : "
+    "maintenant).",
+)
 @async_command
 async def connect(
     app: AppContext,
@@ -109,8 +109,13 @@ async def connect(
     login: str | None,
     seed: int | None,
     errors: tuple[str, ...],
+    at: str | None,
 ) -> None:
-    """Connecte la banque d'un redevable (connexion directe au connecteur de test)."""
+    """Connecte la banque d'un redevable (connexion directe au connecteur de test).
+
+    Code de sortie 3 si la première actualisation échoue (elle compte comme une vérification
+    du démon : lien de mise à jour et alerte à partir du second échec).
+    """
     config = app.config
     if provider != TestBank.name:
         raise UserError(
@@ -120,40 +125,37 @@ async def connect(
     if not config.aggregator.testbank.enabled:
         raise UserError("le connecteur de test est désactivé (aggregator.testbank.enabled)")
     schedule = parse_error_schedule(errors)
-    keyring = _keyring(config)
-    clock = _clock()
-    bank = build_test_bank(config, clock)
-    async with open_database(config) as database:
+    clock: Clock = SystemClock() if at is None else ManualClock(parse_datetime(at))
+    async with open_collection(config, clock) as collection:
+        database = collection.database
+        bank = collection.aggregators.providers[TestBank.name]
+        assert isinstance(bank, TestBank)
         async with database.session() as session:
             redevable = await find_redevable(session, siren, login)
         connection = await connect_test_bank(
             database,
             redevable.id,
             bank=bank,
-            keyring=keyring,
+            keyring=collection.keyring,
             clock=clock,
             seed=seed,
             errors=schedule,
         )
-        result = await refresh_connection(
-            database,
-            connection.id,
-            providers={bank.name: bank},
-            keyring=keyring,
-            clock=clock,
-        )
+        report = await collection.collector.round(refresh_now=[connection.id])
+        result = next(r for r in report.refreshed if r.connection_id == connection.id)
+    click.echo(
+        f"Connexion {connection.id} créée pour {redevable.siret} {redevable.company_name} "
+        f"({bank.display_name}) le {_when(clock.now())}."
+    )
+    if result.ok:
         click.echo(
-            f"Connexion {connection.id} créée pour {redevable.siret} {redevable.company_name} "
-            f"({bank.display_name})."
+            f"{result.accounts} compte(s) bancaire(s), {result.inserted} transaction(s) "
+            "collectée(s)."
         )
-        if result.ok:
-            click.echo(
-                f"{result.accounts} compte(s) bancaire(s), {result.inserted} transaction(s) "
-                "collectée(s)."
-            )
-        else:
-            message = describe_error(result.error_code or "bug").message
-            click.echo(f"Connexion en erreur ({result.error_code}) : {message}")
+    else:
+        message = describe_error(result.error_code or "bug").message
+        click.echo(f"Connexion en erreur ({result.error_code}) : {message}")
+    exit_on_failed_refresh(int(not result.ok))
 
 
 async def _rows_for_list(
@@ -317,7 +319,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
 
 
 async def _switch(app: AppContext, account_id: int, active: bool) -> None:
-    clock = _clock()
+    clock = SystemClock()
     async with open_database(app.config) as database:
         account = await set_account_active(database, account_id, active, clock=clock)
     word = "réactivé" if active else "désactivé"

@@ -17,13 +17,20 @@ import click
 from sqlalchemy import select
 from tqdm import tqdm
 
-from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
+from releves_mailer.cli.common import (
+    AppContext,
+    async_command,
+    echo_json,
+    exit_on_failed_refresh,
+    open_collection,
+    open_database,
+    parse_datetime,
+)
 from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
 from releves_mailer.collect.audit import audit
-from releves_mailer.collect.connections import build_providers
+from releves_mailer.collect.errors import describe_error
 from releves_mailer.collect.exports import ExportFile, read_files, zip_files
-from releves_mailer.collect.scheduler import RefreshPlan, RunReport, run_due_work
-from releves_mailer.collect.simulate import simulate as run_simulation
+from releves_mailer.collect.scheduler import RefreshPlan, RunReport
 from releves_mailer.collect.simulate import simulation_steps
 from releves_mailer.config import Config
 from releves_mailer.db.models import BankAccount, Redevable, Statement
@@ -32,7 +39,6 @@ from releves_mailer.errors import UserError
 from releves_mailer.files import write_atomically
 from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import format_montant
-from releves_mailer.signing.secrets import KeyRing, KeyRingError
 
 __all__ = ["collect", "simulate", "statements"]
 
@@ -45,25 +51,6 @@ _STATE_OPTIONS = {"en-cours": StatementState.EN_COURS, "succes": StatementState.
 _STATE_OPTIONS["echec"] = StatementState.ECHEC
 _STATE_OPTIONS["succès"] = StatementState.SUCCES
 _STATE_OPTIONS["échec"] = StatementState.ECHEC
-
-
-def _keyring(config: Config) -> KeyRing:
-    try:
-        return KeyRing.from_file(config.path(config.secrets.key_file))
-    except KeyRingError as error:
-        raise UserError(f"clés de chiffrement : {error}") from None
-
-
-def _parse_datetime(value: str) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(
-            f"date et heure invalides « {value} » (attendu AAAA-MM-JJTHH:MM, heure de Paris)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=PARIS)
-    return moment.astimezone(dt.UTC)
 
 
 def _parse_date(value: str, option: str) -> dt.date:
@@ -81,12 +68,10 @@ def _summary(report: RunReport) -> str:
     cut = report.statements.count("cut")
     waiting = report.statements.count("waiting")
     failed = report.statements.count("failed")
-    ok = sum(1 for result in report.refreshed if result.ok)
-    errors = len(report.refreshed) - ok + len(report.refresh_errors)
     return (
-        f"{len(report.refreshed) + len(report.refresh_errors)} connexion(s) actualisée(s) "
-        f"({errors} en erreur), {cut} relevé(s) produit(s), {waiting} en attente, "
-        f"{failed} en échec"
+        f"{report.refresh_count} connexion(s) actualisée(s) "
+        f"({report.failed_refreshes} en erreur), {cut} relevé(s) produit(s), {waiting} en "
+        f"attente, {failed} en échec"
     )
 
 
@@ -102,24 +87,26 @@ async def _redevable_id(config: Config, siren: str | None) -> int | None:
 @click.option("--at", "at", help="Date et heure de référence (AAAA-MM-JJTHH:MM, heure de Paris).")
 @async_command
 async def collect(app: AppContext, siren: str | None, at: str | None) -> None:
-    """Actualise les connexions bancaires maintenant et produit les relevés dus."""
+    """Actualise les connexions bancaires maintenant et produit les relevés dus.
+
+    Code de sortie 3 si une actualisation a échoué (liens et alertes partent comme depuis le
+    démon).
+    """
     config = app.config
-    clock: Clock = SystemClock() if at is None else ManualClock(_parse_datetime(at))
+    clock: Clock = SystemClock() if at is None else ManualClock(parse_datetime(at))
     redevable_id = await _redevable_id(config, siren)
-    keyring = _keyring(config)
-    async with open_database(config) as database:
-        report = await run_due_work(
-            database,
-            clock=clock,
-            providers=build_providers(config, clock),
-            keyring=keyring,
-            plan=RefreshPlan.from_config(config.collection),
-            force_refresh=True,
-            redevable_id=redevable_id,
-        )
+    async with open_collection(config, clock) as collection:
+        report = await collection.collector.round(force_refresh=True, redevable_id=redevable_id)
     click.echo(_summary(report))
     for connection_id, error in sorted(report.refresh_errors.items()):
         click.echo(f"connexion {connection_id} : {error}", err=True)
+    for result in report.refreshed:
+        if not result.ok:
+            message = describe_error(result.error_code or "bug").message
+            click.echo(
+                f"connexion {result.connection_id} : {result.error_code} ({message})", err=True
+            )
+    exit_on_failed_refresh(report)
 
 
 @click.command()
@@ -136,7 +123,8 @@ async def collect(app: AppContext, siren: str | None, at: str | None) -> None:
 async def simulate(app: AppContext, first: str, last: str, step_minutes: int) -> None:
     """Fait tourner l'ordonnanceur du démon sur des nuits simulées (horloge simulée).
 
-    Reprend là où une simulation interrompue s'est arrêtée (mêmes dates).
+    Reprend là où une simulation interrompue s'est arrêtée (mêmes dates). Code de sortie 3
+    si une actualisation a échoué.
     """
     config = app.config
     start = _parse_date(first, "--from")
@@ -146,20 +134,14 @@ async def simulate(app: AppContext, first: str, last: str, step_minutes: int) ->
     plan = RefreshPlan.from_config(config.collection)
     first_step = next(iter(simulation_steps(start, start, plan, step_minutes)))[1]
     clock = ManualClock(first_step)
-    keyring = _keyring(config)
     nights = (end - start).days + 1
-    async with open_database(config) as database:
+    async with open_collection(config, clock) as collection:
         with tqdm(
             total=nights, unit="nuit", file=sys.stderr, desc="simulation", leave=False
         ) as bar:
-            report = await run_simulation(
-                database,
-                clock=clock,
-                providers=build_providers(config, clock),
-                keyring=keyring,
-                first=start,
-                last=end,
-                plan=plan,
+            report = await collection.collector.simulate(
+                start,
+                end,
                 step_minutes=step_minutes,
                 progress_file=config.data_dir / "simulation.json",
                 on_night=lambda _night: bar.update(1),
@@ -169,6 +151,7 @@ async def simulate(app: AppContext, first: str, last: str, step_minutes: int) ->
         f"({report.refresh_errors} en erreur), {report.statements} relevé(s) produit(s), "
         f"{report.steps} passage(s) ({report.skipped_steps} déjà faits)"
     )
+    exit_on_failed_refresh(report.refresh_errors)
 
 
 @click.group()

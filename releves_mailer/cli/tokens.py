@@ -6,39 +6,22 @@ import datetime as dt
 
 import click
 
-from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
+from releves_mailer.cli.common import (
+    AppContext,
+    async_command,
+    echo_json,
+    link_service,
+    open_database,
+)
 from releves_mailer.clock import PARIS, SystemClock
-from releves_mailer.config import Config
-from releves_mailer.db import Database
-from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.links import IssuedLink, LinkService
-from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.redevables import find_redevable
-from releves_mailer.render import Renderer
-from releves_mailer.signing.smime import SmimeSigner
 
 __all__ = ["echo_issued", "link_service", "tokens"]
 
 
 def _when(moment: dt.datetime | None) -> str:
     return "-" if moment is None else moment.astimezone(PARIS).strftime("%d/%m/%y %H:%M")
-
-
-def link_service(config: Config, database: Database) -> LinkService:
-    """The link service as the command line uses it: mails are queued for the daemon."""
-    clock = SystemClock()
-    outbox = Outbox(
-        database,
-        clock,
-        config.relay,
-        domain=config.portal.domain,
-        data_dir=config.data_dir,
-        signer=SmimeSigner.from_config(config),
-    )
-    composer = MailComposer(
-        Renderer.from_config(config), PartnerSettings.from_config(config), clock
-    )
-    return LinkService(database, outbox, composer)
 
 
 @click.group(name="tokens")

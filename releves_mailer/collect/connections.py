@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import PARIS, Clock
-from releves_mailer.collect.provider import Provider, ProviderAccess
+from releves_mailer.collect.provider import ProviderAccess
 from releves_mailer.collect.testbank import ScheduledError, TestBank, TestBankToken
 from releves_mailer.collect.testbank.schedule import parse_error_schedule
 from releves_mailer.config import Config
@@ -33,10 +33,10 @@ from releves_mailer.signing.secrets import KeyRing
 
 __all__ = [
     "add_connection",
-    "build_providers",
     "build_test_bank",
     "close_replaced_connection",
     "connect_test_bank",
+    "connections_named",
     "rotate_tokens",
     "set_account_active",
     "set_redevable_accounts_active",
@@ -51,14 +51,6 @@ def build_test_bank(config: Config, clock: Clock) -> TestBank:
     except UserError as error:
         raise UserError(f"aggregator.testbank.errors : {error.message}", field="errors") from None
     return TestBank(clock, seed=section.seed, errors=errors)
-
-
-def build_providers(config: Config, clock: Clock) -> dict[str, Provider]:
-    """Every enabled provider, by the code stored on connections."""
-    providers: dict[str, Provider] = {}
-    if config.aggregator.testbank.enabled:
-        providers[TestBank.name] = build_test_bank(config, clock)
-    return providers
 
 
 def close_replaced_connection(
@@ -165,6 +157,19 @@ async def connect_test_bank(
             now=now,
             message=f"Connexion créée ({bank.display_name}, graine {token.seed})",
         )
+
+
+async def connections_named(database: Database, provider: str, remote_id: str) -> list[int]:
+    """Local ids of the open connections the provider knows as ``remote_id``."""
+    async with database.session() as session:
+        found = await session.scalars(
+            select(BankConnection.id)
+            .where(BankConnection.provider == provider)
+            .where(BankConnection.provider_connection_id == remote_id)
+            .where(BankConnection.state != ConnectionState.CLOSED)
+            .order_by(BankConnection.id)
+        )
+        return list(found)
 
 
 async def set_account_active(

@@ -26,7 +26,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -51,6 +51,7 @@ from releves_mailer.db.models.portfolio import Redevable
 from releves_mailer.signing.secrets import KeyRing
 
 __all__ = [
+    "AfterRefresh",
     "ConnectionClock",
     "RefreshPlan",
     "RunReport",
@@ -61,6 +62,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The hook run on each refresh result (the alert service's).
+AfterRefresh = Callable[[RefreshResult], Awaitable[object]]
 
 #: Providers computed in this process (no network): running their refreshes concurrently
 #: only makes database writers wait for each other, so they run one at a time.
@@ -222,6 +226,16 @@ class RunReport:
     def statements_cut(self) -> int:
         return self.statements.count("cut")
 
+    @property
+    def refresh_count(self) -> int:
+        """Connections this run tried to refresh."""
+        return len(self.refreshed) + len(self.refresh_errors)
+
+    @property
+    def failed_refreshes(self) -> int:
+        """Refreshes that did not succeed: a bank error, or no provider to ask."""
+        return sum(1 for result in self.refreshed if not result.ok) + len(self.refresh_errors)
+
 
 async def _due_connections(
     database: Database,
@@ -230,6 +244,7 @@ async def _due_connections(
     *,
     force: bool,
     redevable_id: int | None,
+    refresh_now: Collection[int],
 ) -> list[tuple[int, str]]:
     query = (
         select(
@@ -251,7 +266,9 @@ async def _due_connections(
     return [
         (connection_id, provider)
         for connection_id, provider, checked, succeeded in rows
-        if force or is_refresh_due(ConnectionClock(connection_id, checked, succeeded), now, plan)
+        if force
+        or connection_id in refresh_now
+        or is_refresh_due(ConnectionClock(connection_id, checked, succeeded), now, plan)
     ]
 
 
@@ -266,21 +283,39 @@ async def run_due_work(
     force_refresh: bool = False,
     redevable_id: int | None = None,
     refresh: bool = True,
+    refresh_now: Collection[int] = (),
+    after_refresh: AfterRefresh | None = None,
 ) -> RunReport:
     """Refresh the connections whose refresh is due, then cut every due statement.
 
-    ``force_refresh`` refreshes every connection (``collect``); ``redevable_id`` limits the
-    work to one redevable. Call it in a loop (the daemon: every few minutes) or at chosen
-    clock times (``simulate``); calling it again at the same clock time does nothing more.
+    ``force_refresh`` refreshes every connection (``collect``); ``refresh_now`` adds the
+    connections named (one a client has just repaired, one a webhook names) to the due ones;
+    ``redevable_id`` limits the work to one redevable. ``after_refresh`` sees every refresh
+    result before any statement is cut (the alert hook: links and alerts). Call it in a loop
+    (the daemon: every few minutes) or at chosen clock times (``simulate``); calling it again
+    at the same clock time does nothing more.
     """
     plan = plan or RefreshPlan()
     now = clock.now()
     report = RunReport(at=now)
     if refresh:
         due = await _due_connections(
-            database, now, plan, force=force_refresh, redevable_id=redevable_id
+            database,
+            now,
+            plan,
+            force=force_refresh,
+            redevable_id=redevable_id,
+            refresh_now=frozenset(refresh_now),
         )
         await _refresh_all(database, due, clock, providers, keyring, plan, sync_settings, report)
+        if after_refresh is not None:
+            for result in report.refreshed:
+                try:
+                    await after_refresh(result)
+                except Exception:  # an alert that failed never holds statements back
+                    log.exception(
+                        "after-refresh hook of connection %s failed", result.connection_id
+                    )
     report.statements = await cut_due_statements(
         database, clock=clock, timing=plan.timing, redevable_id=redevable_id
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.provider import Provider
-from releves_mailer.collect.scheduler import RefreshPlan, run_due_work
+from releves_mailer.collect.scheduler import AfterRefresh, RefreshPlan, run_due_work
 from releves_mailer.collect.sync import SyncSettings
 from releves_mailer.db import Database
 from releves_mailer.files import write_atomically
@@ -90,10 +90,13 @@ async def simulate(
     step_minutes: int = 60,
     progress_file: Path | None = None,
     on_night: Callable[[dt.date], None] | None = None,
+    after_refresh: AfterRefresh | None = None,
 ) -> SimulationReport:
     """Run the scheduler over the nights opening from ``first`` to ``last`` (Paris dates).
 
     ``clock`` must be the clock the providers read (the test bank follows it).
+    ``after_refresh`` is the daemon's alert hook, so failures count toward links and alerts
+    exactly as they would in production.
     """
     plan = plan or RefreshPlan()
     key = {"from": first.isoformat(), "to": last.isoformat(), "step": str(step_minutes)}
@@ -115,10 +118,11 @@ async def simulate(
             keyring=keyring,
             plan=plan,
             sync_settings=sync_settings,
+            after_refresh=after_refresh,
         )
         report.steps += 1
-        report.refreshes += len(result.refreshed)
-        report.refresh_errors += len(result.refresh_errors)
+        report.refreshes += result.refresh_count
+        report.refresh_errors += result.failed_refreshes
         report.statements += result.statements.count("cut")
         report.waiting += result.statements.count("waiting")
         report.failed += result.statements.count("failed")

@@ -17,6 +17,7 @@ from releves_mailer.config import load_config
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
 from releves_mailer.db.models import BankConnection, PortalAccount, Redevable
+from releves_mailer.signing.certificates import write_signing_pair
 from releves_mailer.signing.secrets import generate_key_file
 
 from .conftest import make_portfolio
@@ -38,6 +39,14 @@ def data_dir(tmp_path: Path) -> Path:
     )
     generate_key_file(tmp_path / "keys" / "secrets.key")
     config = load_config(tmp_path / "releves-mailer.toml", environ={})
+    # Alert mails of a failed first refresh are signed like every mail of the portal.
+    write_signing_pair(
+        f"portail@{config.portal.domain}",
+        config.portal.name,
+        config.path(config.signing.key),
+        config.path(config.signing.certificate),
+        SystemClock().now(),
+    )
 
     async def prepare() -> None:
         database = Database(config.database_url)
@@ -130,7 +139,7 @@ def test_connect_list_show_transactions_deactivate(data_dir: Path) -> None:
 
 def test_connect_with_scheduled_errors_and_reconnection(data_dir: Path) -> None:
     result = run(data_dir, "connect", "732829320", "--error", "wrongpass@2000-01-01..2999-12-31")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # stored, but the bank refused: exit status 3
     assert "Connexion en erreur (wrongpass)" in result.output
     assert "L'authentification au site de la banque a échoué." in result.output
     # Reconnecting (same seed) replaces the broken connection.
