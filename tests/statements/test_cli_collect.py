@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
@@ -21,6 +22,7 @@ from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankAccount, Periodicity, Statement, StatementFile
 from releves_mailer.signing.secrets import KeyRing
+from tests.factories import add_portfolio, make_siren
 
 from .scenario import Spec, build_portfolio, paris_night
 
@@ -142,3 +144,47 @@ async def test_collect_simulate_list_download_audit(tmp_path: Path) -> None:
     assert done.returncode == 1
     codes = {problem["code"] for problem in json.loads(done.stdout)}
     assert "chaine_soldes" in codes
+
+
+@pytest.mark.slow
+async def test_manual_examples_from_the_command_line(tmp_path: Path) -> None:
+    """The manual's two first-statement examples replayed with ``banks connect --at``,
+    ``simulate`` and ``statements list --json``."""
+    config = await initialise_data_dir(tmp_path / "data", "releves.localhost", SystemClock())
+    monthly, quarterly = make_siren(501), make_siren(502)
+    specs = (
+        Spec(P.MENSUELLE, day=5, siren=monthly),
+        Spec(P.TRIMESTRIELLE, month=1, day=1, siren=quarterly),
+    )
+    database = Database(config.database_url)
+    try:
+        await add_portfolio(database, paris_night(dt.date(2026, 8, 1)), specs)
+    finally:
+        await database.dispose()
+
+    for siren in (monthly, quarterly):
+        done = await asyncio.to_thread(
+            run, config, "banks", "connect", siren, "--provider", "testbank",
+            "--at", "2026-09-05T10:00",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "le 05/09/2026 10:00" in done.stdout
+    done = await asyncio.to_thread(
+        run, config, "simulate", "--from", "2026-09-05", "--to", "2026-10-02"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(0 en erreur)" in done.stdout
+
+    listed = await asyncio.to_thread(run, config, "statements", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    firsts = {(row["siren"], row["iban"]): row for row in rows if row["numero"] == 1}
+    assert {siren for siren, _iban in firsts} == {monthly, quarterly}
+    expected = {monthly: "2026-09-05", quarterly: "2026-10-01"}
+    for (siren, _iban), row in firsts.items():
+        # "periode_debut" is the last day before the window: movements from 06/08.
+        assert (row["periode_debut"], row["periode_fin"]) == ("2026-08-05", expected[siren])
+        assert row["etat"] == "succès"
+        assert row["mouvements"] > 0
+    audited = await asyncio.to_thread(run, config, "statements", "audit")
+    assert audited.returncode == 0, audited.stdout + audited.stderr
