@@ -21,6 +21,7 @@ from releves_mailer.collect.scheduler import (
     refresh_slots,
     run_due_work,
 )
+from releves_mailer.collect.sync import RefreshResult
 from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankConnection
@@ -178,3 +179,43 @@ async def test_in_process_test_bank_is_refreshed_one_batch_at_a_time(
     )
     assert len(report.refreshed) == 3
     assert counting.most == 1
+
+
+async def test_refresh_now_adds_only_the_named_connections(
+    database: Database, keyring: KeyRing, clock: ManualClock, portfolio: Portfolio
+) -> None:
+    """A webview completion or a webhook names one connection: only it is refreshed early,
+    and every result goes through the hook (a failing hook stops nothing)."""
+    bank = TestBank(clock, seed=3)
+    ids = [
+        (
+            await connect_test_bank(
+                database, portfolio.redevable_id, bank=bank, seed=seed, keyring=keyring, clock=clock
+            )
+        ).id
+        for seed in (3, 4, 5)
+    ]
+    providers = {bank.name: bank}
+    clock.set(dt.datetime.combine(_paris(clock.now()).date(), dt.time(15), tzinfo=PARIS))
+    first = await run_due_work(database, clock=clock, providers=providers, keyring=keyring)
+    assert [result.connection_id for result in first.refreshed] == ids  # never checked: due
+    clock.advance(dt.timedelta(minutes=5))  # daytime: nothing due until the next night
+    assert (
+        await run_due_work(database, clock=clock, providers=providers, keyring=keyring)
+    ).refreshed == []
+    seen: list[int] = []
+
+    async def hook(result: RefreshResult) -> None:
+        seen.append(result.connection_id)
+        raise RuntimeError("the alert service is down")
+
+    report = await run_due_work(
+        database,
+        clock=clock,
+        providers=providers,
+        keyring=keyring,
+        refresh_now={ids[1]},
+        after_refresh=hook,
+    )
+    assert [result.connection_id for result in report.refreshed] == [ids[1]]
+    assert seen == [ids[1]]
