@@ -11,8 +11,7 @@ from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.cli.common import AppContext, async_command
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, ConfigError
-from releves_mailer.db import Database
-from releves_mailer.db.migrate import current_heads, head_revisions, upgrade
+from releves_mailer.services.wiring import current_schema, head_revisions, upgrade_schema
 
 __all__ = ["check_config", "db", "init"]
 
@@ -63,15 +62,11 @@ async def check_config(app: AppContext) -> None:
     """Valide le fichier de configuration, les fichiers qu'il désigne et la base."""
     config = app.config
     problems = _file_problems(config)
-    database = Database(config.database_url)
     try:
-        current = await current_heads(database)
-        if current != head_revisions():
+        if await current_schema(config) != head_revisions():
             problems.append("la base n'est pas à jour : lancez « releves-mailer db upgrade »")
     except Exception as error:  # any driver error means "unreachable"
         problems.append(f"base de données injoignable ({type(error).__name__}: {error})")
-    finally:
-        await database.dispose()
     if problems:
         for problem in problems:
             click.echo(f"{config.source} : {problem}", err=True)
@@ -88,13 +83,7 @@ def db() -> None:
 @async_command
 async def db_upgrade(app: AppContext) -> None:
     """Applique les migrations du schéma (sans perte de données)."""
-    database = Database(app.config.database_url)
-    try:
-        before = await current_heads(database)
-        await upgrade(database)
-        after = await current_heads(database)
-    finally:
-        await database.dispose()
+    before, after = await upgrade_schema(app.config)
     if before == after:
         click.echo(f"Base déjà à jour (révision {', '.join(sorted(after))}).")
     else:

@@ -1,12 +1,11 @@
-"""Plumbing shared by the command groups: config, database, keys, collection, output."""
+"""Plumbing shared by the command groups: config, services, collection, output."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import update_wrapper
 from pathlib import Path
@@ -14,21 +13,17 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
-from releves_mailer.clock import PARIS, Clock, SystemClock
-from releves_mailer.collect.scheduler import RefreshPlan, RunReport
-from releves_mailer.config import Config, ConfigError, find_config_path, load_config
-from releves_mailer.db import Database
-from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
+from releves_mailer.clock import PARIS
+from releves_mailer.collect.scheduler import RunReport
+from releves_mailer.config import Config, find_config_path, load_config
 from releves_mailer.errors import UserError
-from releves_mailer.jobs import Collector
-from releves_mailer.notify.outbox import Outbox
-from releves_mailer.partner.aggregators import Aggregators, open_aggregators
-from releves_mailer.partner.alerts import AlertService
-from releves_mailer.partner.links import LinkService
-from releves_mailer.partner.mails import MailComposer, PartnerSettings
-from releves_mailer.render import Renderer
-from releves_mailer.signing.secrets import KeyRing, KeyRingError
-from releves_mailer.signing.smime import SmimeSigner
+from releves_mailer.services.wiring import (
+    Collection,
+    link_service,
+    load_keyring,
+    open_collection,
+    open_services,
+)
 
 __all__ = [
     "REFRESH_FAILED",
@@ -40,7 +35,7 @@ __all__ = [
     "link_service",
     "load_keyring",
     "open_collection",
-    "open_database",
+    "open_services",
     "parse_datetime",
     "pass_app",
 ]
@@ -87,21 +82,6 @@ def async_command(
     return update_wrapper(wrapper, function)
 
 
-@asynccontextmanager
-async def open_database(config: Config, *, check: bool = True) -> AsyncIterator[Database]:
-    """The configured database, refused when its schema is not the one this code expects."""
-    database = Database(config.database_url)
-    try:
-        if check:
-            try:
-                await check_schema(database)
-            except SchemaOutOfDate as error:
-                raise ConfigError(str(error), file=config.source) from None
-        yield database
-    finally:
-        await database.dispose()
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
@@ -124,71 +104,6 @@ def parse_datetime(value: str) -> dt.datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=PARIS)
     return moment.astimezone(dt.UTC)
-
-
-def load_keyring(config: Config) -> KeyRing:
-    """The keys that decrypt the stored bank tokens."""
-    try:
-        return KeyRing.from_file(config.path(config.secrets.key_file))
-    except KeyRingError as error:
-        raise UserError(f"clés de chiffrement : {error}") from None
-
-
-def link_service(config: Config, database: Database, clock: Clock | None = None) -> LinkService:
-    """The link service as the command line uses it: mails are queued for the daemon."""
-    clock = clock or SystemClock()
-    return LinkService(database, _outbox(config, database, clock), _composer(config, clock))
-
-
-def _outbox(config: Config, database: Database, clock: Clock) -> Outbox:
-    return Outbox(
-        database,
-        clock,
-        config.relay,
-        domain=config.portal.domain,
-        data_dir=config.data_dir,
-        signer=SmimeSigner.from_config(config),
-    )
-
-
-def _composer(config: Config, clock: Clock) -> MailComposer:
-    return MailComposer(Renderer.from_config(config), PartnerSettings.from_config(config), clock)
-
-
-@dataclass
-class Collection:
-    """What a collecting command works with: the daemon's own collector and aggregators."""
-
-    database: Database
-    aggregators: Aggregators
-    collector: Collector
-
-    @property
-    def keyring(self) -> KeyRing:
-        return self.collector.keyring
-
-
-@asynccontextmanager
-async def open_collection(config: Config, clock: Clock) -> AsyncIterator[Collection]:
-    """The database, every enabled aggregator and the collector with the daemon's alert hook.
-
-    Links and alerts are queued in the outbox; the daemon sends them.
-    """
-    keyring = load_keyring(config)
-    async with open_database(config) as database, open_aggregators(config, clock) as found:
-        outbox = _outbox(config, database, clock)
-        composer = _composer(config, clock)
-        links = LinkService(database, outbox, composer)
-        alerts = AlertService(database, links, outbox, composer, keyring, found.modes)
-        collector = Collector(
-            database,
-            clock,
-            found.providers,
-            keyring,
-            RefreshPlan.from_config(config.collection),
-            alerts,
-        )
-        yield Collection(database, found, collector)
 
 
 def exit_on_failed_refresh(report: RunReport | int) -> None:

@@ -3,89 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.cli.serve import listen_options
-from releves_mailer.clock import PARIS, ManualClock, SystemClock
-from releves_mailer.collect.connections import build_test_bank
-from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.simulate import simulate
+from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
 from releves_mailer.daemon import Daemon, ListenOverrides
-from releves_mailer.db import Database
-from releves_mailer.db.migrate import upgrade
-from releves_mailer.delivery.service import StatementDelivery
-from releves_mailer.demo import DEMO_LOGIN, SECONDARY_LOGIN, create_demo_portfolio, demo_password
+from releves_mailer.demo import DEMO_LOGIN, SECONDARY_LOGIN, demo_password
 from releves_mailer.logs import configure_logging
-from releves_mailer.mailbox.store import MessageStore
-from releves_mailer.render import Renderer
-from releves_mailer.signing.secrets import KeyRing
-from releves_mailer.signing.smime import SmimeSigner
+from releves_mailer.services.demo import HISTORY_DAYS, build_demo_data
+from releves_mailer.services.wiring import upgrade_schema
 
 __all__ = ["demo"]
-
-HISTORY_DAYS = 90
 
 
 async def build_demo(data_dir: Path, password: str) -> Config:
     """Create the demo data directory and fill its boxes with 90 simulated days."""
-    config = await initialise_data_dir(data_dir, "releves.localhost", SystemClock())
-    today = SystemClock().now().astimezone(PARIS).date()
-    first = today - dt.timedelta(days=HISTORY_DAYS)
-    clock = ManualClock(dt.datetime.combine(first, dt.time(12, 0), PARIS))
-    database = Database(config.database_url)
-    store = MessageStore(database, config.data_dir / "messages", clock)
-    try:
-        await create_demo_portfolio(config, database, clock, password)
-        keyring = KeyRing.from_file(config.path(config.secrets.key_file))
-        providers = {"testbank": build_test_bank(config, clock)}
-        with tqdm(
-            total=HISTORY_DAYS,
-            desc="Simulation des 90 derniers jours",
-            unit="nuit",
-            leave=False,
-            disable=None,
-        ) as progress:
-            report = await simulate(
-                database,
-                clock=clock,
-                providers=providers,
-                keyring=keyring,
-                first=first,
-                last=today - dt.timedelta(days=1),
-                plan=RefreshPlan.from_config(config.collection),
-                on_night=lambda _night: progress.update(1),
-            )
-        delivery = StatementDelivery(
-            database,
-            store,
-            Renderer.from_config(config),
-            SmimeSigner.from_config(config),
-            clock,
-            config.portal,
-        )
-        delivered = await delivery.deliver_due()
-    finally:
-        await store.close()
-        await database.dispose()
-    click.echo(
-        f"{report.statements} relevés produits, {delivered.delivered} déposés dans les boîtes."
-    )
-    return config
-
-
-async def _upgrade(config: Config) -> None:
-    """A demo made by an older version gets the newer schema (a demo is never precious)."""
-    database = Database(config.database_url)
-    try:
-        await upgrade(database)
-    finally:
-        await database.dispose()
+    with tqdm(
+        total=HISTORY_DAYS,
+        desc="Simulation des 90 derniers jours",
+        unit="nuit",
+        leave=False,
+        disable=None,
+    ) as progress:
+        built = await build_demo_data(data_dir, password, lambda _night: progress.update(1))
+    click.echo(f"{built.statements} relevés produits, {built.delivered} déposés dans les boîtes.")
+    return built.config
 
 
 def connection_help(daemon: Daemon, password_hint: str) -> str:
@@ -145,7 +91,8 @@ def demo(
     config_path = data_dir / CONFIG_FILE_NAME
     if config_path.exists():
         config = load_config(config_path)
-        asyncio.run(_upgrade(config))
+        # A demo made by an older version gets the newer schema (a demo is never precious).
+        asyncio.run(upgrade_schema(config))
         click.echo(f"Démo existante : {data_dir.resolve()}")
     else:
         password = demo_password(data_dir, password_file)

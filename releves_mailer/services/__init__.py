@@ -1,0 +1,39 @@
+"""Query and command services that the protocol adapters (portal, command line) call.
+
+Each domain has its module returning plain frozen dataclasses: ``portfolio`` (portal
+accounts, redevables, the family scope), ``banks`` (bank accounts, their history and
+transactions), ``statements`` (searches, detail, files), ``links`` (secure links),
+``sessions`` (portal logins). :class:`Services` gathers them over one database; ``wiring``
+builds them from the config for a command. ``web/`` and ``cli/`` import neither the
+database layer nor SQLAlchemy: they go through here.
+"""
+
+from __future__ import annotations
+
+from releves_mailer.clock import Clock
+from releves_mailer.db import Database
+from releves_mailer.partner.links import LinkService
+from releves_mailer.services.banks import Banks
+from releves_mailer.services.links import Links
+from releves_mailer.services.portfolio import Portfolio
+from releves_mailer.services.sessions import SessionStore
+from releves_mailer.services.statements import Statements
+
+__all__ = ["Services"]
+
+
+class Services:
+    """Every service over one database and one clock.
+
+    ``links`` mails secure links (the remote-entry rule of redevable writes included);
+    without it, writes mail nothing and sending a link is refused.
+    """
+
+    def __init__(self, database: Database, clock: Clock, links: LinkService | None = None):
+        self.database = database
+        self.clock = clock
+        self.portfolio = Portfolio(database, clock, links)
+        self.banks = Banks(database, clock)
+        self.statements = Statements(database)
+        self.links = Links(database, clock, links)
+        self.sessions = SessionStore(database, clock)
