@@ -40,6 +40,7 @@ from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.passwords import hash_password
 from releves_mailer.render import Renderer
+from releves_mailer.services import Services
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.server import HttpServer
@@ -228,7 +229,7 @@ async def main(redevables: int, statements: int, runs: int) -> int:
             settings=settings,
             setups=[
                 functools.partial(
-                    setup_portal, database=database, clock=clock, links=links, settings=settings
+                    setup_portal, services=Services(database, clock, links), settings=settings
                 )
             ],
         )

@@ -45,6 +45,7 @@ from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
 from releves_mailer.render import Renderer
+from releves_mailer.services import Services
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
@@ -206,9 +207,7 @@ class Daemon:
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(
                 setup_portal,
-                database=database,
-                clock=self.clock,
-                links=links,
+                services=Services(database, self.clock, links),
                 settings=settings,
                 guard=guard,
                 import_max_lines=config.portal.import_max_lines,

@@ -6,8 +6,6 @@ import datetime as dt
 from typing import Any
 
 import click
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.cli.common import (
     AppContext,
@@ -15,29 +13,15 @@ from releves_mailer.cli.common import (
     echo_json,
     exit_on_failed_refresh,
     open_collection,
-    open_database,
+    open_services,
     parse_datetime,
 )
 from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
-from releves_mailer.collect.connections import (
-    connect_test_bank,
-    set_account_active,
-)
 from releves_mailer.collect.errors import describe_error
 from releves_mailer.collect.testbank import TestBank, parse_error_schedule
-from releves_mailer.db import Database
-from releves_mailer.db.models import (
-    BankAccount,
-    BankConnection,
-    BankEvent,
-    BankTransaction,
-    ConnectionState,
-    Redevable,
-    TransactionStatus,
-)
 from releves_mailer.errors import UserError
-from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import format_montant
+from releves_mailer.services.banks import BankAccountEntry, ConnectionState, TransactionStatus
 
 __all__ = ["banks"]
 
@@ -63,13 +47,6 @@ def _when(moment: dt.datetime | None) -> str:
 
 def _amount(minor: int | None, currency: str) -> str:
     return "-" if minor is None else format_montant(minor, currency)
-
-
-async def _account_or_fail(session: AsyncSession, account_id: int) -> BankAccount:
-    account = await session.get(BankAccount, account_id)
-    if account is None:
-        raise UserError(f"compte bancaire {account_id} introuvable")
-    return account
 
 
 @click.group(name="banks")
@@ -127,24 +104,16 @@ async def connect(
     schedule = parse_error_schedule(errors)
     clock: Clock = SystemClock() if at is None else ManualClock(parse_datetime(at))
     async with open_collection(config, clock) as collection:
-        database = collection.database
         bank = collection.aggregators.providers[TestBank.name]
         assert isinstance(bank, TestBank)
-        async with database.session() as session:
-            redevable = await find_redevable(session, siren, login)
-        connection = await connect_test_bank(
-            database,
-            redevable.id,
-            bank=bank,
-            keyring=collection.keyring,
-            clock=clock,
-            seed=seed,
-            errors=schedule,
+        redevable = await collection.services.portfolio.find_redevable(siren, login)
+        connection_id = await collection.connect_test_bank(
+            redevable.id, bank, seed=seed, errors=schedule
         )
-        report = await collection.collector.round(refresh_now=[connection.id])
-        result = next(r for r in report.refreshed if r.connection_id == connection.id)
+        report = await collection.collector.round(refresh_now=[connection_id])
+        result = next(r for r in report.refreshed if r.connection_id == connection_id)
     click.echo(
-        f"Connexion {connection.id} créée pour {redevable.siret} {redevable.company_name} "
+        f"Connexion {connection_id} créée pour {redevable.siret} {redevable.company_name} "
         f"({bank.display_name}) le {_when(clock.now())}."
     )
     if result.ok:
@@ -158,40 +127,24 @@ async def connect(
     exit_on_failed_refresh(int(not result.ok))
 
 
-async def _rows_for_list(
-    database: Database, siren: str | None, show_inactive: bool
-) -> list[dict[str, Any]]:
-    async with database.session() as session:
-        query = (
-            select(BankAccount, BankConnection, Redevable)
-            .join(BankConnection, BankConnection.id == BankAccount.connection_id)
-            .join(Redevable, Redevable.id == BankAccount.redevable_id)
-            .order_by(Redevable.siren, BankAccount.id)
-        )
-        if siren is not None:
-            query = query.where(Redevable.siren == siren)
-        if not show_inactive:
-            query = query.where(BankAccount.active.is_(True))
-        rows = (await session.execute(query)).all()
-    return [
-        {
-            "id": account.id,
-            "siren": redevable.siren,
-            "nic": redevable.nic,
-            "raison_sociale": redevable.company_name,
-            "banque": connection.bank_name,
-            "libelle": account.label,
-            "iban": account.iban,
-            "devise": account.currency,
-            "actif": account.active,
-            "connexion": connection.id,
-            "etat_connexion": connection.state.value,
-            "code_erreur": connection.error_code,
-            "derniere_connexion": connection.last_check_at,
-            "derniere_collecte": account.last_collected_at,
-        }
-        for account, connection, redevable in rows
-    ]
+def _list_row(entry: BankAccountEntry) -> dict[str, Any]:
+    account, connection, redevable = entry.account, entry.connection, entry.redevable
+    return {
+        "id": account.id,
+        "siren": redevable.siren,
+        "nic": redevable.nic,
+        "raison_sociale": redevable.company_name,
+        "banque": connection.bank_name,
+        "libelle": account.label,
+        "iban": account.iban,
+        "devise": account.currency,
+        "actif": account.active,
+        "connexion": connection.id,
+        "etat_connexion": connection.state.value,
+        "code_erreur": connection.error_code,
+        "derniere_connexion": connection.last_check_at,
+        "derniere_collecte": account.last_collected_at,
+    }
 
 
 @banks.command(name="list")
@@ -203,8 +156,9 @@ async def list_accounts(
     app: AppContext, siren: str | None, show_inactive: bool, as_json: bool
 ) -> None:
     """Liste les comptes bancaires collectés."""
-    async with open_database(app.config) as database:
-        rows = await _rows_for_list(database, siren, show_inactive)
+    async with open_services(app.config) as services:
+        entries = await services.banks.entries(siren=siren, include_inactive=show_inactive)
+    rows = [_list_row(entry) for entry in entries]
     if as_json:
         echo_json(rows)
         return
@@ -228,24 +182,14 @@ async def list_accounts(
 @async_command
 async def show(app: AppContext, account_id: int, as_json: bool) -> None:
     """Détail d'un compte bancaire et historique de ses événements."""
-    async with open_database(app.config) as database, database.session() as session:
-        account = await _account_or_fail(session, account_id)
-        connection = await session.get(BankConnection, account.connection_id)
-        redevable = await session.get(Redevable, account.redevable_id)
-        assert connection is not None and redevable is not None
-        events = (
-            await session.scalars(
-                select(BankEvent)
-                .where(
-                    (BankEvent.account_id == account.id)
-                    | (
-                        (BankEvent.connection_id == account.connection_id)
-                        & BankEvent.account_id.is_(None)
-                    )
-                )
-                .order_by(BankEvent.at, BankEvent.id)
-            )
-        ).all()
+    async with open_services(app.config) as services:
+        entry = await services.banks.detail(account_id)
+    account, connection, redevable, events = (
+        entry.account,
+        entry.connection,
+        entry.redevable,
+        entry.events,
+    )
     detail: dict[str, Any] = {
         "id": account.id,
         "redevable": {
@@ -276,7 +220,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         "evenements": [
             {
                 "date": event.at,
-                "type": event.kind.value,
+                "type": event.kind,
                 "message": event.message,
                 "ancienne_valeur": event.old_value,
                 "nouvelle_valeur": event.new_value,
@@ -319,9 +263,8 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
 
 
 async def _switch(app: AppContext, account_id: int, active: bool) -> None:
-    clock = SystemClock()
-    async with open_database(app.config) as database:
-        account = await set_account_active(database, account_id, active, clock=clock)
+    async with open_services(app.config, SystemClock()) as services:
+        account = await services.banks.set_active(account_id, active)
     word = "réactivé" if active else "désactivé"
     click.echo(f"Compte bancaire {account.id} ({account.label}, {account.iban or '-'}) {word}.")
 
@@ -348,15 +291,8 @@ async def reactivate(app: AppContext, account_id: int) -> None:
 @async_command
 async def transactions(app: AppContext, account_id: int, as_json: bool) -> None:
     """Toutes les transactions collectées d'un compte, avec leur état et leur relevé."""
-    async with open_database(app.config) as database, database.session() as session:
-        account = await _account_or_fail(session, account_id)
-        rows = (
-            await session.scalars(
-                select(BankTransaction)
-                .where(BankTransaction.account_id == account.id)
-                .order_by(BankTransaction.booking_date, BankTransaction.id)
-            )
-        ).all()
+    async with open_services(app.config) as services:
+        rows = await services.banks.transactions(account_id)
     entries = [
         {
             "id": row.id,
@@ -369,7 +305,7 @@ async def transactions(app: AppContext, account_id: int, as_json: bool) -> None:
             "libelle": row.raw_label,
             "type": row.type,
             "etat": row.status.value,
-            "modifiee": row.changed_at is not None,
+            "modifiee": row.changed,
             "supprimee_le": row.deleted_at,
             "remplacee_par": row.replaced_by_id,
             "releve": row.reported_statement_id,
@@ -385,7 +321,7 @@ async def transactions(app: AppContext, account_id: int, as_json: bool) -> None:
         return
     for row in rows:
         state = _STATES[row.status]
-        if row.changed_at is not None:
+        if row.changed:
             state += ", modifiée"
         if row.replaced_by_id is not None:
             state += f" par {row.replaced_by_id}"

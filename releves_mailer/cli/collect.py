@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import select
 from tqdm import tqdm
 
 from releves_mailer.cli.common import (
@@ -23,22 +22,19 @@ from releves_mailer.cli.common import (
     echo_json,
     exit_on_failed_refresh,
     open_collection,
-    open_database,
+    open_services,
     parse_datetime,
 )
 from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
-from releves_mailer.collect.audit import audit
 from releves_mailer.collect.errors import describe_error
-from releves_mailer.collect.exports import ExportFile, read_files, zip_files
+from releves_mailer.collect.exports import ExportFile, zip_files
 from releves_mailer.collect.scheduler import RefreshPlan, RunReport
 from releves_mailer.collect.simulate import simulation_steps
 from releves_mailer.config import Config
-from releves_mailer.db.models import BankAccount, Redevable, Statement
-from releves_mailer.db.models.statements import StatementState
 from releves_mailer.errors import UserError
 from releves_mailer.files import write_atomically
-from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import format_montant
+from releves_mailer.services.statements import StatementFilter, StatementState, StatementView
 
 __all__ = ["collect", "simulate", "statements"]
 
@@ -78,8 +74,8 @@ def _summary(report: RunReport) -> str:
 async def _redevable_id(config: Config, siren: str | None) -> int | None:
     if siren is None:
         return None
-    async with open_database(config) as database, database.session() as session:
-        return (await find_redevable(session, siren)).id
+    async with open_services(config) as services:
+        return (await services.portfolio.find_redevable(siren)).id
 
 
 @click.command()
@@ -159,12 +155,12 @@ def statements() -> None:
     """Relevés produits : liste, téléchargement, contrôle."""
 
 
-def _row(statement: Statement, redevable: Redevable) -> dict[str, Any]:
+def _row(statement: StatementView) -> dict[str, Any]:
     return {
         "id": statement.id,
-        "siren": redevable.siren,
-        "nic": redevable.nic,
-        "raison_sociale": redevable.full_company_name,
+        "siren": statement.siren,
+        "nic": statement.nic,
+        "raison_sociale": statement.company,
         "iban": statement.iban,
         "numero": statement.sequence,
         "echeance": statement.due_date,
@@ -205,32 +201,15 @@ async def list_statements(
     as_json: bool,
 ) -> None:
     """Liste les relevés (du plus récent au plus ancien)."""
-    query = (
-        select(Statement, Redevable)
-        .join(Redevable, Redevable.id == Statement.redevable_id)
-        .order_by(Statement.created_at.desc(), Statement.id.desc())
+    criteria = StatementFilter(
+        siret=siret,
+        iban=iban,
+        first=_parse_date(first, "--from") if first else None,
+        last=_parse_date(last, "--to") if last else None,
+        state=_STATE_OPTIONS[state.lower()] if state else None,
     )
-    if siret:
-        key = siret.replace(" ", "")
-        query = query.where(Redevable.siren == key[:9])
-        if len(key) == 14:
-            query = query.where(Redevable.nic == key[9:])
-    if iban:
-        query = query.where(Statement.iban == iban.replace(" ", "").upper())
-    if first:
-        start = _parse_date(first, "--from")
-        query = query.where(
-            Statement.created_at >= dt.datetime.combine(start, dt.time(), tzinfo=PARIS)
-        )
-    if last:
-        end = _parse_date(last, "--to") + dt.timedelta(days=1)
-        query = query.where(
-            Statement.created_at < dt.datetime.combine(end, dt.time(), tzinfo=PARIS)
-        )
-    if state:
-        query = query.where(Statement.state == _STATE_OPTIONS[state.lower()])
-    async with open_database(app.config) as database, database.session() as session:
-        rows = [_row(statement, redevable) for statement, redevable in await session.execute(query)]
+    async with open_services(app.config) as services:
+        rows = [_row(statement) for statement in await services.statements.listing(criteria)]
     if as_json:
         echo_json(rows)
         return
@@ -268,16 +247,14 @@ async def download(
     """Écrit les fichiers CFONB (et CSV des suppressions) des relevés ID (dossier ou zip)."""
     if (out is None) == (zip_path is None):
         raise UserError("indiquez soit --out DOSSIER, soit --zip FICHIER")
-    async with open_database(app.config) as database, database.session() as session:
-        found = []
+    async with open_services(app.config) as services:
         for statement_id in ids:
-            statement = await session.get(Statement, statement_id)
+            statement = await services.statements.get(statement_id)
             if statement is None:
                 raise UserError(f"relevé {statement_id} introuvable")
             if statement.state is not StatementState.SUCCES:
                 raise UserError(f"relevé {statement_id} non produit ({_STATES[statement.state]})")
-            found.append(statement)
-        files = await read_files(session, found)
+        files = await services.statements.files(ids)
     click.echo(await asyncio.to_thread(_write_files, files, out, zip_path))
 
 
@@ -297,10 +274,9 @@ def _write_files(files: list[ExportFile], out: Path | None, zip_path: Path | Non
 @async_command
 async def audit_statements(app: AppContext, as_json: bool) -> None:
     """Contrôle les relevés : chaîne des soldes, périodes, fichiers, transactions."""
-    async with open_database(app.config) as database:
-        problems = await audit(database)
-        async with database.session() as session:
-            accounts = len((await session.scalars(select(BankAccount.id))).all())
+    async with open_services(app.config) as services:
+        problems = await services.statements.audit()
+        accounts = await services.banks.count()
     if as_json:
         echo_json(
             [

@@ -17,23 +17,14 @@ from releves_mailer.clock import PARIS
 from releves_mailer.collect.scheduler import RunReport
 from releves_mailer.config import Config, find_config_path, load_config
 from releves_mailer.errors import UserError
-from releves_mailer.services.wiring import (
-    Collection,
-    link_service,
-    load_keyring,
-    open_collection,
-    open_services,
-)
+from releves_mailer.services.wiring import open_collection, open_services
 
 __all__ = [
     "REFRESH_FAILED",
     "AppContext",
-    "Collection",
     "async_command",
     "echo_json",
     "exit_on_failed_refresh",
-    "link_service",
-    "load_keyring",
     "open_collection",
     "open_services",
     "parse_datetime",

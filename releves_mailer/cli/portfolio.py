@@ -7,20 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from releves_mailer.cli.common import AppContext, async_command, echo_json, open_database
-from releves_mailer.cli.tokens import echo_issued, link_service
-from releves_mailer.clock import SystemClock
-from releves_mailer.collect.lifecycle import deactivate_with_accounts, reactivate_with_accounts
-from releves_mailer.db.models import PortalAccount, ReceptionMode, Redevable
+from releves_mailer.cli.common import AppContext, async_command, echo_json, open_services
+from releves_mailer.cli.tokens import echo_issued
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio import accounts as account_service
 from releves_mailer.portfolio import redevables as redevable_service
-from releves_mailer.portfolio.importer import import_redevables
-from releves_mailer.portfolio.periodicity import Schedule
-from releves_mailer.portfolio.redevables import FIELD_LABELS, RedevableSearch, Written
+from releves_mailer.portfolio.redevables import FIELD_LABELS, RedevableSearch
+from releves_mailer.services import Services
+from releves_mailer.services.portfolio import AccountView, ReceptionMode, RedevableView
 
 __all__ = ["accounts", "redevables"]
 
@@ -41,7 +36,7 @@ def read_password(password_file: Path | None, *, confirm: bool = True) -> str:
     return value
 
 
-def account_json(account: PortalAccount, parent_login: str | None) -> dict[str, Any]:
+def account_json(account: AccountView, parent_login: str | None) -> dict[str, Any]:
     return {
         "login": account.login,
         "company_name": account.company_name,
@@ -58,11 +53,10 @@ def account_json(account: PortalAccount, parent_login: str | None) -> dict[str, 
     }
 
 
-def redevable_json(redevable: Redevable) -> dict[str, Any]:
-    schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
+def redevable_json(redevable: RedevableView) -> dict[str, Any]:
     return {
         "id": redevable.id,
-        "account": redevable.account.login,
+        "account": redevable.account_login,
         "siren": redevable.siren,
         "nic": redevable.nic,
         "siret": redevable.siret,
@@ -72,7 +66,7 @@ def redevable_json(redevable: Redevable) -> dict[str, Any]:
         "periodicity": redevable.periodicity.value,
         "month": redevable.month,
         "day": redevable.day,
-        "schedule": schedule.describe(),
+        "schedule": redevable.schedule,
         "remote_entry": redevable.remote_entry,
         "no_auto_link": redevable.no_auto_link,
         "include_pending": redevable.include_pending,
@@ -83,19 +77,11 @@ def redevable_json(redevable: Redevable) -> dict[str, Any]:
     }
 
 
-async def _parent_login(session: AsyncSession, account: PortalAccount) -> str | None:
-    if account.parent_id is None:
-        return None
-    return await session.scalar(
-        select(PortalAccount.login).where(PortalAccount.id == account.parent_id)
-    )
-
-
-async def resolve_account(session: AsyncSession, login: str | None) -> PortalAccount:
+async def resolve_account(services: Services, login: str | None) -> AccountView:
     """``--account LOGIN``, or the only account of the installation when there is one."""
     if login:
-        return await account_service.get_account(session, login)
-    found = await account_service.list_accounts(session)
+        return await services.portfolio.account(login)
+    found = await services.portfolio.accounts()
     if len(found) == 1:
         return found[0]
     if not found:
@@ -154,7 +140,6 @@ async def accounts_add(
 ) -> None:
     """Crée un compte du portail et sa boîte aux lettres LOGIN@domaine."""
     password = read_password(password_file)
-    clock = SystemClock()
     data = account_service.AccountInput(
         login=login,
         company_name=company_name,
@@ -165,13 +150,9 @@ async def accounts_add(
         parent_login=parent_login,
         reception_mode=ReceptionMode(reception),
     )
-    async with open_database(app.config) as database, database.session() as session:
-        account = await account_service.create_account(session, clock, data, password)
-        if accept_cgau:
-            await account_service.subscribe(
-                session, clock, account, accept_terms=True, reception_mode=ReceptionMode(reception)
-            )
-        parent = await _parent_login(session, account)
+    async with open_services(app.config) as services:
+        created = await services.portfolio.create_account(data, password, accept_terms=accept_cgau)
+    account, parent = created.account, created.parent_login
     if as_json:
         echo_json(account_json(account, parent))
         return
@@ -186,9 +167,9 @@ async def accounts_add(
 @async_command
 async def accounts_list(app: AppContext, as_json: bool) -> None:
     """Liste les comptes du portail."""
-    async with open_database(app.config) as database, database.session() as session:
-        found = await account_service.list_accounts(session)
-        logins = {account.id: account.login for account in found}
+    async with open_services(app.config) as services:
+        found = await services.portfolio.accounts()
+    logins = {account.id: account.login for account in found}
     rows = [account_json(a, logins.get(a.parent_id) if a.parent_id else None) for a in found]
     if as_json:
         echo_json(rows)
@@ -209,10 +190,10 @@ async def accounts_list(app: AppContext, as_json: bool) -> None:
 @async_command
 async def accounts_show(app: AppContext, login: str, as_json: bool) -> None:
     """Affiche un compte du portail."""
-    async with open_database(app.config) as database, database.session() as session:
-        account = await account_service.get_account(session, login)
-        row = account_json(account, await _parent_login(session, account))
-        row["redevables"] = await account_service.count_redevables(session, account)
+    async with open_services(app.config) as services:
+        detail = await services.portfolio.account_detail(login)
+    row = account_json(detail.account, detail.parent_login)
+    row["redevables"] = detail.redevables
     if as_json:
         echo_json(row)
         return
@@ -252,9 +233,8 @@ async def accounts_show(app: AppContext, login: str, as_json: bool) -> None:
 async def accounts_passwd(app: AppContext, login: str, password_file: Path | None) -> None:
     """Change le mot de passe d'un compte (et de sa boîte dédiée)."""
     password = read_password(password_file)
-    async with open_database(app.config) as database, database.session() as session:
-        account = await account_service.get_account(session, login)
-        await account_service.set_password(session, SystemClock(), account, password)
+    async with open_services(app.config) as services:
+        account = await services.portfolio.set_password(login, password)
     click.echo(f"Mot de passe de « {account.login} » changé.")
 
 
@@ -280,31 +260,17 @@ async def accounts_edit(
     accept_cgau: bool,
 ) -> None:
     """Modifie un compte du portail."""
-    clock = SystemClock()
     mode = ReceptionMode(reception) if reception else None
-    async with open_database(app.config) as database, database.session() as session:
-        account = await account_service.get_account(session, login)
-        await account_service.edit_account(
-            session,
-            clock,
-            account,
-            account_service.AccountChanges(
-                company_name=company_name,
-                siret=siret,
-                email=email,
-                contact_name=contact_name,
-                phone=phone,
-                reception_mode=mode,
-            ),
-        )
-        if accept_cgau:
-            await account_service.subscribe(
-                session,
-                clock,
-                account,
-                accept_terms=True,
-                reception_mode=mode or account.reception_mode,
-            )
+    changes = account_service.AccountChanges(
+        company_name=company_name,
+        siret=siret,
+        email=email,
+        contact_name=contact_name,
+        phone=phone,
+        reception_mode=mode,
+    )
+    async with open_services(app.config) as services:
+        account = await services.portfolio.edit_account(login, changes, accept_terms=accept_cgau)
     click.echo(f"Compte « {account.login} » modifié.")
 
 
@@ -314,6 +280,8 @@ PERIODICITIES = click.Choice(
     ["JOURNALIERE", "HEBDOMADAIRE", "MENSUELLE", "TRIMESTRIELLE", "SEMESTRIELLE", "ANNUELLE"],
     case_sensitive=False,
 )
+#: How an import issue on a SIRET already on the account says what would replace it.
+UPDATE_REMEDY = "option --update pour le modifier"
 ACCOUNT_OPTION = click.option(
     "--account", "account_login", help="Compte du portail (facultatif s'il n'y en a qu'un)."
 )
@@ -400,15 +368,11 @@ async def redevables_add(
     )
     _raise_first(problems)
     assert data is not None
-    async with open_database(app.config) as database, database.session() as session:
-        account = await resolve_account(session, account_login)
-        redevable = await redevable_service.create_redevable(session, SystemClock(), account, data)
-        sent = await link_service(app.config, database).send_remote_entry_links(
-            session, [Written(redevable)]
-        )
-        await session.refresh(redevable, ["account"])
-        row = redevable_json(redevable)
-    row["link_sent_to"] = sent[0].link.recipient if sent else None
+    async with open_services(app.config, links=True) as services:
+        account = await resolve_account(services, account_login)
+        redevable, sent = await services.portfolio.create_redevable(account.id, data)
+    row = redevable_json(redevable)
+    row["link_sent_to"] = sent[0].recipient if sent else None
     if as_json:
         echo_json(row)
         return
@@ -463,10 +427,10 @@ async def redevables_list(
         limit=limit,
         offset=offset,
     )
-    async with open_database(app.config) as database, database.session() as session:
-        account = await resolve_account(session, account_login)
-        page = await redevable_service.search_redevables(session, account, criteria)
-        rows = [redevable_json(r) for r in page.rows]
+    async with open_services(app.config) as services:
+        account = await resolve_account(services, account_login)
+        page = await services.portfolio.search(account, criteria)
+    rows = [redevable_json(r) for r in page.rows]
     if as_json:
         echo_json(rows)
         return
@@ -479,9 +443,9 @@ async def redevables_list(
     click.echo(f"{len(rows)} redevable(s) affiché(s) sur {page.total}.", err=True)
 
 
-async def _find(session: AsyncSession, account_login: str | None, siret: str) -> Redevable:
-    account = await resolve_account(session, account_login)
-    return await redevable_service.get_redevable(session, account, siret)
+async def _find(services: Services, account_login: str | None, siret: str) -> RedevableView:
+    account = await resolve_account(services, account_login)
+    return await services.portfolio.redevable_by_siret(account, siret)
 
 
 @redevables.command(name="show")
@@ -493,8 +457,8 @@ async def redevables_show(
     app: AppContext, siret: str, account_login: str | None, as_json: bool
 ) -> None:
     """Affiche un redevable (SIRET, ou SIREN s'il est sans ambiguïté)."""
-    async with open_database(app.config) as database, database.session() as session:
-        row = redevable_json(await _find(session, account_login, siret))
+    async with open_services(app.config) as services:
+        row = redevable_json(await _find(services, account_login, siret))
     if as_json:
         echo_json(row)
         return
@@ -536,8 +500,8 @@ async def redevables_edit(
     skip_empty_mail: bool | None,
 ) -> None:
     """Modifie un redevable ; changer de périodicité demande les mois/jour qui lui vont."""
-    async with open_database(app.config) as database, database.session() as session:
-        redevable = await _find(session, account_login, siret)
+    async with open_services(app.config, links=True) as services:
+        redevable = await _find(services, account_login, siret)
         new_periodicity = periodicity or redevable.periodicity.value
         periodicity_changed = new_periodicity.upper() != redevable.periodicity.value
         data, problems = redevable_service.validate_redevable(
@@ -562,11 +526,7 @@ async def redevables_edit(
         )
         _raise_first(problems)
         assert data is not None
-        was_remote = redevable.remote_entry
-        await redevable_service.update_redevable(session, SystemClock(), redevable, data)
-        sent = await link_service(app.config, database).send_remote_entry_links(
-            session, [Written(redevable, was_remote=was_remote)]
-        )
+        redevable, sent = await services.portfolio.update_redevable(redevable.id, data)
     click.echo(f"Redevable {redevable.siret} modifié.")
     for issued in sent:
         echo_issued(issued, mailed=True)
@@ -578,10 +538,9 @@ async def redevables_edit(
 @async_command
 async def redevables_deactivate(app: AppContext, siret: str, account_login: str | None) -> None:
     """Désactive un redevable (conservé ; ses comptes bancaires deviennent inactifs)."""
-    async with open_database(app.config) as database:
-        async with database.session() as session:
-            redevable = await _find(session, account_login, siret)
-        count = await deactivate_with_accounts(database, SystemClock(), redevable.id)
+    async with open_services(app.config) as services:
+        redevable = await _find(services, account_login, siret)
+        count = await services.portfolio.set_redevable_active(redevable.id, False)
     click.echo(f"Redevable {redevable.siret} désactivé, ainsi que {count} compte(s) bancaire(s).")
 
 
@@ -591,10 +550,9 @@ async def redevables_deactivate(app: AppContext, siret: str, account_login: str 
 @async_command
 async def redevables_reactivate(app: AppContext, siret: str, account_login: str | None) -> None:
     """Réactive un redevable désactivé."""
-    async with open_database(app.config) as database:
-        async with database.session() as session:
-            redevable = await _find(session, account_login, siret)
-        count = await reactivate_with_accounts(database, SystemClock(), redevable.id)
+    async with open_services(app.config) as services:
+        redevable = await _find(services, account_login, siret)
+        count = await services.portfolio.set_redevable_active(redevable.id, True)
     click.echo(f"Redevable {redevable.siret} réactivé, ainsi que {count} compte(s) bancaire(s).")
 
 
@@ -626,21 +584,17 @@ async def redevables_import(
     le lien de saisie de ses identifiants bancaires ; --dry-run n'envoie rien.
     """
     data = await asyncio.to_thread(file.read_bytes)
-    async with open_database(app.config) as database, database.session() as session:
-        account = await resolve_account(session, account_login)
-        report = await import_redevables(
-            session,
-            SystemClock(),
-            account,
+    async with open_services(app.config, links=True) as services:
+        account = await resolve_account(services, account_login)
+        report = await services.portfolio.import_file(
+            account.id,
             data,
             update=update,
             dry_run=dry_run,
             no_auto_link=no_auto_link,
             max_lines=app.config.portal.import_max_lines,
         )
-        sent = await link_service(app.config, database).send_remote_entry_links(
-            session, report.written
-        )
+    issues = [issue.with_remedy(UPDATE_REMEDY) for issue in report.issues]
     if as_json:
         echo_json(
             {
@@ -648,7 +602,7 @@ async def redevables_import(
                 "dry_run": dry_run,
                 "created": report.created,
                 "updated": report.updated,
-                "links_sent": len(sent),
+                "links_sent": report.links_sent,
                 "error_count": report.issue_count,
                 "stopped_at_line": report.stopped_at,
                 "errors": [
@@ -658,22 +612,22 @@ async def redevables_import(
                         "value": i.value,
                         "reason": i.reason,
                     }
-                    for i in report.issues
+                    for i in issues
                 ],
             }
         )
     else:
-        for issue in report.issues:
+        for issue in issues:
             click.echo(f"{file}: {issue}", err=True)
     if not report.ok:
-        raise UserError(f"{file} : {report.summary()}")
+        raise UserError(f"{file} : {report.summary}")
     if not as_json:
         verb = "seraient" if dry_run else "ont été"
         click.echo(
             f"{report.created} redevable(s) {verb} créé(s), {report.updated} mis à jour ({file})."
         )
-        if sent:
+        if report.links_sent:
             click.echo(
-                f"{len(sent)} lien(s) sécurisé(s) de saisie des identifiants bancaires "
+                f"{report.links_sent} lien(s) sécurisé(s) de saisie des identifiants bancaires "
                 "transmis par mail (valides 72 heures) ; les mails partent avec le démon."
             )

@@ -6,18 +6,11 @@ import datetime as dt
 
 import click
 
-from releves_mailer.cli.common import (
-    AppContext,
-    async_command,
-    echo_json,
-    link_service,
-    open_database,
-)
-from releves_mailer.clock import PARIS, SystemClock
-from releves_mailer.partner.links import IssuedLink, LinkService
-from releves_mailer.portfolio.redevables import find_redevable
+from releves_mailer.cli.common import AppContext, async_command, echo_json, open_services
+from releves_mailer.clock import PARIS
+from releves_mailer.services.links import IssuedView
 
-__all__ = ["echo_issued", "link_service", "tokens"]
+__all__ = ["echo_issued", "tokens"]
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -36,9 +29,9 @@ def tokens() -> None:
 @async_command
 async def list_tokens(app: AppContext, siren: str, login: str | None, as_json: bool) -> None:
     """Les 10 derniers jetons transmis au redevable."""
-    async with open_database(app.config) as database, database.session() as session:
-        redevable = await find_redevable(session, siren, login)
-        rows = await LinkService.recent(session, redevable.id, SystemClock().now())
+    async with open_services(app.config) as services:
+        redevable = await services.portfolio.find_redevable(siren, login)
+        rows = await services.links.recent(redevable.id)
     if as_json:
         echo_json(
             [
@@ -73,12 +66,11 @@ async def list_tokens(app: AppContext, siren: str, login: str | None, as_json: b
         )
 
 
-def echo_issued(issued: IssuedLink, mailed: bool) -> None:
-    link = issued.link
-    expires = _when(link.expires_at)
+def echo_issued(issued: IssuedView, mailed: bool) -> None:
+    expires = _when(issued.expires_at)
     if mailed:
         click.echo(
-            f"Lien sécurisé transmis à {link.recipient} (valide jusqu'au {expires}) ; "
+            f"Lien sécurisé transmis à {issued.recipient} (valide jusqu'au {expires}) ; "
             "le mail part avec le démon."
         )
     else:
@@ -93,12 +85,9 @@ def echo_issued(issued: IssuedLink, mailed: bool) -> None:
 @async_command
 async def send(app: AppContext, siren: str, connection_id: int | None, login: str | None) -> None:
     """Envoie au redevable un lien d'ajout de comptes (ou de mise à jour avec --connection)."""
-    async with open_database(app.config) as database:
-        async with database.session() as session:
-            redevable = await find_redevable(session, siren, login)
-        issued = await link_service(app.config, database).send(
-            redevable.id, connection_id=connection_id
-        )
+    async with open_services(app.config, links=True) as services:
+        redevable = await services.portfolio.find_redevable(siren, login)
+        issued = await services.links.send(redevable.id, connection_id=connection_id)
     echo_issued(issued, mailed=True)
 
 
@@ -111,10 +100,7 @@ async def open_link(
     app: AppContext, siren: str, connection_id: int | None, login: str | None
 ) -> None:
     """Donne un lien à ouvrir soi-même quand le redevable est la société du compte (4.1.1)."""
-    async with open_database(app.config) as database:
-        async with database.session() as session:
-            redevable = await find_redevable(session, siren, login)
-        issued = await link_service(app.config, database).open_for_holder(
-            redevable.id, connection_id=connection_id
-        )
+    async with open_services(app.config, links=True) as services:
+        redevable = await services.portfolio.find_redevable(siren, login)
+        issued = await services.links.open_for_holder(redevable.id, connection_id=connection_id)
     echo_issued(issued, mailed=False)

@@ -68,6 +68,15 @@ class ImportIssue:
     field: str
     value: str
     reason: str
+    #: The SIRET is already on the importing account: importing again with updates enabled
+    #: would replace it (each entry point names its own way to enable them).
+    updatable: bool = False
+
+    def with_remedy(self, remedy: str) -> ImportIssue:
+        """This issue with ``remedy`` (`` (…)``) after its reason when it is updatable."""
+        if not self.updatable:
+            return self
+        return dataclasses.replace(self, reason=f"{self.reason} ({remedy})")
 
     def __str__(self) -> str:
         label = FIELD_LABELS.get(self.field, self.field)
@@ -294,13 +303,13 @@ async def import_redevables(
             to_update.append((owner, item))
         else:
             where = logins[owner.id]
-            hint = "" if owner.account_id != account.id else " (option --update pour le modifier)"
             issues.add(
                 ImportIssue(
                     item.line,
                     "siren",
                     item.data.siren,
-                    f"SIRET {item.data.siret} déjà présent sur le compte « {where} »{hint}",
+                    f"SIRET {item.data.siret} déjà présent sur le compte « {where} »",
+                    updatable=owner.account_id == account.id,
                 )
             )
     report.lines = len(parsed) + len(issues.lines - {item.line for item in parsed})

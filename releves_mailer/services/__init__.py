@@ -29,7 +29,7 @@ class Services:
     without it, writes mail nothing and sending a link is refused.
     """
 
-    def __init__(self, database: Database, clock: Clock, links: LinkService | None = None):
+    def __init__(self, database: Database, clock: Clock, links: LinkService | None = None) -> None:
         self.database = database
         self.clock = clock
         self.portfolio = Portfolio(database, clock, links)

@@ -401,7 +401,9 @@ class Banks:
             if redevable.account_id not in await family_of(session, viewer):
                 return None
             return BankAccountEntry(
-                _account_view(account), _connection_view(connection), redevable_view(redevable, login)
+                _account_view(account),
+                _connection_view(connection),
+                redevable_view(redevable, login),
             )
 
     async def entries(self, *, siren: str | None, include_inactive: bool) -> list[BankAccountEntry]:
@@ -413,13 +415,13 @@ class Banks:
             query = query.where(BankAccount.active.is_(True))
         async with self.database.session() as session:
             return [
-                BankAccountEntry(
-                    _account_view(a), _connection_view(c), redevable_view(r, login)
-                )
+                BankAccountEntry(_account_view(a), _connection_view(c), redevable_view(r, login))
                 for a, c, r, login in await session.execute(query)
             ]
 
-    async def detail(self, account_id: int, *, history_limit: int | None = None) -> BankAccountEntry:
+    async def detail(
+        self, account_id: int, *, history_limit: int | None = None
+    ) -> BankAccountEntry:
         """A bank account with its history (at most ``history_limit`` events, oldest first)."""
         async with self.database.session() as session:
             found = (

@@ -300,7 +300,9 @@ class Portfolio:
                 }
         return RedevablePage(rows, found.total, counts)
 
-    async def redevable_in_scope(self, user: AccountView, redevable_id: int) -> RedevableView | None:
+    async def redevable_in_scope(
+        self, user: AccountView, redevable_id: int
+    ) -> RedevableView | None:
         """The redevable when ``user`` may see it, else None (unknown or another family's)."""
         async with self.database.session() as session:
             row = (

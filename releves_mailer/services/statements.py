@@ -29,8 +29,8 @@ from releves_mailer.services.portfolio import AccountView, family_of
 
 __all__ = [
     "ExportFile",
-    "Problem",
     "LineView",
+    "Problem",
     "StatementDetail",
     "StatementFilter",
     "StatementRow",
@@ -399,7 +399,9 @@ class Statements:
         if criteria.state is not None:
             query = query.where(Statement.state == criteria.state)
         async with self.database.session() as session:
-            return [_view(statement, redevable) for statement, redevable in await session.execute(query)]
+            return [
+                _view(statement, redevable) for statement, redevable in await session.execute(query)
+            ]
 
     async def get(self, statement_id: int) -> StatementView | None:
         async with self.database.session() as session:
@@ -436,4 +438,3 @@ async def _owned(
     if row is None or row[1].account_id not in await family_of(session, viewer):
         return None
     return row[0], row[1]
-

@@ -11,7 +11,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from releves_mailer.cli.tokens import link_service
 from releves_mailer.clock import SystemClock
 from releves_mailer.collect.powens_webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
 from releves_mailer.config import Config
@@ -19,6 +18,7 @@ from releves_mailer.daemon import Daemon
 from releves_mailer.db import Database
 from releves_mailer.portfolio.accounts import AccountInput, create_account
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
+from releves_mailer.services.wiring import link_service
 from tests.daemon.harness import daemon_config, powens_section
 from tests.factories import PASSWORD, make_nic, make_siren
 from tests.fakes.powens_server import FakePowens

@@ -35,6 +35,7 @@ from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.render import Renderer
+from releves_mailer.services import Services
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.server import HttpServer
@@ -252,9 +253,7 @@ async def open_portal(
         setups=[
             functools.partial(
                 setup_portal,
-                database=database,
-                clock=clock,
-                links=links,
+                services=Services(database, clock, links),
                 settings=settings,
                 guard=guard,
             )

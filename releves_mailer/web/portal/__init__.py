@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from releves_mailer.clock import Clock
 from releves_mailer.config import AuthSection
-from releves_mailer.db import Database
 from releves_mailer.interfaces import LoginGuard
-from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard
 from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
+from releves_mailer.services import Services
 from releves_mailer.web.app import PAGES
 from releves_mailer.web.portal import accounts, login, redevables, statements, subscription
 from releves_mailer.web.portal.common import PORTAL, Portal
-from releves_mailer.web.portal.session import SessionStore
 
 __all__ = ["PORTAL", "Portal", "setup_portal"]
 
@@ -28,27 +25,23 @@ __all__ = ["PORTAL", "Portal", "setup_portal"]
 def setup_portal(
     app: web.Application,
     *,
-    database: Database,
-    clock: Clock,
-    links: LinkService,
+    services: Services,
     settings: PartnerSettings,
     guard: LoginGuard | None = None,
     import_max_lines: int = DEFAULT_MAX_LINES,
 ) -> None:
     """Add the portal's routes to ``app`` (built by :func:`releves_mailer.web.app.create_app`).
 
-    For ``create_app(setups=[...])``: ``functools.partial(setup_portal, database=...,
-    clock=..., links=..., settings=..., guard=...)``. ``guard`` is the login guard shared
-    with IMAP and SMTP AUTH; without it the portal gets one of its own, with default limits.
+    For ``create_app(setups=[...])``: ``functools.partial(setup_portal, services=...,
+    settings=..., guard=...)``; ``services`` carry the link service. ``guard`` is the login
+    guard shared with IMAP and SMTP AUTH; without it the portal gets one of its own, with
+    default limits.
     """
     app[PORTAL] = Portal(
-        database=database,
-        clock=clock,
-        links=links,
+        services=services,
         settings=settings,
         pages=app[PAGES],
-        sessions=SessionStore(database, clock),
-        guard=guard or PasswordGuard(clock, AuthSection(), settings.domain),
+        guard=guard or PasswordGuard(services.clock, AuthSection(), settings.domain),
         import_max_lines=import_max_lines,
     )
     login.setup(app)

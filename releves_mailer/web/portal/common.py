@@ -12,16 +12,15 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from releves_mailer.clock import Clock
-from releves_mailer.db import Database
-from releves_mailer.db.models import PortalAccount
 from releves_mailer.errors import UserError
 from releves_mailer.interfaces import LoginGuard
-from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
+from releves_mailer.services import Services
+from releves_mailer.services.portfolio import AccountView
 from releves_mailer.web.app import Pages
 from releves_mailer.web.portal.csrf import CSRF_FIELD, check_token
-from releves_mailer.web.portal.session import COOKIE_NAME, SessionStore
+from releves_mailer.web.portal.session import COOKIE_NAME
 
 __all__ = [
     "MESSAGES",
@@ -71,16 +70,17 @@ MESSAGES = {
 class Portal:
     """The services the portal's handlers use (one per application)."""
 
-    database: Database
-    clock: Clock
-    links: LinkService
+    services: Services
     settings: PartnerSettings
     pages: Pages
-    sessions: SessionStore
     #: The login guard shared with IMAP and SMTP AUTH.
     guard: LoginGuard
     #: Lines read at most from an import file (``portal.import_max_lines``).
     import_max_lines: int = DEFAULT_MAX_LINES
+
+    @property
+    def clock(self) -> Clock:
+        return self.services.clock
 
     @property
     def secure_cookies(self) -> bool:
@@ -111,10 +111,14 @@ class PortalRequest:
 
     request: web.Request
     portal: Portal
-    user: PortalAccount
+    user: AccountView
     csrf: str
     form: Form | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def services(self) -> Services:
+        return self.portal.services
 
     @property
     def query(self) -> Mapping[str, str]:
@@ -136,7 +140,7 @@ def page(
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         portal = request.app[PORTAL]
-        found = await portal.sessions.find(request.cookies.get(COOKIE_NAME, ""))
+        found = await portal.services.sessions.find(request.cookies.get(COOKIE_NAME, ""))
         if found is None:
             if request.method != "GET":
                 raise web.HTTPForbidden(
@@ -209,7 +213,7 @@ async def send_link_page(
     """Mail a secure link to the redevable, then go to ``done`` (or show why not)."""
     portal = request.portal
     try:
-        await portal.links.send(redevable_id, connection_id=connection_id)
+        await portal.services.links.send(redevable_id, connection_id=connection_id)
     except UserError as error:
         return portal.render(
             request,
@@ -226,7 +230,9 @@ async def open_link_page(
     """Show the holder a link to enter the credentials himself (his own company)."""
     portal = request.portal
     try:
-        issued = await portal.links.open_for_holder(redevable_id, connection_id=connection_id)
+        issued = await portal.services.links.open_for_holder(
+            redevable_id, connection_id=connection_id
+        )
     except UserError as error:
         return portal.render(
             request,
@@ -237,5 +243,5 @@ async def open_link_page(
     return portal.render(
         request,
         "lien_ouvert",
-        {"title": "Lien sécurisé", "nav": nav, "url": issued.url, "link": issued.link},
+        {"title": "Lien sécurisé", "nav": nav, "url": issued.url, "link": issued},
     )

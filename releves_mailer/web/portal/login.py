@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from releves_mailer.interfaces import LoginThrottled
-from releves_mailer.portfolio.auth import verified_account
 from releves_mailer.web.portal.common import PORTAL, PREFIX, Portal, PortalRequest, page
 from releves_mailer.web.portal.csrf import CSRF_FIELD, LOGIN_COOKIE, check_token, login_token
 from releves_mailer.web.portal.session import COOKIE_NAME, MAX_AGE
@@ -62,7 +61,9 @@ async def login_submit(request: web.Request) -> web.Response:
     password = password if isinstance(password, str) else ""
     try:
         account = await portal.guard.attempt(
-            request.remote or "", login, lambda: verified_account(portal.database, login, password)
+            request.remote or "",
+            login,
+            lambda: portal.services.portfolio.verify_login(login, password),
         )
     except LoginThrottled:
         return _login_page(
@@ -76,7 +77,7 @@ async def login_submit(request: web.Request) -> web.Response:
         return _login_page(
             portal, request, login=login, error="Identifiant ou mot de passe incorrect.", status=401
         )
-    value = await portal.sessions.create(account.id)
+    value = await portal.services.sessions.create(account.id)
     suite = form.get("suite", "")
     response = web.HTTPFound(_next_page(suite if isinstance(suite, str) else ""))
     response.set_cookie(
@@ -93,9 +94,10 @@ async def login_submit(request: web.Request) -> web.Response:
 
 
 async def logout(request: PortalRequest) -> web.StreamResponse:
-    found = await request.portal.sessions.find(request.request.cookies.get(COOKIE_NAME, ""))
+    sessions = request.services.sessions
+    found = await sessions.find(request.request.cookies.get(COOKIE_NAME, ""))
     if found is not None:
-        await request.portal.sessions.end(found.session_id)
+        await sessions.end(found.session_id)
     response = web.HTTPFound(f"{PREFIX}/connexion")
     response.del_cookie(COOKIE_NAME, path=PREFIX)
     raise response

@@ -7,24 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select
 
-from releves_mailer.collect.lifecycle import deactivate_with_accounts, reactivate_with_accounts
-from releves_mailer.db.models import BankAccount, Periodicity, Redevable
 from releves_mailer.errors import UserError
-from releves_mailer.partner.links import IssuedLink, LinkService
-from releves_mailer.portfolio.importer import import_redevables
-from releves_mailer.portfolio.periodicity import Schedule
-from releves_mailer.portfolio.redevables import (
-    FIELD_LABELS,
-    RedevableSearch,
-    Written,
-    create_redevable,
-    search_redevables,
-    update_redevable,
-    validate_redevable,
-)
-from releves_mailer.web.portal.accounts import account_rows
+from releves_mailer.portfolio.redevables import FIELD_LABELS, RedevableSearch, validate_redevable
+from releves_mailer.services.links import IssuedView
+from releves_mailer.services.portfolio import Periodicity, RedevableView
 from releves_mailer.web.portal.common import (
     PREFIX,
     Pagination,
@@ -55,6 +42,11 @@ MONTHS = [
     "Novembre",
     "Décembre",
 ]
+#: How an import issue on a SIRET already on the account says what would replace it (the
+#: import form's checkbox).
+UPDATE_REMEDY = (
+    "cochez « Mettre à jour les redevables de ce compte déjà présents » pour le modifier"
+)
 #: Per periodicity: the form fields that hold its month and its day.
 _FIELDS: dict[Periodicity, tuple[str | None, str | None]] = {
     Periodicity.JOURNALIERE: (None, None),
@@ -83,7 +75,7 @@ def _choices() -> dict[str, Any]:
     }
 
 
-def _form_values(redevable: Redevable | None) -> dict[str, str]:
+def _form_values(redevable: RedevableView | None) -> dict[str, str]:
     """The edit form's fields for a stored redevable (or empty for a new one)."""
     if redevable is None:
         return {"periodicity": Periodicity.HEBDOMADAIRE.value, "day_week": "2"}
@@ -160,47 +152,34 @@ def _criteria(query: Mapping[str, str]) -> dict[str, str]:
 
 
 async def list_page(request: PortalRequest) -> web.StreamResponse:
-    portal = request.portal
     criteria = _criteria(request.query)
     secondaries = bool(criteria["secondaires"]) and request.user.is_primary
     number = int_param(request.query, "page")
-    async with portal.database.session() as session:
-        probe = Pagination(number, 0, criteria)
-        found = await search_redevables(
-            session,
-            request.user,
-            RedevableSearch(
-                siret=criteria["siret"],
-                name=criteria["nom"],
-                iban=criteria["iban"],
-                collection_state=criteria["etat"],
-                include_inactive=bool(criteria["desactives"]),
-                include_secondaries=secondaries,
-                limit=probe.size,
-                offset=probe.offset,
-            ),
-        )
-        ids = [row.id for row in found.rows]
-        counts: dict[int, int] = {}
-        if ids:
-            counts = {
-                redevable_id: int(count)
-                for redevable_id, count in await session.execute(
-                    select(BankAccount.redevable_id, func.count())
-                    .where(BankAccount.redevable_id.in_(ids), BankAccount.active.is_(True))
-                    .group_by(BankAccount.redevable_id)
-                )
-            }
+    probe = Pagination(number, 0, criteria)
+    found = await request.services.portfolio.search(
+        request.user,
+        RedevableSearch(
+            siret=criteria["siret"],
+            name=criteria["nom"],
+            iban=criteria["iban"],
+            collection_state=criteria["etat"],
+            include_inactive=bool(criteria["desactives"]),
+            include_secondaries=secondaries,
+            limit=probe.size,
+            offset=probe.offset,
+        ),
+        count_accounts=True,
+    )
     rows = [
         {
             "redevable": row,
-            "login": row.account.login,
-            "schedule": Schedule(row.periodicity, row.month, row.day).describe(),
-            "accounts": counts.get(row.id, 0),
+            "login": row.account_login,
+            "schedule": row.schedule,
+            "accounts": found.active_accounts.get(row.id, 0),
         }
         for row in found.rows
     ]
-    return portal.render(
+    return request.portal.render(
         request,
         "redevables",
         {
@@ -217,7 +196,7 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
 def _edit_page(
     request: PortalRequest,
     *,
-    redevable: Redevable | None,
+    redevable: RedevableView | None,
     values: Mapping[str, str],
     errors: list[str],
     tab: str = "comptes",
@@ -256,9 +235,7 @@ async def create(request: PortalRequest) -> web.StreamResponse:
             request, redevable=None, values=values, errors=_error_list(problems), status=422
         )
     try:
-        async with portal.database.session() as session:
-            redevable = await create_redevable(session, portal.clock, request.user, data)
-            sent = await portal.links.send_remote_entry_links(session, [Written(redevable)])
+        redevable, sent = await portal.services.portfolio.create_redevable(request.user.id, data)
     except UserError as error:
         return _edit_page(
             request, redevable=None, values=values, errors=_error_list([error]), status=422
@@ -267,19 +244,16 @@ async def create(request: PortalRequest) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"{PREFIX}/redevables/{redevable.id}?msg={done}")
 
 
-async def _tabs(request: PortalRequest, redevable: Redevable) -> dict[str, Any]:
-    portal = request.portal
-    now = portal.clock.now()
-    async with portal.database.session() as session:
-        return {
-            "accounts": await account_rows(session, now, redevable.id),
-            "links": list(await LinkService.recent(session, redevable.id, now)),
-        }
+async def _tabs(request: PortalRequest, redevable: RedevableView) -> dict[str, Any]:
+    services = request.services
+    return {
+        "accounts": await services.banks.rows_of_redevable(redevable.id),
+        "links": await services.links.recent(redevable.id),
+    }
 
 
 async def edit_form(request: PortalRequest) -> web.StreamResponse:
-    async with request.portal.database.session() as session:
-        redevable = await redevable_or_404(session, request.user, path_id(request))
+    redevable = await redevable_or_404(request, path_id(request))
     tab = "jetons" if request.query.get("onglet") == "jetons" else "comptes"
     return _edit_page(
         request,
@@ -292,26 +266,18 @@ async def edit_form(request: PortalRequest) -> web.StreamResponse:
 
 
 async def update(request: PortalRequest) -> web.StreamResponse:
-    portal = request.portal
     values = _submitted(request)
     data, problems = _validate(values)
     errors = _error_list(problems)
-    sent: list[IssuedLink] = []
-    async with portal.database.session() as session:
-        redevable = await redevable_or_404(session, request.user, path_id(request))
-        if data is not None:
-            try:
-                async with session.begin_nested():
-                    was_remote = redevable.remote_entry
-                    await update_redevable(session, portal.clock, redevable, data)
-                    sent = await portal.links.send_remote_entry_links(
-                        session, [Written(redevable, was_remote=was_remote)]
-                    )
-            except UserError as error:
-                errors = _error_list([error])
+    sent: list[IssuedView] = []
+    redevable = await redevable_or_404(request, path_id(request))
+    if data is not None:
+        try:
+            _, sent = await request.services.portfolio.update_redevable(redevable.id, data)
+        except UserError as error:
+            errors = _error_list([error])
     if errors:
-        async with portal.database.session() as session:
-            stored = await redevable_or_404(session, request.user, redevable.id)
+        stored = await redevable_or_404(request, redevable.id)
         return _edit_page(
             request,
             redevable=stored,
@@ -333,12 +299,10 @@ def _back(request: PortalRequest, code: str) -> str:
 
 async def _switch(request: PortalRequest, active: bool) -> web.StreamResponse:
     portal = request.portal
+    redevable = await redevable_or_404(request, path_id(request))
     try:
-        async with portal.database.session() as session:
-            redevable = await redevable_or_404(session, request.user, path_id(request))
         # Its bank accounts follow, exactly as with the command line.
-        switch = reactivate_with_accounts if active else deactivate_with_accounts
-        await switch(portal.database, portal.clock, redevable.id)
+        await portal.services.portfolio.set_redevable_active(redevable.id, active)
     except UserError as error:
         return portal.render(
             request, "erreur", {"title": "Action impossible", "errors": [error.message]}, status=409
@@ -356,8 +320,7 @@ async def reactivate(request: PortalRequest) -> web.StreamResponse:
 
 async def send_link(request: PortalRequest) -> web.StreamResponse:
     """ "Ajouter des comptes bancaires": mail a secure link to the redevable."""
-    async with request.portal.database.session() as session:
-        redevable = await redevable_or_404(session, request.user, path_id(request))
+    redevable = await redevable_or_404(request, path_id(request))
     return await send_link_page(
         request,
         redevable.id,
@@ -369,8 +332,7 @@ async def send_link(request: PortalRequest) -> web.StreamResponse:
 
 async def open_link(request: PortalRequest) -> web.StreamResponse:
     """The holder adds the bank accounts himself (the redevable is his own company)."""
-    async with request.portal.database.session() as session:
-        redevable = await redevable_or_404(session, request.user, path_id(request))
+    redevable = await redevable_or_404(request, path_id(request))
     return await open_link_page(request, redevable.id, connection_id=None, nav="redevables")
 
 
@@ -400,18 +362,14 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             status=422,
         )
     data = await asyncio.to_thread(upload.file.read)
-    async with portal.database.session() as session:
-        report = await import_redevables(
-            session,
-            portal.clock,
-            request.user,
-            data,
-            update=flag(request.form, "maj"),
-            dry_run=flag(request.form, "verifier"),
-            no_auto_link=flag(request.form, "no_auto_link"),
-            max_lines=portal.import_max_lines,
-        )
-        sent = await portal.links.send_remote_entry_links(session, report.written)
+    report = await portal.services.portfolio.import_file(
+        request.user.id,
+        data,
+        update=flag(request.form, "maj"),
+        dry_run=flag(request.form, "verifier"),
+        no_auto_link=flag(request.form, "no_auto_link"),
+        max_lines=portal.import_max_lines,
+    )
     issues = [
         {
             "line": issue.line,
@@ -419,7 +377,7 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             "value": issue.value,
             "reason": issue.reason,
         }
-        for issue in report.issues
+        for issue in (item.with_remedy(UPDATE_REMEDY) for item in report.issues)
     ]
     return portal.render(
         request,
@@ -429,7 +387,7 @@ async def import_submit(request: PortalRequest) -> web.StreamResponse:
             "nav": "redevables",
             "report": report,
             "issues": issues,
-            "links_sent": len(sent),
+            "links_sent": report.links_sent,
             "name": upload.filename,
         },
         status=200 if report.ok else 422,

@@ -1,4 +1,4 @@
-"""Access control of the portal, in one place: which portal accounts' data a user may see.
+"""Access control of the portal, in one place: which objects a logged-in user may reach.
 
 A secondary account sees only its own data. A primary account may see its secondaries'
 data too; its lists show them only when asked ("Afficher ... secondaires"). Every handler
@@ -9,73 +9,35 @@ the user's scope, so that guessing ids reveals nothing.
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from releves_mailer.db.models import BankAccount, PortalAccount, Redevable, Statement
-from releves_mailer.portfolio.accounts import family_ids
+from releves_mailer.services.banks import BankAccountEntry
+from releves_mailer.services.portfolio import RedevableView
+from releves_mailer.services.statements import StatementDetail
+from releves_mailer.web.portal.common import PortalRequest
 
-__all__ = [
-    "allowed_account_ids",
-    "bank_account_or_404",
-    "listed_account_ids",
-    "redevable_or_404",
-    "statement_or_404",
-]
-
-
-async def allowed_account_ids(session: AsyncSession, user: PortalAccount) -> list[int]:
-    """Every portal account whose data ``user`` may read or change."""
-    return await family_ids(session, user)
-
-
-async def listed_account_ids(
-    session: AsyncSession, user: PortalAccount, include_secondaries: bool
-) -> list[int]:
-    """The accounts a list shows: the user's own, plus its secondaries' when asked (primary)."""
-    if include_secondaries and user.is_primary:
-        return await allowed_account_ids(session, user)
-    return [user.id]
+__all__ = ["bank_account_or_404", "redevable_or_404", "statement_or_404"]
 
 
 def _not_found() -> web.HTTPNotFound:
     return web.HTTPNotFound(text="Page introuvable.", content_type="text/plain")
 
 
-async def redevable_or_404(
-    session: AsyncSession, user: PortalAccount, redevable_id: int
-) -> Redevable:
-    redevable = await session.get(Redevable, redevable_id)
-    if redevable is None or redevable.account_id not in await allowed_account_ids(session, user):
+async def redevable_or_404(request: PortalRequest, redevable_id: int) -> RedevableView:
+    found = await request.services.portfolio.redevable_in_scope(request.user, redevable_id)
+    if found is None:
         raise _not_found()
-    return redevable
+    return found
 
 
-async def bank_account_or_404(
-    session: AsyncSession, user: PortalAccount, account_id: int
-) -> tuple[BankAccount, Redevable]:
-    row = (
-        await session.execute(
-            select(BankAccount, Redevable)
-            .join(Redevable, Redevable.id == BankAccount.redevable_id)
-            .where(BankAccount.id == account_id)
-        )
-    ).first()
-    if row is None or row[1].account_id not in await allowed_account_ids(session, user):
+async def bank_account_or_404(request: PortalRequest, account_id: int) -> BankAccountEntry:
+    found = await request.services.banks.in_scope(request.user, account_id)
+    if found is None:
         raise _not_found()
-    return row[0], row[1]
+    return found
 
 
-async def statement_or_404(
-    session: AsyncSession, user: PortalAccount, statement_id: int
-) -> tuple[Statement, Redevable]:
-    row = (
-        await session.execute(
-            select(Statement, Redevable)
-            .join(Redevable, Redevable.id == Statement.redevable_id)
-            .where(Statement.id == statement_id)
-        )
-    ).first()
-    if row is None or row[1].account_id not in await allowed_account_ids(session, user):
+async def statement_or_404(request: PortalRequest, statement_id: int) -> StatementDetail:
+    found = await request.services.statements.in_scope(request.user, statement_id)
+    if found is None:
         raise _not_found()
-    return row[0], row[1]
+    return found

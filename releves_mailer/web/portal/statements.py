@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import PARIS, business_today
-from releves_mailer.collect.exports import CFONB, CSV, file_name, read_files, zip_files
-from releves_mailer.db.models import (
-    BankAccount,
-    LineKind,
-    PortalAccount,
-    Redevable,
-    Statement,
-    StatementLine,
-    StatementState,
-)
+from releves_mailer.collect.exports import CFONB, CSV, zip_files
 from releves_mailer.errors import UserError
+from releves_mailer.services.statements import StatementSearch, StatementState
 from releves_mailer.web.portal.common import (
     PREFIX,
     Pagination,
@@ -34,23 +24,14 @@ from releves_mailer.web.portal.common import (
     page,
     path_id,
 )
-from releves_mailer.web.portal.scope import (
-    allowed_account_ids,
-    listed_account_ids,
-    statement_or_404,
-)
+from releves_mailer.web.portal.scope import statement_or_404
 
-__all__ = ["StatementRow", "setup", "statement_row"]
+__all__ = ["setup"]
 
 STATE_FILTERS = {
     "succes": StatementState.SUCCES,
     "en_cours": StatementState.EN_COURS,
     "echec": StatementState.ECHEC,
-}
-STATE_LABELS = {
-    StatementState.SUCCES: "Succès",
-    StatementState.EN_COURS: "En cours",
-    StatementState.ECHEC: "Échec",
 }
 #: Most statements one "Tout télécharger" ZIP holds.
 ZIP_LIMIT = 1000
@@ -59,49 +40,6 @@ DEFAULT_DAYS = 31
 #: The dates a search filter may name.
 FIRST_DATE = dt.date(2000, 1, 1)
 LAST_DATE = dt.date(2099, 12, 31)
-
-
-@dataclass(frozen=True)
-class StatementRow:
-    """One line of the tracking table."""
-
-    id: int
-    login: str
-    siren: str
-    nic: str
-    company: str
-    iban: str
-    period_start: dt.date
-    period_end: dt.date
-    received_at: dt.datetime
-    state: str
-    state_label: str
-    reason: str
-    movements: int
-    deleted: int
-    has_cfonb: bool
-    has_csv: bool
-
-
-def statement_row(statement: Statement, redevable: Redevable, login: str) -> StatementRow:
-    return StatementRow(
-        id=statement.id,
-        login=login,
-        siren=redevable.siren,
-        nic=redevable.nic,
-        company=redevable.full_company_name,
-        iban=statement.iban or "",
-        period_start=statement.period_start,
-        period_end=statement.period_end,
-        received_at=statement.created_at,
-        state=statement.state.value,
-        state_label=STATE_LABELS[statement.state],
-        reason=statement.reason,
-        movements=statement.movement_count,
-        deleted=statement.deleted_count,
-        has_cfonb=statement.state is StatementState.SUCCES and statement.cfonb_size is not None,
-        has_csv=statement.state is StatementState.SUCCES and statement.csv_size is not None,
-    )
 
 
 def _date(value: str, name: str) -> dt.date | None:
@@ -151,60 +89,16 @@ def _bad_filter(request: PortalRequest, error: UserError) -> web.Response:
     )
 
 
-def _search(criteria: Mapping[str, str], account_ids: list[int]) -> list[ColumnElement[bool]]:
-    """The conditions on ``statement`` alone (served by its indexes; no join to count)."""
-    redevables = select(Redevable.id).where(Redevable.account_id.in_(account_ids))
-    siret = criteria["siret"].replace(" ", "")
-    if siret:
-        redevables = redevables.where(
-            (Redevable.siren + Redevable.nic).startswith(siret, autoescape=True)
-        )
-    if criteria["nom"]:
-        full = func.lower(Redevable.company_name + " " + Redevable.company_name_2)
-        redevables = redevables.where(full.contains(criteria["nom"].lower(), autoescape=True))
-    start = dt.datetime.combine(dt.date.fromisoformat(criteria["du"]), dt.time(), tzinfo=PARIS)
-    # Without a SIRET or name, most redevables match: "+ 0" keeps SQLite off the
-    # per-redevable index so that it scans the covering index by date instead (PostgreSQL
-    # plans on its own either way).
-    narrow = bool(siret or criteria["nom"])
-    scope = Statement.redevable_id if narrow else Statement.redevable_id + 0
-    conditions: list[ColumnElement[bool]] = [
-        scope.in_(redevables),
-        Statement.created_at >= start,
-    ]
-    if criteria["au"]:
-        end = dt.date.fromisoformat(criteria["au"]) + dt.timedelta(days=1)
-        conditions.append(Statement.created_at < dt.datetime.combine(end, dt.time(), PARIS))
-    iban = criteria["iban"].replace(" ", "").upper()
-    if iban:
-        # The account's IBAN (searched among the accounts, not along every statement).
-        conditions.append(
-            Statement.account_id.in_(
-                select(BankAccount.id).where(BankAccount.iban.contains(iban, autoescape=True))
-            )
-        )
-    if criteria["etat"]:
-        conditions.append(Statement.state == STATE_FILTERS[criteria["etat"]])
-    return conditions
-
-
-_NEWEST_FIRST = (Statement.created_at.desc(), Statement.id.desc())
-
-
-async def _rows(session: AsyncSession, ids: list[int]) -> list[StatementRow]:
-    """The table rows of the statements ``ids``, in that order."""
-    if not ids:
-        return []
-    found = {
-        statement.id: statement_row(statement, redevable, login)
-        for statement, redevable, login in await session.execute(
-            select(Statement, Redevable, PortalAccount.login)
-            .join(Redevable, Redevable.id == Statement.redevable_id)
-            .join(PortalAccount, PortalAccount.id == Redevable.account_id)
-            .where(Statement.id.in_(ids))
-        )
-    }
-    return [found[statement_id] for statement_id in ids]
+def _search(criteria: Mapping[str, str]) -> StatementSearch:
+    return StatementSearch(
+        start=dt.date.fromisoformat(criteria["du"]),
+        end=dt.date.fromisoformat(criteria["au"]) if criteria["au"] else None,
+        siret=criteria["siret"],
+        name=criteria["nom"],
+        iban=criteria["iban"],
+        state=STATE_FILTERS.get(criteria["etat"]),
+        include_secondaries=bool(criteria["secondaires"]),
+    )
 
 
 async def list_page(request: PortalRequest) -> web.StreamResponse:
@@ -213,22 +107,11 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
         criteria = _criteria(request.query, business_today(portal.clock))
     except UserError as error:
         return _bad_filter(request, error)
-    async with portal.database.session() as session:
-        ids = await listed_account_ids(session, request.user, bool(criteria["secondaires"]))
-        conditions = _search(criteria, ids)
-        total = int(await session.scalar(select(func.count(Statement.id)).where(*conditions)) or 0)
-        pagination = Pagination(int_param(request.query, "page"), total, criteria)
-        # Ids first (an index-only scan, even deep in the list), then their rows.
-        page_ids = list(
-            await session.scalars(
-                select(Statement.id)
-                .where(*conditions)
-                .order_by(*_NEWEST_FIRST)
-                .limit(pagination.size)
-                .offset(pagination.offset)
-            )
-        )
-        rows = await _rows(session, page_ids)
+    probe = Pagination(int_param(request.query, "page"), 0, criteria)
+    rows, total = await request.services.statements.search(
+        request.user, _search(criteria), limit=probe.size, offset=probe.offset
+    )
+    pagination = dataclasses.replace(probe, total=total)
     return portal.render(
         request,
         "releves",
@@ -245,27 +128,17 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
 
 
 async def detail_page(request: PortalRequest) -> web.StreamResponse:
-    portal = request.portal
-    async with portal.database.session() as session:
-        statement, redevable = await statement_or_404(session, request.user, path_id(request))
-        lines = (
-            await session.scalars(
-                select(StatementLine)
-                .where(StatementLine.statement_id == statement.id)
-                .order_by(StatementLine.kind, StatementLine.position)
-                .limit(2000)
-            )
-        ).all()
-    return portal.render(
+    found = await statement_or_404(request, path_id(request))
+    return request.portal.render(
         request,
         "releve",
         {
             "title": "Détail du relevé",
             "nav": "releves",
-            "statement": statement,
-            "row": statement_row(statement, redevable, ""),
-            "movements": [line for line in lines if line.kind is LineKind.MOVEMENT],
-            "corrections": [line for line in lines if line.kind is LineKind.CORRECTION],
+            "statement": found.statement,
+            "row": found.row,
+            "movements": found.movements,
+            "corrections": found.corrections,
         },
     )
 
@@ -279,14 +152,13 @@ def _attachment(name: str, content: bytes, content_type: str) -> web.Response:
 
 
 async def _download(request: PortalRequest, kind: str) -> web.StreamResponse:
-    portal = request.portal
-    async with portal.database.session() as session:
-        statement, _ = await statement_or_404(session, request.user, path_id(request))
-        files = await read_files(session, [statement], (kind,))
-    if not files or statement.state is not StatementState.SUCCES:
+    files = await request.services.statements.download(request.user, path_id(request), kind)
+    if files is None:
+        raise web.HTTPNotFound(text="Page introuvable.", content_type="text/plain")
+    if not files:
         raise web.HTTPNotFound(text="Fichier indisponible.", content_type="text/plain")
     content_type = "text/plain" if kind == CFONB else "text/csv"
-    return _attachment(file_name(statement, kind), files[0].content, content_type)
+    return _attachment(files[0].name, files[0].content, content_type)
 
 
 async def download_cfonb(request: PortalRequest) -> web.StreamResponse:
@@ -302,45 +174,28 @@ async def download_zip(request: PortalRequest) -> web.StreamResponse:
     portal = request.portal
     assert request.form is not None
     everything = flag(request.form, "tout")
-    async with portal.database.session() as session:
-        if everything:
-            try:
-                criteria = _criteria(request.form, business_today(portal.clock))
-            except UserError as error:
-                return _bad_filter(request, error)
-            ids = await listed_account_ids(session, request.user, bool(criteria["secondaires"]))
-            query = (
-                select(Statement, Redevable, PortalAccount.login)
-                .join(Redevable, Redevable.id == Statement.redevable_id)
-                .join(PortalAccount, PortalAccount.id == Redevable.account_id)
-                .where(*_search(criteria, ids))
-                .order_by(*_NEWEST_FIRST)
-                .limit(ZIP_LIMIT)
+    statements = request.services.statements
+    if everything:
+        try:
+            criteria = _criteria(request.form, business_today(portal.clock))
+        except UserError as error:
+            return _bad_filter(request, error)
+        files = await statements.files_of_search(request.user, _search(criteria), limit=ZIP_LIMIT)
+    else:
+        wanted = {
+            int(value)
+            for value in request.form.getall("ids", [])
+            if isinstance(value, str) and value.isdigit() and len(value) < 18
+        }
+        if not wanted or len(wanted) > ZIP_LIMIT:
+            raise web.HTTPBadRequest(
+                text=f"Sélectionnez de 1 à {ZIP_LIMIT} relevés.", content_type="text/plain"
             )
-        else:
-            wanted = {
-                int(value)
-                for value in request.form.getall("ids", [])
-                if isinstance(value, str) and value.isdigit() and len(value) < 18
-            }
-            if not wanted or len(wanted) > ZIP_LIMIT:
-                raise web.HTTPBadRequest(
-                    text=f"Sélectionnez de 1 à {ZIP_LIMIT} relevés.", content_type="text/plain"
-                )
-            query = (
-                select(Statement, Redevable, PortalAccount.login)
-                .join(Redevable, Redevable.id == Statement.redevable_id)
-                .join(PortalAccount, PortalAccount.id == Redevable.account_id)
-                .where(Statement.id.in_(wanted))
-                .where(Redevable.account_id.in_(await allowed_account_ids(session, request.user)))
-                .order_by(*_NEWEST_FIRST)
-            )
-        found = [statement for statement, _, _ in await session.execute(query)]
-        if not everything and len(found) != len(wanted):
+        selected = await statements.files_of_selection(request.user, wanted)
+        if selected is None:
             # One of the ids is not the user's: nothing is given, nothing is revealed.
             raise web.HTTPNotFound(text="Page introuvable.", content_type="text/plain")
-        ready = [s for s in found if s.state is StatementState.SUCCES]
-        files = await read_files(session, ready)
+        files = selected
     if not files:
         raise web.HTTPNotFound(text="Aucun fichier à télécharger.", content_type="text/plain")
     content = await asyncio.to_thread(zip_files, files)

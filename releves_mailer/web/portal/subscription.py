@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from releves_mailer.db.models import PortalAccount, ReceptionMode
 from releves_mailer.errors import UserError
-from releves_mailer.portfolio.accounts import subscribe
 from releves_mailer.portfolio.validation import DEDICATED_PREFIX
+from releves_mailer.services.portfolio import ReceptionMode
 from releves_mailer.web.portal.common import PREFIX, PortalRequest, flag, page
 
 __all__ = ["setup"]
@@ -54,7 +53,6 @@ async def form(request: PortalRequest) -> web.StreamResponse:
 
 
 async def submit(request: PortalRequest) -> web.StreamResponse:
-    portal = request.portal
     raw_mode = request.text("reception")
     try:
         mode = ReceptionMode(raw_mode)
@@ -66,16 +64,9 @@ async def submit(request: PortalRequest) -> web.StreamResponse:
             status=422,
         )
     try:
-        async with portal.database.session() as session:
-            account = await session.get(PortalAccount, request.user.id)
-            assert account is not None
-            await subscribe(
-                session,
-                portal.clock,
-                account,
-                accept_terms=flag(request.form or {}, "cgau"),
-                reception_mode=mode,
-            )
+        await request.services.portfolio.subscribe(
+            request.user.id, accept_terms=flag(request.form or {}, "cgau"), reception_mode=mode
+        )
     except UserError as error:
         return _page(
             request,
