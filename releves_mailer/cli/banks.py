@@ -12,6 +12,7 @@ from releves_mailer.cli.common import (
     async_command,
     echo_json,
     exit_on_failed_refresh,
+    find_redevable,
     open_collection,
     open_services,
     parse_datetime,
@@ -106,7 +107,7 @@ async def connect(
     async with open_collection(config, clock) as collection:
         bank = collection.aggregators.providers[TestBank.name]
         assert isinstance(bank, TestBank)
-        redevable = await collection.services.portfolio.find_redevable(siren, login)
+        redevable = await find_redevable(collection.services, siren, login)
         connection_id = await collection.connect_test_bank(
             redevable.id, bank, seed=seed, errors=schedule
         )

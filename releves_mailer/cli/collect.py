@@ -21,6 +21,7 @@ from releves_mailer.cli.common import (
     async_command,
     echo_json,
     exit_on_failed_refresh,
+    find_redevable,
     open_collection,
     open_services,
     parse_datetime,
@@ -75,7 +76,7 @@ async def _redevable_id(config: Config, siren: str | None) -> int | None:
     if siren is None:
         return None
     async with open_services(config) as services:
-        return (await services.portfolio.find_redevable(siren)).id
+        return (await find_redevable(services, siren, None)).id
 
 
 @click.command()

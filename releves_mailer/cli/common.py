@@ -17,6 +17,8 @@ from releves_mailer.clock import PARIS
 from releves_mailer.collect.scheduler import RunReport
 from releves_mailer.config import Config, find_config_path, load_config
 from releves_mailer.errors import UserError
+from releves_mailer.services import Services
+from releves_mailer.services.portfolio import RedevableView
 from releves_mailer.services.wiring import open_collection, open_services
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "async_command",
     "echo_json",
     "exit_on_failed_refresh",
+    "find_redevable",
     "open_collection",
     "open_services",
     "parse_datetime",
@@ -102,3 +105,14 @@ def exit_on_failed_refresh(report: RunReport | int) -> None:
     failed = report if isinstance(report, int) else report.failed_refreshes
     if failed:
         raise SystemExit(REFRESH_FAILED)
+
+
+async def find_redevable(services: Services, siren: str, login: str | None) -> RedevableView:
+    """The redevable of ``SIREN`` (``--account``: of that account); an ambiguous SIREN names
+    the option that settles it."""
+    try:
+        return await services.portfolio.find_redevable(siren, login)
+    except UserError as error:
+        if error.field != "account":
+            raise
+        raise UserError(f"{error.message} (--account LOGIN)") from None

@@ -6,7 +6,13 @@ import datetime as dt
 
 import click
 
-from releves_mailer.cli.common import AppContext, async_command, echo_json, open_services
+from releves_mailer.cli.common import (
+    AppContext,
+    async_command,
+    echo_json,
+    find_redevable,
+    open_services,
+)
 from releves_mailer.clock import PARIS
 from releves_mailer.services.links import IssuedView
 
@@ -30,7 +36,7 @@ def tokens() -> None:
 async def list_tokens(app: AppContext, siren: str, login: str | None, as_json: bool) -> None:
     """Les 10 derniers jetons transmis au redevable."""
     async with open_services(app.config) as services:
-        redevable = await services.portfolio.find_redevable(siren, login)
+        redevable = await find_redevable(services, siren, login)
         rows = await services.links.recent(redevable.id)
     if as_json:
         echo_json(
@@ -86,7 +92,7 @@ def echo_issued(issued: IssuedView, mailed: bool) -> None:
 async def send(app: AppContext, siren: str, connection_id: int | None, login: str | None) -> None:
     """Envoie au redevable un lien d'ajout de comptes (ou de mise à jour avec --connection)."""
     async with open_services(app.config, links=True) as services:
-        redevable = await services.portfolio.find_redevable(siren, login)
+        redevable = await find_redevable(services, siren, login)
         issued = await services.links.send(redevable.id, connection_id=connection_id)
     echo_issued(issued, mailed=True)
 
@@ -101,6 +107,6 @@ async def open_link(
 ) -> None:
     """Donne un lien à ouvrir soi-même quand le redevable est la société du compte (4.1.1)."""
     async with open_services(app.config, links=True) as services:
-        redevable = await services.portfolio.find_redevable(siren, login)
+        redevable = await find_redevable(services, siren, login)
         issued = await services.links.open_for_holder(redevable.id, connection_id=connection_id)
     echo_issued(issued, mailed=False)

@@ -336,9 +336,11 @@ async def find_redevable(
         raise UserError(f"aucun redevable de {kind} {key}{where}")
     if len(found) > 1:
         listed = ", ".join(f"{r.account.login} ({r.siret} {r.company_name})" for r in found)
+        # ``field``: the caller says how its user names the account (an option, a field).
         raise UserError(
             f"plusieurs redevables ont le SIREN {key[:9]} : {listed} ; "
-            "donnez le SIRET complet ou précisez --account LOGIN"
+            "donnez le SIRET complet ou le compte portail",
+            field="account",
         )
     return found[0]
 
