@@ -187,6 +187,11 @@ def test_import_mails_one_link_per_field_9_line(home: Home, tmp_path: Path) -> N
     expected = ["client610@client.example", "client612@client.example"]
     assert home.queued() == expected
 
+    # Without --update, a SIRET already on the account is refused; the command line names
+    # its own remedy (the import service names no option).
+    refused = home.run("import", file, ok=False)
+    assert "déjà présent sur le compte" in refused.output
+    assert "(option --update pour le modifier)" in refused.output
     again = json.loads(home.run("import", file, "--update", "--json").output)
     assert (again["updated"], again["links_sent"]) == (3, 0)
     switched = annexe1(tmp_path / "b.csv", (611, "1"))

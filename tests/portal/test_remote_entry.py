@@ -143,6 +143,20 @@ async def test_import_mails_one_link_per_field_9_line(portal: PortalHarness) -> 
         assert await link_mails(portal) == [*expected, ("client511@client.example", "CLIENT 511")]
 
 
+async def test_import_refusal_names_the_checkbox_not_an_option(portal: PortalHarness) -> None:
+    data = annexe1((515, "0"))
+    async with portal.logged_in(portal.primary.login) as client:
+        assert (await upload(client, data)).status_code == 200
+        refused = await upload(client, data)
+    assert refused.status_code == 422
+    assert "déjà présent sur le compte" in refused.text
+    assert (
+        "(cochez « Mettre à jour les redevables de ce compte déjà présents » pour le modifier)"
+        in refused.text
+    )
+    assert "--update" not in refused.text
+
+
 async def test_import_with_the_flag_sends_nothing(portal: PortalHarness) -> None:
     async with portal.logged_in(portal.primary.login) as client:
         done = await upload(client, annexe1((520, "1"), (521, "1")), no_auto_link="1")
