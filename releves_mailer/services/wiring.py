@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.testbank import TestBank
-from releves_mailer.collect.testbank.schedule import ScheduledError
+from releves_mailer.collect.testbank import ScheduledError, TestBank
 from releves_mailer.config import Config, ConfigError
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema, current_heads, upgrade
