@@ -14,6 +14,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
+from releves_mailer.aggregators.registry import Aggregators, open_aggregators
 from releves_mailer.clock import PARIS, Clock, SystemClock
 from releves_mailer.collect.scheduler import RefreshPlan, RunReport
 from releves_mailer.config import Config, ConfigError, find_config_path, load_config
@@ -22,7 +23,6 @@ from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.errors import UserError
 from releves_mailer.jobs import Collector
 from releves_mailer.notify.outbox import Outbox
-from releves_mailer.partner.aggregators import Aggregators, open_aggregators
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings

@@ -1,7 +1,7 @@
 """The test bank ("Connecteur de test"): a deterministic simulated bank, also the demo bank."""
 
-from releves_mailer.collect.testbank.bank import BANK_CODE, BIC, TestBank, TestBankToken
-from releves_mailer.collect.testbank.schedule import (
+from releves_mailer.aggregators.testbank.bank import BANK_CODE, BIC, TestBank, TestBankToken
+from releves_mailer.aggregators.testbank.schedule import (
     ScheduledError,
     parse_error_schedule,
     parse_scheduled_error,
