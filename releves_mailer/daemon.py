@@ -172,7 +172,9 @@ class Daemon:
         smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
         await smtp.start(stack)
         self.renderer = Renderer.from_config(config)
-        signer = SmimeSigner.from_config(config)
+        signer = SmimeSigner.from_files(
+            config.path(config.signing.key), config.path(config.signing.certificate)
+        )
         self.delivery = StatementDelivery(
             database, store, self.renderer, signer, self.clock, config.portal
         )

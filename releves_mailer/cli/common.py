@@ -147,7 +147,9 @@ def _outbox(config: Config, database: Database, clock: Clock) -> Outbox:
         config.relay,
         domain=config.portal.domain,
         data_dir=config.data_dir,
-        signer=SmimeSigner.from_config(config),
+        signer=SmimeSigner.from_files(
+            config.path(config.signing.key), config.path(config.signing.certificate)
+        ),
     )
 
 

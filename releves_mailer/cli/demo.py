@@ -65,7 +65,9 @@ async def build_demo(data_dir: Path, password: str) -> Config:
             database,
             store,
             Renderer.from_config(config),
-            SmimeSigner.from_config(config),
+            SmimeSigner.from_files(
+                config.path(config.signing.key), config.path(config.signing.certificate)
+            ),
             clock,
             config.portal,
         )
