@@ -18,10 +18,10 @@ from releves_mailer.aggregators.registry import Aggregators, open_aggregators
 from releves_mailer.clock import PARIS, Clock, SystemClock
 from releves_mailer.collect.scheduler import RefreshPlan, RunReport
 from releves_mailer.config import Config, ConfigError, find_config_path, load_config
+from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.errors import UserError
-from releves_mailer.jobs import Collector
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.links import LinkService

@@ -28,11 +28,11 @@ from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connections_named
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.config import Config, ConfigError
+from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
-from releves_mailer.jobs import Collector
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
