@@ -1,4 +1,8 @@
-"""Powens (partner mode): API client, Provider implementation, Webview URLs and callbacks."""
+"""Powens (partner mode): API client, Provider implementation, Webview URLs and callbacks.
+
+Also in this package: the partner mode (``partner``), the webhooks (``webhooks``) and the
+registry entry that opens Powens and mounts its webhook route (``aggregator``).
+"""
 
 from releves_mailer.aggregators.powens.client import (
     PaginationError,

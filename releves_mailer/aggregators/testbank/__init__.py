@@ -1,4 +1,8 @@
-"""The test bank ("Connecteur de test"): a deterministic simulated bank, also the demo bank."""
+"""The test bank ("Connecteur de test"): a deterministic simulated bank, also the demo bank.
+
+Also in this package: its partner mode (``partner``), the pages of its webview served by the
+daemon (``webview``) and the registry entry that opens it and mounts them (``aggregator``).
+"""
 
 from releves_mailer.aggregators.testbank.bank import BANK_CODE, BIC, TestBank, TestBankToken
 from releves_mailer.aggregators.testbank.schedule import (
