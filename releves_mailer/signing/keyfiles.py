@@ -1,4 +1,4 @@
-"""Writing key files: 0700 folders, 0600 files, never seen half-written.
+"""Writing key files: 0700 folders, 0600 files from their first byte, replaced whole.
 
 ``signing/`` imports nothing of the package (it can be read, tested and audited alone), so
 it keeps this small copy of the data directory's file rules (:mod:`releves_mailer.files`)

@@ -1,5 +1,7 @@
-"""Powens in the registry: its provider and partner mode from ``[aggregator.powens]``, and
-its webhook route.
+"""Powens in the registry: opened from ``[aggregator.powens]``, with its webhook route.
+
+Opening builds the provider over one HTTP session (closed with the stack) and its partner
+mode; mounting adds ``/powens/webhooks/{event}`` when a webhook secret is configured.
 """
 
 from __future__ import annotations

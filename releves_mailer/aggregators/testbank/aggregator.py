@@ -1,5 +1,7 @@
-"""The test bank in the registry: the bank from ``[aggregator.testbank]``, its partner mode,
-and the pages of its webview served by the daemon itself.
+"""The test bank in the registry: opened from ``[aggregator.testbank]``, with its webview.
+
+Opening builds the bank and its partner mode; mounting adds the pages of its webview, which
+the daemon serves itself (``/testbank/webview/``).
 """
 
 from __future__ import annotations
