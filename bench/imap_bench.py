@@ -41,10 +41,10 @@ from releves_mailer.clock import SystemClock  # noqa: E402
 from releves_mailer.config import AuthSection, ImapSection  # noqa: E402
 from releves_mailer.db import Database  # noqa: E402
 from releves_mailer.db.migrate import upgrade  # noqa: E402
-from releves_mailer.interfaces import LocalBox  # noqa: E402
 from releves_mailer.mailbox.imap.server import ImapServer  # noqa: E402
 from releves_mailer.mailbox.store import MessageStore  # noqa: E402
 from releves_mailer.portfolio.auth import PasswordGuard  # noqa: E402
+from releves_mailer.portfolio.logins import LocalBox  # noqa: E402
 
 USER = "bench"
 PASSWORD = "pass"

@@ -1,5 +1,7 @@
 """Jinja2 rendering of every mail and page of the daemon, from the admin's or the shipped templates.
 
+At the package root: statement delivery, partner mails, web pages and commands all render.
+
 Lookup order: the admin's ``templates.custom_dir`` first, then the templates shipped with the
 package (:func:`releves_mailer.resources.templates_dir`), so an admin overrides one file by
 dropping a file of the same relative path (``mail/statement.txt``) in their folder.

@@ -22,11 +22,11 @@ import trustme
 from releves_mailer.clock import ManualClock
 from releves_mailer.config import AuthSection, ImapSection, SmtpSection
 from releves_mailer.db import Database
-from releves_mailer.interfaces import Authenticator
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
+from releves_mailer.portfolio.logins import Authenticator
 from tests.factories import PASSWORD
 
 DOMAIN = "releves.example"

@@ -9,6 +9,7 @@ import click
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from releves_mailer.aggregators.testbank import TestBank, parse_error_schedule
 from releves_mailer.cli.common import (
     AppContext,
     async_command,
@@ -24,7 +25,6 @@ from releves_mailer.collect.connections import (
     set_account_active,
 )
 from releves_mailer.collect.errors import describe_error
-from releves_mailer.collect.testbank import TestBank, parse_error_schedule
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,

@@ -14,15 +14,15 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
+from releves_mailer.aggregators.registry import Aggregators, open_aggregators
 from releves_mailer.clock import PARIS, Clock, SystemClock
 from releves_mailer.collect.scheduler import RefreshPlan, RunReport
 from releves_mailer.config import Config, ConfigError, find_config_path, load_config
+from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.errors import UserError
-from releves_mailer.jobs import Collector
 from releves_mailer.notify.outbox import Outbox
-from releves_mailer.partner.aggregators import Aggregators, open_aggregators
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
@@ -147,7 +147,9 @@ def _outbox(config: Config, database: Database, clock: Clock) -> Outbox:
         config.relay,
         domain=config.portal.domain,
         data_dir=config.data_dir,
-        signer=SmimeSigner.from_config(config),
+        signer=SmimeSigner.from_files(
+            config.path(config.signing.key), config.path(config.signing.certificate)
+        ),
     )
 
 

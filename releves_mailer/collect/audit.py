@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from releves_mailer import cfonb
+from releves_mailer.aggregators.testbank import TestBank, TestBankToken
+from releves_mailer.aggregators.testbank.generator import DayCache, RowState
 from releves_mailer.clock import PARIS
 from releves_mailer.collect.statements import first_period_start, is_reportable
-from releves_mailer.collect.testbank import TestBank, TestBankToken
-from releves_mailer.collect.testbank.generator import DayCache, RowState
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import (
     BankAccount,

@@ -38,7 +38,7 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.db.models.statements import Statement, StatementFile, StatementState
 from releves_mailer.delivery.compose import StatementMail, build_signed_statement_mail
-from releves_mailer.interfaces import MailDelivery, MessageSink
+from releves_mailer.mailbox.sink import MailDelivery, MessageSink
 from releves_mailer.render import Renderer
 from releves_mailer.signing.smime import SmimeSigner
 

@@ -31,9 +31,9 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from releves_mailer.clock import Clock
 from releves_mailer.config import SmtpSection
-from releves_mailer.interfaces import Authenticator, LoginGuard, LoginThrottled
 from releves_mailer.listeners import ConnectionLimiter, Listener
 from releves_mailer.mailbox.sasl import SaslError, decode_response, parse_plain
+from releves_mailer.portfolio.logins import Authenticator, LoginGuard, LoginThrottled
 
 __all__ = ["InboundHandler", "SmtpServer"]
 

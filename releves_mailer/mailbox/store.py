@@ -37,7 +37,6 @@ from releves_mailer.db import Database
 from releves_mailer.db.engine import POOL_TIMEOUT
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
 from releves_mailer.files import make_private_dir, write_atomically
-from releves_mailer.interfaces import MailDelivery, MessageSink
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
     FolderChanges,
@@ -50,6 +49,7 @@ from releves_mailer.mailbox.contracts import (
     StoreError,
 )
 from releves_mailer.mailbox.imap import mime
+from releves_mailer.mailbox.sink import MailDelivery, MessageSink
 
 __all__ = ["SYSTEM_FLAGS", "MessageStore", "canonical_flags"]
 

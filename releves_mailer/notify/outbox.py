@@ -36,7 +36,7 @@ from releves_mailer.config import RelaySection
 from releves_mailer.db import Database
 from releves_mailer.db.models import OutboxMessage, OutboxState
 from releves_mailer.files import make_private_dir, write_atomically
-from releves_mailer.interfaces import MessageSink
+from releves_mailer.mailbox.sink import MessageSink
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 

@@ -20,7 +20,7 @@ from releves_mailer.clock import Clock
 from releves_mailer.config import AuthSection
 from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount
-from releves_mailer.interfaces import LocalBox, LoginThrottled
+from releves_mailer.portfolio.logins import LocalBox, LoginThrottled
 from releves_mailer.portfolio.passwords import verify_password
 from releves_mailer.portfolio.validation import DEDICATED_PREFIX
 

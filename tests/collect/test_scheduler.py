@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import update
 
+from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.provider import ProviderAccess, ProviderAccount
@@ -23,7 +24,6 @@ from releves_mailer.collect.scheduler import (
     run_due_work,
 )
 from releves_mailer.collect.sync import RefreshResult
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankConnection
 from releves_mailer.signing.secrets import KeyRing

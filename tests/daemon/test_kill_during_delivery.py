@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from releves_mailer.bootstrap import initialise_data_dir
+from releves_mailer.cli.demo import create_demo_portfolio
 from releves_mailer.clock import PARIS, ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.simulate import simulate
 from releves_mailer.config import Config
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import MailFolder, MailMessage
 from releves_mailer.db.models.statements import Statement, StatementState
-from releves_mailer.demo import create_demo_portfolio
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.accounts import get_account
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable

@@ -24,10 +24,11 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
+from releves_mailer.aggregators.powens.webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
+from releves_mailer.aggregators.registry import open_aggregators
 from releves_mailer.cli.tokens import link_service
 from releves_mailer.clock import PARIS, ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
-from releves_mailer.collect.powens_webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
 from releves_mailer.collect.scheduler import (
     ConnectionClock,
     RefreshPlan,
@@ -35,10 +36,9 @@ from releves_mailer.collect.scheduler import (
     run_due_work,
 )
 from releves_mailer.config import Config
-from releves_mailer.daemon import Daemon
+from releves_mailer.daemon.main import Daemon
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankConnection, SecureLink
-from releves_mailer.partner.aggregators import open_aggregators
 from releves_mailer.signing.secrets import KeyRing
 from tests.daemon.harness import daemon_config, powens_section, running_daemon
 from tests.factories import Spec, add_portfolio, add_powens_connection

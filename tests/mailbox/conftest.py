@@ -15,10 +15,10 @@ import trustme
 from releves_mailer.clock import ManualClock
 from releves_mailer.config import AuthSection, ImapSection
 from releves_mailer.db import Database
-from releves_mailer.interfaces import LocalBox
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PasswordGuard
+from releves_mailer.portfolio.logins import LocalBox
 
 DOMAIN = "example.test"
 PASSWORD = "s3cret pass"

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from releves_mailer.clock import ManualClock
-from releves_mailer.interfaces import MessageSink
 from releves_mailer.mailbox.imap.server import ImapServer
+from releves_mailer.mailbox.sink import MessageSink
 from releves_mailer.mailbox.store import MessageStore
 
 from .conftest import (

@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage
-from releves_mailer.interfaces import MailDelivery, MessageSink
 from releves_mailer.mailbox.imap import mime
 from releves_mailer.mailbox.imap.server import ImapServer
+from releves_mailer.mailbox.sink import MailDelivery, MessageSink
 from releves_mailer.mailbox.store import MessageStore
 
 from .conftest import DOMAIN, RawClient, sample_message

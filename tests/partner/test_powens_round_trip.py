@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import aiohttp
 from sqlalchemy import func, select
 
+from releves_mailer.aggregators.powens.partner import decode_partner_data
 from releves_mailer.collect.statements import cut_due_statements
 from releves_mailer.collect.sync import refresh_connection
 from releves_mailer.db.models import (
@@ -31,7 +32,6 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.db.models.statements import Statement, StatementState
 from releves_mailer.partner.links import LinkKind, LinkOrigin
-from releves_mailer.partner.powens import decode_partner_data
 from tests.fakes.powens_server import AccountSpec, WebviewOutcome
 from tests.partner.conftest import (
     POWENS_CHOSEN,

@@ -9,14 +9,14 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 import pytest
 
-from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import (
+from releves_mailer.aggregators.powens import (
     PowensAPIError,
     PowensProvider,
     WebviewError,
     build_webview_url,
     parse_webview_callback,
 )
+from releves_mailer.clock import ManualClock
 from releves_mailer.collect.provider import Provider, ProviderAccess
 from tests.fakes.powens_server import (
     FakeConnection,

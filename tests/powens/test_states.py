@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
+from releves_mailer.aggregators.powens import KNOWN_STATES, PowensProvider
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.errors import ERROR_CODES, UNKNOWN_ERROR, ErrorClass
-from releves_mailer.collect.powens import KNOWN_STATES, PowensProvider
 from releves_mailer.collect.provider import ProviderAccess
 from tests.fakes.powens_server import ALL_STATES, FakeConnection, FakePowens
 

@@ -11,9 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import PowensProvider
-from releves_mailer.collect.powens_webhooks import (
+from releves_mailer.aggregators.powens import PowensProvider
+from releves_mailer.aggregators.powens.webhooks import (
     WebhookEvent,
     WebhookKind,
     parse_event,
@@ -21,6 +20,7 @@ from releves_mailer.collect.powens_webhooks import (
     verify_signature,
     webhook_handler,
 )
+from releves_mailer.clock import ManualClock
 from releves_mailer.collect.provider import ProviderAccess
 from tests.fakes.powens_server import FakeConnection, FakePowens, FakeUser
 

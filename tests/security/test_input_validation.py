@@ -22,12 +22,12 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from releves_mailer.aggregators.powens import PowensProvider
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.exports import file_names
-from releves_mailer.collect.powens import PowensProvider
 from releves_mailer.collect.sync import refresh_connection
 from releves_mailer.config import HttpSection, PowensSection
-from releves_mailer.daemon import Daemon
+from releves_mailer.daemon.main import Daemon
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankAccount, Periodicity, Statement, StatementFile
 from releves_mailer.signing.secrets import KeyRing

@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect import statements
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.scheduler import run_due_work
 from releves_mailer.collect.statements import due_dates, first_period_start, month_before
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.cli.common import REFRESH_FAILED
 from releves_mailer.clock import ManualClock, SystemClock
 from releves_mailer.collect.audit import TestBankTruth, audit
@@ -24,6 +23,7 @@ from releves_mailer.collect.connections import build_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.simulate import simulate
 from releves_mailer.config import Config
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import Periodicity
 from releves_mailer.signing.secrets import KeyRing

@@ -284,7 +284,7 @@ async def test_deactivation_resumes_from_the_last_reported_date(
 
 
 async def test_waiting_then_failed_then_caught_up(database: Database, keyring: KeyRing) -> None:
-    from releves_mailer.collect.testbank import parse_scheduled_error
+    from releves_mailer.aggregators.testbank import parse_scheduled_error
 
     world = await make_world(database, keyring, (Spec(Periodicity.JOURNALIERE),), START)
     world.bank.errors = (

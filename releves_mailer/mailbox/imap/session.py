@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
-from releves_mailer.interfaces import LoginThrottled
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
     FolderExists,
@@ -49,6 +48,7 @@ from releves_mailer.mailbox.imap.search import (
 )
 from releves_mailer.mailbox.imap.wildcard import ListPattern
 from releves_mailer.mailbox.sasl import SaslCancelled, SaslError, decode_response, parse_plain
+from releves_mailer.portfolio.logins import LoginThrottled
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.server import ImapServer

@@ -19,6 +19,21 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from releves_mailer.aggregators.testbank.generator import (
+    ONE_DAY,
+    AccountKind,
+    AccountProfile,
+    DayCache,
+    Row,
+    RowState,
+    lag_days,
+)
+from releves_mailer.aggregators.testbank.iban import french_iban
+from releves_mailer.aggregators.testbank.schedule import (
+    ScheduledError,
+    active_error,
+    parse_error_schedule,
+)
 from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.errors import describe_error
 from releves_mailer.collect.provider import (
@@ -28,21 +43,6 @@ from releves_mailer.collect.provider import (
     ProviderError,
     ProviderTransaction,
     accepted_iban,
-)
-from releves_mailer.collect.testbank.generator import (
-    ONE_DAY,
-    AccountKind,
-    AccountProfile,
-    DayCache,
-    Row,
-    RowState,
-    lag_days,
-)
-from releves_mailer.collect.testbank.iban import french_iban
-from releves_mailer.collect.testbank.schedule import (
-    ScheduledError,
-    active_error,
-    parse_error_schedule,
 )
 
 __all__ = ["BANK_CODE", "BIC", "TestBank", "TestBankToken"]

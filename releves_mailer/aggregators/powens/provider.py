@@ -24,8 +24,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from releves_mailer.clock import PARIS, Clock
-from releves_mailer.collect.powens.client import (
+from releves_mailer.aggregators.powens.client import (
     PowensAPIError,
     PowensClient,
     Query,
@@ -33,7 +32,7 @@ from releves_mailer.collect.powens.client import (
     Sleep,
     Timeouts,
 )
-from releves_mailer.collect.powens.parsing import (
+from releves_mailer.aggregators.powens.parsing import (
     UNKNOWN_STATE,
     PowensConnection,
     connection_from_json,
@@ -43,7 +42,8 @@ from releves_mailer.collect.powens.parsing import (
     parse_transaction,
     status_from_connection,
 )
-from releves_mailer.collect.powens.webview import DEFAULT_WEBVIEW_BASE, build_webview_url
+from releves_mailer.aggregators.powens.webview import DEFAULT_WEBVIEW_BASE, build_webview_url
+from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.provider import (
     ConnectionStatus,
     ProviderAccess,
@@ -55,7 +55,7 @@ from releves_mailer.config import PowensSection
 
 __all__ = ["PAGE_LIMIT", "PowensProvider", "TemporaryCode"]
 
-log = logging.getLogger("releves_mailer.collect.powens")
+log = logging.getLogger("releves_mailer.aggregators.powens")
 
 #: Powens' maximum page size for transactions.
 PAGE_LIMIT = 1000
