@@ -101,10 +101,6 @@ log = logging.getLogger(__name__)
 #: Above this many movements the CFONB file is rendered in a worker thread.
 THREAD_THRESHOLD = 500
 
-#: The bank event kind of a balance mismatch: a dedicated kind when the enum has one.
-MISMATCH_EVENT_KIND: BankEventKind = getattr(
-    BankEventKind, "BALANCE_MISMATCH", BankEventKind.CONNECTION_ERROR
-)
 MISMATCH_ERROR_CODE = "balance_mismatch"
 
 CSV_HEADER = (
@@ -1318,7 +1314,7 @@ def _mismatch_event(item: _Built, now: dt.datetime) -> BankEvent:
     unexplained = closing - bank_balance - explained
     return BankEvent(
         at=now,
-        kind=MISMATCH_EVENT_KIND,
+        kind=BankEventKind.BALANCE_MISMATCH,
         connection_id=account.connection_id,
         account_id=account.id,
         old_value=str(bank_balance),

@@ -21,6 +21,8 @@ from releves_mailer.collect.statements import (
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
+    BankEvent,
+    BankEventKind,
     BankTransaction,
     LineKind,
     Periodicity,
@@ -349,3 +351,51 @@ async def test_catch_up_cuts_accounts_at_different_due_dates_together(
     dues = {s.due_date for s in caught_up if s.created_at == first_round}
     assert len(dues) > 1  # the scenario really mixes due dates in one pass
     assert all(not s.balance_mismatch and s.bank_balance is not None for s in statements)
+
+
+async def test_balance_mismatch_is_recorded_as_its_own_event(
+    database: Database, keyring: KeyRing
+) -> None:
+    """A movement the bank never had makes the computed closing balance differ from the
+    bank's: the statement is flagged and the account's history says "balance mismatch",
+    not a connection error."""
+    world = await make_world(database, keyring, (Spec(Periodicity.JOURNALIERE),), START)
+    await world.simulate(START, START + dt.timedelta(days=2))
+    async with database.session() as session:
+        model = await session.scalar(
+            select(BankTransaction)
+            .where(BankTransaction.status == TransactionStatus.BOOKED)
+            .order_by(BankTransaction.id.desc())
+            .limit(1)
+        )
+        assert model is not None
+        columns = BankTransaction.__table__.columns
+        values = {column.key: getattr(model, column.key) for column in columns}
+        values.update(
+            id=None,
+            provider_id="unknown-to-the-bank",
+            booking_date=START + dt.timedelta(days=3),
+            value_date=START + dt.timedelta(days=3),
+            amount=1050,
+            reported_statement_id=None,
+            correction_pending=False,
+            correction_statement_id=None,
+        )
+        session.add(BankTransaction(**values))
+    await world.simulate(START + dt.timedelta(days=3), START + dt.timedelta(days=4))
+
+    statements = await _statements(database)
+    flagged = [s for s in statements if s.balance_mismatch]
+    assert flagged
+    async with database.session() as session:
+        events = (
+            await session.scalars(
+                select(BankEvent).where(BankEvent.error_code == "balance_mismatch")
+            )
+        ).all()
+        assert [event.kind for event in events] == [BankEventKind.BALANCE_MISMATCH] * len(flagged)
+        assert not await session.scalar(
+            select(func.count())
+            .select_from(BankEvent)
+            .where(BankEvent.kind == BankEventKind.CONNECTION_ERROR)
+        )

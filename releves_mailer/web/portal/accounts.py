@@ -271,7 +271,7 @@ async def detail_page(request: PortalRequest) -> web.StreamResponse:
             old_value=event.old_value,
             new_value=event.new_value,
             ok=not event.kind.value.endswith("error")
-            and event.kind.value not in ("iban_conflict", "iban_rejected"),
+            and event.kind.value not in ("iban_conflict", "iban_rejected", "balance_mismatch"),
         )
         for event in events
     ]
