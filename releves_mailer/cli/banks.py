@@ -14,6 +14,7 @@ from releves_mailer.cli.common import (
     async_command,
     echo_json,
     exit_on_failed_refresh,
+    format_money,
     open_collection,
     open_database,
     parse_datetime,
@@ -37,7 +38,6 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.redevables import find_redevable
-from releves_mailer.render import format_montant
 
 __all__ = ["banks"]
 
@@ -59,10 +59,6 @@ def _when(moment: dt.datetime | None) -> str:
     if moment is None:
         return "-"
     return moment.astimezone(PARIS).strftime("%d/%m/%Y %H:%M")
-
-
-def _amount(minor: int | None, currency: str) -> str:
-    return "-" if minor is None else format_montant(minor, currency)
 
 
 async def _account_or_fail(session: AsyncSession, account_id: int) -> BankAccount:
@@ -304,7 +300,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         f"Dernière connexion : {_when(connection.last_check_at)}",
         f"Dernière collecte : {_when(account.last_collected_at)}    "
         f"Date de désactivation : {_when(account.deactivated_at)}",
-        f"Solde banque : {_amount(account.balance, account.currency)} "
+        f"Solde banque : {format_money(account.balance, account.currency)} "
         f"au {_when(account.balance_at)}",
         "",
         "Événements :",
@@ -392,6 +388,6 @@ async def transactions(app: AppContext, account_id: int, as_json: bool) -> None:
         statement = f"relevé {row.reported_statement_id}" if row.reported_statement_id else "-"
         click.echo(
             f"{row.id:>7}  {row.booking_date:%d/%m/%Y}  "
-            f"{_amount(row.amount, row.currency):>18}  {row.raw_label[:40]:<40}  "
+            f"{format_money(row.amount, row.currency):>18}  {row.raw_label[:40]:<40}  "
             f"{state:<24}  {statement}"
         )

@@ -22,6 +22,7 @@ from releves_mailer.cli.common import (
     async_command,
     echo_json,
     exit_on_failed_refresh,
+    format_money,
     open_collection,
     open_database,
     parse_datetime,
@@ -38,7 +39,6 @@ from releves_mailer.db.models.statements import StatementState
 from releves_mailer.errors import UserError
 from releves_mailer.files import write_atomically
 from releves_mailer.portfolio.redevables import find_redevable
-from releves_mailer.render import format_montant
 
 __all__ = ["collect", "simulate", "statements"]
 
@@ -58,10 +58,6 @@ def _parse_date(value: str, option: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise UserError(f"{option} : date invalide « {value} » (attendu AAAA-MM-JJ)") from None
-
-
-def _money(amount: int | None, currency: str) -> str:
-    return "-" if amount is None else format_montant(amount, currency)
 
 
 def _summary(report: RunReport) -> str:
@@ -242,7 +238,7 @@ async def list_statements(
             f"{row['id']:>6}  {row['siren']} {row['nic']:<5} {row['raison_sociale'][:30]:<30} "
             f"{row['iban'] or '-':<27} {period}  {row['etat']:<8} "
             f"{row['mouvements']:>4} mvt  {row['supprimees']:>2} suppr.  "
-            f"{_money(row['solde_cloture'], row['devise'])}{flag}"
+            f"{format_money(row['solde_cloture'], row['devise'])}{flag}"
             + (f"  ({row['motif']})" if row["motif"] else "")
         )
 

@@ -19,6 +19,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from releves_mailer.cfonb import format_amount
 from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.errors import describe_error
 from releves_mailer.collect.provider import (
@@ -350,7 +351,7 @@ class TestBank:
                 "type": _TYPES[profile.kind],
                 "currency": {"id": profile.currency},
                 "number": plan.number,
-                "balance": _minor_to_text(balance),
+                "balance": format_amount(balance, 2, separator="."),
                 "last_update": _utc(now).isoformat(),
             },
         )
@@ -446,7 +447,7 @@ class TestBank:
             "date": state.booking_date.isoformat(),
             "vdate": None if state.value_date is None else state.value_date.isoformat(),
             "rdate": row.real_date.isoformat(),
-            "value": _minor_to_text(state.amount),
+            "value": format_amount(state.amount, 2, separator="."),
             "original_wording": state.label,
             "type": row.type,
             "coming": state.coming,
