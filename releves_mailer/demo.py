@@ -21,6 +21,7 @@ from releves_mailer.db.models import ReceptionMode
 from releves_mailer.errors import UserError
 from releves_mailer.files import make_private_dir
 from releves_mailer.portfolio.accounts import AccountInput, create_account, subscribe
+from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.portfolio.passwords import check_password_strength
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
 from releves_mailer.signing.secrets import KeyRing
@@ -101,7 +102,7 @@ async def create_demo_portfolio(
                 login=DEMO_LOGIN,
                 company_name="CABINET DÉMO EXPERTISE",
                 siret="94078161000016",
-                email=f"{DEMO_LOGIN}@{config.portal.domain}",
+                email=box_address(DEMO_LOGIN, config.portal.domain),
                 contact_name="Responsable démo",
             ),
             password,
@@ -116,7 +117,7 @@ async def create_demo_portfolio(
                 login=SECONDARY_LOGIN,
                 company_name="CABINET DÉMO AGENCE SUD",
                 siret="98495931200013",
-                email=f"{SECONDARY_LOGIN}@{config.portal.domain}",
+                email=box_address(SECONDARY_LOGIN, config.portal.domain),
                 parent_login=DEMO_LOGIN,
             ),
             password,

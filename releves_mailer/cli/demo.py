@@ -23,6 +23,7 @@ from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.demo import DEMO_LOGIN, SECONDARY_LOGIN, create_demo_portfolio, demo_password
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.store import MessageStore
+from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
@@ -91,6 +92,9 @@ async def _upgrade(config: Config) -> None:
 def connection_help(daemon: Daemon, password_hint: str) -> str:
     config = daemon.config
     domain = config.portal.domain
+    dedicated = box_address(DEMO_LOGIN, domain, dedicated=True)
+    own = box_address(DEMO_LOGIN, domain)
+    secondary = box_address(SECONDARY_LOGIN, domain)
     host = config.imap.listen
     ports = daemon.ports
     return f"""
@@ -103,14 +107,14 @@ Démo releves-mailer prête. Connectez n'importe quel client de messagerie :
   Mot de passe   {password_hint}  (le même pour toutes les boîtes)
 
   Boîtes :
-    releves.{DEMO_LOGIN}@{domain}    boîte dédiée aux relevés du compte « {DEMO_LOGIN} »
-    {DEMO_LOGIN}@{domain}            boîte du compte « {DEMO_LOGIN} » (alertes, notifications)
-    {SECONDARY_LOGIN}@{domain}     compte secondaire : ses relevés arrivent dans sa boîte
+    {dedicated}    boîte dédiée aux relevés du compte « {DEMO_LOGIN} »
+    {own}            boîte du compte « {DEMO_LOGIN} » (alertes, notifications)
+    {secondary}     compte secondaire : ses relevés arrivent dans sa boîte
 
   Le certificat TLS est auto-signé ({config.path(config.tls.certificate)}) : acceptez-le
   dans le client. Les relevés sont signés (S/MIME) par {config.path(config.signing.certificate)}.
   Essai rapide (demande le mot de passe) :
-    curl -k -u releves.{DEMO_LOGIN}@{domain} "imaps://{host}:{ports["imaps"]}/INBOX" -X "SEARCH ALL"
+    curl -k -u {dedicated} "imaps://{host}:{ports["imaps"]}/INBOX" -X "SEARCH ALL"
   Arrêt : Ctrl-C.
 """
 

@@ -18,6 +18,7 @@ from releves_mailer.db.models import PortalAccount, ReceptionMode, Redevable
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio import accounts as account_service
 from releves_mailer.portfolio import redevables as redevable_service
+from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.portfolio.importer import import_redevables
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.portfolio.redevables import FIELD_LABELS, RedevableSearch, Written
@@ -177,7 +178,8 @@ async def accounts_add(
         return
     kind = f"secondaire de « {parent} »" if parent else "principal"
     click.echo(
-        f"Compte {kind} « {account.login} » créé : boîte {account.login}@{app.config.portal.domain}"
+        f"Compte {kind} « {account.login} » créé : boîte "
+        f"{box_address(account.login, app.config.portal.domain)}"
     )
 
 
