@@ -60,7 +60,7 @@ def account_json(account: PortalAccount, parent_login: str | None) -> dict[str, 
 
 
 def redevable_json(redevable: Redevable) -> dict[str, Any]:
-    schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
+    schedule = Schedule.for_redevable(redevable)
     return {
         "id": redevable.id,
         "account": redevable.account.login,

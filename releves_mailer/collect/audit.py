@@ -59,7 +59,7 @@ from releves_mailer.db.models.collect import (
     BankTransaction,
 )
 from releves_mailer.db.models.collect import TransactionStatus as Status
-from releves_mailer.db.models.portfolio import Periodicity, Redevable
+from releves_mailer.db.models.portfolio import Redevable
 from releves_mailer.db.models.statements import (
     LineKind,
     Statement,
@@ -232,7 +232,7 @@ def _check_chain(
             problem("sequence", f"numéro {statement.sequence}, attendu {index}", statement)
         schedule: Schedule | None = None
         if statement.periodicity == str(redevable.periodicity):
-            schedule = Schedule(Periodicity(statement.periodicity), redevable.month, redevable.day)
+            schedule = Schedule.for_redevable(redevable)
             if not schedule.is_due(statement.due_date):
                 problem(
                     "echeance",

@@ -134,7 +134,7 @@ async def test_six_weeks_hold_every_invariant(database: Database, keyring: KeyRi
         redevables = {r.id: r for r in await session.scalars(select(Redevable))}
         for statement in statements:
             redevable = redevables[statement.redevable_id]
-            schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
+            schedule = Schedule.for_redevable(redevable)
             assert schedule.is_due(statement.due_date)
             content = await session.scalar(
                 select(StatementFile.content).where(

@@ -275,7 +275,7 @@ async def detail_page(request: PortalRequest) -> web.StreamResponse:
         )
         for event in events
     ]
-    schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
+    schedule = Schedule.for_redevable(redevable)
     return portal.render(
         request,
         "compte",
