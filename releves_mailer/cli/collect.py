@@ -39,18 +39,14 @@ from releves_mailer.db.models.statements import StatementState
 from releves_mailer.errors import UserError
 from releves_mailer.files import write_atomically
 from releves_mailer.portfolio.redevables import find_redevable
+from releves_mailer.vocabulary import french
 
 __all__ = ["collect", "simulate", "statements"]
 
-_STATES = {
-    StatementState.EN_COURS: "en cours",
-    StatementState.SUCCES: "succès",
-    StatementState.ECHEC: "échec",
-}
-_STATE_OPTIONS = {"en-cours": StatementState.EN_COURS, "succes": StatementState.SUCCES}
-_STATE_OPTIONS["echec"] = StatementState.ECHEC
-_STATE_OPTIONS["succès"] = StatementState.SUCCES
-_STATE_OPTIONS["échec"] = StatementState.ECHEC
+_STATE_OPTIONS = {"en-cours": StatementState.WAITING, "succes": StatementState.PRODUCED}
+_STATE_OPTIONS["echec"] = StatementState.FAILED
+_STATE_OPTIONS["succès"] = StatementState.PRODUCED
+_STATE_OPTIONS["échec"] = StatementState.FAILED
 
 
 def _parse_date(value: str, option: str) -> dt.date:
@@ -167,7 +163,7 @@ def _row(statement: Statement, redevable: Redevable) -> dict[str, Any]:
         "periode_debut": statement.period_start,
         "periode_fin": statement.period_end,
         "cree_le": statement.created_at.astimezone(PARIS).isoformat(),
-        "etat": _STATES[statement.state],
+        "etat": french(statement.state),
         "motif": statement.reason,
         "mouvements": statement.movement_count,
         "supprimees": statement.deleted_count,
@@ -270,8 +266,8 @@ async def download(
             statement = await session.get(Statement, statement_id)
             if statement is None:
                 raise UserError(f"relevé {statement_id} introuvable")
-            if statement.state is not StatementState.SUCCES:
-                raise UserError(f"relevé {statement_id} non produit ({_STATES[statement.state]})")
+            if statement.state is not StatementState.PRODUCED:
+                raise UserError(f"relevé {statement_id} non produit ({french(statement.state)})")
             found.append(statement)
         files = await read_files(session, found)
     click.echo(await asyncio.to_thread(_write_files, files, out, zip_path))

@@ -1,6 +1,6 @@
 """Delivery of cut statements into the boxes, exactly once, by each account's reception mode.
 
-A statement is mailed when it is cut (state ``succes``) and its portal account receives
+A statement is mailed when it is cut (state ``produced``) and its portal account receives
 statements by mail: mode ``default`` into ``<login>@<domain>``, ``dedicated`` into
 ``releves.<login>@<domain>``. The decision is taken once per statement and recorded in
 ``delivery_box``: an empty string means "not mailed" (mode ``none``, or an empty statement of
@@ -96,7 +96,7 @@ class StatementDelivery:
                 .join(BankAccount, BankAccount.id == Statement.account_id)
                 .join(BankConnection, BankConnection.id == BankAccount.connection_id)
                 .where(
-                    Statement.state == StatementState.SUCCES,
+                    Statement.state == StatementState.PRODUCED,
                     Statement.delivery_box.is_(None),
                 )
                 .order_by(Statement.id)

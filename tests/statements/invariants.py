@@ -167,7 +167,7 @@ def _check_account(
 ) -> None:
     where = f"account {account.id} ({redevable.periodicity} {redevable.month} {redevable.day})"
     schedule = Schedule.for_redevable(redevable)
-    done = [s for s in statements if s.state is StatementState.SUCCES]
+    done = [s for s in statements if s.state is StatementState.PRODUCED]
     if complete:
         assert len(done) == len(statements), f"{where}: statements not produced"
 

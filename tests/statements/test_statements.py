@@ -123,7 +123,7 @@ async def test_six_weeks_hold_every_invariant(database: Database, keyring: KeyRi
     assert await world.audit() == []
 
     statements = await _statements(database)
-    assert {s.state for s in statements} == {StatementState.SUCCES}
+    assert {s.state for s in statements} == {StatementState.PRODUCED}
     firsts = [s for s in statements if s.sequence == 1]
     # Every account was activated by the first night's refresh (START): first window from
     # one month before it, whatever the first due date.
@@ -296,16 +296,16 @@ async def test_waiting_then_failed_then_caught_up(database: Database, keyring: K
     )
     await world.simulate(START, START + dt.timedelta(days=5))
     statements = await _statements(database)
-    failed = [s for s in statements if s.state is StatementState.ECHEC]
+    failed = [s for s in statements if s.state is StatementState.FAILED]
     assert failed and all("erreur" in s.reason for s in failed)
     assert not any(
-        s.state is StatementState.SUCCES and s.due_date >= failed[0].due_date
+        s.state is StatementState.PRODUCED and s.due_date >= failed[0].due_date
         for s in statements
         if s.account_id == failed[0].account_id
     )
     await world.simulate(START + dt.timedelta(days=6), START + dt.timedelta(days=8))
     statements = await _statements(database)
-    assert {s.state for s in statements} == {StatementState.SUCCES}
+    assert {s.state for s in statements} == {StatementState.PRODUCED}
     assert await world.audit() == []
 
 
