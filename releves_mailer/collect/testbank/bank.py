@@ -139,12 +139,6 @@ def _utc(timestamp: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
-def _minor_to_text(amount: int) -> str:
-    sign = "-" if amount < 0 else ""
-    units, cents = divmod(abs(amount), 100)
-    return f"{sign}{units}.{cents:02d}"
-
-
 class TestBank:
     """A :class:`~releves_mailer.collect.provider.Provider` simulating a French bank."""
 
