@@ -26,7 +26,7 @@ from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
-from releves_mailer.render import Renderer
+from releves_mailer.render import Renderer, format_montant
 from releves_mailer.signing.secrets import KeyRing, KeyRingError
 from releves_mailer.signing.smime import SmimeSigner
 
@@ -37,6 +37,7 @@ __all__ = [
     "async_command",
     "echo_json",
     "exit_on_failed_refresh",
+    "format_money",
     "link_service",
     "load_keyring",
     "open_collection",
@@ -111,6 +112,11 @@ def _json_default(value: Any) -> Any:
 def echo_json(value: Any) -> None:
     """Print ``value`` as indented JSON (dates and times in ISO 8601)."""
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=_json_default))
+
+
+def format_money(amount: int | None, currency: str) -> str:
+    """An amount as the commands print it: French money text, ``-`` when unknown."""
+    return "-" if amount is None else format_montant(amount, currency)
 
 
 def parse_datetime(value: str) -> dt.datetime:

@@ -36,6 +36,7 @@ from releves_mailer.files import make_private_dir
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.accounts import AccountInput, create_account, subscribe
+from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.portfolio.passwords import check_password_strength
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
 from releves_mailer.render import Renderer
@@ -113,7 +114,7 @@ async def create_demo_portfolio(
                 login=DEMO_LOGIN,
                 company_name="CABINET DÉMO EXPERTISE",
                 siret="94078161000016",
-                email=f"{DEMO_LOGIN}@{config.portal.domain}",
+                email=box_address(DEMO_LOGIN, config.portal.domain),
                 contact_name="Responsable démo",
             ),
             password,
@@ -128,7 +129,7 @@ async def create_demo_portfolio(
                 login=SECONDARY_LOGIN,
                 company_name="CABINET DÉMO AGENCE SUD",
                 siret="98495931200013",
-                email=f"{SECONDARY_LOGIN}@{config.portal.domain}",
+                email=box_address(SECONDARY_LOGIN, config.portal.domain),
                 parent_login=DEMO_LOGIN,
             ),
             password,
@@ -223,6 +224,9 @@ async def _upgrade(config: Config) -> None:
 def connection_help(daemon: Daemon, password_hint: str) -> str:
     config = daemon.config
     domain = config.portal.domain
+    dedicated = box_address(DEMO_LOGIN, domain, dedicated=True)
+    own = box_address(DEMO_LOGIN, domain)
+    secondary = box_address(SECONDARY_LOGIN, domain)
     host = config.imap.listen
     ports = daemon.ports
     return f"""
@@ -235,14 +239,14 @@ Démo releves-mailer prête. Connectez n'importe quel client de messagerie :
   Mot de passe   {password_hint}  (le même pour toutes les boîtes)
 
   Boîtes :
-    releves.{DEMO_LOGIN}@{domain}    boîte dédiée aux relevés du compte « {DEMO_LOGIN} »
-    {DEMO_LOGIN}@{domain}            boîte du compte « {DEMO_LOGIN} » (alertes, notifications)
-    {SECONDARY_LOGIN}@{domain}     compte secondaire : ses relevés arrivent dans sa boîte
+    {dedicated}    boîte dédiée aux relevés du compte « {DEMO_LOGIN} »
+    {own}            boîte du compte « {DEMO_LOGIN} » (alertes, notifications)
+    {secondary}     compte secondaire : ses relevés arrivent dans sa boîte
 
   Le certificat TLS est auto-signé ({config.path(config.tls.certificate)}) : acceptez-le
   dans le client. Les relevés sont signés (S/MIME) par {config.path(config.signing.certificate)}.
   Essai rapide (demande le mot de passe) :
-    curl -k -u releves.{DEMO_LOGIN}@{domain} "imaps://{host}:{ports["imaps"]}/INBOX" -X "SEARCH ALL"
+    curl -k -u {dedicated} "imaps://{host}:{ports["imaps"]}/INBOX" -X "SEARCH ALL"
   Arrêt : Ctrl-C.
 """
 

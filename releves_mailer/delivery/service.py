@@ -1,6 +1,6 @@
 """Delivery of cut statements into the boxes, exactly once, by each account's reception mode.
 
-A statement is mailed when it is cut (state ``succes``) and its portal account receives
+A statement is mailed when it is cut (state ``produced``) and its portal account receives
 statements by mail: mode ``default`` into ``<login>@<domain>``, ``dedicated`` into
 ``releves.<login>@<domain>``. The decision is taken once per statement and recorded in
 ``delivery_box``: an empty string means "not mailed" (mode ``none``, or an empty statement of
@@ -33,30 +33,21 @@ from releves_mailer.db.models import (
     BankAccount,
     BankConnection,
     PortalAccount,
-    ReceptionMode,
     Redevable,
 )
 from releves_mailer.db.models.statements import Statement, StatementFile, StatementState
 from releves_mailer.delivery.compose import StatementMail, build_signed_statement_mail
 from releves_mailer.mailbox.sink import MailDelivery, MessageSink
+from releves_mailer.portfolio.boxes import statement_box
 from releves_mailer.render import Renderer
 from releves_mailer.signing.smime import SmimeSigner
 
-__all__ = ["DeliveryReport", "StatementDelivery", "box_address"]
+__all__ = ["DeliveryReport", "StatementDelivery"]
 
 _log = logging.getLogger(__name__)
 
 #: ``delivery_box`` of a statement that is not to be mailed (download only).
 NOT_MAILED = ""
-
-
-def box_address(login: str, mode: ReceptionMode, domain: str) -> str | None:
-    """The box receiving ``login``'s statements, or ``None`` for download only."""
-    if mode is ReceptionMode.DEFAULT:
-        return f"{login}@{domain}"
-    if mode is ReceptionMode.DEDICATED:
-        return f"releves.{login}@{domain}"
-    return None
 
 
 @dataclasses.dataclass
@@ -105,7 +96,7 @@ class StatementDelivery:
                 .join(BankAccount, BankAccount.id == Statement.account_id)
                 .join(BankConnection, BankConnection.id == BankAccount.connection_id)
                 .where(
-                    Statement.state == StatementState.SUCCES,
+                    Statement.state == StatementState.PRODUCED,
                     Statement.delivery_box.is_(None),
                 )
                 .order_by(Statement.id)
@@ -125,7 +116,7 @@ class StatementDelivery:
         }
         jobs = []
         for statement, redevable, account, bank_account, connection in rows:
-            box = box_address(account.login, account.reception_mode, self.portal.domain)
+            box = statement_box(account.login, account.reception_mode, self.portal.domain)
             empty = statement.movement_count == 0 and statement.deleted_count == 0
             if box is None or (empty and redevable.skip_empty_mail):
                 jobs.append(_Job(statement.id, None))

@@ -100,7 +100,7 @@ async def progress(config: Config) -> tuple[int, int]:
         async with database.session() as session:
             rows = (
                 await session.execute(
-                    select(Statement.delivery_box).where(Statement.state == StatementState.SUCCES)
+                    select(Statement.delivery_box).where(Statement.state == StatementState.PRODUCED)
                 )
             ).all()
     finally:
@@ -152,7 +152,7 @@ async def test_every_statement_delivered_exactly_once_despite_kills(tmp_path: Pa
         async with database.session() as session:
             statements = (
                 await session.scalars(
-                    select(Statement).where(Statement.state == StatementState.SUCCES)
+                    select(Statement).where(Statement.state == StatementState.PRODUCED)
                 )
             ).all()
             messages = (

@@ -102,7 +102,7 @@ async def add_statement(
             periodicity="HEBDOMADAIRE",
             created_at=now,
             updated_at=now,
-            state=StatementState.SUCCES,
+            state=StatementState.PRODUCED,
             currency="EUR",
             iban=bank_account.iban,
             movement_count=movements,

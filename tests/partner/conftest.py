@@ -138,7 +138,7 @@ async def remote_entry_mails(session: AsyncSession) -> list[tuple[OutboxMessage,
         )
         assert link is not None, "the mailed token matches no stored link"
         assert (link.kind, link.created_by, link.reason) == (
-            LinkKind.SAISIE.value,
+            LinkKind.ENTRY.value,
             "auto",
             REMOTE_ENTRY_REASON,
         )
@@ -178,7 +178,7 @@ async def assert_three_accounts_attached(
             (savings_label, False, connection_id),
         ]
         link = await session.get(SecureLink, link_id)
-        assert link is not None and link_state(link, harness.clock.now()) is LinkState.UTILISE
+        assert link is not None and link_state(link, harness.clock.now()) is LinkState.USED
         kinds = (
             await session.scalars(
                 select(BankEvent.kind)

@@ -169,7 +169,7 @@ async def test_round_trip_over_http_attaches_three_accounts_and_collects(
         rows = await session.execute(
             select(BankAccount.label, func.sum(Statement.movement_count))
             .join(Statement, Statement.account_id == BankAccount.id)
-            .where(Statement.state == StatementState.SUCCES)
+            .where(Statement.state == StatementState.PRODUCED)
             .group_by(BankAccount.label)
         )
         counts = {label: int(total) for label, total in rows}
@@ -277,7 +277,7 @@ async def test_repair_through_the_reconnect_flow(powens_harness: PowensHarness) 
         issued = await h.links.issue(
             session,
             redevable,
-            kind=LinkKind.MAJ,
+            kind=LinkKind.UPDATE,
             origin=LinkOrigin.MANUAL,
             connection=connection,
             reason="wrongpass",

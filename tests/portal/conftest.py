@@ -181,7 +181,7 @@ async def add_redevable(
                 periodicity="JOURNALIERE",
                 created_at=now - dt.timedelta(hours=statements - number + 1),
                 updated_at=now,
-                state=StatementState.SUCCES,
+                state=StatementState.PRODUCED,
                 iban=iban,
                 currency="EUR",
                 movement_count=1,

@@ -173,7 +173,7 @@ async def test_file_names_from_a_stored_crafted_iban_stay_in_their_folder(
                 periodicity="JOURNALIERE",
                 created_at=NOW,
                 updated_at=NOW,
-                state=StatementState.SUCCES,
+                state=StatementState.PRODUCED,
                 iban=CRAFTED,
                 currency="EUR",
                 movement_count=0,

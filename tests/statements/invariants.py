@@ -166,8 +166,8 @@ def _check_account(
     complete: bool,
 ) -> None:
     where = f"account {account.id} ({redevable.periodicity} {redevable.month} {redevable.day})"
-    schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
-    done = [s for s in statements if s.state is StatementState.SUCCES]
+    schedule = Schedule.for_redevable(redevable)
+    done = [s for s in statements if s.state is StatementState.PRODUCED]
     if complete:
         assert len(done) == len(statements), f"{where}: statements not produced"
 
