@@ -23,6 +23,7 @@ from releves_mailer.interfaces import LoginThrottled
 from releves_mailer.mailbox.contracts import (
     FetchColumn,
     FolderExists,
+    MailboxSession,
     MessageMeta,
     MessageRecord,
     NoSuchFolder,
@@ -162,6 +163,7 @@ class ImapSession:
         self.peer_host: str = peer[0] if isinstance(peer, tuple) else str(peer or "")
         self.state = State.NOT_AUTHENTICATED
         self.user: str | None = None
+        self._mailbox: MailboxSession | None = None
         self.view: _View | None = None
         self.condstore = False
         self.out = bytearray()
@@ -593,15 +595,17 @@ class ImapSession:
             raise _CommandError("NO", "[LIMIT] Too many connections for this user")
         self.user = address
         self.state = State.AUTHENTICATED
-        await self.store.ensure_inbox(address)
+        self._mailbox = await self.store.new_session(address)
         self.ok(context, "Logged in", "CAPABILITY " + " ".join(self.capabilities()))
 
     # endregion
     # region authenticated ################################################################
 
-    def _owner(self) -> str:
-        assert self.user is not None
-        return self.user
+    @property
+    def mailbox(self) -> MailboxSession:
+        """The logged-in user's mailboxes: only commands allowed after login use them."""
+        assert self._mailbox is not None
+        return self._mailbox
 
     async def cmd_namespace(self, context: _CommandContext, parser: Parser) -> None:
         parser.end()
@@ -641,11 +645,11 @@ class ImapSession:
             self._deselect()
             self.send(b"* OK [CLOSED] Previous mailbox closed")
         self.state = State.AUTHENTICATED
-        info = await self.store.get_folder(self._owner(), name)
+        info = await self.mailbox.get_folder(name)
         if info is None:
             raise _CommandError("NO", "[NONEXISTENT] Mailbox does not exist")
-        event = self.store.watch(info.id)
-        info, metas = await self.store.load_view(info.id)
+        event = self.mailbox.watch(info.id)
+        info, metas = await self.mailbox.load_view(info.id)
         view = _View(
             folder_id=info.id,
             name=name,
@@ -660,7 +664,7 @@ class ImapSession:
             event=event,
         )
         if not readonly:
-            claimed = await self.store.claim_recent(info.id)
+            claimed = await self.mailbox.claim_recent(info.id)
             if claimed is not None:
                 low, high = claimed
                 start = bisect.bisect_left(view.uids, low)
@@ -696,7 +700,7 @@ class ImapSession:
 
     def _deselect(self) -> None:
         if self.view is not None:
-            self.store.unwatch(self.view.folder_id, self.view.event)
+            self.mailbox.unwatch(self.view.folder_id, self.view.event)
             self.view = None
         if self.state == State.SELECTED:
             self.state = State.AUTHENTICATED
@@ -725,7 +729,7 @@ class ImapSession:
         if name == "INBOX":
             raise _CommandError("NO", "[ALREADYEXISTS] INBOX already exists")
         try:
-            await self.store.create_folder(self._owner(), name, special)
+            await self.mailbox.create_folder(name, special)
         except FolderExists:
             raise _CommandError("NO", "[ALREADYEXISTS] Mailbox already exists") from None
         self.ok(context, "Create completed")
@@ -751,7 +755,7 @@ class ImapSession:
         if self.view is not None and self.view.name == name:
             self._deselect()
         try:
-            await self.store.delete_folder(self._owner(), name)
+            await self.mailbox.delete_folder(name)
         except NoSuchFolder:
             raise _CommandError("NO", "[NONEXISTENT] Mailbox does not exist") from None
         self.ok(context, "Delete completed")
@@ -766,7 +770,7 @@ class ImapSession:
         if new == "INBOX":
             raise _CommandError("NO", "[ALREADYEXISTS] INBOX already exists")
         try:
-            await self.store.rename_folder(self._owner(), old, new)
+            await self.mailbox.rename_folder(old, new)
         except NoSuchFolder:
             raise _CommandError("NO", "[NONEXISTENT] Mailbox does not exist") from None
         except FolderExists:
@@ -779,14 +783,14 @@ class ImapSession:
         parser.sp()
         name = parser.mailbox()
         parser.end()
-        await self.store.set_subscribed(self._owner(), name, True)
+        await self.mailbox.set_subscribed(name, True)
         self.ok(context, "Subscribe completed")
 
     async def cmd_unsubscribe(self, context: _CommandContext, parser: Parser) -> None:
         parser.sp()
         name = parser.mailbox()
         parser.end()
-        await self.store.set_subscribed(self._owner(), name, False)
+        await self.mailbox.set_subscribed(name, False)
         self.ok(context, "Unsubscribe completed")
 
     async def cmd_list(self, context: _CommandContext, parser: Parser) -> None:
@@ -854,9 +858,8 @@ class ImapSession:
         *,
         subscribed_only: bool,
     ) -> None:
-        owner = self._owner()
-        folders = {f.name: f for f in await self.store.list_folders(owner)}
-        subscribed = set(await self.store.subscriptions(owner))
+        folders = {f.name: f for f in await self.mailbox.list_folders()}
+        subscribed = set(await self.mailbox.subscriptions())
         matchers = [ListPattern(reference + p, DELIMITER) for p in dict.fromkeys(patterns)]
         names = set(subscribed) if subscribed_only or "SUBSCRIBED" in selection else set(folders)
         # Parents without a folder of their own show as \Noselect (or \NonExistent).
@@ -925,7 +928,7 @@ class ImapSession:
         parser.sp()
         items = self._status_items(parser)
         parser.end()
-        info = await self.store.get_folder(self._owner(), name)
+        info = await self.mailbox.get_folder(name)
         if info is None:
             raise _CommandError("NO", "[NONEXISTENT] Mailbox does not exist")
         await self._send_status(name, info.id, items)
@@ -933,10 +936,10 @@ class ImapSession:
         self.ok(context, "Status completed")
 
     async def _send_status(self, name: str, folder_id: int, items: list[str]) -> None:
-        info = await self.store.get_folder(self._owner(), name)
+        info = await self.mailbox.get_folder(name)
         if info is None:
             return
-        messages, unseen, recent = await self.store.folder_counts(folder_id)
+        messages, unseen, recent = await self.mailbox.folder_counts(folder_id)
         values = {
             "MESSAGES": messages,
             "RECENT": recent,
@@ -968,7 +971,7 @@ class ImapSession:
             raise ParseError("APPEND needs a literal")
         literal = parser.message_literal()
         parser.end()
-        info = await self.store.get_folder(self._owner(), name)
+        info = await self.mailbox.get_folder(name)
         if info is None:
             raise _CommandError("NO", "[TRYCREATE] Mailbox does not exist")
         if isinstance(literal, SpooledLiteral):
@@ -977,7 +980,7 @@ class ImapSession:
             raise _CommandError("NO", "Empty message")
         else:
             message = literal
-        uidvalidity, uid = await self.store.append(info.id, message, flags, when)
+        uidvalidity, uid = await self.mailbox.append(info.id, message, flags, when)
         await self.sync_view(allow_expunge=True)
         self.ok(context, "Append completed", f"APPENDUID {uidvalidity} {uid}")
 
@@ -1040,14 +1043,14 @@ class ImapSession:
         if view is None:
             return
         view.event.clear()
-        head = await self.store.folder_head(view.folder_id)
+        head = await self.mailbox.folder_head(view.folder_id)
         if head is None:
             self.send(b"* BYE Selected mailbox was deleted")
             self.closing = True
             return
         if head == (view.modseq, view.uidnext):
             return
-        changes = await self.store.changes(view.folder_id, view.modseq)
+        changes = await self.mailbox.changes(view.folder_id, view.modseq)
         if changes is None:
             return
         if changes.all_uids is not None:
@@ -1088,7 +1091,7 @@ class ImapSession:
                 view.meta[meta.uid] = meta
             self.send(b"* %d EXISTS" % len(view.uids))
             if not view.readonly:
-                claimed = await self.store.claim_recent(view.folder_id)
+                claimed = await self.mailbox.claim_recent(view.folder_id)
                 if claimed is not None:
                     low, high = claimed
                     view.recent |= {m.uid for m in new if low <= m.uid < high}
@@ -1130,7 +1133,7 @@ class ImapSession:
         parser.end()
         view = self._require_view()
         if not view.readonly:
-            await self.store.expunge(view.folder_id)
+            await self.mailbox.expunge(view.folder_id)
         self._deselect()
         self.ok(context, "Close completed")
 
@@ -1149,7 +1152,7 @@ class ImapSession:
         parser.end()
         if view.readonly:
             raise _CommandError("NO", "[READ-ONLY] Mailbox is read-only")
-        await self.store.expunge(view.folder_id, uids)
+        await self.mailbox.expunge(view.folder_id, uids)
         await self.sync_view(allow_expunge=True)
         self.ok(context, "Expunge completed")
 
@@ -1177,11 +1180,11 @@ class ImapSession:
             uids = view.uids[start : start + _SEARCH_BATCH]
             records: dict[int, MessageRecord] = {}
             if columns:
-                for record in await self.store.fetch_records(view.folder_id, uids, columns):
+                for record in await self.mailbox.fetch_records(view.folder_id, uids, columns):
                     records[record.uid] = record
             blobs: dict[int, bytes] = {}
             if "blob" in columns:
-                blob_list = await self.store.read_blobs(
+                blob_list = await self.mailbox.read_blobs(
                     [records[u].blob for u in uids if u in records]
                 )
                 blobs = dict(zip([u for u in uids if u in records], blob_list, strict=True))
@@ -1287,7 +1290,7 @@ class ImapSession:
         async def load(batch: list[int]) -> tuple[dict[int, MessageRecord], dict[int, bytes]]:
             records: dict[int, MessageRecord] = {}
             if columns:
-                for record in await self.store.fetch_records(folder_id, batch, columns):
+                for record in await self.mailbox.fetch_records(folder_id, batch, columns):
                     records[record.uid] = record
             blobs: dict[int, bytes] = {}
             if need_blob:
@@ -1300,7 +1303,7 @@ class ImapSession:
                     if found is not None and found.size <= min(threshold, budget):
                         present.append(uid)
                         budget -= found.size
-                contents = await self.store.read_blobs([records[u].blob for u in present])
+                contents = await self.mailbox.read_blobs([records[u].blob for u in present])
                 blobs = dict(zip(present, contents, strict=True))
             return records, blobs
 
@@ -1321,7 +1324,7 @@ class ImapSession:
                 if sets_seen:
                     unseen = [u for u in batch if "\\Seen" not in view.meta[u].flags]
                     if unseen:
-                        updated, _ = await self.store.store_flags(
+                        updated, _ = await self.mailbox.store_flags(
                             folder_id, unseen, "add", ["\\Seen"]
                         )
                         for meta in updated:
@@ -1455,7 +1458,7 @@ class ImapSession:
             await self.flush()
             for position in range(start, end, _SEND_CHUNK):
                 wanted = min(_SEND_CHUNK, end - position)
-                chunk = await self.store.read_blob_range(record.blob, position, wanted)
+                chunk = await self.mailbox.read_blob_range(record.blob, position, wanted)
                 if len(chunk) != wanted:
                     # The literal's length is already sent: nothing else keeps the
                     # client in step.
@@ -1473,7 +1476,7 @@ class ImapSession:
         if item.name == "RFC822" or (item.section and not item.path and item.text == ""):
             return 0, record.size
         # A part: the MIME analysis needs the whole message, once, in a thread.
-        raw = await self.store.read_blob(record.blob)
+        raw = await self.mailbox.read_blob(record.blob)
         return await asyncio.to_thread(
             lambda: mime.section_span(mime.parse_message(raw), item.path, item.text, item.fields)
         )
@@ -1513,7 +1516,7 @@ class ImapSession:
         uids = self._resolve(view, sequence, context.uid)
         if view.readonly:
             raise _CommandError("NO", "[READ-ONLY] Mailbox is read-only")
-        updated, failed = await self.store.store_flags(
+        updated, failed = await self.mailbox.store_flags(
             view.folder_id, uids, mode, flags, unchanged_since
         )
         changed = set()
@@ -1559,12 +1562,12 @@ class ImapSession:
         parser.end()
         await self.sync_view(allow_expunge=move)
         uids = self._resolve(view, sequence, context.uid)
-        target = await self.store.get_folder(self._owner(), name)
+        target = await self.mailbox.get_folder(name)
         if target is None:
             raise _CommandError("NO", "[TRYCREATE] Mailbox does not exist")
         if move and view.readonly:
             raise _CommandError("NO", "[READ-ONLY] Mailbox is read-only")
-        uidvalidity, mapping = await self.store.copy(view.folder_id, uids, target.id, move=move)
+        uidvalidity, mapping = await self.mailbox.copy(view.folder_id, uids, target.id, move=move)
         code = ""
         if mapping:
             code = (
