@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from releves_mailer.config import ImapSection
@@ -56,9 +56,10 @@ class Limits:
 
 @dataclass(slots=True)
 class CommandContext:
+    """The command being answered: its tag, and whether it came as ``UID <command>``."""
+
     tag: str
     uid: bool = False
-    extra: list[bytes] = field(default_factory=list)
 
 
 def peek_tag(data: bytes) -> str:

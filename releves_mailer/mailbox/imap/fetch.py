@@ -12,7 +12,7 @@ from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
 from releves_mailer.mailbox.imap import mime
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError, Disconnect
 from releves_mailer.mailbox.imap.parser import FetchAttribute, ParseError, Parser
-from releves_mailer.mailbox.imap.response import format_internal_date
+from releves_mailer.mailbox.imap.response import format_internal_date, literal
 from releves_mailer.mailbox.imap.view import SelectedView
 
 if TYPE_CHECKING:
@@ -224,14 +224,14 @@ def _fetch_one(
         elif name == "BODY" and not item.section:
             parts.append(b"BODY " + record.body)
         elif name == "RFC822.HEADER":
-            parts.append(b"RFC822.HEADER " + _literal(record.header))
+            parts.append(b"RFC822.HEADER " + literal(record.header))
         elif in_file and (name in ("RFC822", "RFC822.TEXT") or _needs_raw(item)):
             parts.append(_LargeSection(record, item))
         elif name in ("RFC822", "RFC822.TEXT"):
             data = raw or b""
             if name == "RFC822.TEXT":
                 data = data[mime.split_header(data) :]
-            parts.append(name.encode() + b" " + _literal(data))
+            parts.append(name.encode() + b" " + literal(data))
         elif item.section:
             if (
                 not item.path
@@ -253,7 +253,7 @@ def _fetch_one(
             if item.partial is not None:
                 offset, count = item.partial
                 data = data[offset : offset + count]
-            parts.append(item.label + b" " + _literal(data))
+            parts.append(item.label + b" " + literal(data))
     if newly_seen and not flags_sent:
         flags = list(meta.flags) + (["\\Recent"] if uid in view.recent else [])
         parts.append(b"FLAGS (" + " ".join(flags).encode() + b")")
@@ -284,7 +284,7 @@ async def _send_large(session: ImapSession, pieces: list[bytes | _LargeSection])
         session.out += item.label + b" "
         span = await _large_span(session, record, item)
         if isinstance(span, bytes):
-            session.out += _literal(span)
+            session.out += literal(span)
             continue
         start, end = span
         if item.partial is not None:
@@ -318,7 +318,3 @@ async def _large_span(
     return await asyncio.to_thread(
         lambda: mime.section_span(mime.parse_message(raw), item.path, item.text, item.fields)
     )
-
-
-def _literal(data: bytes) -> bytes:
-    return b"{%d}\r\n" % len(data) + data

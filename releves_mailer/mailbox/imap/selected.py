@@ -3,13 +3,14 @@ STORE, COPY, MOVE (RFC 3501 section 6.4, RFC 4315, RFC 6851, RFC 7162)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from releves_mailer.mailbox.contracts import MessageRecord
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
 from releves_mailer.mailbox.imap.fetch import cmd_fetch
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
+from releves_mailer.mailbox.imap.response import compress
 from releves_mailer.mailbox.imap.search import (
     MessageContext,
     columns_needed,
@@ -182,7 +183,7 @@ async def cmd_store(session: ImapSession, context: CommandContext, parser: Parse
         session.send(b"* %d FETCH (%s)" % (view.seq_of(uid), body))
     if failed:
         numbers = failed if context.uid else [view.seq_of(uid) for uid in failed]
-        session.ok(context, "Conditional store failed", "MODIFIED " + _compress(numbers))
+        session.ok(context, "Conditional store failed", "MODIFIED " + compress(numbers))
     else:
         session.ok(context, "Store completed")
 
@@ -215,8 +216,8 @@ async def _copy(
     code = ""
     if mapping:
         code = (
-            f"COPYUID {uidvalidity} {_compress([a for a, _ in mapping])} "
-            f"{_compress([b for _, b in mapping])}"
+            f"COPYUID {uidvalidity} {compress([a for a, _ in mapping])} "
+            f"{compress([b for _, b in mapping])}"
         )
     if move:
         if code:
@@ -230,23 +231,6 @@ async def _copy(
 
 def _getter(blobs: dict[int, bytes], uid: int) -> Callable[[], bytes]:
     return lambda: blobs.get(uid, b"")
-
-
-def _compress(numbers: Sequence[int]) -> str:
-    """``1,2,3,5`` as ``1:3,5`` (order kept, runs merged)."""
-    out: list[str] = []
-    run_start: int | None = None
-    previous: int | None = None
-    for number in numbers:
-        if previous is not None and number == previous + 1:
-            previous = number
-            continue
-        if run_start is not None:
-            out.append(str(run_start) if run_start == previous else f"{run_start}:{previous}")
-        run_start = previous = number
-    if run_start is not None:
-        out.append(str(run_start) if run_start == previous else f"{run_start}:{previous}")
-    return ",".join(out)
 
 
 #: Commands allowed with a mailbox selected.
