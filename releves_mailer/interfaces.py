@@ -124,8 +124,9 @@ class MessageSink(Protocol):
         ...
 
     async def deliver_many(self, items: Sequence[MailDelivery]) -> list[DeliveryReceipt]:
-        """:meth:`deliver` of each item, in order, all or nothing; the receipts in the order
-        of ``items``. Cheaper than one ``deliver`` per message."""
+        """:meth:`deliver` of each item; the receipts in the order of ``items``. A box that is
+        not served here refuses the whole batch before anything is stored. Cheaper than one
+        ``deliver`` per message."""
         ...
 
     async def prepare(self, raw: bytes) -> None:

@@ -185,17 +185,18 @@ class MessageStore(FolderStore):
         prepared = asyncio.ensure_future(self.blobs.prepare_many([item.raw for item in items]))
         try:
             await self._check_boxes(owners)
-            for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
+            attempt = 1
+            while True:
                 try:
                     async with self._session() as session:
                         return await self._deliver_in(session, owners, items, prepared)
                 except IntegrityError:
                     if attempt == _DELIVERY_ATTEMPTS:
                         raise
+                    attempt += 1
         except BaseException:
             prepared.add_done_callback(retrieve)
             raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _check_boxes(self, owners: Sequence[str]) -> None:
         for owner in dict.fromkeys(owners):

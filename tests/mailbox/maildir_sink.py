@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from releves_mailer.interfaces import DeliveryReceipt, MailDelivery, MessageSink, UnknownBox
+from releves_mailer.interfaces import DeliveryReceipt, MailDelivery, UnknownBox
 
 __all__ = ["MaildirSink"]
 
@@ -100,8 +100,3 @@ class MaildirSink:
         finally:
             temporary.unlink()
         return DeliveryReceipt(box, item.message_id, stored=True)
-
-
-def _conforms(sink: MaildirSink) -> MessageSink:
-    # Type-checked only: the Maildir sink implements the contract.
-    return sink
