@@ -45,7 +45,6 @@ from releves_mailer.mailbox.contracts import (
 from releves_mailer.mailbox.folders import (
     IN_CHUNK,
     MESSAGES,
-    SYSTEM_FLAGS,
     FolderStore,
     canonical_flags,
     chunks,
@@ -53,7 +52,7 @@ from releves_mailer.mailbox.folders import (
 )
 from releves_mailer.mailbox.user import UserMailbox
 
-__all__ = ["SYSTEM_FLAGS", "BoxDirectory", "MessageStore", "canonical_flags"]
+__all__ = ["BoxDirectory", "MessageStore"]
 
 _log = logging.getLogger(__name__)
 
