@@ -14,7 +14,7 @@ import logging
 import signal
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.imap.server import ImapServer
-from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
+from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
@@ -130,13 +130,6 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _deliver_local(
-        self, database: Database, store: MessageStore, addresses: Sequence[str], raw: bytes
-    ) -> None:
-        async with database.session() as session:
-            for address in addresses:
-                await store.deliver(session, address, raw)
-
     async def start(self, stack: AsyncExitStack) -> None:
         config = self.config
         # Folders made before 0700 was the rule: closing the top one hides all they hold.
@@ -156,13 +149,9 @@ class Daemon:
         guard = PasswordGuard(self.clock, config.auth, config.portal.domain)
         imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=guard)
         await imap.start(stack)
-
-        async def deliver(addresses: Sequence[str], raw: bytes) -> None:
-            await self._deliver_local(database, store, addresses, raw)
-
         handler = InboundHandler(
             authenticator,
-            deliver,
+            sink_deliverer(store, config.portal.domain),
             self.clock,
             config.portal.domain,
             guard=guard,
