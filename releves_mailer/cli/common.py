@@ -17,6 +17,7 @@ from releves_mailer.clock import PARIS
 from releves_mailer.collect.scheduler import RunReport
 from releves_mailer.config import Config, find_config_path, load_config
 from releves_mailer.errors import UserError
+from releves_mailer.render import format_montant
 from releves_mailer.services import Services
 from releves_mailer.services.portfolio import RedevableView
 from releves_mailer.services.wiring import open_collection, open_services
@@ -28,6 +29,7 @@ __all__ = [
     "echo_json",
     "exit_on_failed_refresh",
     "find_redevable",
+    "format_money",
     "open_collection",
     "open_services",
     "parse_datetime",
@@ -85,6 +87,11 @@ def _json_default(value: Any) -> Any:
 def echo_json(value: Any) -> None:
     """Print ``value`` as indented JSON (dates and times in ISO 8601)."""
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=_json_default))
+
+
+def format_money(amount: int | None, currency: str) -> str:
+    """An amount as the commands print it: French money text, ``-`` when unknown."""
+    return "-" if amount is None else format_montant(amount, currency)
 
 
 def parse_datetime(value: str) -> dt.datetime:

@@ -1,4 +1,11 @@
-"""The ``demo`` command: a ready demo installation with 90 days of statements, then serve."""
+"""The ``demo`` command: a ready demo installation with 90 days of statements, then serve.
+
+The installation is built once in its data directory: a portal account, a secondary,
+redevables on the test bank, then the last 90 days simulated so that the boxes already hold
+statements. Account ``demo`` receives its statements in its dedicated box
+``releves.demo@<domain>``; its secondary account ``demo-agence`` receives its own in its
+default box ``demo-agence@<domain>``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,17 @@ from tqdm import tqdm
 from releves_mailer.cli.serve import listen_options
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
-from releves_mailer.daemon import Daemon, ListenOverrides
-from releves_mailer.demo import DEMO_LOGIN, SECONDARY_LOGIN, demo_password
+from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.logs import configure_logging
-from releves_mailer.services.demo import HISTORY_DAYS, build_demo_data
+from releves_mailer.portfolio.boxes import box_address
+from releves_mailer.services.demo import (
+    DEMO_LOGIN,
+    HISTORY_DAYS,
+    LOGIN_NOTE_NAME,
+    SECONDARY_LOGIN,
+    build_demo_data,
+    demo_password,
+)
 from releves_mailer.services.wiring import upgrade_schema
 
 __all__ = ["demo"]
@@ -37,6 +51,9 @@ async def build_demo(data_dir: Path, password: str) -> Config:
 def connection_help(daemon: Daemon, password_hint: str) -> str:
     config = daemon.config
     domain = config.portal.domain
+    dedicated = box_address(DEMO_LOGIN, domain, dedicated=True)
+    own = box_address(DEMO_LOGIN, domain)
+    secondary = box_address(SECONDARY_LOGIN, domain)
     host = config.imap.listen
     ports = daemon.ports
     return f"""
@@ -49,14 +66,14 @@ Démo releves-mailer prête. Connectez n'importe quel client de messagerie :
   Mot de passe   {password_hint}  (le même pour toutes les boîtes)
 
   Boîtes :
-    releves.{DEMO_LOGIN}@{domain}    boîte dédiée aux relevés du compte « {DEMO_LOGIN} »
-    {DEMO_LOGIN}@{domain}            boîte du compte « {DEMO_LOGIN} » (alertes, notifications)
-    {SECONDARY_LOGIN}@{domain}     compte secondaire : ses relevés arrivent dans sa boîte
+    {dedicated}    boîte dédiée aux relevés du compte « {DEMO_LOGIN} »
+    {own}            boîte du compte « {DEMO_LOGIN} » (alertes, notifications)
+    {secondary}     compte secondaire : ses relevés arrivent dans sa boîte
 
   Le certificat TLS est auto-signé ({config.path(config.tls.certificate)}) : acceptez-le
   dans le client. Les relevés sont signés (S/MIME) par {config.path(config.signing.certificate)}.
   Essai rapide (demande le mot de passe) :
-    curl -k -u releves.{DEMO_LOGIN}@{domain} "imaps://{host}:{ports["imaps"]}/INBOX" -X "SEARCH ALL"
+    curl -k -u {dedicated} "imaps://{host}:{ports["imaps"]}/INBOX" -X "SEARCH ALL"
   Arrêt : Ctrl-C.
 """
 
@@ -101,7 +118,7 @@ def demo(
     hint = (
         f"celui de {password_file}"
         if password_file is not None
-        else f"voir {config.data_dir / 'demo-password.txt'}"
+        else f"voir {config.data_dir / LOGIN_NOTE_NAME}"
     )
     overrides = ListenOverrides(listen, imap_port, imaps_port, smtp_port, http_port)
     config = overrides.apply(config)

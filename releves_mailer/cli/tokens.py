@@ -14,7 +14,9 @@ from releves_mailer.cli.common import (
     open_services,
 )
 from releves_mailer.clock import PARIS
+from releves_mailer.partner.links import LinkOrigin
 from releves_mailer.services.links import IssuedView
+from releves_mailer.vocabulary import french
 
 __all__ = ["echo_issued", "tokens"]
 
@@ -43,15 +45,15 @@ async def list_tokens(app: AppContext, siren: str, login: str | None, as_json: b
             [
                 {
                     "id": row.id,
-                    "type": row.kind,
+                    "type": french(row.kind),
                     "type_libelle": row.kind_label,
                     "connexion": row.connection_id,
                     "date_creation": row.created_at,
                     "date_expiration": row.expires_at,
                     "date_utilisation": row.used_at,
                     "destinataire": row.recipient,
-                    "etat": row.state.value,
-                    "origine": row.created_by,
+                    "etat": french(row.state),
+                    "origine": french(LinkOrigin(row.created_by)),
                     "motif": row.reason,
                 }
                 for row in rows

@@ -32,8 +32,8 @@ The rules (``docs/statements.md`` has the long version):
   next statement goes on from the previous one's last number, so a retry gives the same
   numbers and no number comes twice on an account. A movement withdrawn by a CSV and
   reported again is a new line with a new number.
-- When the night is over and the account has no fresh data, a row is kept ``en_cours``
-  (no failure known: the collection is late) or ``echec`` (the connection failed, reason in
+- When the night is over and the account has no fresh data, a row is kept ``waiting``
+  (no failure known: the collection is late) or ``failed`` (the connection failed, reason in
   French); it is completed in place as soon as fresh data arrives, in due date order.
 """
 
@@ -101,10 +101,6 @@ log = logging.getLogger(__name__)
 #: Above this many movements the CFONB file is rendered in a worker thread.
 THREAD_THRESHOLD = 500
 
-#: The bank event kind of a balance mismatch: a dedicated kind when the enum has one.
-MISMATCH_EVENT_KIND: BankEventKind = getattr(
-    BankEventKind, "BALANCE_MISMATCH", BankEventKind.CONNECTION_ERROR
-)
 MISMATCH_ERROR_CODE = "balance_mismatch"
 
 CSV_HEADER = (
@@ -122,9 +118,9 @@ CSV_HEADER = (
 
 _CARD_TYPES = frozenset({"card", "deferred_card"})
 
-#: Every state but ``succes``, as an ``IN`` list: the index on (state, account, due date)
-#: serves it, where ``state != 'succes'`` reads every statement of the account.
-NOT_PRODUCED = tuple(state for state in StatementState if state is not StatementState.SUCCES)
+#: Every state but ``produced``, as an ``IN`` list: the index on (state, account, due date)
+#: serves it, where ``state != 'produced'`` reads every statement of the account.
+NOT_PRODUCED = tuple(state for state in StatementState if state is not StatementState.PRODUCED)
 
 
 # -- dates -----------------------------------------------------------------------------------
@@ -303,7 +299,7 @@ class CutOutcome:
     CUT = "cut"  # a statement was produced now
     ALREADY = "already"  # it existed (another process or an earlier run)
     WAITING = "waiting"  # no fresh data yet: nothing written, or a waiting row kept
-    FAILED = "failed"  # the file could not be built: ``echec`` row
+    FAILED = "failed"  # the file could not be built: ``failed`` row
     SKIPPED = "skipped"  # the account or the redevable is no longer active
 
 
@@ -433,16 +429,8 @@ def render_cfonb(
 
 
 def _format_amount(amount: int, currency: str) -> str:
-    try:
-        decimals = cfonb.minor_unit(currency)
-    except (KeyError, ValueError):
-        decimals = 2
-    sign = "-" if amount < 0 else ""
-    magnitude = abs(amount)
-    if decimals == 0:
-        return f"{sign}{magnitude}"
-    units, minor = divmod(magnitude, 10**decimals)
-    return f"{sign}{units},{minor:0{decimals}d}"
+    # A stored account's currency is a known one; two decimals are the safe reading otherwise.
+    return cfonb.format_amount(amount, cfonb.CURRENCIES.get(currency, 2))
 
 
 def _dmy(day: dt.date | None) -> str:
@@ -629,7 +617,7 @@ async def _record_failure(
             select(Statement).where(Statement.account_id == account_id, Statement.due_date == due)
         )
         statement = await _upsert_row(session, account, existing, due, now, redevable)
-        statement.state = StatementState.ECHEC
+        statement.state = StatementState.FAILED
         statement.reason = reason
         statement.updated_at = now
         return CutResult(account_id, due, CutOutcome.FAILED, statement.id, reason=reason)
@@ -707,7 +695,7 @@ async def _load_targets(
     # produced after a statement that is not).
     first_done, last_done = (
         select(Statement.id)
-        .where(Statement.state == StatementState.SUCCES)
+        .where(Statement.state == StatementState.PRODUCED)
         .where(Statement.account_id == BankAccount.id)
         .order_by(order)
         .limit(1)
@@ -747,7 +735,7 @@ async def _load_targets(
         statement
         for statement in loaded
         if statement.id in produced
-        or statement.state is not StatementState.SUCCES
+        or statement.state is not StatementState.PRODUCED
         or statement.due_date == targets[statement.account_id].due
     ]
     last: dict[int, Statement] = {}
@@ -756,7 +744,7 @@ async def _load_targets(
         target.max_sequence = max(target.max_sequence, statement.sequence)
         if statement.due_date == target.due:
             target.existing = statement
-        if statement.state is StatementState.SUCCES:
+        if statement.state is StatementState.PRODUCED:
             if target.first is None or statement.due_date < target.first.due_date:
                 target.first = statement
             if (
@@ -770,7 +758,7 @@ async def _load_targets(
         target = targets[account_id]
         if statement.due_date < target.due:
             target.previous = statement
-        elif target.existing is None or target.existing.state is not StatementState.SUCCES:
+        elif target.existing is None or target.existing.state is not StatementState.PRODUCED:
             # A statement produced after this due date while this one is not: never happens
             # (dates are cut in order); refuse rather than guess.
             raise RuntimeError(
@@ -947,7 +935,7 @@ async def _cut_many(
             results.append(CutResult(account_id, due, CutOutcome.FAILED, reason="compte absent"))
             continue
         account, existing = target.account, target.existing
-        if existing is not None and existing.state is StatementState.SUCCES:
+        if existing is not None and existing.state is StatementState.PRODUCED:
             results.append(CutResult(account_id, due, CutOutcome.ALREADY, existing.id))
         elif not account.active or not target.redevable.active:
             results.append(CutResult(account_id, due, CutOutcome.SKIPPED))
@@ -974,7 +962,7 @@ async def _cut_many(
 def _row_values(
     account: BankAccount, redevable: Redevable, due: dt.date, sequence: int, now: dt.datetime
 ) -> dict[str, Any]:
-    """The columns of a new statement row, before it is cut (``en_cours``)."""
+    """The columns of a new statement row, before it is cut (``waiting``)."""
     return {
         "account_id": account.id,
         "redevable_id": account.redevable_id,
@@ -986,7 +974,7 @@ def _row_values(
         "periodicity": str(redevable.periodicity),
         "created_at": now,
         "updated_at": now,
-        "state": StatementState.EN_COURS,
+        "state": StatementState.WAITING,
         "reason": "",
         "iban": account.iban,
         "currency": account.currency or "EUR",
@@ -1031,7 +1019,7 @@ async def _wait(
     if now < timing.deadline(due):
         return CutResult(account.id, due, CutOutcome.WAITING, reason="collecte à venir")
     connection = await session.get(BankConnection, account.connection_id)
-    state = StatementState.EN_COURS
+    state = StatementState.WAITING
     since = (
         "jamais collecté"
         if account.last_collected_at is None
@@ -1039,11 +1027,11 @@ async def _wait(
     )
     reason = f"en attente de la collecte bancaire ({since})"
     if connection is not None and connection.state is ConnectionState.ERROR:
-        state = StatementState.ECHEC
+        state = StatementState.FAILED
         message = describe_error(connection.error_code or "bug").message
         reason = f"connexion bancaire en erreur : {message} ({since})"
     elif connection is not None and not connection.active:
-        state = StatementState.ECHEC
+        state = StatementState.FAILED
         reason = f"connexion bancaire fermée ({since})"
     statement = await _upsert_row(session, account, existing, due, now, redevable)
     if statement.state is not state or statement.reason != reason:
@@ -1256,7 +1244,7 @@ def _cut_values(item: _Built, now: dt.datetime) -> dict[str, Any]:
         "period_start": item.period_start,
         "period_end": item.target.due,
         "window": item.window,
-        "state": StatementState.SUCCES,
+        "state": StatementState.PRODUCED,
         "reason": "",
         "updated_at": now,
         "data_as_of": item.collected,
@@ -1318,7 +1306,7 @@ def _mismatch_event(item: _Built, now: dt.datetime) -> BankEvent:
     unexplained = closing - bank_balance - explained
     return BankEvent(
         at=now,
-        kind=MISMATCH_EVENT_KIND,
+        kind=BankEventKind.BALANCE_MISMATCH,
         connection_id=account.connection_id,
         account_id=account.id,
         old_value=str(bank_balance),

@@ -22,6 +22,7 @@ from releves_mailer.db.models import (
     BankAccount,
     BankConnection,
     BankEvent,
+    BankEventKind,
     BankTransaction,
     ConnectionState,
     PortalAccount,
@@ -30,7 +31,7 @@ from releves_mailer.db.models import (
     TransactionStatus,
 )
 from releves_mailer.errors import UserError
-from releves_mailer.partner.links import LinkState, link_state
+from releves_mailer.partner.links import STATE_LABELS, LinkState, link_state
 from releves_mailer.services.portfolio import AccountView, RedevableView, family_of, redevable_view
 
 __all__ = [
@@ -46,11 +47,6 @@ __all__ = [
     "TransactionView",
 ]
 
-_LINK_LABELS = {
-    LinkState.VALIDE: "Jeton valide",
-    LinkState.UTILISE: "Jeton utilisé",
-    LinkState.EXPIRE: "Jeton expiré",
-}
 _CONNECTION_FILTERS = {"succes": ConnectionState.OK, "erreur": ConnectionState.ERROR}
 
 
@@ -123,7 +119,7 @@ class EventView:
     """One change or check in a bank account's history."""
 
     at: dt.datetime
-    kind: str
+    kind: BankEventKind
     message: str
     old_value: str | None
     new_value: str | None
@@ -133,8 +129,9 @@ class EventView:
     def ok(self) -> bool:
         """False for an error or a refused IBAN (shown with a warning sign)."""
         return not self.kind.endswith("error") and self.kind not in (
-            "iban_conflict",
-            "iban_rejected",
+            BankEventKind.IBAN_CONFLICT,
+            BankEventKind.IBAN_REJECTED,
+            BankEventKind.BALANCE_MISMATCH,
         )
 
 
@@ -245,9 +242,9 @@ def _row(
     link_at = None
     if link is not None:
         link_at = {
-            LinkState.UTILISE: link.used_at,
-            LinkState.EXPIRE: link.expires_at,
-        }.get(state or LinkState.VALIDE, link.created_at)
+            LinkState.USED: link.used_at,
+            LinkState.EXPIRED: link.expires_at,
+        }.get(state or LinkState.VALID, link.created_at)
     error = describe_error(connection.error_code).message if connection.error_code else ""
     check = connection.last_check_at
     collected = account.last_collected_at
@@ -270,7 +267,7 @@ def _row(
         collection_ok=collected is not None and (check is None or collected >= check),
         last_collected_at=collected,
         link_state=state.value if state is not None else "",
-        link_label=_LINK_LABELS[state] if state is not None else "",
+        link_label=STATE_LABELS[state] if state is not None else "",
         link_at=link_at,
     )
 
@@ -306,7 +303,7 @@ async def _history(
     return [
         EventView(
             at=event.at,
-            kind=event.kind.value,
+            kind=event.kind,
             message=event.message,
             old_value=event.old_value,
             new_value=event.new_value,

@@ -136,7 +136,7 @@ def redevable_view(redevable: Redevable, login: str) -> RedevableView:
         periodicity=redevable.periodicity,
         month=redevable.month,
         day=redevable.day,
-        schedule=Schedule(redevable.periodicity, redevable.month, redevable.day).describe(),
+        schedule=Schedule.for_redevable(redevable).describe(),
         remote_entry=redevable.remote_entry,
         no_auto_link=redevable.no_auto_link,
         include_pending=redevable.include_pending,

@@ -26,6 +26,7 @@ from releves_mailer.db.models import (
     StatementState,
 )
 from releves_mailer.services.portfolio import AccountView, family_of
+from releves_mailer.vocabulary import french
 
 __all__ = [
     "ExportFile",
@@ -40,11 +41,6 @@ __all__ = [
     "Statements",
 ]
 
-_STATE_LABELS = {
-    StatementState.SUCCES: "Succès",
-    StatementState.EN_COURS: "En cours",
-    StatementState.ECHEC: "Échec",
-}
 _NEWEST_FIRST = (Statement.created_at.desc(), Statement.id.desc())
 
 
@@ -137,12 +133,12 @@ def _row(statement: Statement, redevable: Redevable, login: str) -> StatementRow
         period_end=statement.period_end,
         received_at=statement.created_at,
         state=statement.state.value,
-        state_label=_STATE_LABELS[statement.state],
+        state_label=french(statement.state).capitalize(),
         reason=statement.reason,
         movements=statement.movement_count,
         deleted=statement.deleted_count,
-        has_cfonb=statement.state is StatementState.SUCCES and statement.cfonb_size is not None,
-        has_csv=statement.state is StatementState.SUCCES and statement.csv_size is not None,
+        has_cfonb=statement.state is StatementState.PRODUCED and statement.cfonb_size is not None,
+        has_csv=statement.state is StatementState.PRODUCED and statement.csv_size is not None,
     )
 
 
@@ -323,7 +319,7 @@ class Statements:
             found = await _owned(session, viewer, statement_id)
             if found is None:
                 return None
-            if found[0].state is not StatementState.SUCCES:
+            if found[0].state is not StatementState.PRODUCED:
                 return []
             return await read_files(session, [found[0]], (kind,))
 
@@ -339,7 +335,7 @@ class Statements:
                 .order_by(*_NEWEST_FIRST)
                 .limit(limit)
             )
-            ready = [s for s in found if s.state is StatementState.SUCCES]
+            ready = [s for s in found if s.state is StatementState.PRODUCED]
             return await read_files(session, ready)
 
     async def files_of_selection(
@@ -358,7 +354,7 @@ class Statements:
             )
             if len(found) != len(wanted):
                 return None
-            ready = [s for s in found if s.state is StatementState.SUCCES]
+            ready = [s for s in found if s.state is StatementState.PRODUCED]
             return await read_files(session, ready)
 
     async def rows_of_account(self, account_id: int, *, limit: int = 10) -> list[StatementRow]:

@@ -11,18 +11,18 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from releves_mailer.aggregators.registry import Aggregators, open_aggregators
+from releves_mailer.aggregators.testbank import ScheduledError, TestBank
 from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.testbank import ScheduledError, TestBank
 from releves_mailer.config import Config, ConfigError
+from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema, current_heads, upgrade
 from releves_mailer.db.migrate import head_revisions as head_revisions
 from releves_mailer.errors import UserError
-from releves_mailer.jobs import Collector
 from releves_mailer.notify.outbox import Outbox
-from releves_mailer.partner.aggregators import Aggregators, open_aggregators
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
@@ -111,7 +111,9 @@ def _outbox(config: Config, database: Database, clock: Clock) -> Outbox:
         config.relay,
         domain=config.portal.domain,
         data_dir=config.data_dir,
-        signer=SmimeSigner.from_config(config),
+        signer=SmimeSigner.from_files(
+            config.path(config.signing.key), config.path(config.signing.certificate)
+        ),
     )
 
 

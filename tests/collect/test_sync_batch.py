@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from releves_mailer.aggregators.testbank import TestBank, parse_scheduled_error
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import (
     add_connection,
@@ -15,7 +16,6 @@ from releves_mailer.collect.connections import (
     set_account_active,
 )
 from releves_mailer.collect.sync import RefreshResult, refresh_connection, refresh_connections
-from releves_mailer.collect.testbank import TestBank, parse_scheduled_error
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,

@@ -13,9 +13,9 @@ from multidict import MultiDictProxy
 
 from releves_mailer.clock import Clock
 from releves_mailer.errors import UserError
-from releves_mailer.interfaces import LoginGuard
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
+from releves_mailer.portfolio.logins import LoginGuard
 from releves_mailer.services import Services
 from releves_mailer.services.portfolio import AccountView
 from releves_mailer.web.app import Pages

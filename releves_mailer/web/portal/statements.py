@@ -29,9 +29,9 @@ from releves_mailer.web.portal.scope import statement_or_404
 __all__ = ["setup"]
 
 STATE_FILTERS = {
-    "succes": StatementState.SUCCES,
-    "en_cours": StatementState.EN_COURS,
-    "echec": StatementState.ECHEC,
+    "succes": StatementState.PRODUCED,
+    "en_cours": StatementState.WAITING,
+    "echec": StatementState.FAILED,
 }
 #: Most statements one "Tout télécharger" ZIP holds.
 ZIP_LIMIT = 1000
