@@ -63,20 +63,7 @@ def test_adapters_go_through_the_services(folder: str) -> None:
     assert found == []
 
 
-@pytest.mark.parametrize(
-    "folder",
-    [
-        pytest.param(
-            "signing",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="signing/ imports releves_mailer.files (atomic private writes) until "
-                "the root modules find their homes (rooms/aggregators branches)",
-            ),
-        ),
-        "cfonb",
-    ],
-)
+@pytest.mark.parametrize("folder", ["signing", "cfonb"])
 def test_pure_libraries_import_nothing_of_ours(folder: str) -> None:
     """``signing/`` and ``cfonb/`` import nothing of ``releves_mailer`` outside themselves."""
     assert _modules(folder)
