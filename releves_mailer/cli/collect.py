@@ -27,9 +27,7 @@ from releves_mailer.cli.common import (
     parse_datetime,
 )
 from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
-from releves_mailer.collect.audit import audit
 from releves_mailer.collect.errors import describe_error
-from releves_mailer.collect.exports import ExportFile, read_files, zip_files
 from releves_mailer.collect.scheduler import RefreshPlan, RunReport
 from releves_mailer.collect.simulate import simulation_steps
 from releves_mailer.config import Config
@@ -39,6 +37,8 @@ from releves_mailer.errors import UserError
 from releves_mailer.files import write_atomically
 from releves_mailer.portfolio.redevables import find_redevable
 from releves_mailer.render import format_montant
+from releves_mailer.statements.audit import audit
+from releves_mailer.statements.exports import ExportFile, read_files, zip_files
 
 __all__ = ["collect", "simulate", "statements"]
 

@@ -33,11 +33,6 @@ from sqlalchemy import select
 
 from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.provider import Provider
-from releves_mailer.collect.statements import (
-    CutReport,
-    StatementTiming,
-    cut_due_statements,
-)
 from releves_mailer.collect.sync import (
     RefreshResult,
     SyncSettings,
@@ -49,6 +44,9 @@ from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankConnection, ConnectionState
 from releves_mailer.db.models.portfolio import Redevable
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.cut import cut_due_statements
+from releves_mailer.statements.plan import StatementTiming
+from releves_mailer.statements.storage import CutReport
 
 __all__ = [
     "AfterRefresh",

@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import aiohttp
 from sqlalchemy import func, select
 
-from releves_mailer.collect.statements import cut_due_statements
 from releves_mailer.collect.sync import refresh_connection
 from releves_mailer.db.models import (
     BankAccount,
@@ -32,6 +31,7 @@ from releves_mailer.db.models import (
 from releves_mailer.db.models.statements import Statement, StatementState
 from releves_mailer.partner.links import LinkKind, LinkOrigin
 from releves_mailer.partner.powens import decode_partner_data
+from releves_mailer.statements.cut import cut_due_statements
 from tests.fakes.powens_server import AccountSpec, WebviewOutcome
 from tests.partner.conftest import (
     POWENS_CHOSEN,

@@ -23,7 +23,6 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.exports import file_names
 from releves_mailer.collect.powens import PowensProvider
 from releves_mailer.collect.sync import refresh_connection
 from releves_mailer.config import HttpSection, PowensSection
@@ -43,6 +42,7 @@ from releves_mailer.db.models import (
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.exports import file_names
 from releves_mailer.web.app import SECURITY_HEADERS, create_app
 from releves_mailer.web.server import HttpServer
 from tests.daemon.harness import daemon_config, portal_client, portal_daemon

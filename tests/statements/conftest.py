@@ -9,11 +9,11 @@ import pytest
 from cryptography.fernet import Fernet
 
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.audit import Problem, TestBankTruth, audit
 from releves_mailer.collect.simulate import SimulationReport, simulate
 from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.audit import Problem, TestBankTruth, audit
 
 from .scenario import Spec, build_portfolio, paris_night
 

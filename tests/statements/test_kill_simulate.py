@@ -18,7 +18,6 @@ import pytest
 
 from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import ManualClock, SystemClock
-from releves_mailer.collect.audit import TestBankTruth, audit
 from releves_mailer.collect.connections import build_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.simulate import simulate
@@ -26,6 +25,7 @@ from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.models import Periodicity
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.audit import TestBankTruth, audit
 
 from .invariants import Summary, check_invariants
 from .scenario import Spec, build_portfolio, paris_night

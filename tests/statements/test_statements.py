@@ -11,13 +11,6 @@ from sqlalchemy import func, select, update
 from releves_mailer import cfonb
 from releves_mailer.clock import PARIS
 from releves_mailer.collect.scheduler import run_due_work
-from releves_mailer.collect.statements import (
-    CSV_HEADER,
-    CorrectionData,
-    due_dates,
-    month_before,
-    render_csv,
-)
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -34,6 +27,8 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.build import CSV_HEADER, CorrectionData, render_csv
+from releves_mailer.statements.plan import due_dates, month_before
 
 from .conftest import World, make_world
 from .scenario import FIVE, Spec

@@ -14,7 +14,6 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import PARIS, business_today
-from releves_mailer.collect.exports import CFONB, CSV, file_name, read_files, zip_files
 from releves_mailer.db.models import (
     BankAccount,
     LineKind,
@@ -25,6 +24,7 @@ from releves_mailer.db.models import (
     StatementState,
 )
 from releves_mailer.errors import UserError
+from releves_mailer.statements.exports import CFONB, CSV, file_name, read_files, zip_files
 from releves_mailer.web.portal.common import (
     PREFIX,
     Pagination,
