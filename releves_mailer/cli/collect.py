@@ -28,7 +28,8 @@ from releves_mailer.cli.common import (
 )
 from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
 from releves_mailer.collect.errors import describe_error
-from releves_mailer.collect.scheduler import RefreshPlan, RunReport
+from releves_mailer.collect.scheduler import RefreshPlan
+from releves_mailer.collect.service import RunReport
 from releves_mailer.collect.simulate import simulation_steps
 from releves_mailer.config import Config
 from releves_mailer.db.models import BankAccount, Redevable, Statement

@@ -15,7 +15,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import click
 
 from releves_mailer.clock import PARIS, Clock, SystemClock
-from releves_mailer.collect.scheduler import RefreshPlan, RunReport
+from releves_mailer.collect.scheduler import RefreshPlan
+from releves_mailer.collect.service import RunReport
 from releves_mailer.config import Config, ConfigError, find_config_path, load_config
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
@@ -165,7 +166,7 @@ class Collection:
 
     @property
     def keyring(self) -> KeyRing:
-        return self.collector.keyring
+        return self.collector.collection.keyring
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ from releves_mailer.cli.serve import listen_options
 from releves_mailer.clock import PARIS, ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.simulate import simulate
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
 from releves_mailer.daemon import Daemon, ListenOverrides
 from releves_mailer.db import Database
@@ -42,8 +42,13 @@ async def build_demo(data_dir: Path, password: str) -> Config:
     store = MessageStore(database, config.data_dir / "messages", clock)
     try:
         await create_demo_portfolio(config, database, clock, password)
-        keyring = KeyRing.from_file(config.path(config.secrets.key_file))
-        providers = {"testbank": build_test_bank(config, clock)}
+        collection = CollectionService(
+            database,
+            clock,
+            {"testbank": build_test_bank(config, clock)},
+            KeyRing.from_file(config.path(config.secrets.key_file)),
+            plan=RefreshPlan.from_config(config.collection),
+        )
         with tqdm(
             total=HISTORY_DAYS,
             desc="Simulation des 90 derniers jours",
@@ -51,15 +56,8 @@ async def build_demo(data_dir: Path, password: str) -> Config:
             leave=False,
             disable=None,
         ) as progress:
-            report = await simulate(
-                database,
-                clock=clock,
-                providers=providers,
-                keyring=keyring,
-                first=first,
-                last=today - dt.timedelta(days=1),
-                plan=RefreshPlan.from_config(config.collection),
-                on_night=lambda _night: progress.update(1),
+            report = await collection.simulate(
+                first, today - dt.timedelta(days=1), on_night=lambda _night: progress.update(1)
             )
         delivery = StatementDelivery(
             database,

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.powens import PowensProvider
-from releves_mailer.collect.sync import refresh_connection
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import HttpSection, PowensSection
 from releves_mailer.daemon import Daemon
 from releves_mailer.db import Database
@@ -83,13 +83,9 @@ async def _powens_refresh(database: Database, clock: ManualClock, fake: FakePowe
             section, http, clock, base_url=fake.base_url, webview_base=fake.webview_base
         )
         for _ in range(2):
-            result = await refresh_connection(
-                database,
-                connection_id,
-                providers={"powens": provider},
-                keyring=keyring,
-                clock=clock,
-            )
+            result = await CollectionService(
+                database, clock, {"powens": provider}, keyring
+            ).refresh_one(connection_id)
             assert result.ok, result
             clock.advance(dt.timedelta(hours=1))
     async with database.session() as session:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import connect_test_bank
-from releves_mailer.collect.scheduler import run_due_work
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
@@ -54,14 +54,9 @@ async def _activate(world: World, redevable_id: int, at: dt.datetime) -> None:
     await connect_test_bank(
         world.database, redevable_id, bank=world.bank, keyring=world.keyring, clock=world.clock
     )
-    await run_due_work(
-        world.database,
-        clock=world.clock,
-        providers={world.bank.name: world.bank},
-        keyring=world.keyring,
-        force_refresh=True,
-        redevable_id=redevable_id,
-    )
+    await CollectionService(
+        world.database, world.clock, {world.bank.name: world.bank}, world.keyring
+    ).run_due(force_refresh=True, redevable_id=redevable_id)
 
 
 async def _empty_world(database: Database, keyring: KeyRing, specs: tuple[Spec, ...]) -> World:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from releves_mailer import cfonb
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.scheduler import run_due_work
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -168,12 +168,9 @@ async def test_six_weeks_hold_every_invariant(database: Database, keyring: KeyRi
         )
 
     # Idempotent at a given clock time: running again changes nothing.
-    again = await run_due_work(
-        database,
-        clock=world.clock,
-        providers={world.bank.name: world.bank},
-        keyring=keyring,
-    )
+    again = await CollectionService(
+        database, world.clock, {world.bank.name: world.bank}, keyring
+    ).run_due()
     assert again.statements_cut == 0
     assert len(await _statements(database)) == len(statements)
 
