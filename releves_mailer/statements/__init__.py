@@ -6,7 +6,6 @@ Modules: :mod:`.plan` (due dates, first periods, the night after a due date), :m
 and writes), :mod:`.cut` (cutting the due statements in batches), :mod:`.audit` (invariants of
 the produced chain) and :mod:`.exports` (the files as downloads).
 
-
 The rules (``docs/statements.md`` has the long version):
 
 - The statement due on D covers the period (period_start, D]: period_start is the previous
