@@ -34,13 +34,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import PARIS, ManualClock, SystemClock
 from releves_mailer.collect import service
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.collect.simulate import simulation_steps
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
 from releves_mailer.db.models import (

@@ -117,7 +117,7 @@ async def prepare(folder: Path, count: int, movements: int) -> tuple[Database, M
                 periodicity="JOURNALIERE",
                 created_at=now,
                 updated_at=now,
-                state=StatementState.SUCCES,
+                state=StatementState.PRODUCED,
                 currency="EUR",
                 iban=IBAN,
                 movement_count=movements,

@@ -41,10 +41,11 @@ from releves_mailer.clock import SystemClock  # noqa: E402
 from releves_mailer.config import AuthSection, ImapSection  # noqa: E402
 from releves_mailer.db import Database  # noqa: E402
 from releves_mailer.db.migrate import upgrade  # noqa: E402
-from releves_mailer.interfaces import LocalBox  # noqa: E402
 from releves_mailer.mailbox.imap.server import ImapServer  # noqa: E402
+from releves_mailer.mailbox.sink import MailDelivery  # noqa: E402
 from releves_mailer.mailbox.store import MessageStore  # noqa: E402
 from releves_mailer.portfolio.auth import PasswordGuard  # noqa: E402
+from releves_mailer.portfolio.logins import LocalBox  # noqa: E402
 
 USER = "bench"
 PASSWORD = "pass"
@@ -127,9 +128,12 @@ async def populate(data: Path, mails: list[tuple[bytes, dt.datetime]]) -> None:
     store = MessageStore(database, data / "messages", SystemClock())
     address = f"{USER}@{DOMAIN}"
     for start in range(0, len(mails), 500):
-        async with database.session() as session:
-            for raw, when in mails[start : start + 500]:
-                await store.deliver(session, address, raw, internal_date=when)
+        await store.deliver_many(
+            [
+                MailDelivery(address, raw, f"<bench-{start + index}@{DOMAIN}>", internal_date=when)
+                for index, (raw, when) in enumerate(mails[start : start + 500])
+            ]
+        )
     await store.close()
     await database.dispose()
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import load_config
-from releves_mailer.daemon import Daemon, ListenOverrides
+from releves_mailer.daemon.bootstrap import initialise_data_dir
+from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.db import Database
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -32,11 +32,11 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 
+from releves_mailer.aggregators.testbank import TestBank, TestBankToken
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.collect.sync import SyncSettings
-from releves_mailer.collect.testbank import TestBank, TestBankToken
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
 from releves_mailer.db.models import (

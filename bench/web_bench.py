@@ -174,7 +174,7 @@ async def build(database: Database, redevables: int, statements: int) -> dict[st
                             due + dt.timedelta(days=1), dt.time(1), dt.UTC
                         ),
                         "updated_at": NOW,
-                        "state": "succes",
+                        "state": "produced",
                         "reason": "",
                         "iban": f"FR7630004000{account:015d}",
                         "currency": "EUR",

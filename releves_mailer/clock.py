@@ -1,4 +1,7 @@
-"""Injectable clock: every reading of the current time in the package goes through it."""
+"""Injectable clock: every reading of the current time in the package goes through it.
+
+At the package root: every area reads the time, and only through this.
+"""
 
 from __future__ import annotations
 

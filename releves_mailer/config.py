@@ -1,5 +1,7 @@
 """Admin configuration: one TOML file, validated at start with errors naming file and key.
 
+At the package root: every area reads its own section of it.
+
 Every key may also come from the environment as ``RELEVES_MAILER__<SECTION>__<KEY>``
 (upper case, nested sections joined by ``__``), which is how secrets stay out of the file:
 ``RELEVES_MAILER__RELAY__PASSWORD=...``. The environment wins over the file.

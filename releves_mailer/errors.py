@@ -1,4 +1,8 @@
-"""The error type whose message is meant for the end user (French, one line)."""
+"""The error type whose message is meant for the end user (French, one line).
+
+At the package root: services in every area refuse with it, and each front end (CLI,
+portal pages, import reports) shows its message.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Files of the data directory: private (0700 folders, 0600 files) and written whole.
 
+At the package root: the message store, the outbox, the daemon and the commands all
+write into the data directory.
+
 Whatever the umask, what the daemon creates is readable by its own user only: tokens,
 mails and statements live there. A reader, another process or a crash never sees half a
 file.

@@ -1,5 +1,7 @@
 """Accepting TCP connections under caps: per service, per client address, and descriptors.
 
+At the package root: the IMAP, SMTP and HTTP servers (``mailbox/`` and ``web/``) share it.
+
 Every listener of the daemon (IMAP, IMAPS, SMTP, HTTP) accepts through :class:`Listener`
 instead of ``loop.create_server``, so that one place decides who may take a descriptor:
 

@@ -1,4 +1,7 @@
-"""Logging set-up from the ``[logging]`` section: text or JSON lines, reopened on SIGHUP."""
+"""Logging set-up from the ``[logging]`` section: text or JSON lines, reopened on SIGHUP.
+
+At the package root: ``serve``, ``demo`` and the daemon's SIGHUP set it up the same way.
+"""
 
 from __future__ import annotations
 

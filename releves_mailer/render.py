@@ -1,5 +1,7 @@
 """Jinja2 rendering of every mail and page of the daemon, from the admin's or the shipped templates.
 
+At the package root: statement delivery, partner mails, web pages and commands all render.
+
 Lookup order: the admin's ``templates.custom_dir`` first, then the templates shipped with the
 package (:func:`releves_mailer.resources.templates_dir`), so an admin overrides one file by
 dropping a file of the same relative path (``mail/statement.txt``) in their folder.
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
 
-from releves_mailer.cfonb import minor_unit
+from releves_mailer.cfonb import format_amount, minor_unit
 from releves_mailer.clock import PARIS
 from releves_mailer.resources import templates_dir
 
@@ -90,17 +92,11 @@ def format_montant(amount: int, currency: str) -> str:
     """Minor units as French money text: ``format_montant(123456, 'EUR')`` -> ``'1 234,56 EUR'``.
 
     The decimals are the currency's ISO 4217 minor unit (JPY 0, EUR 2, KWD 3); the thousands
-    separator and the space before the code are non-breaking spaces. Integer arithmetic only:
-    a ``float`` (or a ``bool``) is refused.
+    separator and the space before the code are non-breaking spaces. The digits come from
+    :func:`releves_mailer.cfonb.format_amount`, which refuses a ``float`` (or a ``bool``).
     """
-    if type(amount) is not int:
-        raise TypeError(f"montant expects an int of minor units, not {type(amount).__name__}")
-    decimals = minor_unit(currency)
-    sign = "-" if amount < 0 else ""
-    units, fraction = divmod(abs(amount), 10**decimals)
-    grouped = f"{units:,d}".replace(",", NBSP)
-    text = f"{grouped},{fraction:0{decimals}d}" if decimals else grouped
-    return f"{sign}{text}{NBSP}{currency}"
+    text = format_amount(amount, minor_unit(currency), thousands=NBSP)
+    return f"{text}{NBSP}{currency}"
 
 
 def format_taille(size: int) -> str:

@@ -1,4 +1,7 @@
-"""Files shipped with the package: templates and the example configuration."""
+"""Files shipped with the package: templates and the example configuration.
+
+At the package root: the shipped folders are found relative to the package itself.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Waiting for the first of several asyncio events, or a timeout (the daemon's loops)."""
+"""Waiting for the first of several asyncio events, or a timeout (the daemon's loops).
+
+At the package root: the daemon's loops and the outbox (``notify/``) wait the same way.
+"""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from stdnum import luhn
 
+from releves_mailer.aggregators.testbank import TestBank, parse_error_schedule
 from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connect_test_bank
-from releves_mailer.collect.testbank import TestBank, parse_error_schedule
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankConnection,

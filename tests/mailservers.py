@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -22,11 +22,11 @@ import trustme
 from releves_mailer.clock import ManualClock
 from releves_mailer.config import AuthSection, ImapSection, SmtpSection
 from releves_mailer.db import Database
-from releves_mailer.interfaces import Authenticator
 from releves_mailer.mailbox.imap.server import ImapServer
-from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
+from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
+from releves_mailer.portfolio.logins import Authenticator
 from tests.factories import PASSWORD
 
 DOMAIN = "releves.example"
@@ -76,14 +76,15 @@ async def mail_servers(
     auth = authenticator or PortfolioAuthenticator(database, DOMAIN)
     guard = guard or PasswordGuard(clock, AuthSection(delay_after_failures=1000), DOMAIN)
 
-    async def deliver(addresses: Sequence[str], raw: bytes) -> None:
-        async with database.session() as session:
-            for address in addresses:
-                await store.deliver(session, address, raw)
-
     section = smtp or SmtpSection(listen="127.0.0.1", port=0, max_message_size=200_000)
     handler = InboundHandler(
-        auth, deliver, clock, DOMAIN, guard=guard, usage=store.usage, config=section
+        auth,
+        sink_deliverer(store, DOMAIN),
+        clock,
+        DOMAIN,
+        guard=guard,
+        usage=store.usage,
+        config=section,
     )
     servers = [SmtpServer(section, handler, context, DOMAIN)]
     imaps = [

@@ -106,7 +106,7 @@ def test_new_user_flow(data_dir: Path) -> None:
         run(data_dir, "redevables", "list", "--account", "cabinet", "--json").stdout
     )
     assert len(listed) == 6
-    assert {r["periodicity"] for r in listed} == {
+    assert {r["periodicite"] for r in listed} == {
         "HEBDOMADAIRE",
         "MENSUELLE",
         "JOURNALIERE",
@@ -116,10 +116,10 @@ def test_new_user_flow(data_dir: Path) -> None:
     }
     accounts = json.loads(run(data_dir, "accounts", "list", "--json").stdout)
     by_login = {a["login"]: a for a in accounts}
-    assert by_login["agence"]["parent"] == "cabinet"
-    assert by_login["cabinet"]["subscribed"] is True
-    assert by_login["cabinet"]["terms_accepted_at"] is not None
-    assert by_login["agence"]["reception_mode"] == "dedicated"
+    assert by_login["agence"]["compte_principal"] == "cabinet"
+    assert by_login["cabinet"]["abonne"] is True
+    assert by_login["cabinet"]["cgau_acceptees_le"] is not None
+    assert by_login["agence"]["reception"] == "dédiée"
 
     siren = make_siren(300)
     run(
@@ -170,8 +170,8 @@ def test_new_user_flow(data_dir: Path) -> None:
     shown = json.loads(
         run(data_dir, "redevables", "show", siren, "--account", "agence", "--json").stdout
     )
-    assert shown["schedule"] == "Annuelle, le 31 février"
-    assert shown["include_pending"] is True and shown["skip_empty_mail"] is False
+    assert shown["calendrier"] == "Annuelle, le 31 février"
+    assert shown["avec_operations_en_attente"] is True and shown["sans_mail_si_vide"] is False
     run(data_dir, "redevables", "deactivate", siren, "--account", "agence")
     mixed = json.loads(
         run(
@@ -185,9 +185,7 @@ def test_new_user_flow(data_dir: Path) -> None:
             "--json",
         ).stdout
     )
-    assert {(r["account"], r["active"]) for r in mixed if r["siren"] == siren} == {
-        ("agence", False)
-    }
+    assert {(r["compte"], r["actif"]) for r in mixed if r["siren"] == siren} == {("agence", False)}
 
 
 def test_import_errors_report_lines_and_change_nothing(data_dir: Path, tmp_path: Path) -> None:

@@ -74,7 +74,14 @@ from __future__ import annotations
 
 from . import complements
 from .account import bban_fields, rib_key
-from .amounts import AMOUNT_LIMIT, CURRENCIES, decode_amount, encode_amount, minor_unit
+from .amounts import (
+    AMOUNT_LIMIT,
+    CURRENCIES,
+    decode_amount,
+    encode_amount,
+    format_amount,
+    minor_unit,
+)
 from .model import Account, Complement, Movement, Statement
 from .opcodes import OP_CODES, OpCodeMapper, classify_label, op_code_for
 from .reader import CfonbReadError, Deviation, ReadResult, check, parse, read
@@ -109,6 +116,7 @@ __all__ = [
     "decode_amount",
     "dumps",
     "encode_amount",
+    "format_amount",
     "iter_records",
     "minor_unit",
     "op_code_for",

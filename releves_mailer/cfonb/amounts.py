@@ -110,14 +110,19 @@ def decode_amount(zone: str) -> int:
     return sign * (int(zone[:13]) * 10 + digit)
 
 
-def format_amount(amount: int, decimals: int, *, separator: str = ",") -> str:
+def format_amount(amount: int, decimals: int, *, separator: str = ",", thousands: str = "") -> str:
     """Render minor units as a decimal string: ``format_amount(-123456, 2)`` -> ``'-1234,56'``.
 
-    ``separator`` is the decimal mark (``","`` for French text, ``"."`` for JSON).
+    The one money formatter of the project: ``separator`` is the decimal mark (``","`` for
+    French text, ``"."`` for JSON and provider wire formats), ``thousands`` groups the units
+    by three (the French display uses a non-breaking space). Integer arithmetic only: a
+    ``float`` (or a ``bool``) is refused.
     """
+    if type(amount) is not int:
+        raise TypeError(f"amount must be an int of minor units, not {type(amount).__name__}")
     sign = "-" if amount < 0 else ""
-    magnitude = -amount if amount < 0 else amount
+    units, fraction = divmod(abs(amount), 10**decimals)
+    whole = f"{units:,d}".replace(",", thousands)
     if decimals == 0:
-        return f"{sign}{magnitude}"
-    units, cents = divmod(magnitude, 10**decimals)
-    return f"{sign}{units}{separator}{cents:0{decimals}d}"
+        return f"{sign}{whole}"
+    return f"{sign}{whole}{separator}{fraction:0{decimals}d}"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.cli.common import AppContext, async_command
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, ConfigError
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import current_heads, head_revisions, upgrade
 

@@ -9,11 +9,13 @@ import click
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from releves_mailer.aggregators.testbank import TestBank, parse_error_schedule
 from releves_mailer.cli.common import (
     AppContext,
     async_command,
     echo_json,
     exit_on_failed_refresh,
+    format_money,
     open_collection,
     open_database,
     parse_datetime,
@@ -24,7 +26,6 @@ from releves_mailer.collect.connections import (
     set_account_active,
 )
 from releves_mailer.collect.errors import describe_error
-from releves_mailer.collect.testbank import TestBank, parse_error_schedule
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -33,36 +34,18 @@ from releves_mailer.db.models import (
     BankTransaction,
     ConnectionState,
     Redevable,
-    TransactionStatus,
 )
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.redevables import find_redevable
-from releves_mailer.render import format_montant
+from releves_mailer.vocabulary import french
 
 __all__ = ["banks"]
-
-_STATES = {
-    TransactionStatus.PENDING: "en attente",
-    TransactionStatus.BOOKED: "comptabilisée",
-    TransactionStatus.DELETED: "supprimée",
-    TransactionStatus.REPLACED: "remplacée",
-}
-_CONNECTION_STATES = {
-    ConnectionState.NEW: "nouvelle",
-    ConnectionState.OK: "active",
-    ConnectionState.ERROR: "en erreur",
-    ConnectionState.CLOSED: "fermée",
-}
 
 
 def _when(moment: dt.datetime | None) -> str:
     if moment is None:
         return "-"
     return moment.astimezone(PARIS).strftime("%d/%m/%Y %H:%M")
-
-
-def _amount(minor: int | None, currency: str) -> str:
-    return "-" if minor is None else format_montant(minor, currency)
 
 
 async def _account_or_fail(session: AsyncSession, account_id: int) -> BankAccount:
@@ -185,7 +168,7 @@ async def _rows_for_list(
             "devise": account.currency,
             "actif": account.active,
             "connexion": connection.id,
-            "etat_connexion": connection.state.value,
+            "etat_connexion": french(connection.state),
             "code_erreur": connection.error_code,
             "derniere_connexion": connection.last_check_at,
             "derniere_collecte": account.last_collected_at,
@@ -212,7 +195,7 @@ async def list_accounts(
         click.echo("Aucun compte bancaire.")
         return
     for row in rows:
-        state = "✓" if row["etat_connexion"] == "ok" else "⚠"
+        state = "✓" if row["etat_connexion"] == french(ConnectionState.OK) else "⚠"
         active = "" if row["actif"] else " [désactivé]"
         click.echo(
             f"{row['id']:>5}  {row['siren']} {row['raison_sociale'][:24]:<24}  "
@@ -256,7 +239,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         "banque": connection.bank_name,
         "fournisseur": connection.provider,
         "connexion": connection.id,
-        "etat_connexion": connection.state.value,
+        "etat_connexion": french(connection.state),
         "code_erreur": connection.error_code,
         "echecs_consecutifs": connection.consecutive_failures,
         "type": account.type,
@@ -276,7 +259,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         "evenements": [
             {
                 "date": event.at,
-                "type": event.kind.value,
+                "type": french(event.kind),
                 "message": event.message,
                 "ancienne_valeur": event.old_value,
                 "nouvelle_valeur": event.new_value,
@@ -296,7 +279,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
     lines = [
         f"Redevable : {redevable.siret} {redevable.company_name}",
         f"Banque : {connection.bank_name}    Connexion {connection.id} : "
-        f"{_CONNECTION_STATES[connection.state]}{error}",
+        f"{french(connection.state)}{error}",
         f"Type : {account.type}    Libellé : {account.label}",
         f"IBAN : {account.iban or '-'}    BIC : {account.bic or '-'}    "
         f"Monnaie : {account.currency}",
@@ -304,7 +287,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         f"Dernière connexion : {_when(connection.last_check_at)}",
         f"Dernière collecte : {_when(account.last_collected_at)}    "
         f"Date de désactivation : {_when(account.deactivated_at)}",
-        f"Solde banque : {_amount(account.balance, account.currency)} "
+        f"Solde banque : {format_money(account.balance, account.currency)} "
         f"au {_when(account.balance_at)}",
         "",
         "Événements :",
@@ -368,7 +351,7 @@ async def transactions(app: AppContext, account_id: int, as_json: bool) -> None:
             "devise": row.currency,
             "libelle": row.raw_label,
             "type": row.type,
-            "etat": row.status.value,
+            "etat": french(row.status),
             "modifiee": row.changed_at is not None,
             "supprimee_le": row.deleted_at,
             "remplacee_par": row.replaced_by_id,
@@ -384,7 +367,7 @@ async def transactions(app: AppContext, account_id: int, as_json: bool) -> None:
         click.echo("Aucune transaction collectée pour ce compte.")
         return
     for row in rows:
-        state = _STATES[row.status]
+        state = french(row.status)
         if row.changed_at is not None:
             state += ", modifiée"
         if row.replaced_by_id is not None:
@@ -392,6 +375,6 @@ async def transactions(app: AppContext, account_id: int, as_json: bool) -> None:
         statement = f"relevé {row.reported_statement_id}" if row.reported_statement_id else "-"
         click.echo(
             f"{row.id:>7}  {row.booking_date:%d/%m/%Y}  "
-            f"{_amount(row.amount, row.currency):>18}  {row.raw_label[:40]:<40}  "
+            f"{format_money(row.amount, row.currency):>18}  {row.raw_label[:40]:<40}  "
             f"{state:<24}  {statement}"
         )

@@ -83,20 +83,24 @@ def check_command(files: tuple[Path, ...]) -> None:
 
 def _movement_json(m: Movement, decimals: int | None) -> dict[str, Any]:
     return {
-        "booking_date": m.booking_date.isoformat(),
-        "value_date": (m.value_date or m.booking_date).isoformat(),
-        "amount": _amount_json(m.amount, decimals),
-        "label": m.label,
-        "op_code": m.op_code,
-        "op_code_meaning": OP_CODES.get(m.op_code),
-        "entry_number": m.entry_number,
-        "reject_code": m.reject_code,
-        "internal_code": m.internal_code,
-        "exempt": m.exempt,
-        "unavailable": m.unavailable,
+        "date_comptable": m.booking_date.isoformat(),
+        "date_valeur": (m.value_date or m.booking_date).isoformat(),
+        "montant": _amount_json(m.amount, decimals),
+        "libelle": m.label,
+        "code_operation": m.op_code,
+        "libelle_code_operation": OP_CODES.get(m.op_code),
+        "numero_ecriture": m.entry_number,
+        "code_rejet": m.reject_code,
+        "code_interne": m.internal_code,
+        "exonere": m.exempt,
+        "indisponible": m.unavailable,
         "reference": m.reference,
         "complements": [
-            {"qualifier": x.qualifier, "meaning": QUALIFIERS.get(x.qualifier), "data": x.data}
+            {
+                "qualifiant": x.qualifier,
+                "signification": QUALIFIERS.get(x.qualifier),
+                "donnees": x.data,
+            }
             for x in m.complements
         ],
     }
@@ -104,29 +108,29 @@ def _movement_json(m: Movement, decimals: int | None) -> dict[str, Any]:
 
 def _amount_json(amount: int, decimals: int | None) -> dict[str, Any]:
     value = None if decimals is None else format_amount(amount, decimals, separator=".")
-    return {"minor_units": amount, "decimals": decimals, "value": value}
+    return {"unites_mineures": amount, "decimales": decimals, "valeur": value}
 
 
 def _statement_json(s: Statement) -> dict[str, Any]:
     decimals = CURRENCIES.get(s.account.currency)
     return {
-        "account": {
-            "bank_code": s.account.bank_code,
-            "branch_code": s.account.branch_code,
-            "number": s.account.number,
-            "currency": s.account.currency,
+        "compte": {
+            "code_banque": s.account.bank_code,
+            "code_guichet": s.account.branch_code,
+            "numero_compte": s.account.number,
+            "devise": s.account.currency,
         },
-        "opening_date": s.opening_date.isoformat(),
-        "opening_balance": _amount_json(s.opening_balance, decimals),
-        "closing_date": s.closing_date.isoformat(),
-        "closing_balance": _amount_json(s.closing_balance, decimals),
-        "balanced": s.is_balanced,
-        "movements": [_movement_json(m, decimals) for m in s.movements],
+        "date_ancien_solde": s.opening_date.isoformat(),
+        "ancien_solde": _amount_json(s.opening_balance, decimals),
+        "date_nouveau_solde": s.closing_date.isoformat(),
+        "nouveau_solde": _amount_json(s.closing_balance, decimals),
+        "equilibre": s.is_balanced,
+        "mouvements": [_movement_json(m, decimals) for m in s.movements],
     }
 
 
 def _deviation_json(d: Deviation) -> dict[str, Any]:
-    return {"line": d.line, "column": d.column, "message": d.message, "fatal": d.fatal}
+    return {"ligne": d.line, "colonne": d.column, "message": d.message, "bloquant": d.fatal}
 
 
 def _show_text(result: ReadResult) -> None:
@@ -168,9 +172,9 @@ def show_command(file: Path, as_json: bool) -> None:
     result = parse(_load(file))
     if as_json:
         document = {
-            "file": str(file),
-            "statements": [_statement_json(s) for s in result.statements],
-            "deviations": [_deviation_json(d) for d in result.deviations],
+            "fichier": str(file),
+            "releves": [_statement_json(s) for s in result.statements],
+            "ecarts": [_deviation_json(d) for d in result.deviations],
         }
         click.echo(json.dumps(document, ensure_ascii=False, indent=2))
     else:

@@ -22,6 +22,7 @@ from releves_mailer.cli.common import (
     async_command,
     echo_json,
     exit_on_failed_refresh,
+    format_money,
     open_collection,
     open_database,
     parse_datetime,
@@ -37,21 +38,16 @@ from releves_mailer.db.models.statements import StatementState
 from releves_mailer.errors import UserError
 from releves_mailer.files import write_atomically
 from releves_mailer.portfolio.redevables import find_redevable
-from releves_mailer.render import format_montant
 from releves_mailer.statements.audit import audit
 from releves_mailer.statements.exports import ExportFile, read_files, zip_files
+from releves_mailer.vocabulary import french
 
 __all__ = ["collect", "simulate", "statements"]
 
-_STATES = {
-    StatementState.EN_COURS: "en cours",
-    StatementState.SUCCES: "succès",
-    StatementState.ECHEC: "échec",
-}
-_STATE_OPTIONS = {"en-cours": StatementState.EN_COURS, "succes": StatementState.SUCCES}
-_STATE_OPTIONS["echec"] = StatementState.ECHEC
-_STATE_OPTIONS["succès"] = StatementState.SUCCES
-_STATE_OPTIONS["échec"] = StatementState.ECHEC
+_STATE_OPTIONS = {"en-cours": StatementState.WAITING, "succes": StatementState.PRODUCED}
+_STATE_OPTIONS["echec"] = StatementState.FAILED
+_STATE_OPTIONS["succès"] = StatementState.PRODUCED
+_STATE_OPTIONS["échec"] = StatementState.FAILED
 
 
 def _parse_date(value: str, option: str) -> dt.date:
@@ -59,10 +55,6 @@ def _parse_date(value: str, option: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise UserError(f"{option} : date invalide « {value} » (attendu AAAA-MM-JJ)") from None
-
-
-def _money(amount: int | None, currency: str) -> str:
-    return "-" if amount is None else format_montant(amount, currency)
 
 
 def _summary(report: RunReport) -> str:
@@ -172,7 +164,7 @@ def _row(statement: Statement, redevable: Redevable) -> dict[str, Any]:
         "periode_debut": statement.period_start,
         "periode_fin": statement.period_end,
         "cree_le": statement.created_at.astimezone(PARIS).isoformat(),
-        "etat": _STATES[statement.state],
+        "etat": french(statement.state),
         "motif": statement.reason,
         "mouvements": statement.movement_count,
         "supprimees": statement.deleted_count,
@@ -243,7 +235,7 @@ async def list_statements(
             f"{row['id']:>6}  {row['siren']} {row['nic']:<5} {row['raison_sociale'][:30]:<30} "
             f"{row['iban'] or '-':<27} {period}  {row['etat']:<8} "
             f"{row['mouvements']:>4} mvt  {row['supprimees']:>2} suppr.  "
-            f"{_money(row['solde_cloture'], row['devise'])}{flag}"
+            f"{format_money(row['solde_cloture'], row['devise'])}{flag}"
             + (f"  ({row['motif']})" if row["motif"] else "")
         )
 
@@ -275,8 +267,8 @@ async def download(
             statement = await session.get(Statement, statement_id)
             if statement is None:
                 raise UserError(f"relevé {statement_id} introuvable")
-            if statement.state is not StatementState.SUCCES:
-                raise UserError(f"relevé {statement_id} non produit ({_STATES[statement.state]})")
+            if statement.state is not StatementState.PRODUCED:
+                raise UserError(f"relevé {statement_id} non produit ({french(statement.state)})")
             found.append(statement)
         files = await read_files(session, found)
     click.echo(await asyncio.to_thread(_write_files, files, out, zip_path))

@@ -14,20 +14,20 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
+from releves_mailer.aggregators.registry import Aggregators, open_aggregators
 from releves_mailer.clock import PARIS, Clock, SystemClock
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.service import RunReport
 from releves_mailer.config import Config, ConfigError, find_config_path, load_config
+from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.errors import UserError
-from releves_mailer.jobs import Collector
 from releves_mailer.notify.outbox import Outbox
-from releves_mailer.partner.aggregators import Aggregators, open_aggregators
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
-from releves_mailer.render import Renderer
+from releves_mailer.render import Renderer, format_montant
 from releves_mailer.signing.secrets import KeyRing, KeyRingError
 from releves_mailer.signing.smime import SmimeSigner
 
@@ -38,6 +38,7 @@ __all__ = [
     "async_command",
     "echo_json",
     "exit_on_failed_refresh",
+    "format_money",
     "link_service",
     "load_keyring",
     "open_collection",
@@ -114,6 +115,11 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=_json_default))
 
 
+def format_money(amount: int | None, currency: str) -> str:
+    """An amount as the commands print it: French money text, ``-`` when unknown."""
+    return "-" if amount is None else format_montant(amount, currency)
+
+
 def parse_datetime(value: str) -> dt.datetime:
     """A ``--at`` value: ISO 8601, Paris time unless it names its offset; returned in UTC."""
     try:
@@ -148,7 +154,9 @@ def _outbox(config: Config, database: Database, clock: Clock) -> Outbox:
         config.relay,
         domain=config.portal.domain,
         data_dir=config.data_dir,
-        signer=SmimeSigner.from_config(config),
+        signer=SmimeSigner.from_files(
+            config.path(config.signing.key), config.path(config.signing.certificate)
+        ),
     )
 
 

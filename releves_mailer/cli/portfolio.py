@@ -18,9 +18,11 @@ from releves_mailer.db.models import PortalAccount, ReceptionMode, Redevable
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio import accounts as account_service
 from releves_mailer.portfolio import redevables as redevable_service
+from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.portfolio.importer import import_redevables
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.portfolio.redevables import FIELD_LABELS, RedevableSearch, Written
+from releves_mailer.vocabulary import french
 
 __all__ = ["accounts", "redevables"]
 
@@ -44,42 +46,42 @@ def read_password(password_file: Path | None, *, confirm: bool = True) -> str:
 def account_json(account: PortalAccount, parent_login: str | None) -> dict[str, Any]:
     return {
         "login": account.login,
-        "company_name": account.company_name,
+        "raison_sociale": account.company_name,
         "siret": account.siret,
-        "contact_name": account.contact_name,
+        "responsable": account.contact_name,
         "email": account.email,
-        "phone": account.phone,
-        "profile": "primary" if account.is_primary else "secondary",
-        "parent": parent_login,
-        "subscribed": account.subscribed,
-        "terms_accepted_at": account.terms_accepted_at,
-        "reception_mode": account.reception_mode.value,
-        "created_at": account.created_at,
+        "telephone": account.phone,
+        "profil": "principal" if account.is_primary else "secondaire",
+        "compte_principal": parent_login,
+        "abonne": account.subscribed,
+        "cgau_acceptees_le": account.terms_accepted_at,
+        "reception": french(account.reception_mode),
+        "date_creation": account.created_at,
     }
 
 
 def redevable_json(redevable: Redevable) -> dict[str, Any]:
-    schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
+    schedule = Schedule.for_redevable(redevable)
     return {
         "id": redevable.id,
-        "account": redevable.account.login,
+        "compte": redevable.account.login,
         "siren": redevable.siren,
         "nic": redevable.nic,
         "siret": redevable.siret,
-        "company_name": redevable.company_name,
-        "company_name_2": redevable.company_name_2,
+        "raison_sociale": redevable.company_name,
+        "raison_sociale_suite": redevable.company_name_2,
         "email": redevable.email,
-        "periodicity": redevable.periodicity.value,
-        "month": redevable.month,
-        "day": redevable.day,
-        "schedule": schedule.describe(),
-        "remote_entry": redevable.remote_entry,
-        "no_auto_link": redevable.no_auto_link,
-        "include_pending": redevable.include_pending,
-        "skip_empty_mail": redevable.skip_empty_mail,
-        "active": redevable.active,
-        "deactivated_at": redevable.deactivated_at,
-        "created_at": redevable.created_at,
+        "periodicite": redevable.periodicity.value,
+        "mois": redevable.month,
+        "jour": redevable.day,
+        "calendrier": schedule.describe(),
+        "saisie_deportee": redevable.remote_entry,
+        "sans_lien_auto": redevable.no_auto_link,
+        "avec_operations_en_attente": redevable.include_pending,
+        "sans_mail_si_vide": redevable.skip_empty_mail,
+        "actif": redevable.active,
+        "date_desactivation": redevable.deactivated_at,
+        "date_creation": redevable.created_at,
     }
 
 
@@ -177,7 +179,8 @@ async def accounts_add(
         return
     kind = f"secondaire de « {parent} »" if parent else "principal"
     click.echo(
-        f"Compte {kind} « {account.login} » créé : boîte {account.login}@{app.config.portal.domain}"
+        f"Compte {kind} « {account.login} » créé : boîte "
+        f"{box_address(account.login, app.config.portal.domain)}"
     )
 
 
@@ -196,10 +199,11 @@ async def accounts_list(app: AppContext, as_json: bool) -> None:
     if not rows:
         click.echo("Aucun compte.")
     for row in rows:
-        profile = f"secondaire de {row['parent']}" if row["parent"] else "principal"
+        parent = row["compte_principal"]
+        profile = f"secondaire de {parent}" if parent else "principal"
         click.echo(
-            f"{row['login']:<20} {row['siret']}  {row['company_name']:<35} "
-            f"{profile}, réception {row['reception_mode']}"
+            f"{row['login']:<20} {row['siret']}  {row['raison_sociale']:<35} "
+            f"{profile}, réception {row['reception']}"
         )
 
 
@@ -218,17 +222,17 @@ async def accounts_show(app: AppContext, login: str, as_json: bool) -> None:
         return
     labels = {
         "login": "Login",
-        "company_name": "Raison sociale",
+        "raison_sociale": "Raison sociale",
         "siret": "SIRET",
-        "contact_name": "Responsable",
+        "responsable": "Responsable",
         "email": "Email",
-        "phone": "Téléphone",
-        "profile": "Profil",
-        "parent": "Compte principal",
-        "subscribed": "Abonné",
-        "terms_accepted_at": "CGAU acceptées le",
-        "reception_mode": "Réception des relevés",
-        "created_at": "Création",
+        "telephone": "Téléphone",
+        "profil": "Profil",
+        "compte_principal": "Compte principal",
+        "abonne": "Abonné",
+        "cgau_acceptees_le": "CGAU acceptées le",
+        "reception": "Réception des relevés",
+        "date_creation": "Création",
         "redevables": "Redevables",
     }
     for key, label in labels.items():
@@ -408,11 +412,11 @@ async def redevables_add(
         )
         await session.refresh(redevable, ["account"])
         row = redevable_json(redevable)
-    row["link_sent_to"] = sent[0].link.recipient if sent else None
+    row["lien_envoye_a"] = sent[0].link.recipient if sent else None
     if as_json:
         echo_json(row)
         return
-    click.echo(f"Redevable {row['siret']} « {row['company_name']} » créé ({row['schedule']}).")
+    click.echo(f"Redevable {row['siret']} « {row['raison_sociale']} » créé ({row['calendrier']}).")
     for issued in sent:
         echo_issued(issued, mailed=True)
 
@@ -471,10 +475,10 @@ async def redevables_list(
         echo_json(rows)
         return
     for row in rows:
-        prefix = f"{row['account']:<15} " if include_secondaries else ""
-        state = "" if row["active"] else "  [désactivé]"
+        prefix = f"{row['compte']:<15} " if include_secondaries else ""
+        state = "" if row["actif"] else "  [désactivé]"
         click.echo(
-            f"{prefix}{row['siret']:<14}  {row['company_name']:<35} {row['schedule']}{state}"
+            f"{prefix}{row['siret']:<14}  {row['raison_sociale']:<35} {row['calendrier']}{state}"
         )
     click.echo(f"{len(rows)} redevable(s) affiché(s) sur {page.total}.", err=True)
 
@@ -644,19 +648,19 @@ async def redevables_import(
     if as_json:
         echo_json(
             {
-                "file": str(file),
-                "dry_run": dry_run,
-                "created": report.created,
-                "updated": report.updated,
-                "links_sent": len(sent),
-                "error_count": report.issue_count,
-                "stopped_at_line": report.stopped_at,
-                "errors": [
+                "fichier": str(file),
+                "essai": dry_run,
+                "crees": report.created,
+                "mis_a_jour": report.updated,
+                "liens_envoyes": len(sent),
+                "nombre_erreurs": report.issue_count,
+                "arret_ligne": report.stopped_at,
+                "erreurs": [
                     {
-                        "line": i.line,
-                        "field": FIELD_LABELS.get(i.field, i.field),
-                        "value": i.value,
-                        "reason": i.reason,
+                        "ligne": i.line,
+                        "champ": FIELD_LABELS.get(i.field, i.field),
+                        "valeur": i.value,
+                        "motif": i.reason,
                     }
                     for i in report.issues
                 ],

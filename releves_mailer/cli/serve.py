@@ -10,7 +10,7 @@ import click
 
 from releves_mailer.cli.common import AppContext, pass_app
 from releves_mailer.clock import SystemClock
-from releves_mailer.daemon import Daemon, ListenOverrides
+from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.logs import configure_logging
 
 __all__ = ["listen_options", "serve"]

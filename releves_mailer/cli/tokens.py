@@ -14,8 +14,9 @@ from releves_mailer.cli.common import (
     open_database,
 )
 from releves_mailer.clock import PARIS, SystemClock
-from releves_mailer.partner.links import IssuedLink, LinkService
+from releves_mailer.partner.links import IssuedLink, LinkOrigin, LinkService
 from releves_mailer.portfolio.redevables import find_redevable
+from releves_mailer.vocabulary import french
 
 __all__ = ["echo_issued", "link_service", "tokens"]
 
@@ -44,15 +45,15 @@ async def list_tokens(app: AppContext, siren: str, login: str | None, as_json: b
             [
                 {
                     "id": row.id,
-                    "type": row.kind,
+                    "type": french(row.kind),
                     "type_libelle": row.kind_label,
                     "connexion": row.connection_id,
                     "date_creation": row.created_at,
                     "date_expiration": row.expires_at,
                     "date_utilisation": row.used_at,
                     "destinataire": row.recipient,
-                    "etat": row.state.value,
-                    "origine": row.created_by,
+                    "etat": french(row.state),
+                    "origine": french(LinkOrigin(row.created_by)),
                     "motif": row.reason,
                 }
                 for row in rows

@@ -1,1 +1,1 @@
-"""Collection of bank data: provider contract, test bank, incremental sync of connections."""
+"""Collection of bank data: provider contract, incremental sync of connections, scheduling."""

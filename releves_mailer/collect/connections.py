@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from releves_mailer.aggregators.testbank import ScheduledError, TestBank, TestBankToken
+from releves_mailer.aggregators.testbank.schedule import parse_error_schedule
 from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.provider import ProviderAccess
-from releves_mailer.collect.testbank import ScheduledError, TestBank, TestBankToken
-from releves_mailer.collect.testbank.schedule import parse_error_schedule
 from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import (

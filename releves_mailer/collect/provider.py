@@ -1,4 +1,4 @@
-"""The contract every account aggregator implements (the test bank, later Powens).
+"""The contract every account aggregator implements (one package each in ``aggregators/``).
 
 Amounts are signed integers in minor units of the account currency (never floats). Datetimes
 are timezone-aware UTC; dates are the bank's calendar dates. Every object keeps ``raw``, the

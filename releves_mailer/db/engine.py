@@ -35,6 +35,8 @@ POOL_TIMEOUT = 60.0
 #: accounts. The pool hands out the most recently used connection first, so in practice one
 #: or two connections hold a warm cache, not all of them.
 SQLITE_CACHE_KIB = 32 * 1024
+#: SQLite connections of a side pool (:meth:`Database.side_sessionmaker`).
+SIDE_POOL_SIZE = 8
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -50,6 +52,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _side_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The database file is already in WAL mode (a persistent setting): a side connection
+    # only needs the per-connection settings, with SQLite's default page cache.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
 def _create_private(path: str | None) -> None:
     """Before SQLite opens it: create the file 0600 if missing (SQLite would follow the umask;
     the WAL and shared-memory files copy the database's mode)."""
@@ -61,7 +73,12 @@ def _create_private(path: str | None) -> None:
 
 
 class Database:
-    """One engine and its session factory; ``session()`` opens a unit of work."""
+    """One engine and its session factory; ``session()`` opens a unit of work.
+
+    On SQLite, a component whose short transactions must not wait behind long ones (the
+    message store) asks for a side pool over the same file (:meth:`side_sessionmaker`); the
+    database owns it and disposes of it with the main engine.
+    """
 
     def __init__(self, url: str, *, echo: bool = False, **engine_options: Any) -> None:
         self.url = make_url(url)
@@ -84,6 +101,7 @@ class Database:
             event.listen(self.engine.sync_engine, "do_connect", lambda *_: _create_private(path))
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._side: dict[str, AsyncEngine] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -95,5 +113,32 @@ class Database:
         async with self.sessionmaker() as session, session.begin():
             yield session
 
+    def side_sessionmaker(self, name: str) -> async_sessionmaker[AsyncSession]:
+        """The session factory of the side pool ``name``: on SQLite, ``SIDE_POOL_SIZE``
+        connections of its own over the same file, bounded without overflow like the main
+        pool (a storm queues for them instead of opening file handles); on PostgreSQL, the
+        main pool (its server handles concurrent transactions)."""
+        if not self.is_sqlite:
+            return self.sessionmaker
+        engine = self._side.get(name)
+        if engine is None:
+            engine = self._side[name] = create_async_engine(
+                self.url,
+                poolclass=AsyncAdaptedQueuePool,
+                pool_size=SIDE_POOL_SIZE,
+                max_overflow=0,
+                pool_timeout=POOL_TIMEOUT,
+            )
+            event.listen(engine.sync_engine, "connect", _side_pragmas)
+        return async_sessionmaker(engine, expire_on_commit=False)
+
+    async def dispose_side(self, name: str) -> None:
+        """Close the connections of the side pool ``name`` (a later use opens new ones)."""
+        engine = self._side.get(name)
+        if engine is not None:
+            await engine.dispose()
+
     async def dispose(self) -> None:
+        for engine in self._side.values():
+            await engine.dispose()
         await self.engine.dispose()

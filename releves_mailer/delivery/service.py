@@ -1,6 +1,6 @@
 """Delivery of cut statements into the boxes, exactly once, by each account's reception mode.
 
-A statement is mailed when it is cut (state ``succes``) and its portal account receives
+A statement is mailed when it is cut (state ``produced``) and its portal account receives
 statements by mail: mode ``default`` into ``<login>@<domain>``, ``dedicated`` into
 ``releves.<login>@<domain>``. The decision is taken once per statement and recorded in
 ``delivery_box``: an empty string means "not mailed" (mode ``none``, or an empty statement of
@@ -8,12 +8,15 @@ a redevable that asked not to receive those); it stays downloadable. A later cha
 never mails old statements.
 
 Exactly once: the signed mails are built first (off the event loop; their files are written
-and analysed ahead by ``MessageSink.prepare``); then one transaction per group of statements
-claims them with one update (``delivery_box`` goes from NULL to its box, or another deliverer
-got there first), stores the claimed messages in their boxes (``deliver_many``) and records
-their Message-IDs. The next groups are built while a group is stored. A crash before the
-commit leaves neither the messages nor the marks; a crash after leaves both. A restart
-therefore neither delivers twice nor skips a statement.
+and analysed ahead by ``MessageSink.prepare``); then, per group of statements, the mails are
+stored in their boxes (``deliver_many``, idempotent by Message-ID: a statement's Message-ID
+is fixed by its id), and one transaction claims the statements with one update
+(``delivery_box`` goes from NULL to its box, or another deliverer got there first) and
+records their Message-IDs. The next groups are built while a group is stored. A crash before
+the delivery leaves neither the messages nor the marks; a crash between the delivery and the
+commit leaves the messages without their marks, and the next run delivers them again, which
+the box absorbs (same Message-ID); a crash after leaves both. A restart therefore neither
+delivers twice nor skips a statement.
 """
 
 from __future__ import annotations
@@ -33,30 +36,21 @@ from releves_mailer.db.models import (
     BankAccount,
     BankConnection,
     PortalAccount,
-    ReceptionMode,
     Redevable,
 )
 from releves_mailer.db.models.statements import Statement, StatementFile, StatementState
 from releves_mailer.delivery.compose import StatementMail, build_signed_statement_mail
-from releves_mailer.interfaces import MailDelivery, MessageSink
+from releves_mailer.mailbox.sink import MailDelivery, MessageSink
+from releves_mailer.portfolio.boxes import statement_box
 from releves_mailer.render import Renderer
 from releves_mailer.signing.smime import SmimeSigner
 
-__all__ = ["DeliveryReport", "StatementDelivery", "box_address"]
+__all__ = ["DeliveryReport", "StatementDelivery"]
 
 _log = logging.getLogger(__name__)
 
 #: ``delivery_box`` of a statement that is not to be mailed (download only).
 NOT_MAILED = ""
-
-
-def box_address(login: str, mode: ReceptionMode, domain: str) -> str | None:
-    """The box receiving ``login``'s statements, or ``None`` for download only."""
-    if mode is ReceptionMode.DEFAULT:
-        return f"{login}@{domain}"
-    if mode is ReceptionMode.DEDICATED:
-        return f"releves.{login}@{domain}"
-    return None
 
 
 @dataclasses.dataclass
@@ -105,7 +99,7 @@ class StatementDelivery:
                 .join(BankAccount, BankAccount.id == Statement.account_id)
                 .join(BankConnection, BankConnection.id == BankAccount.connection_id)
                 .where(
-                    Statement.state == StatementState.SUCCES,
+                    Statement.state == StatementState.PRODUCED,
                     Statement.delivery_box.is_(None),
                 )
                 .order_by(Statement.id)
@@ -125,7 +119,7 @@ class StatementDelivery:
         }
         jobs = []
         for statement, redevable, account, bank_account, connection in rows:
-            box = box_address(account.login, account.reception_mode, self.portal.domain)
+            box = statement_box(account.login, account.reception_mode, self.portal.domain)
             empty = statement.movement_count == 0 and statement.deleted_count == 0
             if box is None or (empty and redevable.skip_empty_mail):
                 jobs.append(_Job(statement.id, None))
@@ -162,11 +156,26 @@ class StatementDelivery:
             )
         return jobs
 
+    async def _store(self, pairs: Sequence[tuple[_Job, bytes | None]]) -> None:
+        """Store the mails of a group in their boxes, with one batch delivery; those already
+        there (an earlier run that crashed before its claim, another deliverer) stay once."""
+        items = [
+            MailDelivery(
+                job.mail.recipient,
+                raw,
+                job.mail.message_id,
+                internal_date=job.mail.created_at,
+            )
+            for job, raw in pairs
+            if job.mail is not None and raw is not None
+        ]
+        await self.sink.deliver_many(items)
+
     async def _claim(
         self, session: AsyncSession, pairs: Sequence[tuple[_Job, bytes | None]]
     ) -> set[int]:
-        """Mark the statements decided and store their mails, with one update and one batch
-        delivery; returns the ids claimed (the others were decided by another deliverer)."""
+        """Mark the statements decided, with one update; returns the ids claimed (the others
+        were decided by another deliverer)."""
         table = Statement.__table__
         assert isinstance(table, Table)
         columns = table.c
@@ -194,7 +203,7 @@ class StatementDelivery:
                     else_=columns.delivered_at,
                 ),
             }
-        claimed = set(
+        return set(
             (
                 await session.execute(
                     update(table)
@@ -204,13 +213,6 @@ class StatementDelivery:
                 )
             ).scalars()
         )
-        items = [
-            MailDelivery(job.mail.recipient, raw, internal_date=job.mail.created_at)
-            for job, raw in pairs
-            if job.mail is not None and raw is not None and job.statement_id in claimed
-        ]
-        await self.sink.deliver_many(session, items)
-        return claimed
 
     async def _build(self, job: _Job, gate: asyncio.Semaphore) -> bytes | None:
         if job.mail is None:
@@ -237,11 +239,13 @@ class StatementDelivery:
                 for start in range(0, len(jobs), self.group):
                     group = jobs[start : start + self.group]
                     built = await asyncio.gather(*builds[start : start + self.group])
-                    # One transaction per group: each statement is claimed and stored with its
-                    # mark, all or nothing; a crash rolls the whole group back and it is
-                    # delivered again.
+                    pairs = list(zip(group, built, strict=True))
+                    # Stored first, then marked in one transaction per group: a crash in
+                    # between leaves the group unmarked, and the next run's delivery of the
+                    # same Message-IDs stores nothing again.
+                    await self._store(pairs)
                     async with self.database.session() as session:
-                        claimed = await self._claim(session, list(zip(group, built, strict=True)))
+                        claimed = await self._claim(session, pairs)
                     for job in group:
                         if job.statement_id not in claimed:
                             report.already_done += 1

@@ -14,6 +14,7 @@ __all__ = [
     "FolderExists",
     "FolderInfo",
     "MailStore",
+    "MailboxSession",
     "MessageMeta",
     "MessageRecord",
     "NoSuchFolder",
@@ -97,27 +98,43 @@ class FolderChanges:
 
 
 class MailStore(Protocol):
-    """The message store as the IMAP sessions see it; every method is one transaction."""
+    """The message store as the IMAP server sees it: it opens one mailbox session per login."""
 
-    async def ensure_inbox(self, owner: str) -> None: ...
+    async def new_session(self, owner: str) -> MailboxSession:
+        """The mailboxes of ``owner`` (a canonical address), its INBOX created if missing."""
+        ...
 
-    async def list_folders(self, owner: str) -> list[FolderInfo]: ...
+    async def spool_file(self) -> BinaryIO:
+        """A new anonymous temporary file, on the messages' disk, for a large literal."""
+        ...
 
-    async def get_folder(self, owner: str, name: str) -> FolderInfo | None: ...
 
-    async def create_folder(self, owner: str, name: str, special_use: str = "") -> FolderInfo:
+class MailboxSession(Protocol):
+    """The mailboxes of one logged-in user; every method is one transaction.
+
+    Folder ids come from this session's own :meth:`list_folders` and :meth:`get_folder`.
+    """
+
+    @property
+    def owner(self) -> str: ...
+
+    async def list_folders(self) -> list[FolderInfo]: ...
+
+    async def get_folder(self, name: str) -> FolderInfo | None: ...
+
+    async def create_folder(self, name: str, special_use: str = "") -> FolderInfo:
         """Create ``name`` and its missing parents; :class:`FolderExists` if it exists."""
         ...
 
-    async def delete_folder(self, owner: str, name: str) -> None: ...
+    async def delete_folder(self, name: str) -> None: ...
 
-    async def rename_folder(self, owner: str, old: str, new: str) -> None:
+    async def rename_folder(self, old: str, new: str) -> None:
         """Rename with children; renaming INBOX moves its messages and leaves it empty."""
         ...
 
-    async def subscriptions(self, owner: str) -> list[str]: ...
+    async def subscriptions(self) -> list[str]: ...
 
-    async def set_subscribed(self, owner: str, name: str, subscribed: bool) -> None: ...
+    async def set_subscribed(self, name: str, subscribed: bool) -> None: ...
 
     async def folder_counts(self, folder_id: int) -> tuple[int, int, int]:
         """``(messages, unseen, recent)`` of a folder."""
@@ -145,10 +162,6 @@ class MailStore(Protocol):
 
     async def read_blob_range(self, blob: str, offset: int, size: int) -> bytes:
         """``size`` octets of a message from ``offset``: a large one is sent in pieces."""
-        ...
-
-    async def spool_file(self) -> BinaryIO:
-        """A new anonymous temporary file, on the messages' disk, for a large literal."""
         ...
 
     async def store_flags(

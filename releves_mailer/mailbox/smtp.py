@@ -24,18 +24,19 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from email.parser import BytesHeaderParser
-from email.utils import format_datetime, getaddresses
+from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from releves_mailer.clock import Clock
 from releves_mailer.config import SmtpSection
-from releves_mailer.interfaces import Authenticator, LoginGuard, LoginThrottled
 from releves_mailer.listeners import ConnectionLimiter, Listener
 from releves_mailer.mailbox.sasl import SaslError, decode_response, parse_plain
+from releves_mailer.mailbox.sink import MailDelivery, MessageSink
+from releves_mailer.portfolio.logins import Authenticator, LoginGuard, LoginThrottled
 
-__all__ = ["InboundHandler", "SmtpServer"]
+__all__ = ["InboundHandler", "SmtpServer", "sink_deliverer"]
 
 _log = logging.getLogger(__name__)
 # aiosmtpd logs at DEBUG an AUTH answer it cannot decode (a password a misconfigured client
@@ -49,6 +50,18 @@ UsageFunction = Callable[[str], Awaitable[int]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_RECIPIENTS = 100
+
+
+def sink_deliverer(sink: MessageSink, domain: str) -> DeliverFunction:
+    """The ``deliver`` of :class:`InboundHandler` storing into ``sink``."""
+
+    async def deliver(addresses: Sequence[str], raw: bytes) -> None:
+        # A fresh idempotency key per accepted message: a mail accepted twice (a client
+        # sending it again) is stored twice, as any SMTP server does.
+        key = make_msgid("smtp", domain=domain)
+        await sink.deliver_many([MailDelivery(address, raw, key) for address in addresses])
+
+    return deliver
 
 
 def _peer_host(session: Session) -> str:

@@ -36,7 +36,7 @@ from releves_mailer.config import RelaySection
 from releves_mailer.db import Database
 from releves_mailer.db.models import OutboxMessage, OutboxState
 from releves_mailer.files import make_private_dir, write_atomically
-from releves_mailer.interfaces import MessageSink
+from releves_mailer.mailbox.sink import MessageSink
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 
@@ -206,8 +206,8 @@ class Outbox:
         await asyncio.to_thread(write)
         where = str(path)
         if row.fallback_address and self.local_sink is not None:
-            async with self.database.session() as session:
-                await self.local_sink.deliver(session, row.fallback_address, row.raw)
+            # The mail's Message-ID: filed again after a crash, it is in the box once.
+            await self.local_sink.deliver(row.fallback_address, row.raw, row.message_id)
             where += f" et la boîte {row.fallback_address}"
         return where
 

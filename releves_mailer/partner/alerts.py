@@ -190,7 +190,7 @@ class AlertService:
                     issued = await self.links.issue(
                         session,
                         redevable,
-                        kind=LinkKind.MAJ,
+                        kind=LinkKind.UPDATE,
                         origin=LinkOrigin.AUTO,
                         connection=connection,
                         reason=error.code,
@@ -344,7 +344,7 @@ class AlertService:
             await self.links.issue(
                 session,
                 redevable,
-                kind=LinkKind.MAJ,
+                kind=LinkKind.UPDATE,
                 origin=LinkOrigin.AUTO,
                 connection=connection,
                 reason="consent",

@@ -150,16 +150,16 @@ class PartnerFlow:
         if link is None:
             raise LinkRefused(LinkProblem.UNKNOWN)
         state = link_state(link, now)
-        if state is LinkState.UTILISE:
+        if state is LinkState.USED:
             raise LinkRefused(LinkProblem.USED)
-        if state is LinkState.EXPIRE:
+        if state is LinkState.EXPIRED:
             raise LinkRefused(LinkProblem.EXPIRED)
         redevable = await session.get(Redevable, link.redevable_id)
         assert redevable is not None
         if not redevable.active:
             raise LinkRefused(LinkProblem.INACTIVE)
         connection = None
-        if link.kind == LinkKind.MAJ:
+        if link.kind == LinkKind.UPDATE:
             connection = (
                 await session.get(BankConnection, link.connection_id)
                 if link.connection_id is not None
@@ -330,7 +330,7 @@ class PartnerFlow:
                 return await self._summary(session, link, replay=True)
             owner = await session.get(Redevable, link.redevable_id)
             assert owner is not None
-            if link.kind == LinkKind.MAJ:
+            if link.kind == LinkKind.UPDATE:
                 connection = await session.get(BankConnection, link.connection_id)
                 assert connection is not None
                 await self._update_credentials(session, link, connection, outcome, now)
@@ -555,7 +555,7 @@ class PartnerFlow:
             "accounts_added",
             holder.email,
             {
-                "update": finished.kind is LinkKind.MAJ,
+                "update": finished.kind is LinkKind.UPDATE,
                 "company": finished.company.upper(),
                 "accounts": finished.accounts,
             },

@@ -66,8 +66,8 @@ REMOTE_ENTRY_REASON = "remote_entry"
 
 
 class LinkKind(enum.StrEnum):
-    SAISIE = "saisie"  # add bank accounts (seed 4.1.2)
-    MAJ = "maj"  # update the credentials of a connection (seed 4.2.1)
+    ENTRY = "entry"  # add bank accounts: "saisie" (seed 4.1.2)
+    UPDATE = "update"  # update the credentials of a connection: "mise à jour" (seed 4.2.1)
 
 
 class LinkOrigin(enum.StrEnum):
@@ -77,15 +77,15 @@ class LinkOrigin(enum.StrEnum):
 
 
 class LinkState(enum.StrEnum):
-    VALIDE = "valide"
-    UTILISE = "utilisé"
-    EXPIRE = "expiré"
+    VALID = "valid"
+    USED = "used"
+    EXPIRED = "expired"
 
 
 STATE_LABELS = {
-    LinkState.VALIDE: "Jeton valide",
-    LinkState.UTILISE: "Jeton utilisé",
-    LinkState.EXPIRE: "Jeton expiré",
+    LinkState.VALID: "Jeton valide",
+    LinkState.USED: "Jeton utilisé",
+    LinkState.EXPIRED: "Jeton expiré",
 }
 
 
@@ -95,15 +95,15 @@ def hash_token(token: str) -> str:
 
 def link_state(link: SecureLink, now: dt.datetime) -> LinkState:
     if link.used_at is not None:
-        return LinkState.UTILISE
+        return LinkState.USED
     if now >= link.expires_at:
-        return LinkState.EXPIRE
-    return LinkState.VALIDE
+        return LinkState.EXPIRED
+    return LinkState.VALID
 
 
 def kind_label(link: SecureLink, bank_name: str | None = None) -> str:
     """The seed's "Type de jeton" column."""
-    if link.kind == LinkKind.SAISIE:
+    if link.kind == LinkKind.ENTRY:
         return "Ajout de nouveaux comptes bancaires"
     label = "Mise à jour des identifiants de la connexion"
     return f"{label} {bank_name}" if bank_name else label
@@ -123,7 +123,7 @@ class LinkRow:
     """One line of the tokens tab."""
 
     id: int
-    kind: str
+    kind: LinkKind
     kind_label: str
     connection_id: int | None
     created_at: dt.datetime
@@ -153,7 +153,7 @@ class LinkService:
 
     def url_for(self, link: SecureLink, token: str) -> str:
         base = self.composer.settings.public_url
-        if link.kind == LinkKind.SAISIE:
+        if link.kind == LinkKind.ENTRY:
             return f"{base}/releves/saisie?{urlencode({'token': token})}"
         query = urlencode({"idConnexion": str(link.connection_id), "token": token})
         return f"{base}/releves/maj?{query}"
@@ -180,7 +180,7 @@ class LinkService:
             raise UserError(f"le redevable {redevable.siret} est désactivé")
         holder = await session.get(PortalAccount, redevable.account_id)
         assert holder is not None
-        if kind is LinkKind.MAJ:
+        if kind is LinkKind.UPDATE:
             if connection is None:
                 raise UserError("un lien de mise à jour concerne une connexion bancaire")
             if connection.redevable_id != redevable.id:
@@ -221,7 +221,7 @@ class LinkService:
             context["url"] = url
             context["expires_at"] = link.expires_at
             message = self.composer.compose(
-                template if kind is LinkKind.MAJ else "link", recipient, context
+                template if kind is LinkKind.UPDATE else "link", recipient, context
             )
             await self.outbox.enqueue(
                 session, message, kind="secure_link", dedup_key=f"secure_link:{link.id}"
@@ -309,7 +309,7 @@ class LinkService:
                 await self.issue(
                     session,
                     redevable,
-                    kind=LinkKind.SAISIE,
+                    kind=LinkKind.ENTRY,
                     origin=LinkOrigin.AUTO,
                     reason=REMOTE_ENTRY_REASON,
                 )
@@ -333,7 +333,7 @@ class LinkService:
                 connection = await session.get(BankConnection, connection_id)
                 if connection is None:
                     raise UserError(f"connexion bancaire {connection_id} introuvable")
-            kind = LinkKind.MAJ if connection is not None else LinkKind.SAISIE
+            kind = LinkKind.UPDATE if connection is not None else LinkKind.ENTRY
             reason = (connection.error_code or "") if connection is not None else ""
             return await self.issue(
                 session, redevable, kind=kind, origin=origin, connection=connection, reason=reason
@@ -364,7 +364,7 @@ class LinkService:
                 connection = await session.get(BankConnection, connection_id)
                 if connection is None:
                     raise UserError(f"connexion bancaire {connection_id} introuvable")
-            kind = LinkKind.MAJ if connection is not None else LinkKind.SAISIE
+            kind = LinkKind.UPDATE if connection is not None else LinkKind.ENTRY
             return await self.issue(
                 session, redevable, kind=kind, origin=LinkOrigin.LOGIN, connection=connection
             )
@@ -381,7 +381,7 @@ class LinkService:
         )
         if link is None or link.kind != kind.value:
             return None
-        if kind is LinkKind.MAJ and link.connection_id != connection_id:
+        if kind is LinkKind.UPDATE and link.connection_id != connection_id:
             return None
         return link
 
@@ -402,7 +402,7 @@ class LinkService:
         return [
             LinkRow(
                 id=link.id,
-                kind=link.kind,
+                kind=LinkKind(link.kind),
                 kind_label=kind_label(link, bank_name),
                 connection_id=link.connection_id,
                 created_at=link.created_at,

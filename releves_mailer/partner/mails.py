@@ -10,6 +10,7 @@ from typing import Any
 
 from releves_mailer.clock import Clock
 from releves_mailer.config import Config
+from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.render import Renderer
 
 __all__ = ["MailComposer", "PartnerSettings"]
@@ -43,7 +44,7 @@ class PartnerSettings:
 
     def own_box(self, login: str) -> str:
         """The portal account's own mailbox (fallback of mails to the account holder)."""
-        return f"{login}@{self.domain}"
+        return box_address(login, self.domain)
 
 
 class MailComposer:

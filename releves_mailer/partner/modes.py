@@ -1,8 +1,9 @@
 """The contract of an aggregator in partner mode: webview URL, callback outcome, consent.
 
-Both the test bank (:mod:`releves_mailer.partner.testbank`, with its own small webview) and
-Powens implement it. The flow (:mod:`releves_mailer.partner.flow`) never talks to an
-aggregator otherwise.
+Every aggregator package implements it (the test bank in
+:mod:`releves_mailer.aggregators.testbank.partner`, with its own small webview; Powens in
+:mod:`releves_mailer.aggregators.powens.partner`). The flow
+(:mod:`releves_mailer.partner.flow`) never talks to an aggregator otherwise.
 """
 
 from __future__ import annotations

@@ -20,15 +20,14 @@ from releves_mailer.clock import Clock
 from releves_mailer.config import AuthSection
 from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount
-from releves_mailer.interfaces import LocalBox, LoginThrottled
+from releves_mailer.portfolio.boxes import box_address, split_address
+from releves_mailer.portfolio.logins import LocalBox, LoginThrottled
 from releves_mailer.portfolio.passwords import verify_password
-from releves_mailer.portfolio.validation import DEDICATED_PREFIX
 
 __all__ = [
     "PasswordGuard",
     "PortfolioAuthenticator",
     "address_key",
-    "split_address",
     "verified_account",
 ]
 
@@ -42,22 +41,6 @@ DUMMY_HASH = (
 )
 #: Longest username looked up or remembered (an address is at most 320 characters).
 MAX_USERNAME = 320
-
-
-def split_address(username: str, domain: str) -> tuple[str, bool] | None:
-    """``(login, dedicated)`` for a username or address of ``domain``, else ``None``.
-
-    ``demo``, ``demo@domain`` open the account's box; ``releves.demo`` and
-    ``releves.demo@domain`` its dedicated statement box.
-    """
-    name = username.strip().lower()
-    if "@" in name:
-        name, _, at_domain = name.rpartition("@")
-        if at_domain != domain:
-            return None
-    dedicated = name.startswith(DEDICATED_PREFIX)
-    login = name[len(DEDICATED_PREFIX) :] if dedicated else name
-    return (login, dedicated) if login else None
 
 
 async def verified_account(database: Database, login: str, password: str) -> PortalAccount | None:
@@ -83,15 +66,12 @@ class PortfolioAuthenticator:
         self._database = database
         self._domain = domain
 
-    def _address(self, login: str, dedicated: bool) -> str:
-        return f"{DEDICATED_PREFIX if dedicated else ''}{login}@{self._domain}"
-
     async def authenticate(self, username: str, password: str) -> str | None:
         parts = split_address(username, self._domain)
         account = await verified_account(self._database, parts[0] if parts else "", password)
         if account is None or parts is None:
             return None
-        return self._address(*parts)
+        return box_address(parts[0], self._domain, dedicated=parts[1])
 
     async def local_box(self, address: str) -> LocalBox | None:
         if "@" not in address or len(address) > MAX_USERNAME:
@@ -110,7 +90,8 @@ class PortfolioAuthenticator:
         if row is None:
             return None
         account_id, parent_id = row
-        return LocalBox(self._address(*parts), parent_id or account_id, parts[1])
+        address = box_address(parts[0], self._domain, dedicated=parts[1])
+        return LocalBox(address, parent_id or account_id, parts[1])
 
 
 def address_key(peer: str) -> str:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from dataclasses import dataclass
+from typing import Protocol
 
 from releves_mailer.db.models.portfolio import Periodicity
 from releves_mailer.errors import UserError
 
-__all__ = ["Periodicity", "Schedule"]
+__all__ = ["Periodicity", "Schedule", "ScheduleFields"]
 
 _MONTHS_IN_CYCLE = {
     Periodicity.MENSUELLE: 1,
@@ -49,6 +50,19 @@ def _last_day(year: int, month: int) -> int:
     return calendar.monthrange(year, month)[1]
 
 
+class ScheduleFields(Protocol):
+    """What carries a schedule: a redevable, or a row read from one."""
+
+    @property
+    def periodicity(self) -> Periodicity: ...
+
+    @property
+    def month(self) -> int | None: ...
+
+    @property
+    def day(self) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A validated periodicity with its month and day (``None`` where not expected)."""
@@ -56,6 +70,11 @@ class Schedule:
     periodicity: Periodicity
     month: int | None = None
     day: int | None = None
+
+    @classmethod
+    def for_redevable(cls, redevable: ScheduleFields) -> Schedule:
+        """The schedule of ``redevable`` (validated when it was written)."""
+        return cls(Periodicity(redevable.periodicity), redevable.month, redevable.day)
 
     @classmethod
     def checked(
@@ -160,20 +179,6 @@ class Schedule:
                 if candidate > after:
                     return candidate
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-
-    def previous_due(self, before: dt.date) -> dt.date:
-        """The last due date strictly before ``before``."""
-        if self.periodicity is Periodicity.JOURNALIERE:
-            return before - dt.timedelta(days=1)
-        if self.periodicity is Periodicity.HEBDOMADAIRE:
-            return self.next_due(before - dt.timedelta(days=8))
-        year, month = before.year, before.month
-        while True:
-            if self._month_matches(month):
-                candidate = dt.date(year, month, self._day_in(year, month))
-                if candidate < before:
-                    return candidate
-            year, month = (year - 1, 12) if month == 1 else (year, month - 1)
 
     def describe(self) -> str:
         """French wording of the schedule, as the portal shows it."""

@@ -9,9 +9,9 @@ from stdnum.fr import siren as siren_number
 from stdnum.fr import siret as siret_number
 
 from releves_mailer.errors import UserError
+from releves_mailer.portfolio.boxes import DEDICATED_PREFIX
 
 __all__ = [
-    "DEDICATED_PREFIX",
     "RESERVED_LOGINS",
     "check_email",
     "check_login",
@@ -21,9 +21,8 @@ __all__ = [
     "check_text",
 ]
 
-#: Local parts the portal itself uses, and the prefix of the dedicated statement boxes.
+#: Local parts the portal itself uses (the dedicated boxes' prefix is refused too).
 RESERVED_LOGINS = frozenset({"portail", "noreply", "postmaster", "abuse", "root", "admin"})
-DEDICATED_PREFIX = "releves."
 
 _LOGIN = re.compile(r"[a-z0-9][a-z0-9._-]{1,62}")
 # Deliberately simple: one @, no blanks, a dotted domain. Deliverability is proven by use.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -12,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from releves_mailer.files import PRIVATE_FILE, make_private_dir
+from releves_mailer.signing.keyfiles import create_key_file
 
 __all__ = ["write_signing_pair", "write_tls_pair"]
 
@@ -24,13 +23,6 @@ def _private_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    make_private_dir(path.parent)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-
-
 def _write_pair(
     key: rsa.RSAPrivateKey, cert: x509.Certificate, key_path: Path, cert_path: Path
 ) -> None:
@@ -40,8 +32,8 @@ def _write_pair(
         serialization.NoEncryption(),
     )
     # The certificate is public, but nothing in the data directory is others' to read.
-    _write(key_path, key_pem, PRIVATE_FILE)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), PRIVATE_FILE)
+    create_key_file(key_path, key_pem)
+    create_key_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _builder(

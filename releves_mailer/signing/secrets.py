@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from releves_mailer.files import make_private_dir, write_atomically
+from releves_mailer.signing.keyfiles import create_key_file, replace_key_file
 
 __all__ = ["KeyRing", "KeyRingError", "add_key", "generate_key_file"]
 
@@ -73,20 +73,16 @@ class KeyRing:
             raise KeyRingError("donnée chiffrée illisible avec les clés actuelles") from None
 
 
-def _write_private(path: Path, text: str) -> None:
-    make_private_dir(path.parent)
-    write_atomically(path, text.encode("ascii"))
-
-
 def generate_key_file(path: Path) -> None:
     """Create ``path`` with one fresh key (mode 0600); refuse to overwrite."""
     if path.exists():
         raise KeyRingError(f"{path} existe déjà")
-    _write_private(path, _HEADER + Fernet.generate_key().decode() + "\n")
+    create_key_file(path, (_HEADER + Fernet.generate_key().decode() + "\n").encode("ascii"))
 
 
 def add_key(path: Path) -> None:
     """Prepend a fresh key to the ring: new data uses it, old data stays readable."""
     existing = path.read_text(encoding="ascii")
     body = "\n".join(line for line in existing.splitlines() if not line.startswith("#"))
-    _write_private(path, _HEADER + Fernet.generate_key().decode() + "\n" + body.strip() + "\n")
+    text = _HEADER + Fernet.generate_key().decode() + "\n" + body.strip() + "\n"
+    replace_key_file(path, text.encode("ascii"))

@@ -27,16 +27,13 @@ import hashlib
 from email import policy
 from email.message import Message
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7
-
-if TYPE_CHECKING:
-    from releves_mailer.config import Config
 
 __all__ = ["SigningError", "SmimeSigner", "canonical_bytes", "split_entity"]
 
@@ -170,13 +167,6 @@ class SmimeSigner:
             raise SigningError(
                 f"la clé {key_path} ne correspond pas au certificat {cert_path}"
             ) from None
-
-    @classmethod
-    def from_config(cls, config: Config) -> SmimeSigner:
-        """Load the pair named by ``[signing]`` (paths relative to the data directory)."""
-        return cls.from_files(
-            config.path(config.signing.key), config.path(config.signing.certificate)
-        )
 
     @property
     def certificate(self) -> x509.Certificate:

@@ -38,7 +38,7 @@ The rules (``docs/statements.md`` has the long version):
   next statement goes on from the previous one's last number, so a retry gives the same
   numbers and no number comes twice on an account. A movement withdrawn by a CSV and
   reported again is a new line with a new number.
-- When the night is over and the account has no fresh data, a row is kept ``en_cours``
-  (no failure known: the collection is late) or ``echec`` (the connection failed, reason in
+- When the night is over and the account has no fresh data, a row is kept ``waiting``
+  (no failure known: the collection is late) or ``failed`` (the connection failed, reason in
   French); it is completed in place as soon as fresh data arrives, in due date order.
 """

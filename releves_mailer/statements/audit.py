@@ -5,7 +5,7 @@ per bank account (statements in due date order):
 
 - sequences 1..n; each due date is a due date of the periodicity; a ``next`` statement
   follows the previous due date with no due date skipped (``resumed`` ones may skip the dates
-  when the account was off); no ``succes`` after a waiting or failed one;
+  when the account was off); no ``produced`` after a waiting or failed one;
 - periods: the first one is (activation - 1 month, D] (the activation in force when it was
   cut), the next ones start at the previous due date;
 - balances: opening = previous closing, closing = opening + the movements; the counts and
@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from releves_mailer import cfonb
+from releves_mailer.aggregators.testbank import TestBank, TestBankToken
+from releves_mailer.aggregators.testbank.generator import DayCache, RowState
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.testbank import TestBank, TestBankToken
-from releves_mailer.collect.testbank.generator import DayCache, RowState
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import (
     BankAccount,
@@ -58,7 +58,7 @@ from releves_mailer.db.models.collect import (
     BankTransaction,
 )
 from releves_mailer.db.models.collect import TransactionStatus as Status
-from releves_mailer.db.models.portfolio import Periodicity, Redevable
+from releves_mailer.db.models.portfolio import Redevable
 from releves_mailer.db.models.statements import (
     LineKind,
     Statement,
@@ -197,7 +197,7 @@ def _first_floor(
     first statement is the last one before its collection (a reactivation event, else the
     account's creation).
     """
-    first = next((s for s in statements if s.state is StatementState.SUCCES), None)
+    first = next((s for s in statements if s.state is StatementState.PRODUCED), None)
     if first is None or first.data_as_of is None:
         return None
     as_of = first.data_as_of
@@ -233,14 +233,14 @@ def _check_chain(
             problem("sequence", f"numéro {statement.sequence}, attendu {index}", statement)
         schedule: Schedule | None = None
         if statement.periodicity == str(redevable.periodicity):
-            schedule = Schedule(Periodicity(statement.periodicity), redevable.month, redevable.day)
+            schedule = Schedule.for_redevable(redevable)
             if not schedule.is_due(statement.due_date):
                 problem(
                     "echeance",
                     f"le {statement.due_date} n'est pas une échéance de la périodicité",
                     statement,
                 )
-        if statement.state is not StatementState.SUCCES:
+        if statement.state is not StatementState.PRODUCED:
             waiting_seen = True
             continue
         if waiting_seen:
@@ -388,7 +388,7 @@ def _check_lines(
     floor: dt.date | None,
 ) -> list[Problem]:
     found: list[Problem] = []
-    done = [s for s in statements if s.state is StatementState.SUCCES]
+    done = [s for s in statements if s.state is StatementState.PRODUCED]
     if not done or floor is None:
         return found
     due_of = {s.id: s.due_date for s in done}
@@ -488,7 +488,7 @@ def _check_truth(
     floor: dt.date | None,
 ) -> list[Problem]:
     found: list[Problem] = []
-    done = [s for s in statements if s.state is StatementState.SUCCES]
+    done = [s for s in statements if s.state is StatementState.PRODUCED]
     if not done or floor is None:
         return found
     first, last = done[0], done[-1]

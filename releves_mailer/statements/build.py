@@ -170,16 +170,9 @@ def render_cfonb(
 
 
 def format_amount(amount: int, currency: str) -> str:
-    try:
-        decimals = cfonb.minor_unit(currency)
-    except (KeyError, ValueError):
-        decimals = 2
-    sign = "-" if amount < 0 else ""
-    magnitude = abs(amount)
-    if decimals == 0:
-        return f"{sign}{magnitude}"
-    units, minor = divmod(magnitude, 10**decimals)
-    return f"{sign}{units},{minor:0{decimals}d}"
+    """Minor units as CSV/message text, through the one formatter, ``cfonb.format_amount``."""
+    # A stored account's currency is a known one; two decimals are the safe reading otherwise.
+    return cfonb.format_amount(amount, cfonb.CURRENCIES.get(currency, 2))
 
 
 def dmy(day: dt.date | None) -> str:

@@ -1,7 +1,7 @@
 """Statement cutting: every due statement exactly once, in batches, oldest first.
 
 See the package docstring for the rules. A statement without fresh data waits (a row says so
-once the night after its due date is over); one that cannot be built gets an ``echec`` row.
+once the night after its due date is over); one that cannot be built gets a ``failed`` row.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ async def _record_failure(
             select(Statement).where(Statement.account_id == account_id, Statement.due_date == due)
         )
         statement = await upsert_row(session, account, existing, due, now, redevable)
-        statement.state = StatementState.ECHEC
+        statement.state = StatementState.FAILED
         statement.reason = reason
         statement.updated_at = now
         return CutResult(account_id, due, CutOutcome.FAILED, statement.id, reason=reason)
@@ -120,7 +120,7 @@ async def _cut_many(
             results.append(CutResult(account_id, due, CutOutcome.FAILED, reason="compte absent"))
             continue
         account, existing = target.account, target.existing
-        if existing is not None and existing.state is StatementState.SUCCES:
+        if existing is not None and existing.state is StatementState.PRODUCED:
             results.append(CutResult(account_id, due, CutOutcome.ALREADY, existing.id))
         elif not account.active or not target.redevable.active:
             results.append(CutResult(account_id, due, CutOutcome.SKIPPED))
@@ -157,7 +157,7 @@ async def _wait(
     if now < timing.deadline(due):
         return CutResult(account.id, due, CutOutcome.WAITING, reason="collecte à venir")
     connection = await session.get(BankConnection, account.connection_id)
-    state = StatementState.EN_COURS
+    state = StatementState.WAITING
     since = (
         "jamais collecté"
         if account.last_collected_at is None
@@ -165,11 +165,11 @@ async def _wait(
     )
     reason = f"en attente de la collecte bancaire ({since})"
     if connection is not None and connection.state is ConnectionState.ERROR:
-        state = StatementState.ECHEC
+        state = StatementState.FAILED
         message = describe_error(connection.error_code or "bug").message
         reason = f"connexion bancaire en erreur : {message} ({since})"
     elif connection is not None and not connection.active:
-        state = StatementState.ECHEC
+        state = StatementState.FAILED
         reason = f"connexion bancaire fermée ({since})"
     statement = await upsert_row(session, account, existing, due, now, redevable)
     if statement.state is not state or statement.reason != reason:

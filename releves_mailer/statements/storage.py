@@ -65,16 +65,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-#: The bank event kind of a balance mismatch: a dedicated kind when the enum has one.
-MISMATCH_EVENT_KIND: BankEventKind = getattr(
-    BankEventKind, "BALANCE_MISMATCH", BankEventKind.CONNECTION_ERROR
-)
 MISMATCH_ERROR_CODE = "balance_mismatch"
 
 
-#: Every state but ``succes``, as an ``IN`` list: the index on (state, account, due date)
-#: serves it, where ``state != 'succes'`` reads every statement of the account.
-NOT_PRODUCED = tuple(state for state in StatementState if state is not StatementState.SUCCES)
+#: Every state but ``produced``, as an ``IN`` list: the index on (state, account, due date)
+#: serves it, where ``state != 'produced'`` reads every statement of the account.
+NOT_PRODUCED = tuple(state for state in StatementState if state is not StatementState.PRODUCED)
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -186,7 +182,7 @@ class CutOutcome:
     CUT = "cut"  # a statement was produced now
     ALREADY = "already"  # it existed (another process or an earlier run)
     WAITING = "waiting"  # no fresh data yet: nothing written, or a waiting row kept
-    FAILED = "failed"  # the file could not be built: ``echec`` row
+    FAILED = "failed"  # the file could not be built: ``failed`` row
     SKIPPED = "skipped"  # the account or the redevable is no longer active
 
 
@@ -255,7 +251,7 @@ async def load_targets(
     # produced after a statement that is not).
     first_done, last_done = (
         select(Statement.id)
-        .where(Statement.state == StatementState.SUCCES)
+        .where(Statement.state == StatementState.PRODUCED)
         .where(Statement.account_id == BankAccount.id)
         .order_by(order)
         .limit(1)
@@ -295,7 +291,7 @@ async def load_targets(
         statement
         for statement in loaded
         if statement.id in produced
-        or statement.state is not StatementState.SUCCES
+        or statement.state is not StatementState.PRODUCED
         or statement.due_date == targets[statement.account_id].due
     ]
     last: dict[int, Statement] = {}
@@ -304,7 +300,7 @@ async def load_targets(
         target.max_sequence = max(target.max_sequence, statement.sequence)
         if statement.due_date == target.due:
             target.existing = statement
-        if statement.state is StatementState.SUCCES:
+        if statement.state is StatementState.PRODUCED:
             if target.first is None or statement.due_date < target.first.due_date:
                 target.first = statement
             if (
@@ -318,7 +314,7 @@ async def load_targets(
         target = targets[account_id]
         if statement.due_date < target.due:
             target.previous = statement
-        elif target.existing is None or target.existing.state is not StatementState.SUCCES:
+        elif target.existing is None or target.existing.state is not StatementState.PRODUCED:
             # A statement produced after this due date while this one is not: never happens
             # (dates are cut in order); refuse rather than guess.
             raise RuntimeError(
@@ -465,7 +461,7 @@ async def load_facts(session: AsyncSession, targets: Sequence[Target]) -> Facts:
 def _row_values(
     account: BankAccount, redevable: Redevable, due: dt.date, sequence: int, now: dt.datetime
 ) -> dict[str, Any]:
-    """The columns of a new statement row, before it is cut (``en_cours``)."""
+    """The columns of a new statement row, before it is cut (``waiting``)."""
     return {
         "account_id": account.id,
         "redevable_id": account.redevable_id,
@@ -477,7 +473,7 @@ def _row_values(
         "periodicity": str(redevable.periodicity),
         "created_at": now,
         "updated_at": now,
-        "state": StatementState.EN_COURS,
+        "state": StatementState.WAITING,
         "reason": "",
         "iban": account.iban,
         "currency": account.currency or "EUR",
@@ -531,7 +527,7 @@ def _cut_values(item: Built, now: dt.datetime) -> dict[str, Any]:
         "period_start": item.period_start,
         "period_end": item.target.due,
         "window": item.window,
-        "state": StatementState.SUCCES,
+        "state": StatementState.PRODUCED,
         "reason": "",
         "updated_at": now,
         "data_as_of": item.collected,
@@ -591,7 +587,7 @@ def _mismatch_event(item: Built, now: dt.datetime) -> BankEvent:
     unexplained = closing - bank_balance - explained
     return BankEvent(
         at=now,
-        kind=MISMATCH_EVENT_KIND,
+        kind=BankEventKind.BALANCE_MISMATCH,
         connection_id=account.connection_id,
         account_id=account.id,
         old_value=str(bank_balance),

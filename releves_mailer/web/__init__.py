@@ -1,1 +1,1 @@
-"""HTTP: secure links, aggregator webview redirect and callback, the test bank's webview."""
+"""HTTP: secure links, aggregator webview redirect and callback, the portal pages."""

@@ -1,7 +1,7 @@
 """The aiohttp application factory: routes, French pages, security headers.
 
 Services are handed in (constructor injection, no globals). Other modules of ``web/`` add
-their routes through ``setups`` (portal pages, the Powens webhook route...).
+their routes through ``setups`` (portal pages, each aggregator's routes...).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from aiohttp import web
 
 from releves_mailer.partner.flow import PartnerFlow
 from releves_mailer.partner.mails import PartnerSettings
-from releves_mailer.partner.testbank import TestBankPartner
 from releves_mailer.render import Renderer
 
 __all__ = ["PAGES", "Pages", "add_security_headers", "create_app", "error_pages"]
@@ -116,12 +115,11 @@ def create_app(
     renderer: Renderer,
     settings: PartnerSettings,
     flow: PartnerFlow | None = None,
-    testbank: TestBankPartner | None = None,
     setups: Sequence[Callable[[web.Application], None]] = (),
 ) -> web.Application:
-    """Build the application: link pages when ``flow`` is given, the test bank's webview
-    when ``testbank`` is, then whatever ``setups`` add."""
-    from releves_mailer.web import links, testbank_webview
+    """Build the application: link pages when ``flow`` is given, then whatever ``setups``
+    add (the portal, each aggregator's routes)."""
+    from releves_mailer.web import links
 
     app = web.Application(middlewares=[error_pages], client_max_size=64 * 1024)
     app.on_response_prepare.append(add_security_headers)
@@ -135,8 +133,6 @@ def create_app(
     app.router.add_get("/static/releves.css", stylesheet)
     if flow is not None:
         links.setup(app, flow, pages)
-    if testbank is not None:
-        testbank_webview.setup(app, testbank, pages)
     for setup in setups:
         setup(app)
     return app

@@ -58,13 +58,13 @@ class LinkHandlers:
         raise web.HTTPFound(url)
 
     async def saisie(self, request: web.Request) -> web.Response:
-        return await self._open(request.query.get("token", ""), LinkKind.SAISIE, None)
+        return await self._open(request.query.get("token", ""), LinkKind.ENTRY, None)
 
     async def maj(self, request: web.Request) -> web.Response:
         raw = request.query.get("idConnexion", "")
         if not raw.isdigit() or len(raw) > 18:
             return self.refused(LinkRefused(LinkProblem.UNKNOWN))
-        return await self._open(request.query.get("token", ""), LinkKind.MAJ, int(raw))
+        return await self._open(request.query.get("token", ""), LinkKind.UPDATE, int(raw))
 
     async def retour(self, request: web.Request) -> web.Response:
         params = {key: request.query[key] for key in request.query}
@@ -75,7 +75,7 @@ class LinkHandlers:
         return self.pages.render(
             "lien_termine",
             {
-                "update": finished.kind is LinkKind.MAJ,
+                "update": finished.kind is LinkKind.UPDATE,
                 "company": finished.company,
                 "bank_name": finished.bank_name,
                 "accounts": finished.accounts,

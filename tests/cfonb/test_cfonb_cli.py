@@ -83,37 +83,37 @@ def test_show_json_of_a_bank_file() -> None:
     result = CliRunner().invoke(cfonb, ["show", "--json", str(GOLDEN / "bank_variants.cfonb")])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    (statement,) = document["statements"]
-    assert statement["account"] == {
-        "bank_code": "30006",
-        "branch_code": "00001",
-        "number": "12345678901",
-        "currency": "EUR",
+    (statement,) = document["releves"]
+    assert statement["compte"] == {
+        "code_banque": "30006",
+        "code_guichet": "00001",
+        "numero_compte": "12345678901",
+        "devise": "EUR",
     }
-    assert statement["opening_balance"] == {
-        "minor_units": 123456,
-        "decimals": 2,
-        "value": "1234.56",
+    assert statement["ancien_solde"] == {
+        "unites_mineures": 123456,
+        "decimales": 2,
+        "valeur": "1234.56",
     }
-    assert statement["closing_balance"]["value"] == "1018527.41"
-    first = statement["movements"][0]
-    assert first["amount"]["value"] == "-19.04"
-    assert first["label"] == "Prlv Sepa Edf"
+    assert statement["nouveau_solde"]["valeur"] == "1018527.41"
+    first = statement["mouvements"][0]
+    assert first["montant"]["valeur"] == "-19.04"
+    assert first["libelle"] == "Prlv Sepa Edf"
     assert first["complements"][1] == {
-        "qualifier": "RUM",
-        "meaning": "mandat",
-        "data": "RUM123" + " " * 29 + "RCUR",
+        "qualifiant": "RUM",
+        "signification": "mandat",
+        "donnees": "RUM123" + " " * 29 + "RCUR",
     }
-    assert len(document["deviations"]) == 7
+    assert len(document["ecarts"]) == 7
 
 
 def test_show_json_zero_decimals() -> None:
     result = CliRunner().invoke(cfonb, ["show", "--json", str(GOLDEN / "xpf.cfonb")])
     document = json.loads(result.stdout)
-    assert document["statements"][0]["closing_balance"] == {
-        "minor_units": 74494,
-        "decimals": 0,
-        "value": "74494",
+    assert document["releves"][0]["nouveau_solde"] == {
+        "unites_mineures": 74494,
+        "decimales": 0,
+        "valeur": "74494",
     }
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 from cryptography.fernet import Fernet
 
+from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.signing.secrets import KeyRing
 from tests.factories import Spec, add_portfolio

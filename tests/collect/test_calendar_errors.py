@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from releves_mailer.aggregators.testbank import parse_error_schedule, parse_scheduled_error
 from releves_mailer.collect.calendar import (
     add_business_days,
     easter_sunday,
@@ -14,7 +15,6 @@ from releves_mailer.collect.calendar import (
     next_business_day,
 )
 from releves_mailer.collect.errors import ERROR_CODES, ErrorClass, describe_error
-from releves_mailer.collect.testbank import parse_error_schedule, parse_scheduled_error
 from releves_mailer.errors import UserError
 
 D = dt.date

@@ -112,7 +112,8 @@ def test_connect_list_show_transactions_deactivate(data_dir: Path) -> None:
 
     listed = json.loads(run(data_dir, "list", "--json").output)
     assert listed and all(row["siren"] == "732829320" for row in listed)
-    assert all(row["etat_connexion"] == "ok" and row["iban"].startswith("FR76") for row in listed)
+    assert all(row["etat_connexion"] == "active" for row in listed)
+    assert all(row["iban"].startswith("FR76") for row in listed)
     first = listed[0]["id"]
     assert "Compte chèque" in run(data_dir, "list").output
 
@@ -120,13 +121,18 @@ def test_connect_list_show_transactions_deactivate(data_dir: Path) -> None:
     assert shown["iban"] == listed[0]["iban"]
     assert isinstance(shown["solde_banque"], int)
     kinds = [event["type"] for event in shown["evenements"]]
-    assert kinds[:3] == ["connection_created", "connection_ok", "account_added"]
+    assert kinds[:3] == ["connexion créée", "connexion réussie", "compte ajouté"]
     text = run(data_dir, "show", str(first)).output
     assert "Connexion bancaire active" in text and listed[0]["iban"] in text
 
     rows = json.loads(run(data_dir, "transactions", str(first), "--json").output)
     assert rows
-    assert {row["etat"] for row in rows} <= {"pending", "booked", "deleted", "replaced"}
+    assert {row["etat"] for row in rows} <= {
+        "en attente",
+        "comptabilisée",
+        "supprimée",
+        "remplacée",
+    }
     assert all(isinstance(row["montant"], int) and row["releve"] is None for row in rows)
     assert "comptabilisée" in run(data_dir, "transactions", str(first)).output
 

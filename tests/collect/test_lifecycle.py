@@ -6,11 +6,11 @@ import datetime as dt
 
 from sqlalchemy import select
 
+from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.connections import connect_test_bank, set_account_active
 from releves_mailer.collect.lifecycle import deactivate_with_accounts, reactivate_with_accounts
 from releves_mailer.collect.service import CollectionService
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankAccount, Redevable
 from releves_mailer.signing.secrets import KeyRing

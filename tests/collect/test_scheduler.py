@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 from collections import Counter
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import update
 
+from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.provider import ProviderAccess, ProviderAccount
@@ -22,7 +24,6 @@ from releves_mailer.collect.scheduler import (
 )
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.collect.sync import RefreshResult
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankConnection
 from releves_mailer.signing.secrets import KeyRing
@@ -124,21 +125,33 @@ def test_due_only_once_per_slot_and_retried_while_the_window_is_open() -> None:
 
 
 class _CountingBank(TestBank):
-    """The test bank under another name, with calls that take time and are counted."""
+    """The test bank under another name, whose calls are counted while in flight.
+
+    With ``overlap`` the first call waits until ``overlap`` calls are in flight at once
+    (30 s at most), so whether refreshes run concurrently does not depend on how fast the
+    machine runs them: a sequential runner keeps ``most`` at 1, a runner above its bound
+    goes past ``overlap``.
+    """
 
     __test__ = False
     name = "countingbank"
 
-    def __init__(self, clock: ManualClock) -> None:
+    def __init__(self, clock: ManualClock, overlap: int = 1) -> None:
         super().__init__(clock, seed=3)
         self.in_flight = 0
         self.most = 0
+        self._overlap = overlap
+        self._overlapped = asyncio.Event()
 
     async def list_accounts(self, access: ProviderAccess) -> Sequence[ProviderAccount]:
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self._overlap:
+            self._overlapped.set()
         try:
-            await asyncio.sleep(0.02)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._overlapped.wait(), timeout=30)
+            await asyncio.sleep(0)
             return await super().list_accounts(access)
         finally:
             self.in_flight -= 1
@@ -147,7 +160,7 @@ class _CountingBank(TestBank):
 async def test_concurrency_per_provider_is_bounded(
     database: Database, keyring: KeyRing, clock: ManualClock, portfolio: Portfolio
 ) -> None:
-    counting = _CountingBank(clock)
+    counting = _CountingBank(clock, overlap=2)
     bank = TestBank(clock, seed=3)
     for redevable_id in (portfolio.redevable_id, portfolio.other_redevable_id):
         for seed in (3, 4, 5):

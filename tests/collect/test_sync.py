@@ -8,6 +8,7 @@ from collections import Counter
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 
+from releves_mailer.aggregators.testbank import TestBank, TestBankToken, parse_scheduled_error
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import (
     connect_test_bank,
@@ -18,7 +19,6 @@ from releves_mailer.collect.provider import ProviderTransaction
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.collect.sync import SyncSettings
 from releves_mailer.collect.sync_rows import _payload_digest, _raw
-from releves_mailer.collect.testbank import TestBank, TestBankToken, parse_scheduled_error
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from releves_mailer.aggregators.testbank import TestBank, parse_scheduled_error
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import (
     add_connection,
@@ -16,7 +17,6 @@ from releves_mailer.collect.connections import (
 )
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.collect.sync import RefreshResult
-from releves_mailer.collect.testbank import TestBank, parse_scheduled_error
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,

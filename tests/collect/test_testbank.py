@@ -8,11 +8,11 @@ from collections import Counter, defaultdict
 import pytest
 from stdnum import iban as stdnum_iban
 
+from releves_mailer.aggregators.testbank import TestBank, TestBankToken, parse_scheduled_error
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.calendar import is_business_day
 from releves_mailer.collect.errors import ERROR_CODES
 from releves_mailer.collect.provider import Provider, ProviderError, ProviderTransaction
-from releves_mailer.collect.testbank import TestBank, TestBankToken, parse_scheduled_error
 
 START = dt.datetime(2026, 1, 5, 2, 0, tzinfo=dt.UTC)
 

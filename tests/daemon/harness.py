@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.config import Config, load_config
-from releves_mailer.daemon import Daemon, ListenOverrides
+from releves_mailer.daemon.bootstrap import initialise_data_dir
+from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.db import Database
 from tests.factories import add_subscribed_account
 from tests.fakes.powens_server import FakePowens

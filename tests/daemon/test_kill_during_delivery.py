@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from releves_mailer.bootstrap import initialise_data_dir
+from releves_mailer.cli.demo import create_demo_portfolio
 from releves_mailer.clock import PARIS, ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import Config
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import MailFolder, MailMessage
 from releves_mailer.db.models.statements import Statement, StatementState
-from releves_mailer.demo import create_demo_portfolio
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.accounts import get_account
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
@@ -97,7 +97,7 @@ async def progress(config: Config) -> tuple[int, int]:
         async with database.session() as session:
             rows = (
                 await session.execute(
-                    select(Statement.delivery_box).where(Statement.state == StatementState.SUCCES)
+                    select(Statement.delivery_box).where(Statement.state == StatementState.PRODUCED)
                 )
             ).all()
     finally:
@@ -149,7 +149,7 @@ async def test_every_statement_delivered_exactly_once_despite_kills(tmp_path: Pa
         async with database.session() as session:
             statements = (
                 await session.scalars(
-                    select(Statement).where(Statement.state == StatementState.SUCCES)
+                    select(Statement).where(Statement.state == StatementState.PRODUCED)
                 )
             ).all()
             messages = (

@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from releves_mailer.aggregators.powens.webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
 from releves_mailer.cli.tokens import link_service
 from releves_mailer.clock import SystemClock
-from releves_mailer.collect.powens_webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
 from releves_mailer.config import Config
-from releves_mailer.daemon import Daemon
+from releves_mailer.daemon.main import Daemon
 from releves_mailer.db import Database
 from releves_mailer.portfolio.accounts import AccountInput, create_account
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable

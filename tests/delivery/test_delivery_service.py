@@ -102,7 +102,7 @@ async def add_statement(
             periodicity="HEBDOMADAIRE",
             created_at=now,
             updated_at=now,
-            state=StatementState.SUCCES,
+            state=StatementState.PRODUCED,
             currency="EUR",
             iban=bank_account.iban,
             movement_count=movements,
@@ -261,3 +261,30 @@ async def test_concurrent_deliverers_deliver_each_statement_once(
     messages = await box_messages(database, store, f"cabinet@{DOMAIN}")
     ids = sorted(BytesParser(policy=policy.default).parsebytes(m)["Message-ID"] for m in messages)
     assert len(ids) == 6 and len(set(ids)) == 6
+
+
+async def test_a_crash_between_delivery_and_mark_delivers_once(
+    database: Database,
+    clock: ManualClock,
+    family: tuple[PortalAccount, PortalAccount],
+    delivery_parts: tuple[MessageStore, Callable[[], StatementDelivery]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    primary, _ = family
+    ids = [await add_statement(database, clock, primary, 20 + index) for index in range(3)]
+    store, make = delivery_parts
+
+    async def crash(*_: object) -> set[int]:
+        raise RuntimeError("killed after the delivery, before the mark")
+
+    first = make()
+    monkeypatch.setattr(first, "_claim", crash)
+    with pytest.raises(RuntimeError):
+        await first.deliver_due()
+    # Stored, not marked: the next run delivers again, the box keeps one of each.
+    assert len(await box_messages(database, store, f"cabinet@{DOMAIN}")) == 3
+    report = await make().deliver_due()
+    assert report.delivered == 3
+    messages = await box_messages(database, store, f"cabinet@{DOMAIN}")
+    found = sorted(BytesParser(policy=policy.default).parsebytes(m)["Message-ID"] for m in messages)
+    assert found == sorted(f"<releve-{statement_id}@{DOMAIN}>" for statement_id in ids)

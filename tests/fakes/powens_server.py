@@ -38,8 +38,8 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 
+from releves_mailer.aggregators.testbank.iban import french_iban
 from releves_mailer.clock import Clock, ManualClock
-from releves_mailer.collect.testbank.iban import french_iban
 
 __all__ = [
     "ALL_STATES",

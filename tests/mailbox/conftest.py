@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,10 +16,10 @@ import trustme
 from releves_mailer.clock import ManualClock
 from releves_mailer.config import AuthSection, ImapSection
 from releves_mailer.db import Database
-from releves_mailer.interfaces import LocalBox
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PasswordGuard
+from releves_mailer.portfolio.logins import LocalBox
 
 DOMAIN = "example.test"
 PASSWORD = "s3cret pass"
@@ -121,6 +122,31 @@ async def server(server_factory: Callable[..., Any]) -> ImapServer:
 async def in_thread(function: Callable[[], T], limit: float = 30) -> T:
     """Run a blocking client conversation off the loop that serves it."""
     return await asyncio.wait_for(asyncio.to_thread(function), limit)
+
+
+_KEYS = itertools.count(1)
+
+
+def new_key() -> str:
+    """A Message-ID never delivered before in this test run (an idempotency key)."""
+    return f"<key-{next(_KEYS)}@test>"
+
+
+async def put(store: MessageStore, address: str, raw: bytes, **options: Any) -> int:
+    """Deliver ``raw`` under a fresh idempotency key; its UID."""
+    receipt = await store.deliver(address, raw, new_key(), **options)
+    assert receipt.stored and receipt.uid is not None
+    return receipt.uid
+
+
+def crash_after(function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """``function``, then a crash: the transaction it ran in is rolled back."""
+
+    async def crashing(*args: Any, **kwargs: Any) -> T:
+        await function(*args, **kwargs)
+        raise RuntimeError("crash before commit")
+
+    return crashing
 
 
 def sample_message(

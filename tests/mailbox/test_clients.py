@@ -7,12 +7,13 @@ import imaplib
 import time
 
 import aioimaplib
+import pytest
 from imapclient import IMAPClient
 
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 
-from .conftest import DOMAIN, PASSWORD, in_thread, sample_message
+from .conftest import DOMAIN, PASSWORD, crash_after, in_thread, put, sample_message
 
 ADDRESS = f"demo@{DOMAIN}"
 
@@ -20,14 +21,14 @@ ADDRESS = f"demo@{DOMAIN}"
 async def test_aioimaplib_idle_hears_delivery_within_a_second(
     server: ImapServer, store: MessageStore
 ) -> None:
-    await store.deliver_now(ADDRESS, sample_message())
+    await put(store, ADDRESS, sample_message())
     client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
     await client.wait_hello_from_server()
     assert (await client.login("demo", PASSWORD)).result == "OK"
     assert (await client.select("INBOX")).result == "OK"
     idle = await client.idle_start(timeout=10)
     started = time.monotonic()
-    await store.deliver_now(ADDRESS, sample_message(subject="new"))
+    await put(store, ADDRESS, sample_message(subject="new"))
     pushed = await asyncio.wait_for(client.wait_server_push(), 5)
     elapsed = time.monotonic() - started
     client.idle_done()
@@ -38,22 +39,20 @@ async def test_aioimaplib_idle_hears_delivery_within_a_second(
 
 
 async def test_idle_hears_delivery_from_another_transaction_after_commit_only(
-    server: ImapServer, store: MessageStore
+    server: ImapServer, store: MessageStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
     await client.wait_hello_from_server()
     await client.login("demo", PASSWORD)
     await client.select("INBOX")
     idle = await client.idle_start(timeout=10)
-    # A rolled-back delivery is never announced.
-    try:
-        async with store.database.session() as session:
-            await store.deliver(session, ADDRESS, sample_message(subject="rolled back"))
-            raise RuntimeError("abort")
-    except RuntimeError:
-        pass
-    async with store.database.session() as session:
-        await store.deliver(session, ADDRESS, sample_message(subject="kept"))
+    # A rolled-back delivery (its transaction fails after its rows went in) is never
+    # announced.
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_insert_many", crash_after(store._insert_many))
+        with pytest.raises(RuntimeError):
+            await put(store, ADDRESS, sample_message(subject="rolled back"))
+    await put(store, ADDRESS, sample_message(subject="kept"))
     pushed = await asyncio.wait_for(client.wait_server_push(), 5)
     client.idle_done()
     await asyncio.wait_for(idle, 5)
@@ -62,7 +61,7 @@ async def test_idle_hears_delivery_from_another_transaction_after_commit_only(
 
 
 async def test_imapclient_round_trip(server: ImapServer, store: MessageStore) -> None:
-    await store.deliver_now(ADDRESS, sample_message(subject="hello imapclient"))
+    await put(store, ADDRESS, sample_message(subject="hello imapclient"))
 
     def conversation() -> None:
         with IMAPClient("127.0.0.1", port=server.port, ssl=False) as client:

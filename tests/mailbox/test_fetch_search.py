@@ -8,7 +8,7 @@ from releves_mailer.mailbox.imap import mime
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 
-from .conftest import DOMAIN, PASSWORD, RawClient, in_thread, sample_message
+from .conftest import DOMAIN, PASSWORD, RawClient, in_thread, put, sample_message
 
 ADDRESS = f"demo@{DOMAIN}"
 
@@ -84,7 +84,7 @@ def test_bodystructure_of_nested_multiparts_and_message_rfc822() -> None:
 
 
 async def test_fetch_sections_partials_and_seen(server: ImapServer, store: MessageStore) -> None:
-    await store.deliver_now(ADDRESS, NESTED)
+    await put(store, ADDRESS, NESTED)
     client = await RawClient.connect(server.port)
     await client.ok("a SELECT INBOX")
     lines = await client.ok("b FETCH 1 (BODY.PEEK[1.1]<0.5> BODY.PEEK[3] RFC822.SIZE)")
@@ -110,8 +110,8 @@ async def test_search_keys(server: ImapServer, store: MessageStore) -> None:
     subjects = ["alpha", "beta", "gamma", "delta", "epsilon"]
     for index, subject in enumerate(subjects):
         raw = sample_message(subject=subject, body=f"body number {index} caf\u00e9\r\n")
-        await store.deliver_now(ADDRESS, raw, flags=["\\Seen"] if index % 2 else [])
-    await store.deliver_now(ADDRESS, NESTED)
+        await put(store, ADDRESS, raw, flags=["\\Seen"] if index % 2 else [])
+    await put(store, ADDRESS, NESTED)
     client = await RawClient.connect(server.port)
     await client.ok("a SELECT INBOX")
 
@@ -145,14 +145,14 @@ async def test_search_keys(server: ImapServer, store: MessageStore) -> None:
 async def test_recent_goes_to_the_first_session_only(
     server: ImapServer, store: MessageStore
 ) -> None:
-    await store.deliver_now(ADDRESS, sample_message())
+    await put(store, ADDRESS, sample_message())
     one = await RawClient.connect(server.port)
     lines = await one.ok("a SELECT INBOX")
     assert b"* 1 RECENT\r\n" in lines
     two = await RawClient.connect(server.port)
     lines = await two.ok("a SELECT INBOX")
     assert b"* 0 RECENT\r\n" in lines
-    await store.deliver_now(ADDRESS, sample_message())
+    await put(store, ADDRESS, sample_message())
     lines = await two.ok("b NOOP")
     assert b"* 2 EXISTS\r\n" in lines and b"* 1 RECENT\r\n" in lines
     lines = await one.ok("b NOOP")

@@ -17,7 +17,7 @@ from releves_mailer.mailbox.imap.search import parse_search_keys
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 
-from .conftest import DOMAIN, RawClient, sample_message
+from .conftest import DOMAIN, RawClient, put, sample_message
 
 FUZZ_SECONDS = 4.0
 
@@ -92,7 +92,7 @@ async def test_fuzzed_commands_never_break_the_server(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="releves_mailer.mailbox")
     for index in range(3):
-        await store.deliver_now(f"demo@{DOMAIN}", sample_message(subject=f"f{index}"))
+        await put(store, f"demo@{DOMAIN}", sample_message(subject=f"f{index}"))
     rng = random.Random(20260310)
     deadline = time.monotonic() + FUZZ_SECONDS
     sent = 0

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from releves_mailer.clock import ManualClock
-from releves_mailer.interfaces import MessageSink
 from releves_mailer.mailbox.imap.server import ImapServer
+from releves_mailer.mailbox.sink import MessageSink
 from releves_mailer.mailbox.store import MessageStore
 
 from .conftest import (
@@ -18,6 +18,8 @@ from .conftest import (
     RawClient,
     StaticAuthenticator,
     imap_section,
+    new_key,
+    put,
     quick_guard,
     sample_message,
 )
@@ -53,8 +55,7 @@ async def test_idle_session_sees_changes_made_by_another_process(
     await client.send(b"i IDLE\r\n")
     assert (await client.line()).startswith(b"+ ")
     started = time.monotonic()
-    async with other_process.database.session() as session:
-        await sink.deliver(session, ADDRESS, sample_message())
+    await sink.deliver(ADDRESS, sample_message(), new_key())
     line = await asyncio.wait_for(client.line(), 5)
     assert line == b"* 1 EXISTS\r\n"
     assert time.monotonic() - started < 3
@@ -78,8 +79,8 @@ async def test_autologout_after_idle_timeout(server_factory) -> None:  # type: i
 
 async def test_delivered_message_is_stored_once(store: MessageStore) -> None:
     raw = sample_message()
-    await store.deliver_now(ADDRESS, raw)
-    await store.deliver_now(ADDRESS, raw, folder="Archive")
+    await put(store, ADDRESS, raw)
+    await put(store, ADDRESS, raw, folder="Archive")
     files = [path for path in store.blob_dir.rglob("*") if path.is_file()]
     assert len(files) == 1 and files[0].read_bytes() == raw
 
@@ -91,7 +92,7 @@ async def test_garbage_collection_keeps_referenced_and_recent_files(
     import os
 
     kept = sample_message(subject="kept")
-    await store.deliver_now(ADDRESS, kept)
+    await put(store, ADDRESS, kept)
     orphan = store.blob_dir / "ab" / ("c" * 62)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"orphan")

@@ -7,7 +7,7 @@ import asyncio
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 
-from .conftest import DOMAIN, PASSWORD, RawClient, sample_message
+from .conftest import DOMAIN, PASSWORD, RawClient, put, sample_message
 
 ADDRESS = f"demo@{DOMAIN}"
 
@@ -131,7 +131,7 @@ async def test_authenticate_plain_with_and_without_initial_response(server: Imap
 
 async def test_expunge_seen_by_another_session(server: ImapServer, store: MessageStore) -> None:
     for index in range(4):
-        await store.deliver_now(ADDRESS, sample_message(subject=f"m{index}"))
+        await put(store, ADDRESS, sample_message(subject=f"m{index}"))
     one = await RawClient.connect(server.port)
     two = await RawClient.connect(server.port)
     await one.ok("s SELECT INBOX")
@@ -156,7 +156,7 @@ async def test_expunge_seen_by_another_session(server: ImapServer, store: Messag
 async def test_rename_inbox_moves_messages_and_keeps_an_empty_inbox(
     server: ImapServer, store: MessageStore
 ) -> None:
-    await store.deliver_now(ADDRESS, sample_message())
+    await put(store, ADDRESS, sample_message())
     client = await RawClient.connect(server.port)
     await client.ok("r1 RENAME INBOX Old/Inbox")
     lines = await client.ok("r2 STATUS INBOX (MESSAGES)")
@@ -173,8 +173,8 @@ async def test_rename_inbox_moves_messages_and_keeps_an_empty_inbox(
 
 
 async def test_users_see_only_their_own_boxes(server: ImapServer, store: MessageStore) -> None:
-    await store.deliver_now(f"other@{DOMAIN}", sample_message(), folder="Secret")
-    await store.deliver_now(f"releves.demo@{DOMAIN}", sample_message(subject="statement"))
+    await put(store, f"other@{DOMAIN}", sample_message(), folder="Secret")
+    await put(store, f"releves.demo@{DOMAIN}", sample_message(subject="statement"))
     client = await RawClient.connect(server.port)
     lines = await client.ok('l LIST "" "*"')
     assert b"Secret" not in b"".join(lines)
@@ -189,8 +189,8 @@ async def test_users_see_only_their_own_boxes(server: ImapServer, store: Message
 
 
 async def test_condstore_modseq_and_unchangedsince(server: ImapServer, store: MessageStore) -> None:
-    await store.deliver_now(ADDRESS, sample_message())
-    await store.deliver_now(ADDRESS, sample_message())
+    await put(store, ADDRESS, sample_message())
+    await put(store, ADDRESS, sample_message())
     client = await RawClient.connect(server.port)
     lines = await client.ok("c1 SELECT INBOX (CONDSTORE)")
     highest = next(line for line in lines if b"HIGHESTMODSEQ" in line)

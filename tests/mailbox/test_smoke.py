@@ -7,13 +7,13 @@ import imaplib
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 
-from .conftest import DOMAIN, PASSWORD, in_thread, sample_message
+from .conftest import DOMAIN, PASSWORD, in_thread, put, sample_message
 
 
 async def test_login_select_fetch(server: ImapServer, store: MessageStore) -> None:
     address = f"demo@{DOMAIN}"
     for index in range(3):
-        await store.deliver_now(address, sample_message(subject=f"S{index}"))
+        await put(store, address, sample_message(subject=f"S{index}"))
 
     def conversation() -> list[object]:
         client = imaplib.IMAP4("127.0.0.1", server.port)

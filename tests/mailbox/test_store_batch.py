@@ -11,12 +11,12 @@ from sqlalchemy import select
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.db.models.mailbox import MailFolder, MailMessage
-from releves_mailer.interfaces import MailDelivery, MessageSink
 from releves_mailer.mailbox.imap import mime
 from releves_mailer.mailbox.imap.server import ImapServer
+from releves_mailer.mailbox.sink import MailDelivery, MessageSink
 from releves_mailer.mailbox.store import MessageStore
 
-from .conftest import DOMAIN, RawClient, sample_message
+from .conftest import DOMAIN, RawClient, crash_after, new_key, put, sample_message
 
 ADDRESS = f"demo@{DOMAIN}"
 OTHER = f"other@{DOMAIN}"
@@ -64,17 +64,19 @@ async def rows_of(store: MessageStore, owner: str, folder: str) -> list[MailMess
 
 async def test_batch_matches_single_deliveries(store: MessageStore, clock: ManualClock) -> None:
     first = sample_message(subject="first")
-    await store.deliver_now(ADDRESS, first)  # UID 1 of INBOX, before the batch
+    await put(store, ADDRESS, first)  # UID 1 of INBOX, before the batch
     when = dt.datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=dt.UTC)
     items = [
-        MailDelivery(ADDRESS.upper(), multipart_message(), "inbox", ("\\seen", "$Label")),
-        MailDelivery(OTHER, sample_message(subject="other"), internal_date=when),
-        MailDelivery(ADDRESS, sample_message(subject="archived"), "Archive/2026"),
-        MailDelivery(ADDRESS, sample_message(subject="second"), "INBOX"),
+        MailDelivery(
+            ADDRESS.upper(), multipart_message(), new_key(), "inbox", ("\\seen", "$Label")
+        ),
+        MailDelivery(OTHER, sample_message(subject="other"), new_key(), internal_date=when),
+        MailDelivery(ADDRESS, sample_message(subject="archived"), new_key(), "Archive/2026"),
+        MailDelivery(ADDRESS, sample_message(subject="second"), new_key(), "INBOX"),
     ]
-    async with store.database.session() as session:
-        uids = await store.deliver_many(session, items)
-    assert uids == [2, 1, 1, 3]
+    receipts = await store.deliver_many(items)
+    assert [receipt.uid for receipt in receipts] == [2, 1, 1, 3]
+    assert [receipt.box for receipt in receipts] == [ADDRESS, OTHER, ADDRESS, ADDRESS]
 
     inbox = await rows_of(store, ADDRESS, "INBOX")
     assert [row.uid for row in inbox] == [1, 2, 3]
@@ -89,7 +91,7 @@ async def test_batch_matches_single_deliveries(store: MessageStore, clock: Manua
     assert info is not None and info.uidnext == 4 and info.highestmodseq == inbox[1].modseq
 
     # Exactly what deliver stores for the same message.
-    await store.deliver_now(OTHER, multipart_message(), folder="Single")
+    await put(store, OTHER, multipart_message(), folder="Single")
     [single] = await rows_of(store, OTHER, "Single")
     batched = inbox[1]
     assert {c: getattr(batched, c) for c in COLUMNS} == {c: getattr(single, c) for c in COLUMNS}
@@ -98,7 +100,7 @@ async def test_batch_matches_single_deliveries(store: MessageStore, clock: Manua
 
 
 async def test_files_are_written_before_rows_and_rollback_leaves_no_row(
-    store: MessageStore,
+    store: MessageStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raws = [sample_message(subject=f"m{index}") for index in range(5)]
     info = await store.get_folder(ADDRESS, "INBOX")
@@ -107,39 +109,56 @@ async def test_files_are_written_before_rows_and_rollback_leaves_no_row(
     info = await store.get_folder(ADDRESS, "INBOX")
     assert info is not None
     event = store.watch(info.id)
-    with pytest.raises(RuntimeError):
-        async with store.database.session() as session:
-            await store.deliver_many(session, [MailDelivery(ADDRESS, raw) for raw in raws])
-            # Durable before the caller can commit.
-            for raw in raws:
-                blob = hashlib.sha256(raw).hexdigest()
-                assert (store.blob_dir / blob[:2] / blob[2:]).read_bytes() == raw
-            raise RuntimeError("crash before commit")
+    insert_many = store._insert_many
+
+    async def durable_first(*args: object, **kwargs: object) -> list[int]:
+        # Durable before the transaction can commit.
+        for raw in raws:
+            blob = hashlib.sha256(raw).hexdigest()
+            assert (store.blob_dir / blob[:2] / blob[2:]).read_bytes() == raw
+        return await insert_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    items = [MailDelivery(ADDRESS, raw, new_key()) for raw in raws]
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_insert_many", crash_after(durable_first))
+        with pytest.raises(RuntimeError):
+            await store.deliver_many(items)
     assert await rows_of(store, ADDRESS, "INBOX") == []
     assert not event.is_set()
     after = await store.get_folder(ADDRESS, "INBOX")
     assert after == info  # neither UIDs nor MODSEQ were taken
+    # Nor the Message-IDs: the same delivery done again stores every message.
+    assert all(receipt.stored for receipt in await store.deliver_many(items))
 
 
-async def test_watchers_hear_after_commit_only(store: MessageStore) -> None:
+async def test_watchers_hear_after_commit_only(
+    store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await store.ensure_inbox(ADDRESS)
     info = await store.get_folder(ADDRESS, "INBOX")
     assert info is not None
     event = store.watch(info.id)
     sink: MessageSink = store
-    async with store.database.session() as session:
-        await sink.deliver_many(session, [MailDelivery(ADDRESS, sample_message())] * 2)
+    insert_many = store._insert_many
+
+    async def not_yet(*args: object, **kwargs: object) -> list[int]:
+        uids = await insert_many(*args, **kwargs)  # type: ignore[arg-type]
         await asyncio.sleep(0)
-        assert not event.is_set()
+        assert not event.is_set()  # inserted, not committed yet
+        return uids
+
+    monkeypatch.setattr(store, "_insert_many", not_yet)
+    items = [MailDelivery(ADDRESS, sample_message(), new_key()) for _ in range(2)]
+    await sink.deliver_many(items)
     assert event.is_set()
     store.unwatch(info.id, event)
 
 
 async def test_same_message_twice_is_one_file_two_rows(store: MessageStore) -> None:
     raw = sample_message()
-    async with store.database.session() as session:
-        assert await store.deliver_many(session, [MailDelivery(ADDRESS, raw)] * 3) == [1, 2, 3]
-        assert await store.deliver_many(session, []) == []
+    receipts = await store.deliver_many([MailDelivery(ADDRESS, raw, new_key()) for _ in range(3)])
+    assert [receipt.uid for receipt in receipts] == [1, 2, 3]
+    assert await store.deliver_many([]) == []
     files = [path for path in store.blob_dir.rglob("*") if path.is_file()]
     assert [path.read_bytes() for path in files] == [raw]
     assert len(await rows_of(store, ADDRESS, "INBOX")) == 3
@@ -150,9 +169,11 @@ async def test_concurrent_batches_take_distinct_increasing_uids(store: MessageSt
     await store.ensure_inbox(ADDRESS)
 
     async def batch(tag: int) -> list[int]:
-        items = [MailDelivery(ADDRESS, sample_message(subject=f"{tag}-{n}")) for n in range(10)]
-        async with store.database.session() as session:
-            return await store.deliver_many(session, items)
+        items = [
+            MailDelivery(ADDRESS, sample_message(subject=f"{tag}-{n}"), new_key())
+            for n in range(10)
+        ]
+        return [receipt.uid or 0 for receipt in await store.deliver_many(items)]
 
     results = await asyncio.gather(*(batch(tag) for tag in range(4)))
     for uids in results:
@@ -161,9 +182,8 @@ async def test_concurrent_batches_take_distinct_increasing_uids(store: MessageSt
 
 
 async def test_imap_session_sees_a_batch(server: ImapServer, store: MessageStore) -> None:
-    items = [MailDelivery(ADDRESS, sample_message(subject=f"s{n}")) for n in range(3)]
-    async with store.database.session() as session:
-        await store.deliver_many(session, items)
+    items = [MailDelivery(ADDRESS, sample_message(subject=f"s{n}"), new_key()) for n in range(3)]
+    await store.deliver_many(items)
     assert server.port is not None
     client = await RawClient.connect(server.port)
     lines = await client.ok("s SELECT INBOX")
@@ -229,8 +249,8 @@ async def test_prepared_message_is_stored_ahead(store: MessageStore) -> None:
     await store.prepare(raw)
     await store.prepare(raw)  # once is enough, twice is harmless
     assert (store.blob_dir / blob[:2] / blob[2:]).read_bytes() == raw  # before any transaction
-    async with store.database.session() as session:
-        assert await store.deliver_many(session, [MailDelivery(ADDRESS, raw)]) == [1]
+    [receipt] = await store.deliver_many([MailDelivery(ADDRESS, raw, new_key())])
+    assert receipt.uid == 1
     [row] = await rows_of(store, ADDRESS, "INBOX")
     part = mime.parse_message(raw)
     assert (row.blob, row.envelope) == (blob, mime.envelope(part))
@@ -244,13 +264,14 @@ async def test_prepared_message_is_stored_ahead(store: MessageStore) -> None:
 async def test_prepared_beyond_the_limit_are_forgotten_not_lost(
     store: MessageStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("releves_mailer.mailbox.store._PREPARED_MAX", 2)
+    monkeypatch.setattr("releves_mailer.mailbox.blobs._PREPARED_MAX", 2)
     raws = [sample_message(subject=f"p{index}") for index in range(4)]
     for raw in raws:
         await store.prepare(raw)
-    assert list(store._prepared) == raws[2:]  # the two oldest were forgotten
-    async with store.database.session() as session:
-        uids = await store.deliver_many(session, [MailDelivery(ADDRESS, raw) for raw in raws])
-    assert uids == [1, 2, 3, 4] and not store._prepared and store._prepared_bytes == 0
+    blobs = store.blobs
+    assert list(blobs._prepared) == raws[2:]  # the two oldest were forgotten
+    receipts = await store.deliver_many([MailDelivery(ADDRESS, raw, new_key()) for raw in raws])
+    uids = [receipt.uid for receipt in receipts]
+    assert uids == [1, 2, 3, 4] and not blobs._prepared and blobs._prepared_bytes == 0
     rows = await rows_of(store, ADDRESS, "INBOX")
     assert [await store.read_blob(row.blob) for row in rows] == raws

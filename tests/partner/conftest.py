@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,9 +19,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from releves_mailer.aggregators.powens import PowensProvider
+from releves_mailer.aggregators.powens.partner import PowensPartner
+from releves_mailer.aggregators.testbank import TestBank, webview
+from releves_mailer.aggregators.testbank.partner import TestBankPartner
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import PowensProvider
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.config import Config, HttpSection, PowensSection, RelaySection, load_config
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
@@ -43,8 +46,6 @@ from releves_mailer.partner.links import (
 )
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.partner.modes import PartnerMode
-from releves_mailer.partner.powens import PowensPartner
-from releves_mailer.partner.testbank import TestBankPartner
 from releves_mailer.render import Renderer
 from releves_mailer.signing.certificates import write_signing_pair
 from releves_mailer.signing.secrets import KeyRing
@@ -137,7 +138,7 @@ async def remote_entry_mails(session: AsyncSession) -> list[tuple[OutboxMessage,
         )
         assert link is not None, "the mailed token matches no stored link"
         assert (link.kind, link.created_by, link.reason) == (
-            LinkKind.SAISIE.value,
+            LinkKind.ENTRY.value,
             "auto",
             REMOTE_ENTRY_REASON,
         )
@@ -177,7 +178,7 @@ async def assert_three_accounts_attached(
             (savings_label, False, connection_id),
         ]
         link = await session.get(SecureLink, link_id)
-        assert link is not None and link_state(link, harness.clock.now()) is LinkState.UTILISE
+        assert link is not None and link_state(link, harness.clock.now()) is LinkState.USED
         kinds = (
             await session.scalars(
                 select(BankEvent.kind)
@@ -273,7 +274,12 @@ async def _running(
     default = (partner, *extra_modes)[-1].name
     flow = PartnerFlow(database, links, outbox, composer, keyring, modes, default_mode=default)
     alerts = AlertService(database, links, outbox, composer, keyring, modes)
-    app = create_app(renderer=renderer, settings=settings, flow=flow, testbank=partner)
+    app = create_app(
+        renderer=renderer,
+        settings=settings,
+        flow=flow,
+        setups=[functools.partial(webview.setup, partner=partner)],
+    )
     server = HttpServer(HttpSection(listen="127.0.0.1", port=port), app)
     await server.start()
     holder_id, redevable_id = await make_portfolio(database, clock.now())

@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
+from releves_mailer.aggregators.testbank import ScheduledError
 from releves_mailer.clock import PARIS
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.errors import ERROR_CODES, describe_error
 from releves_mailer.collect.service import CollectionService
-from releves_mailer.collect.testbank import ScheduledError
 from releves_mailer.db.models import (
     BankAccount,
     BankEvent,

@@ -3,11 +3,7 @@ the daemon does: failures counted, links and alerts from the second failure, exi
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,34 +11,17 @@ import pytest
 from sqlalchemy import select
 
 from releves_mailer.clock import PARIS, ManualClock
-from releves_mailer.collect.connections import add_connection
-from releves_mailer.collect.provider import ProviderAccess
 from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankAccount, BankConnection, ConnectionState, OutboxMessage
 from releves_mailer.signing.secrets import KeyRing
+from tests.commands import run_command_async
 from tests.daemon.harness import daemon_config, powens_section
-from tests.factories import Spec, add_portfolio
+from tests.factories import Spec, add_portfolio, add_powens_connection
 from tests.fakes.powens_server import FakeConnection, FakePowens
 
 START = dt.datetime(2026, 3, 2, 11, 0, tzinfo=dt.UTC)  # Monday, noon in Paris
 REDEVABLE_MAIL = "tresorerie@client.example"
-
-
-def run(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELEVES_MAILER")}
-    return subprocess.run(
-        [sys.executable, "-m", "releves_mailer", "--config", str(config.source), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-async def cli(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a command while this loop keeps serving the fake Powens API."""
-    return await asyncio.to_thread(run, config, *args)
 
 
 @pytest.fixture
@@ -68,18 +47,15 @@ async def powens_portfolio(
             account = fake.add_account(connection, balance="100.00")
             fake.add_transaction(account, value="-12.50", date=dt.date(2026, 2, 27))
             remote[name] = connection
-            async with database.session() as session:
-                stored = await add_connection(
-                    session,
-                    redevable_id=redevable_id,
-                    provider="powens",
-                    access=ProviderAccess(user.token, str(connection.id), str(user.id)),
-                    bank_name=connection.bank_name,
-                    keyring=keyring,
-                    now=START,
-                    message="Connexion créée (test)",
-                )
-                local[name] = stored.id
+            local[name] = await add_powens_connection(
+                database,
+                keyring,
+                START,
+                redevable_id,
+                user_id=user.id,
+                user_token=user.token,
+                connection_id=connection.id,
+            )
     finally:
         await database.dispose()
     return remote, local
@@ -106,7 +82,7 @@ async def test_collect_refreshes_powens_and_alerts_like_the_daemon(
     fake.set_state(remote["CASSEE"], "wrongpass")
     remote["CASSEE"].state_after_sync = "wrongpass"
 
-    first = await cli(config, "collect", "--at", "2026-03-02T12:00")
+    first = await run_command_async(config, "collect", "--at", "2026-03-02T12:00")
     assert first.returncode == 3, first.stdout + first.stderr
     assert "2 connexion(s) actualisée(s) (1 en erreur)" in first.stdout
     assert f"connexion {local['CASSEE']} : wrongpass" in first.stderr
@@ -122,7 +98,7 @@ async def test_collect_refreshes_powens_and_alerts_like_the_daemon(
     # First failure needing action: no link, no alert yet (the daemon's rule).
     assert [m.kind for m in mails if m.kind in ("secure_link", "alert")] == []
 
-    second = await cli(config, "collect", "--at", "2026-03-03T12:00")
+    second = await run_command_async(config, "collect", "--at", "2026-03-03T12:00")
     assert second.returncode == 3, second.stdout + second.stderr
     connections, _accounts, mails = await read(config)
     assert connections[local["CASSEE"]].consecutive_failures == 2
@@ -134,7 +110,7 @@ async def test_collect_refreshes_powens_and_alerts_like_the_daemon(
     # The bank is repaired: every refresh succeeds, exit status 0.
     fake.set_state(remote["CASSEE"], None)
     remote["CASSEE"].state_after_sync = None
-    third = await cli(config, "collect", "--at", "2026-03-03T13:00")
+    third = await run_command_async(config, "collect", "--at", "2026-03-03T13:00")
     assert third.returncode == 0, third.stdout + third.stderr
     assert "2 connexion(s) actualisée(s) (0 en erreur)" in third.stdout
 
@@ -145,7 +121,9 @@ async def test_simulate_refreshes_powens_and_counts_failures(
     config = await daemon_config(tmp_path / "data", powens=powens_section(fake, "x" * 32))
     remote, local = await powens_portfolio(config, fake)
 
-    clean = await cli(config, "simulate", "--from", "2026-03-03", "--to", "2026-03-04")
+    clean = await run_command_async(
+        config, "simulate", "--from", "2026-03-03", "--to", "2026-03-04"
+    )
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "2 nuit(s) simulée(s)" in clean.stdout and "(0 en erreur)" in clean.stdout
     connections, _accounts, _mails = await read(config)
@@ -157,7 +135,7 @@ async def test_simulate_refreshes_powens_and_counts_failures(
         fake.set_state(remote["CASSEE"], state)
         remote["CASSEE"].state_after_sync = state
         night = {"wrongpass": "05", "websiteUnavailable": "06", "bug": "07"}[state]
-        failed = await cli(
+        failed = await run_command_async(
             config, "simulate", "--from", f"2026-03-{night}", "--to", f"2026-03-{night}"
         )
         assert failed.returncode == 3, failed.stdout + failed.stderr

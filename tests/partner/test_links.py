@@ -54,7 +54,7 @@ async def test_expiry_at_exactly_72_hours(harness: Harness) -> None:
     async with harness.database.session() as session:
         link = await session.get(SecureLink, issued.link.id)
         assert link is not None
-        assert link_state(link, harness.clock.now()) is LinkState.EXPIRE
+        assert link_state(link, harness.clock.now()) is LinkState.EXPIRED
         assert link.used_at is None
 
 
@@ -163,8 +163,8 @@ async def test_ten_most_recent_listed(harness: Harness) -> None:
     async with harness.database.session() as session:
         rows = await harness.links.recent(session, harness.redevable_id, harness.clock.now())
     assert [row.id for row in rows] == list(reversed(ids))[:10]
-    assert rows[0].state is LinkState.VALIDE
-    assert rows[-1].state is LinkState.EXPIRE
+    assert rows[0].state is LinkState.VALID
+    assert rows[-1].state is LinkState.EXPIRED
     assert rows[0].kind_label == "Ajout de nouveaux comptes bancaires"
     assert rows[0].state_label == "Jeton valide"
 
@@ -188,7 +188,7 @@ async def test_link_mail_wording_for_update(harness: Harness) -> None:
     )
     assert f"/releves/maj?idConnexion={connection.id}&token=" in text
     assert "Cet email a été émis depuis une adresse technique" in text
-    assert LinkKind.MAJ.value == "maj"
+    assert LinkKind.UPDATE.value == "update"
 
 
 def test_cli_list_and_send(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
+from releves_mailer.aggregators.powens import KNOWN_STATES
 from releves_mailer.collect.errors import ERROR_CODES, UNKNOWN_ERROR, describe_error
-from releves_mailer.collect.powens import KNOWN_STATES
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.db.models import (
     BankConnection,

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import aiohttp
 from sqlalchemy import func, select
 
+from releves_mailer.aggregators.powens.partner import decode_partner_data
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.db.models import (
     BankAccount,
@@ -30,7 +31,6 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.db.models.statements import Statement, StatementState
 from releves_mailer.partner.links import LinkKind, LinkOrigin
-from releves_mailer.partner.powens import decode_partner_data
 from releves_mailer.statements.cut import cut_due_statements
 from tests.fakes.powens_server import AccountSpec, WebviewOutcome
 from tests.partner.conftest import (
@@ -161,7 +161,7 @@ async def test_round_trip_over_http_attaches_three_accounts_and_collects(
         rows = await session.execute(
             select(BankAccount.label, func.sum(Statement.movement_count))
             .join(Statement, Statement.account_id == BankAccount.id)
-            .where(Statement.state == StatementState.SUCCES)
+            .where(Statement.state == StatementState.PRODUCED)
             .group_by(BankAccount.label)
         )
         counts = {label: int(total) for label, total in rows}
@@ -269,7 +269,7 @@ async def test_repair_through_the_reconnect_flow(powens_harness: PowensHarness) 
         issued = await h.links.issue(
             session,
             redevable,
-            kind=LinkKind.MAJ,
+            kind=LinkKind.UPDATE,
             origin=LinkOrigin.MANUAL,
             connection=connection,
             reason="wrongpass",

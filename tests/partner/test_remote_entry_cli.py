@@ -150,9 +150,9 @@ def test_add_mails_the_link_through_the_relay(home: Home) -> None:
 
 def test_add_sends_nothing_with_the_flag_or_direct_entry(home: Home) -> None:
     flagged = home.run(*add_args(601, "--remote-entry", "--no-auto-link", "--json"))
-    assert json.loads(flagged.output)["link_sent_to"] is None
+    assert json.loads(flagged.output)["lien_envoye_a"] is None
     direct = home.run(*add_args(602, "--json"))
-    assert json.loads(direct.output)["link_sent_to"] is None
+    assert json.loads(direct.output)["lien_envoye_a"] is None
     assert home.queued() == []
 
 
@@ -188,16 +188,17 @@ def test_import_mails_one_link_per_field_9_line(home: Home, tmp_path: Path) -> N
     assert home.queued() == expected
 
     again = json.loads(home.run("import", file, "--update", "--json").output)
-    assert (again["updated"], again["links_sent"]) == (3, 0)
+    assert (again["mis_a_jour"], again["liens_envoyes"]) == (3, 0)
     switched = annexe1(tmp_path / "b.csv", (611, "1"))
-    assert json.loads(home.run("import", switched, "--update", "--json").output)["links_sent"] == 1
+    report = json.loads(home.run("import", switched, "--update", "--json").output)
+    assert report["liens_envoyes"] == 1
     assert home.queued() == [*expected, "client611@client.example"]
 
 
 def test_import_with_the_flag_sends_nothing(home: Home, tmp_path: Path) -> None:
     file = annexe1(tmp_path / "a.csv", (620, "1"), (621, "1"))
     done = json.loads(home.run("import", file, "--no-auto-link", "--json").output)
-    assert (done["created"], done["links_sent"]) == (2, 0)
+    assert (done["crees"], done["liens_envoyes"]) == (2, 0)
     shown = json.loads(home.run("show", make_siren(620), "--json").output)
-    assert shown["no_auto_link"] is True and shown["remote_entry"] is True
+    assert shown["sans_lien_auto"] is True and shown["saisie_deportee"] is True
     assert home.queued() == []

@@ -30,10 +30,10 @@ from releves_mailer.db.models import (
     StatementState,
     WindowKind,
 )
-from releves_mailer.interfaces import LoginGuard
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
+from releves_mailer.portfolio.logins import LoginGuard
 from releves_mailer.render import Renderer
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
@@ -181,7 +181,7 @@ async def add_redevable(
                 periodicity="JOURNALIERE",
                 created_at=now - dt.timedelta(hours=statements - number + 1),
                 updated_at=now,
-                state=StatementState.SUCCES,
+                state=StatementState.PRODUCED,
                 iban=iban,
                 currency="EUR",
                 movement_count=1,

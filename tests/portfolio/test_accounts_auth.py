@@ -16,7 +16,8 @@ from releves_mailer.portfolio.accounts import (
     set_password,
     subscribe,
 )
-from releves_mailer.portfolio.auth import PortfolioAuthenticator, split_address
+from releves_mailer.portfolio.auth import PortfolioAuthenticator
+from releves_mailer.portfolio.boxes import split_address
 from tests.factories import PASSWORD, make_nic, make_siren
 
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from releves_mailer.aggregators.powens import PowensClient, PowensProvider, RetryPolicy, Timeouts
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import PowensClient, PowensProvider, RetryPolicy, Timeouts
 from releves_mailer.collect.provider import ProviderAccess
 from tests.fakes.powens_server import FakeConnection, FakePowens, FakeUser
 

@@ -9,15 +9,15 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 import pytest
 
-from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import (
+from releves_mailer.aggregators.powens import (
     PowensAPIError,
     PowensProvider,
     WebviewError,
     build_webview_url,
     parse_webview_callback,
 )
-from releves_mailer.collect.provider import Provider, ProviderAccess
+from releves_mailer.clock import ManualClock
+from releves_mailer.collect.provider import Provider
 from tests.fakes.powens_server import (
     FakeConnection,
     FakePowens,
@@ -177,13 +177,6 @@ async def test_connect_flow_then_activation(
     chosen = {a.label for a in accounts if not a.disabled}
     assert chosen == {"Compte chèque", "Compte chèque USD"}
     assert len(accounts) == 4
-    livret = next(a for a in accounts if a.label == "Livret A")
-    (activated,) = await provider.activate_accounts(access, [livret.provider_id])
-    assert not activated.disabled
-    still_off = {a.label for a in await provider.list_accounts(access) if a.disabled}
-    assert still_off == {"Compte carte débit différé"}
-    # Activation is idempotent.
-    await provider.activate_accounts(access, [livret.provider_id])
     # A single-use code is burnt.
     again = await _follow(session, provider.webview_url("connect", code, "st-2", REDIRECT))
     assert parse_webview_callback(again).error is WebviewError.SESSION_EXPIRED
@@ -233,39 +226,3 @@ def test_callback_parsing_edge_cases() -> None:
         {"state": "s", "connection_id": "3", "connection_deleted": "true"}
     )
     assert deleted.connection_deleted
-
-
-async def test_force_sync_and_409(
-    fake: FakePowens,
-    provider: PowensProvider,
-    access: ProviderAccess,
-    connection: FakeConnection,
-    clock: ManualClock,
-) -> None:
-    clock.advance(dt.timedelta(hours=5))
-    assert await provider.force_sync(access) is True
-    (call,) = fake.calls("PUT")
-    assert dict(parse_qsl(call.query)) == {"psu_requested": "false"}
-    assert connection.last_update == clock.now()
-    fake.set_syncing(connection)
-    assert await provider.force_sync(access) is False
-
-
-async def test_force_sync_reports_the_new_state(
-    fake: FakePowens, provider: PowensProvider, access: ProviderAccess, connection: FakeConnection
-) -> None:
-    connection.state_after_sync = "decoupled"
-    await provider.force_sync(access)
-    assert (await provider.connection_status(access)).state == "decoupled"
-    await provider.resume(access)
-    assert (await provider.connection_status(access)).ok
-
-
-async def test_delete_connection(
-    fake: FakePowens, provider: PowensProvider, access: ProviderAccess
-) -> None:
-    await provider.delete_connection(access)
-    assert not fake.connections
-    with pytest.raises(PowensAPIError) as caught:
-        await provider.connection_status(access)
-    assert caught.value.status == 404

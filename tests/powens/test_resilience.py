@@ -10,15 +10,15 @@ import socket
 import aiohttp
 import pytest
 
-from releves_mailer.clock import ManualClock
-from releves_mailer.collect.errors import ErrorClass
-from releves_mailer.collect.powens import (
+from releves_mailer.aggregators.powens import (
     PowensAPIError,
     PowensClient,
     PowensProvider,
     RetryPolicy,
     Timeouts,
 )
+from releves_mailer.clock import ManualClock
+from releves_mailer.collect.errors import ErrorClass
 from releves_mailer.collect.provider import ProviderAccess, ProviderError
 from tests.fakes.powens_server import FakeConnection, FakePowens
 

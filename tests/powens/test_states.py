@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
+from releves_mailer.aggregators.powens import KNOWN_STATES, PowensProvider
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.errors import ERROR_CODES, UNKNOWN_ERROR, ErrorClass
-from releves_mailer.collect.powens import KNOWN_STATES, PowensProvider
 from releves_mailer.collect.provider import ProviderAccess
 from tests.fakes.powens_server import ALL_STATES, FakeConnection, FakePowens
 
@@ -86,7 +86,7 @@ async def test_connection_details_and_consent_expiry(
     expiry = dt.datetime(2026, 8, 29, 12, 30, tzinfo=dt.UTC)
     fake.set_access_expire(connection, expiry)
     assert await provider.consent_expiry(access) == expiry
-    (listed,) = await provider.list_connections(access)
+    listed = await provider.get_connection(access)
     assert listed.id == str(connection.id)
     assert listed.bank_name == "Connecteur de test"
     assert listed.consent_expires_at == expiry

@@ -7,8 +7,8 @@ import datetime as dt
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 
+from releves_mailer.aggregators.powens import PowensProvider
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import PowensProvider
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.collect.sync import RefreshResult
 from releves_mailer.db import Database

@@ -9,9 +9,9 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from releves_mailer.aggregators.powens import PaginationError, PowensProvider, parse_amount
+from releves_mailer.aggregators.powens.client import PowensClient
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import PaginationError, PowensProvider, parse_amount
-from releves_mailer.collect.powens.client import PowensClient
 from releves_mailer.collect.provider import ProviderAccess
 from tests.fakes.powens_server import FakeAccount, FakeConnection, FakePowens
 

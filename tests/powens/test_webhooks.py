@@ -11,9 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import PowensProvider
-from releves_mailer.collect.powens_webhooks import (
+from releves_mailer.aggregators.powens.webhooks import (
     WebhookEvent,
     WebhookKind,
     parse_event,
@@ -21,7 +19,7 @@ from releves_mailer.collect.powens_webhooks import (
     verify_signature,
     webhook_handler,
 )
-from releves_mailer.collect.provider import ProviderAccess
+from releves_mailer.clock import ManualClock
 from tests.fakes.powens_server import FakeConnection, FakePowens, FakeUser
 
 
@@ -207,22 +205,6 @@ async def test_stale_signature_date_when_checked(
     fake.clock = ManualClock(clock.now() - dt.timedelta(hours=1))
     assert await fake.emit_webhook("CONNECTION_SYNCED", connection, url=url) == 401
     assert len(strict_receiver.events) == 1
-
-
-async def test_force_sync_triggers_a_webhook_that_only_asks_for_a_refresh(
-    fake: FakePowens,
-    receiver: Receiver,
-    provider: PowensProvider,
-    access: ProviderAccess,
-    connection: FakeConnection,
-) -> None:
-    fake.webhook_urls["CONNECTION_SYNCED"] = receiver.to("connection_synced")
-    await provider.force_sync(access)
-    await fake.drain()
-    assert fake.webhook_deliveries == [("CONNECTION_SYNCED", 200)]
-    (event,) = receiver.events
-    # The refresh re-reads the connection from the API rather than the payload.
-    assert (await provider.get_connection(access, event.connection_id)).id == str(connection.id)
 
 
 def test_signature_helpers() -> None:

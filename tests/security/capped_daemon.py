@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import Config, load_config
-from releves_mailer.daemon import Daemon, ListenOverrides
+from releves_mailer.daemon.bootstrap import initialise_data_dir
+from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.db import Database
 from releves_mailer.logs import configure_logging
 from releves_mailer.portfolio.accounts import create_account

@@ -19,9 +19,9 @@ from sqlalchemy import text
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
-from releves_mailer.db.engine import SQLITE_POOL_SIZE
+from releves_mailer.db.engine import SIDE_POOL_SIZE, SQLITE_POOL_SIZE
 from releves_mailer.mailbox.imap.server import ImapServer
-from releves_mailer.mailbox.store import STORE_POOL_SIZE, MessageStore
+from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from tests.factories import PASSWORD
 from tests.mailbox.conftest import imap_section, quick_guard
@@ -89,11 +89,11 @@ async def test_a_login_storm_leaves_no_database_handle_behind(
             for _ in range(SQLITE_POOL_SIZE):
                 session = await stack.enter_async_context(database.session())
                 await session.execute(text("SELECT 1"))
-            for _ in range(STORE_POOL_SIZE):
+            for _ in range(SIDE_POOL_SIZE):
                 session = await stack.enter_async_context(store._session())
                 await session.execute(text("SELECT 1"))
         baseline = database_handles(database)
-        assert 0 < baseline <= (SQLITE_POOL_SIZE + STORE_POOL_SIZE) * PER_CONNECTION
+        assert 0 < baseline <= (SQLITE_POOL_SIZE + SIDE_POOL_SIZE) * PER_CONNECTION
 
         peak = baseline
         done = asyncio.Event()

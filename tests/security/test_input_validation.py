@@ -22,11 +22,11 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from releves_mailer.aggregators.powens import PowensProvider
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.powens import PowensProvider
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import HttpSection, PowensSection
-from releves_mailer.daemon import Daemon
+from releves_mailer.daemon.main import Daemon
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -169,7 +169,7 @@ async def test_file_names_from_a_stored_crafted_iban_stay_in_their_folder(
                 periodicity="JOURNALIERE",
                 created_at=NOW,
                 updated_at=NOW,
-                state=StatementState.SUCCES,
+                state=StatementState.PRODUCED,
                 iban=CRAFTED,
                 currency="EUR",
                 movement_count=0,

@@ -19,7 +19,7 @@ from pathlib import Path
 import aioimaplib
 import pytest
 
-from releves_mailer.daemon import Daemon
+from releves_mailer.daemon.main import Daemon
 from tests.daemon.harness import (
     add_portal_account,
     daemon_config,

@@ -140,8 +140,7 @@ async def test_library_pieces_create_private_files_under_umask_022(
         try:
             make_private_dir(data)  # after the engine: it creates its file when it connects
             await upgrade(database)
-            async with database.session() as session:
-                await store.deliver(session, "cabinet@releves.example", mail(1).as_bytes())
+            await store.deliver("cabinet@releves.example", mail(1).as_bytes(), "<mail-1@test>")
             outbox = outbox_for(database, clock, data, 587, host="", store=store)
             async with database.session() as session:
                 await outbox.enqueue(session, mail(2), kind="alert")

@@ -164,8 +164,7 @@ async def test_a_full_box_answers_552_and_statements_still_arrive(
         assert caught.value.code == 552
         assert await mail.store.usage(AGENCE) == before
         # The daemon's own deliveries go to the store, not through SMTP: never refused.
-        async with database.session() as session:
-            await mail.store.deliver(session, AGENCE, b"Subject: statement\r\n\r\n" * 2000)
+        await mail.store.deliver(AGENCE, b"Subject: statement\r\n\r\n" * 2000, "<statement@test>")
         assert await mail.store.usage(AGENCE) > 50_000
         # A full box is refused at RCPT already, even a small message.
         with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as full:

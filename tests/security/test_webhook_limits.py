@@ -17,9 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from releves_mailer.aggregators.powens.webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
 from releves_mailer.clock import SystemClock
-from releves_mailer.collect.powens_webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
-from releves_mailer.daemon import Daemon
+from releves_mailer.daemon.main import Daemon
 from tests.daemon.harness import daemon_config, powens_section, running_daemon
 from tests.fakes.powens_server import FakePowens
 

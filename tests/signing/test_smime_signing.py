@@ -177,5 +177,10 @@ def test_from_config_resolves_against_data_dir(signing_pair):
         file=None,
         environ={},
     )
-    assert SmimeSigner.from_config(config).certificate.subject is not None
+    assert (
+        SmimeSigner.from_files(
+            config.path(config.signing.key), config.path(config.signing.certificate)
+        ).certificate.subject
+        is not None
+    )
     assert Path(config.path(config.signing.key)) == key

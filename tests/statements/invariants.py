@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from releves_mailer import cfonb
+from releves_mailer.aggregators.testbank import TestBank, TestBankToken
+from releves_mailer.aggregators.testbank.generator import DayCache, RowState
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.testbank import TestBank, TestBankToken
-from releves_mailer.collect.testbank.generator import DayCache, RowState
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -166,8 +166,8 @@ def _check_account(
     complete: bool,
 ) -> None:
     where = f"account {account.id} ({redevable.periodicity} {redevable.month} {redevable.day})"
-    schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
-    done = [s for s in statements if s.state is StatementState.SUCCES]
+    schedule = Schedule.for_redevable(redevable)
+    done = [s for s in statements if s.state is StatementState.PRODUCED]
     if complete:
         assert len(done) == len(statements), f"{where}: statements not produced"
 

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank
-from releves_mailer.config import Config
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankAccount, Periodicity, Statement, StatementFile
 from releves_mailer.signing.secrets import KeyRing
+from tests.commands import run_command as run
+from tests.commands import run_command_async
 from tests.factories import add_portfolio, make_siren
 
 from .scenario import Spec, build_portfolio, paris_night
@@ -32,17 +29,6 @@ SPECS = (
     Spec(P.HEBDOMADAIRE, day=3),
     Spec(P.MENSUELLE, day=10),
 )
-
-
-def run(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELEVES_MAILER")}
-    return subprocess.run(
-        [sys.executable, "-m", "releves_mailer", "--config", str(config.source), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.mark.slow
@@ -163,19 +149,17 @@ async def test_manual_examples_from_the_command_line(tmp_path: Path) -> None:
         await database.dispose()
 
     for siren in (monthly, quarterly):
-        done = await asyncio.to_thread(
-            run, config, "banks", "connect", siren, "--provider", "testbank",
+        done = await run_command_async(
+            config, "banks", "connect", siren, "--provider", "testbank",
             "--at", "2026-09-05T10:00",
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert "le 05/09/2026 10:00" in done.stdout
-    done = await asyncio.to_thread(
-        run, config, "simulate", "--from", "2026-09-05", "--to", "2026-10-02"
-    )
+    done = await run_command_async(config, "simulate", "--from", "2026-09-05", "--to", "2026-10-02")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(0 en erreur)" in done.stdout
 
-    listed = await asyncio.to_thread(run, config, "statements", "list", "--json")
+    listed = await run_command_async(config, "statements", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     firsts = {(row["siren"], row["iban"]): row for row in rows if row["numero"] == 1}
@@ -186,5 +170,5 @@ async def test_manual_examples_from_the_command_line(tmp_path: Path) -> None:
         assert (row["periode_debut"], row["periode_fin"]) == ("2026-08-05", expected[siren])
         assert row["etat"] == "succès"
         assert row["mouvements"] > 0
-    audited = await asyncio.to_thread(run, config, "statements", "audit")
+    audited = await run_command_async(config, "statements", "audit")
     assert audited.returncode == 0, audited.stdout + audited.stderr

@@ -44,7 +44,7 @@ async def _numbers(database: Database) -> dict[int, list[tuple[int, int | None, 
         statements = (
             await session.scalars(
                 select(Statement)
-                .where(Statement.state == StatementState.SUCCES)
+                .where(Statement.state == StatementState.PRODUCED)
                 .order_by(Statement.account_id, Statement.sequence)
             )
         ).all()

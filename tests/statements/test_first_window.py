@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.service import CollectionService
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -86,7 +86,7 @@ async def _assert_every_booked_row_reported(database: Database) -> int:
                 await session.scalars(
                     select(Statement)
                     .where(Statement.account_id == account.id)
-                    .where(Statement.state == StatementState.SUCCES)
+                    .where(Statement.state == StatementState.PRODUCED)
                     .order_by(Statement.due_date)
                 )
             )
@@ -132,7 +132,7 @@ async def test_manual_example_monthly(database: Database, keyring: KeyRing) -> N
             dt.date(2026, 9, 5),
         )
         assert statement.window is WindowKind.FIRST
-        assert statement.state is StatementState.SUCCES
+        assert statement.state is StatementState.PRODUCED
     assert await _assert_every_booked_row_reported(database) > 0
     assert await world.audit() == []
 
@@ -266,7 +266,7 @@ async def test_first_window_of_every_variant_through_the_builder(
     firsts = await _first_statements(database)
     assert {account.redevable_id for account, _s in firsts.values()} == set(expected)
     for account, statement in firsts.values():
-        assert statement.state is StatementState.SUCCES
+        assert statement.state is StatementState.PRODUCED
         assert statement.window is WindowKind.FIRST
         assert (statement.period_start, statement.due_date) == expected[account.redevable_id], (
             f"redevable {account.redevable_id}"

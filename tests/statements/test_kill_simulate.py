@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from releves_mailer.bootstrap import initialise_data_dir
+from releves_mailer.cli.common import REFRESH_FAILED
 from releves_mailer.clock import ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import Config
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import Periodicity
 from releves_mailer.signing.secrets import KeyRing
@@ -167,7 +168,8 @@ async def test_simulate_survives_50_kills(tmp_path: Path) -> None:
                 await asyncio.sleep(rng.uniform(0, 1.0) * (marks[1] - marks[0]))
         if process.poll() is not None:
             _out, err = process.communicate()
-            assert process.returncode == 0, err.decode()
+            # 3: done, with the scheduled websiteUnavailable refreshes among this run's nights.
+            assert process.returncode in (0, REFRESH_FAILED), err.decode()
             finished = True
             break
         process.send_signal(signal.SIGKILL)
@@ -183,7 +185,7 @@ async def test_simulate_survives_50_kills(tmp_path: Path) -> None:
     # Let the last run finish.
     process = start(config)
     _out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err.decode()
+    assert process.returncode in (0, REFRESH_FAILED), err.decode()
     killed = await check(config, complete=True)
 
     clean = await reference(clean_config)

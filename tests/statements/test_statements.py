@@ -6,18 +6,24 @@ import csv
 import datetime as dt
 import io
 
-from sqlalchemy import func, select, update
+from alembic import command
+from sqlalchemy import func, select, text, update
+from sqlalchemy.engine import Connection
 
 from releves_mailer import cfonb
 from releves_mailer.clock import PARIS
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.db import Database
+from releves_mailer.db.migrate import alembic_config, upgrade
 from releves_mailer.db.models import (
     BankAccount,
+    BankEvent,
+    BankEventKind,
     BankTransaction,
     LineKind,
     Periodicity,
     Redevable,
+    SecureLink,
     Statement,
     StatementFile,
     StatementLine,
@@ -25,6 +31,7 @@ from releves_mailer.db.models import (
     TransactionStatus,
     WindowKind,
 )
+from releves_mailer.partner.links import LinkKind
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.statements.build import CSV_HEADER, CorrectionData, render_csv
@@ -116,7 +123,7 @@ async def test_six_weeks_hold_every_invariant(database: Database, keyring: KeyRi
     assert await world.audit() == []
 
     statements = await _statements(database)
-    assert {s.state for s in statements} == {StatementState.SUCCES}
+    assert {s.state for s in statements} == {StatementState.PRODUCED}
     firsts = [s for s in statements if s.sequence == 1]
     # Every account was activated by the first night's refresh (START): first window from
     # one month before it, whatever the first due date.
@@ -127,7 +134,7 @@ async def test_six_weeks_hold_every_invariant(database: Database, keyring: KeyRi
         redevables = {r.id: r for r in await session.scalars(select(Redevable))}
         for statement in statements:
             redevable = redevables[statement.redevable_id]
-            schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
+            schedule = Schedule.for_redevable(redevable)
             assert schedule.is_due(statement.due_date)
             content = await session.scalar(
                 select(StatementFile.content).where(
@@ -276,7 +283,7 @@ async def test_deactivation_resumes_from_the_last_reported_date(
 
 
 async def test_waiting_then_failed_then_caught_up(database: Database, keyring: KeyRing) -> None:
-    from releves_mailer.collect.testbank import parse_scheduled_error
+    from releves_mailer.aggregators.testbank import parse_scheduled_error
 
     world = await make_world(database, keyring, (Spec(Periodicity.JOURNALIERE),), START)
     world.bank.errors = (
@@ -286,16 +293,16 @@ async def test_waiting_then_failed_then_caught_up(database: Database, keyring: K
     )
     await world.simulate(START, START + dt.timedelta(days=5))
     statements = await _statements(database)
-    failed = [s for s in statements if s.state is StatementState.ECHEC]
+    failed = [s for s in statements if s.state is StatementState.FAILED]
     assert failed and all("erreur" in s.reason for s in failed)
     assert not any(
-        s.state is StatementState.SUCCES and s.due_date >= failed[0].due_date
+        s.state is StatementState.PRODUCED and s.due_date >= failed[0].due_date
         for s in statements
         if s.account_id == failed[0].account_id
     )
     await world.simulate(START + dt.timedelta(days=6), START + dt.timedelta(days=8))
     statements = await _statements(database)
-    assert {s.state for s in statements} == {StatementState.SUCCES}
+    assert {s.state for s in statements} == {StatementState.PRODUCED}
     assert await world.audit() == []
 
 
@@ -341,3 +348,115 @@ async def test_catch_up_cuts_accounts_at_different_due_dates_together(
     dues = {s.due_date for s in caught_up if s.created_at == first_round}
     assert len(dues) > 1  # the scenario really mixes due dates in one pass
     assert all(not s.balance_mismatch and s.bank_balance is not None for s in statements)
+
+
+async def _world_with_a_mismatch(database: Database, keyring: KeyRing) -> None:
+    """A movement the bank never had makes the computed closing balance differ from the
+    bank's in the statements cut after it."""
+    world = await make_world(database, keyring, (Spec(Periodicity.JOURNALIERE),), START)
+    await world.simulate(START, START + dt.timedelta(days=2))
+    async with database.session() as session:
+        model = await session.scalar(
+            select(BankTransaction)
+            .where(BankTransaction.status == TransactionStatus.BOOKED)
+            .order_by(BankTransaction.id.desc())
+            .limit(1)
+        )
+        assert model is not None
+        columns = BankTransaction.__table__.columns
+        values = {column.key: getattr(model, column.key) for column in columns}
+        values.update(
+            id=None,
+            provider_id="unknown-to-the-bank",
+            booking_date=START + dt.timedelta(days=3),
+            value_date=START + dt.timedelta(days=3),
+            amount=1050,
+            reported_statement_id=None,
+            correction_pending=False,
+            correction_statement_id=None,
+        )
+        session.add(BankTransaction(**values))
+    await world.simulate(START + dt.timedelta(days=3), START + dt.timedelta(days=4))
+
+
+async def test_balance_mismatch_is_recorded_as_its_own_event(
+    database: Database, keyring: KeyRing
+) -> None:
+    """The statement is flagged and the account's history says "balance mismatch", not a
+    connection error."""
+    await _world_with_a_mismatch(database, keyring)
+    statements = await _statements(database)
+    flagged = [s for s in statements if s.balance_mismatch]
+    assert flagged
+    async with database.session() as session:
+        events = (
+            await session.scalars(
+                select(BankEvent).where(BankEvent.error_code == "balance_mismatch")
+            )
+        ).all()
+        assert [event.kind for event in events] == [BankEventKind.BALANCE_MISMATCH] * len(flagged)
+        assert not await session.scalar(
+            select(func.count())
+            .select_from(BankEvent)
+            .where(BankEvent.kind == BankEventKind.CONNECTION_ERROR)
+        )
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    command.downgrade(alembic_config(connection), revision)
+
+
+#: The columns migration 0011 rewrites.
+STORED_ENUMS = (("statement", "state"), ("secure_link", "kind"), ("bank_event", "kind"))
+
+
+async def _stored_values(database: Database) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    async with database.engine.connect() as connection:
+        for table, column in STORED_ENUMS:
+            result = await connection.execute(text(f"SELECT DISTINCT {column} FROM {table}"))
+            found |= {(table, value) for (value,) in result}
+    return found
+
+
+async def test_migration_0011_renames_the_stored_values_both_ways(
+    database: Database, keyring: KeyRing
+) -> None:
+    """Statement states and link kinds were stored in French, balance mismatches as
+    connection errors: the migration renames the rows, and its downgrade restores them."""
+    await _world_with_a_mismatch(database, keyring)
+    async with database.session() as session:
+        redevable_id = await session.scalar(select(Redevable.id).limit(1))
+        assert redevable_id is not None
+        now = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)
+        for kind, token in ((LinkKind.ENTRY, "a"), (LinkKind.UPDATE, "b")):
+            session.add(
+                SecureLink(
+                    redevable_id=redevable_id,
+                    kind=kind,
+                    token_hash=token * 64,
+                    created_by="manual",
+                    reason="",
+                    recipient="client@example.com",
+                    created_at=now,
+                    expires_at=now,
+                )
+            )
+    current = await _stored_values(database)
+    assert {
+        ("statement", "produced"),
+        ("secure_link", "entry"),
+        ("secure_link", "update"),
+        ("bank_event", "balance_mismatch"),
+    } <= current
+
+    async with database.engine.begin() as connection:
+        await connection.run_sync(_downgrade, "0010")
+    old = await _stored_values(database)
+    assert {("secure_link", "saisie"), ("secure_link", "maj")} <= old
+    assert {value for table, value in old if table == "statement"} == {"succes"}
+    assert ("bank_event", "connection_error") in old
+    assert ("bank_event", "balance_mismatch") not in old
+
+    await upgrade(database)
+    assert await _stored_values(database) == current

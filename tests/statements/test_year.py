@@ -9,9 +9,9 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 
+from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import PARIS, ManualClock
 from releves_mailer.collect.connections import set_redevable_accounts_active
-from releves_mailer.collect.testbank import TestBank
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,

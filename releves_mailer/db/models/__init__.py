@@ -10,7 +10,12 @@ from releves_mailer.db.models.collect import (
     ConnectionState,
     TransactionStatus,
 )
-from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
+from releves_mailer.db.models.mailbox import (
+    MailDelivered,
+    MailFolder,
+    MailMessage,
+    MailSubscription,
+)
 from releves_mailer.db.models.notify import OutboxMessage, OutboxState
 from releves_mailer.db.models.partner import ConnectionWatch, SecureLink
 from releves_mailer.db.models.portal import PortalSession
@@ -34,6 +39,7 @@ __all__ = [
     "ConnectionState",
     "ConnectionWatch",
     "LineKind",
+    "MailDelivered",
     "MailFolder",
     "MailMessage",
     "MailSubscription",

@@ -89,6 +89,8 @@ class BankEventKind(enum.StrEnum):
     LINK_USED = "link_used"
     CREDENTIALS_UPDATED = "credentials_updated"
     ALERT_SENT = "alert_sent"
+    #: A statement's computed closing balance differs from the bank's by an unexplained gap.
+    BALANCE_MISMATCH = "balance_mismatch"
 
 
 class BankConnection(Base):

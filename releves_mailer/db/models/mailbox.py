@@ -1,4 +1,5 @@
-"""Tables of the message store (owned by the mailbox area): folders, messages, subscriptions."""
+"""Tables of the message store (owned by the mailbox area): folders, messages, subscriptions,
+the Message-IDs delivered into each box."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
 
-__all__ = ["MailFolder", "MailMessage", "MailSubscription"]
+__all__ = ["MailDelivered", "MailFolder", "MailMessage", "MailSubscription"]
 
 
 class MailFolder(Base):
@@ -80,3 +81,18 @@ class MailSubscription(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     owner: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(1000))
+
+
+class MailDelivered(Base):
+    """A Message-ID delivered into a box: the idempotency key of a delivery. Kept when the
+    message is later moved or deleted, so that a replayed delivery never brings it back."""
+
+    __tablename__ = "mail_delivery"
+    __table_args__ = (
+        UniqueConstraint("owner", "message_id", name="uq_mail_delivery_owner_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str] = mapped_column(String(1000))
+    delivered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

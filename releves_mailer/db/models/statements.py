@@ -49,13 +49,15 @@ def _enum(enum_type: type[enum.Enum], name: str) -> Enum:
 class StatementState(enum.StrEnum):
     """Where a statement is (the portal's "État de la collecte")."""
 
-    #: The due date has passed, the night's collection has not brought fresh data yet.
-    EN_COURS = "en_cours"
-    #: Cut: files stored, transactions marked.
-    SUCCES = "succes"
+    #: The due date has passed, the night's collection has not brought fresh data yet
+    #: (shown "en cours").
+    WAITING = "waiting"
+    #: Cut: files stored, transactions marked (shown "succès").
+    PRODUCED = "produced"
     #: The collection window ended without fresh data (or the file could not be written);
-    #: ``reason`` says why. The row is completed in place when fresh data arrives.
-    ECHEC = "echec"
+    #: ``reason`` says why. The row is completed in place when fresh data arrives (shown
+    #: "échec").
+    FAILED = "failed"
 
 
 class WindowKind(enum.StrEnum):
@@ -87,7 +89,7 @@ class Statement(Base):
         UniqueConstraint("account_id", "sequence", name="uq_statement_account_sequence"),
         Index("ix_statement_redevable_due", "redevable_id", "due_date"),
         Index("ix_statement_created", "created_at"),
-        # The builder's questions per account: its first and last ``succes`` statements
+        # The builder's questions per account: its first and last ``produced`` statements
         # (min/max of the index), its statements not produced yet (few, whatever the age).
         Index("ix_statement_state_account_due", "state", "account_id", "due_date"),
     )
@@ -108,7 +110,7 @@ class Statement(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     state: Mapped[StatementState] = mapped_column(_enum(StatementState, "statement_state"))
-    #: French reason of ``echec`` (or of a wait in ``en_cours``); empty on success.
+    #: French reason of ``failed`` (or of a wait in ``waiting``); empty on success.
     reason: Mapped[str] = mapped_column(Text, default="")
     #: The account's last successful collection used by the cut (the data's "as of").
     data_as_of: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -1,13 +1,15 @@
-"""Wire serialisation of IMAP response data: atoms, quoted strings, literals, lists."""
+"""Wire serialisation of IMAP response data: atoms, quoted strings, literals, lists, sets."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "astring",
+    "compress",
     "format_internal_date",
+    "literal",
     "nstring",
     "paren",
     "quoted_or_literal",
@@ -65,3 +67,25 @@ def format_internal_date(value: dt.datetime) -> bytes:
         value.minute,
         value.second,
     )
+
+
+def literal(data: bytes) -> bytes:
+    """``data`` as a synchronising literal, whatever its octets."""
+    return b"{%d}\r\n" % len(data) + data
+
+
+def compress(numbers: Sequence[int]) -> str:
+    """``1,2,3,5`` as ``1:3,5`` (order kept, runs merged)."""
+    out: list[str] = []
+    run_start: int | None = None
+    previous: int | None = None
+    for number in numbers:
+        if previous is not None and number == previous + 1:
+            previous = number
+            continue
+        if run_start is not None:
+            out.append(str(run_start) if run_start == previous else f"{run_start}:{previous}")
+        run_start = previous = number
+    if run_start is not None:
+        out.append(str(run_start) if run_start == previous else f"{run_start}:{previous}")
+    return ",".join(out)

@@ -11,10 +11,10 @@ from contextlib import AsyncExitStack
 
 from releves_mailer.clock import Clock
 from releves_mailer.config import ImapSection
-from releves_mailer.interfaces import Authenticator, LoginGuard
 from releves_mailer.listeners import ConnectionLimiter, Listener
 from releves_mailer.mailbox.contracts import MailStore
 from releves_mailer.mailbox.imap.session import ImapSession
+from releves_mailer.portfolio.logins import Authenticator, LoginGuard
 
 __all__ = ["ImapServer"]
 

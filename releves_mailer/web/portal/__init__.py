@@ -12,11 +12,11 @@ from aiohttp import web
 from releves_mailer.clock import Clock
 from releves_mailer.config import AuthSection
 from releves_mailer.db import Database
-from releves_mailer.interfaces import LoginGuard
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard
 from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
+from releves_mailer.portfolio.logins import LoginGuard
 from releves_mailer.web.app import PAGES
 from releves_mailer.web.portal import accounts, login, redevables, statements, subscription
 from releves_mailer.web.portal.common import PORTAL, Portal

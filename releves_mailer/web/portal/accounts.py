@@ -23,7 +23,7 @@ from releves_mailer.db.models import (
     SecureLink,
     Statement,
 )
-from releves_mailer.partner.links import LinkService, LinkState, link_state
+from releves_mailer.partner.links import STATE_LABELS, LinkService, LinkState, link_state
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.web.portal.common import (
     PREFIX,
@@ -43,11 +43,6 @@ __all__ = ["AccountRow", "account_rows", "setup"]
 
 CONNECTION_FILTERS = {"succes": ConnectionState.OK, "erreur": ConnectionState.ERROR}
 LINK_FILTERS = ("valide", "expire", "utilise")
-_LINK_LABELS = {
-    LinkState.VALIDE: "Jeton valide",
-    LinkState.UTILISE: "Jeton utilisé",
-    LinkState.EXPIRE: "Jeton expiré",
-}
 
 
 @dataclass(frozen=True)
@@ -109,9 +104,9 @@ def _row(
     link_at = None
     if link is not None:
         link_at = {
-            LinkState.UTILISE: link.used_at,
-            LinkState.EXPIRE: link.expires_at,
-        }.get(state or LinkState.VALIDE, link.created_at)
+            LinkState.USED: link.used_at,
+            LinkState.EXPIRED: link.expires_at,
+        }.get(state or LinkState.VALID, link.created_at)
     error = describe_error(connection.error_code).message if connection.error_code else ""
     check = connection.last_check_at
     collected = account.last_collected_at
@@ -134,7 +129,7 @@ def _row(
         collection_ok=collected is not None and (check is None or collected >= check),
         last_collected_at=collected,
         link_state=state.value if state is not None else "",
-        link_label=_LINK_LABELS[state] if state is not None else "",
+        link_label=STATE_LABELS[state] if state is not None else "",
         link_at=link_at,
     )
 
@@ -271,11 +266,11 @@ async def detail_page(request: PortalRequest) -> web.StreamResponse:
             old_value=event.old_value,
             new_value=event.new_value,
             ok=not event.kind.value.endswith("error")
-            and event.kind.value not in ("iban_conflict", "iban_rejected"),
+            and event.kind.value not in ("iban_conflict", "iban_rejected", "balance_mismatch"),
         )
         for event in events
     ]
-    schedule = Schedule(redevable.periodicity, redevable.month, redevable.day)
+    schedule = Schedule.for_redevable(redevable)
     return portal.render(
         request,
         "compte",

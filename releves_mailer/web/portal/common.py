@@ -15,10 +15,10 @@ from releves_mailer.clock import Clock
 from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount
 from releves_mailer.errors import UserError
-from releves_mailer.interfaces import LoginGuard
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
+from releves_mailer.portfolio.logins import LoginGuard
 from releves_mailer.web.app import Pages
 from releves_mailer.web.portal.csrf import CSRF_FIELD, check_token
 from releves_mailer.web.portal.session import COOKIE_NAME, SessionStore

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from releves_mailer.interfaces import LoginThrottled
 from releves_mailer.portfolio.auth import verified_account
+from releves_mailer.portfolio.logins import LoginThrottled
 from releves_mailer.web.portal.common import PORTAL, PREFIX, Portal, PortalRequest, page
 from releves_mailer.web.portal.csrf import CSRF_FIELD, LOGIN_COOKIE, check_token, login_token
 from releves_mailer.web.portal.session import COOKIE_NAME, MAX_AGE

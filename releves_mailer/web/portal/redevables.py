@@ -195,7 +195,7 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
         {
             "redevable": row,
             "login": row.account.login,
-            "schedule": Schedule(row.periodicity, row.month, row.day).describe(),
+            "schedule": Schedule.for_redevable(row).describe(),
             "accounts": counts.get(row.id, 0),
         }
         for row in found.rows

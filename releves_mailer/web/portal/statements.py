@@ -25,6 +25,7 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.errors import UserError
 from releves_mailer.statements.exports import CFONB, CSV, file_name, read_files, zip_files
+from releves_mailer.vocabulary import french
 from releves_mailer.web.portal.common import (
     PREFIX,
     Pagination,
@@ -43,14 +44,9 @@ from releves_mailer.web.portal.scope import (
 __all__ = ["StatementRow", "setup", "statement_row"]
 
 STATE_FILTERS = {
-    "succes": StatementState.SUCCES,
-    "en_cours": StatementState.EN_COURS,
-    "echec": StatementState.ECHEC,
-}
-STATE_LABELS = {
-    StatementState.SUCCES: "Succès",
-    StatementState.EN_COURS: "En cours",
-    StatementState.ECHEC: "Échec",
+    "succes": StatementState.PRODUCED,
+    "en_cours": StatementState.WAITING,
+    "echec": StatementState.FAILED,
 }
 #: Most statements one "Tout télécharger" ZIP holds.
 ZIP_LIMIT = 1000
@@ -95,12 +91,12 @@ def statement_row(statement: Statement, redevable: Redevable, login: str) -> Sta
         period_end=statement.period_end,
         received_at=statement.created_at,
         state=statement.state.value,
-        state_label=STATE_LABELS[statement.state],
+        state_label=french(statement.state).capitalize(),
         reason=statement.reason,
         movements=statement.movement_count,
         deleted=statement.deleted_count,
-        has_cfonb=statement.state is StatementState.SUCCES and statement.cfonb_size is not None,
-        has_csv=statement.state is StatementState.SUCCES and statement.csv_size is not None,
+        has_cfonb=statement.state is StatementState.PRODUCED and statement.cfonb_size is not None,
+        has_csv=statement.state is StatementState.PRODUCED and statement.csv_size is not None,
     )
 
 
@@ -283,7 +279,7 @@ async def _download(request: PortalRequest, kind: str) -> web.StreamResponse:
     async with portal.database.session() as session:
         statement, _ = await statement_or_404(session, request.user, path_id(request))
         files = await read_files(session, [statement], (kind,))
-    if not files or statement.state is not StatementState.SUCCES:
+    if not files or statement.state is not StatementState.PRODUCED:
         raise web.HTTPNotFound(text="Fichier indisponible.", content_type="text/plain")
     content_type = "text/plain" if kind == CFONB else "text/csv"
     return _attachment(file_name(statement, kind), files[0].content, content_type)
@@ -339,7 +335,7 @@ async def download_zip(request: PortalRequest) -> web.StreamResponse:
         if not everything and len(found) != len(wanted):
             # One of the ids is not the user's: nothing is given, nothing is revealed.
             raise web.HTTPNotFound(text="Page introuvable.", content_type="text/plain")
-        ready = [s for s in found if s.state is StatementState.SUCCES]
+        ready = [s for s in found if s.state is StatementState.PRODUCED]
         files = await read_files(session, ready)
     if not files:
         raise web.HTTPNotFound(text="Aucun fichier à télécharger.", content_type="text/plain")

@@ -7,7 +7,7 @@ from aiohttp import web
 from releves_mailer.db.models import PortalAccount, ReceptionMode
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.accounts import subscribe
-from releves_mailer.portfolio.validation import DEDICATED_PREFIX
+from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.web.portal.common import PREFIX, PortalRequest, flag, page
 
 __all__ = ["setup"]
@@ -35,12 +35,14 @@ def _page(
                 (
                     ReceptionMode.DEFAULT.value,
                     "Boîte par défaut",
-                    f"Les relevés arrivent dans la boîte de votre compte : {user.login}@{domain}.",
+                    "Les relevés arrivent dans la boîte de votre compte : "
+                    f"{box_address(user.login, domain)}.",
                 ),
                 (
                     ReceptionMode.DEDICATED.value,
                     "Boîte dédiée aux relevés",
-                    f"Les relevés arrivent dans la boîte {DEDICATED_PREFIX}{user.login}@{domain}, "
+                    "Les relevés arrivent dans la boîte "
+                    f"{box_address(user.login, domain, dedicated=True)}, "
                     "avec le même mot de passe que votre boîte.",
                 ),
             ],

@@ -1,7 +1,7 @@
 """The test bank in partner mode: temporary codes, webview sessions, outcomes, consent.
 
 This is the aggregator side of the demo: the daemon serves the pages of the test bank's
-webview itself (:mod:`releves_mailer.web.testbank_webview`), which drive the sessions kept
+webview itself (:mod:`releves_mailer.aggregators.testbank.webview`), which drive the sessions kept
 here. Sessions live in memory (a code is valid 30 minutes and used once, as at Powens); the
 outcome waits for the callback for one hour.
 """
@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from releves_mailer.aggregators.testbank import TestBank, TestBankToken
 from releves_mailer.clock import Clock
 from releves_mailer.collect.provider import ProviderAccess, ProviderAccount, ProviderError
-from releves_mailer.collect.testbank import TestBank, TestBankToken
 from releves_mailer.partner.modes import (
     PartnerOutcome,
     WebviewError,

@@ -1,7 +1,7 @@
 """Powens in partner mode: the redevable's user, temporary codes, the Webview and its callback.
 
 :class:`PowensPartner` implements :class:`~releves_mailer.partner.modes.PartnerMode` over
-:class:`~releves_mailer.collect.powens.PowensProvider`:
+:class:`~releves_mailer.aggregators.powens.PowensProvider`:
 
 - **one Powens user per redevable**, created at most once (``POST /auth/init`` is billed). It
   is found, in this order, on the connection being repaired, on the redevable's earlier
@@ -30,8 +30,8 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-from releves_mailer.collect.powens.provider import PowensProvider
-from releves_mailer.collect.powens.webview import parse_webview_callback
+from releves_mailer.aggregators.powens.provider import PowensProvider
+from releves_mailer.aggregators.powens.webview import parse_webview_callback
 from releves_mailer.collect.provider import ProviderAccess, ProviderAccount, ProviderError
 from releves_mailer.collect.sync_accounts import normalise_iban
 from releves_mailer.partner.modes import (

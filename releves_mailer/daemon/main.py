@@ -8,14 +8,13 @@ back); SIGHUP reopens the log file and reloads the templates.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import json
 import logging
 import signal
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,22 +22,22 @@ from typing import Any
 
 from aiohttp import web
 
+from releves_mailer.aggregators.contract import RouteHooks
+from releves_mailer.aggregators.registry import open_aggregators
 from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connections_named
-from releves_mailer.collect.powens_webhooks import WebhookEvent, webhook_handler
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.config import Config, ConfigError
+from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
-from releves_mailer.jobs import Collector
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.imap.server import ImapServer
-from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
+from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.notify.outbox import Outbox
-from releves_mailer.partner.aggregators import open_aggregators
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.flow import PartnerFlow
 from releves_mailer.partner.links import LinkService
@@ -131,13 +130,6 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _deliver_local(
-        self, database: Database, store: MessageStore, addresses: Sequence[str], raw: bytes
-    ) -> None:
-        async with database.session() as session:
-            for address in addresses:
-                await store.deliver(session, address, raw)
-
     async def start(self, stack: AsyncExitStack) -> None:
         config = self.config
         # Folders made before 0700 was the rule: closing the top one hides all they hold.
@@ -157,13 +149,9 @@ class Daemon:
         guard = PasswordGuard(self.clock, config.auth, config.portal.domain)
         imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=guard)
         await imap.start(stack)
-
-        async def deliver(addresses: Sequence[str], raw: bytes) -> None:
-            await self._deliver_local(database, store, addresses, raw)
-
         handler = InboundHandler(
             authenticator,
-            deliver,
+            sink_deliverer(store, config.portal.domain),
             self.clock,
             config.portal.domain,
             guard=guard,
@@ -173,7 +161,9 @@ class Daemon:
         smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
         await smtp.start(stack)
         self.renderer = Renderer.from_config(config)
-        signer = SmimeSigner.from_config(config)
+        signer = SmimeSigner.from_files(
+            config.path(config.signing.key), config.path(config.signing.certificate)
+        )
         self.delivery = StatementDelivery(
             database, store, self.renderer, signer, self.clock, config.portal
         )
@@ -214,8 +204,8 @@ class Daemon:
                 import_max_lines=config.portal.import_max_lines,
             )
         ]
-        if aggregators.powens is not None:
-            self._mount_webhooks(database, aggregators.powens.name, setups)
+        hooks = RouteHooks(refresh_named=functools.partial(self._refresh_named, database))
+        setups.extend(aggregators.routes(hooks))
         flow = None
         if aggregators.modes:
             # The first mode is the default of new links: Powens when it is configured.
@@ -233,7 +223,6 @@ class Daemon:
             renderer=self.renderer,
             settings=settings,
             flow=flow,
-            testbank=aggregators.testbank,
             setups=setups,
         )
         http = HttpServer(config.http, app)
@@ -249,41 +238,14 @@ class Daemon:
         }
         self._write_ports(config.data_dir / "ports.json")
 
-    def _mount_webhooks(
-        self, database: Database, provider: str, setups: list[Callable[[web.Application], None]]
-    ) -> None:
-        """The Powens webhook route: a valid webhook refreshes early the connection it names."""
-        section = self.config.aggregator.powens
-
-        async def on_webhook(event: WebhookEvent) -> None:
-            # A webhook only says "look again": the refresh re-reads everything from the API
-            # (a "deleted" event too: the refresh confirms it with a 404 first).
-            found = await connections_named(database, provider, event.connection_id)
-            _log.info(
-                "Powens webhook %s for connection %s: local connection(s) %s",
-                event.kind,
-                event.connection_id,
-                found or "none",
-            )
-            for connection_id in found:
-                self.collector.refresh_soon(connection_id)
-
-        secret = section.webhook_secret.get_secret_value()
-        if not secret:
-            _log.warning("no Powens webhook secret configured: webhooks are not accepted")
-            return
-        handler = webhook_handler(
-            secret,
-            on_webhook,
-            clock=self.clock,
-            max_body=section.webhook_max_body,
-            max_age=dt.timedelta(seconds=section.webhook_max_age_seconds),
-        )
-
-        def mount(app: web.Application) -> None:
-            app.router.add_post("/powens/webhooks/{event}", handler)
-
-        setups.append(mount)
+    async def _refresh_named(
+        self, database: Database, provider: str, provider_connection_id: str
+    ) -> list[int]:
+        """An aggregator named one of its connections: refresh early the local ones holding it."""
+        found = await connections_named(database, provider, provider_connection_id)
+        for connection_id in found:
+            self.collector.refresh_soon(connection_id)
+        return found
 
     async def _housekeeping(self, store: MessageStore) -> None:
         """Hourly: remove message files left without a row by rolled-back deliveries."""

@@ -51,7 +51,7 @@ __all__ = [
     "webhook_handler",
 ]
 
-log = logging.getLogger("releves_mailer.collect.powens.webhooks")
+log = logging.getLogger("releves_mailer.aggregators.powens.webhooks")
 
 SIGNATURE_HEADER = "BI-Signature"
 DATE_HEADER = "BI-Signature-Date"

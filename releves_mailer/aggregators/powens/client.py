@@ -33,9 +33,9 @@ from urllib.parse import quote, urljoin, urlsplit
 import aiohttp
 import yarl
 
+from releves_mailer.aggregators.powens.parsing import UNKNOWN_STATE, loads
 from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.collect.errors import normalise_error_code
-from releves_mailer.collect.powens.parsing import UNKNOWN_STATE, loads
 from releves_mailer.collect.provider import ProviderError
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "api_host",
 ]
 
-log = logging.getLogger("releves_mailer.collect.powens")
+log = logging.getLogger("releves_mailer.aggregators.powens")
 
 Sleep = Callable[[float], Awaitable[None]]
 #: Query parameters in order; a None value is a value-less flag (``?all``).

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from releves_mailer.aggregators.testbank.partner import Step, TestBankPartner, WebviewSession
 from releves_mailer.partner.modes import WebviewFlow
-from releves_mailer.partner.testbank import Step, TestBankPartner, WebviewSession
-from releves_mailer.web.app import Pages
+from releves_mailer.web.app import PAGES, Pages
 
 __all__ = ["TestBankWebview", "setup"]
 
@@ -118,7 +118,8 @@ class TestBankWebview:
         return await self._page(session)
 
 
-def setup(app: web.Application, partner: TestBankPartner, pages: Pages) -> None:
-    handlers = TestBankWebview(partner, pages)
+def setup(app: web.Application, partner: TestBankPartner) -> None:
+    """Mount the webview's pages, rendered with the application's :data:`PAGES`."""
+    handlers = TestBankWebview(partner, app[PAGES])
     app.router.add_get("/testbank/webview/{lang}/{flow}", handlers.start)
     app.router.add_post("/testbank/webview/etape", handlers.step)

@@ -19,6 +19,22 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from releves_mailer.aggregators.testbank.generator import (
+    ONE_DAY,
+    AccountKind,
+    AccountProfile,
+    DayCache,
+    Row,
+    RowState,
+    lag_days,
+)
+from releves_mailer.aggregators.testbank.iban import french_iban
+from releves_mailer.aggregators.testbank.schedule import (
+    ScheduledError,
+    active_error,
+    parse_error_schedule,
+)
+from releves_mailer.cfonb import format_amount
 from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.errors import describe_error
 from releves_mailer.collect.provider import (
@@ -28,21 +44,6 @@ from releves_mailer.collect.provider import (
     ProviderError,
     ProviderTransaction,
     accepted_iban,
-)
-from releves_mailer.collect.testbank.generator import (
-    ONE_DAY,
-    AccountKind,
-    AccountProfile,
-    DayCache,
-    Row,
-    RowState,
-    lag_days,
-)
-from releves_mailer.collect.testbank.iban import french_iban
-from releves_mailer.collect.testbank.schedule import (
-    ScheduledError,
-    active_error,
-    parse_error_schedule,
 )
 
 __all__ = ["BANK_CODE", "BIC", "TestBank", "TestBankToken"]
@@ -136,12 +137,6 @@ _TYPES = {
 
 def _utc(timestamp: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
-
-
-def _minor_to_text(amount: int) -> str:
-    sign = "-" if amount < 0 else ""
-    units, cents = divmod(abs(amount), 100)
-    return f"{sign}{units}.{cents:02d}"
 
 
 class TestBank:
@@ -350,7 +345,7 @@ class TestBank:
                 "type": _TYPES[profile.kind],
                 "currency": {"id": profile.currency},
                 "number": plan.number,
-                "balance": _minor_to_text(balance),
+                "balance": format_amount(balance, 2, separator="."),
                 "last_update": _utc(now).isoformat(),
             },
         )
@@ -446,7 +441,7 @@ class TestBank:
             "date": state.booking_date.isoformat(),
             "vdate": None if state.value_date is None else state.value_date.isoformat(),
             "rdate": row.real_date.isoformat(),
-            "value": _minor_to_text(state.amount),
+            "value": format_amount(state.amount, 2, separator="."),
             "original_wording": state.label,
             "type": row.type,
             "coming": state.coming,

@@ -1,6 +1,10 @@
-"""Powens (partner mode): API client, Provider implementation, Webview URLs and callbacks."""
+"""Powens (partner mode): API client, Provider implementation, Webview URLs and callbacks.
 
-from releves_mailer.collect.powens.client import (
+Also in this package: the partner mode (``partner``), the webhooks (``webhooks``) and the
+registry entry that opens Powens and mounts its webhook route (``aggregator``).
+"""
+
+from releves_mailer.aggregators.powens.client import (
     PaginationError,
     PowensAPIError,
     PowensClient,
@@ -8,19 +12,19 @@ from releves_mailer.collect.powens.client import (
     Timeouts,
     api_host,
 )
-from releves_mailer.collect.powens.parsing import (
+from releves_mailer.aggregators.powens.parsing import (
     KNOWN_STATES,
     UNKNOWN_STATE,
     PowensConnection,
     parse_amount,
     parse_timestamp,
 )
-from releves_mailer.collect.powens.provider import (
+from releves_mailer.aggregators.powens.provider import (
     PAGE_LIMIT,
     PowensProvider,
     TemporaryCode,
 )
-from releves_mailer.collect.powens.webview import (
+from releves_mailer.aggregators.powens.webview import (
     WebviewCallback,
     WebviewError,
     build_webview_url,

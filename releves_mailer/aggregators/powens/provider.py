@@ -24,8 +24,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from releves_mailer.clock import PARIS, Clock
-from releves_mailer.collect.powens.client import (
+from releves_mailer.aggregators.powens.client import (
     PowensAPIError,
     PowensClient,
     Query,
@@ -33,7 +32,7 @@ from releves_mailer.collect.powens.client import (
     Sleep,
     Timeouts,
 )
-from releves_mailer.collect.powens.parsing import (
+from releves_mailer.aggregators.powens.parsing import (
     UNKNOWN_STATE,
     PowensConnection,
     connection_from_json,
@@ -43,7 +42,8 @@ from releves_mailer.collect.powens.parsing import (
     parse_transaction,
     status_from_connection,
 )
-from releves_mailer.collect.powens.webview import DEFAULT_WEBVIEW_BASE, build_webview_url
+from releves_mailer.aggregators.powens.webview import DEFAULT_WEBVIEW_BASE, build_webview_url
+from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.provider import (
     ConnectionStatus,
     ProviderAccess,
@@ -55,7 +55,7 @@ from releves_mailer.config import PowensSection
 
 __all__ = ["PAGE_LIMIT", "PowensProvider", "TemporaryCode"]
 
-log = logging.getLogger("releves_mailer.collect.powens")
+log = logging.getLogger("releves_mailer.aggregators.powens")
 
 #: Powens' maximum page size for transactions.
 PAGE_LIMIT = 1000
@@ -222,13 +222,6 @@ class PowensProvider:
             raise ValueError("no Powens connection id given")
         return str(chosen)
 
-    async def list_connections(self, access: ProviderAccess) -> list[PowensConnection]:
-        """Every connection of the user, with its bank name and consent expiry."""
-        document = await self.client.get(
-            "users/me/connections", access.token, [("expand", "connector,sources")]
-        )
-        return [connection_from_json(item) for item in document.get("connections", [])]
-
     async def get_connection(
         self, access: ProviderAccess, connection_id: str | None = None
     ) -> PowensConnection:
@@ -249,48 +242,6 @@ class PowensProvider:
         """When the PSD2 consent of the connection expires (earliest ``access_expire``)."""
         return (await self.get_connection(access, connection_id)).consent_expires_at
 
-    async def force_sync(self, access: ProviderAccess, connection_id: str | None = None) -> bool:
-        """Ask Powens to synchronise now (``PUT ...?psu_requested=false``).
-
-        Returns False on 409 (a synchronisation is already running or the connection is up
-        to date: no webhook will follow). Use sparingly: PSD2 caps unattended accesses.
-        """
-        cid = self._connection_id(access, connection_id)
-        url = self.client.url(f"users/me/connections/{cid}", [("psu_requested", "false")])
-        document = await self.client.call(
-            "PUT",
-            url,
-            token=access.token,
-            idempotent=True,
-            time_limit=self.client.timeouts.sync,
-            accept_statuses=(409,),
-        )
-        return not (isinstance(document, Mapping) and document.get("_status") == 409)
-
-    async def resume(self, access: ProviderAccess, connection_id: str | None = None) -> None:
-        """Resume a ``decoupled`` connection once the client validated in the bank's app."""
-        cid = self._connection_id(access, connection_id)
-        await self.client.call(
-            "POST",
-            self.client.url(f"users/me/connections/{cid}"),
-            token=access.token,
-            body={"resume": True},
-            idempotent=True,
-            time_limit=self.client.timeouts.sync,
-        )
-
-    async def delete_connection(
-        self, access: ProviderAccess, connection_id: str | None = None
-    ) -> None:
-        """Delete the connection at Powens (its data is gone for good)."""
-        cid = self._connection_id(access, connection_id)
-        await self.client.call(
-            "DELETE",
-            self.client.url(f"users/me/connections/{cid}"),
-            token=access.token,
-            idempotent=True,
-        )
-
     # -- accounts --------------------------------------------------------------------------
 
     async def _raw_accounts(self, access: ProviderAccess) -> list[Mapping[str, Any]]:
@@ -308,22 +259,6 @@ class PowensProvider:
         deleted ones included."""
         now = self.clock.now()
         return [parse_account(item, now) for item in await self._raw_accounts(access)]
-
-    async def set_account_enabled(
-        self, access: ProviderAccess, account_id: str, enabled: bool
-    ) -> ProviderAccount:
-        """Enable (Powens then synchronises it) or disable one account."""
-        url = self.client.url(f"users/me/accounts/{account_id}", [("all", None)])
-        document = await self.client.call(
-            "POST", url, token=access.token, body={"disabled": not enabled}, idempotent=True
-        )
-        return parse_account(document, self.clock.now())
-
-    async def activate_accounts(
-        self, access: ProviderAccess, account_ids: Iterable[str]
-    ) -> list[ProviderAccount]:
-        """Enable the accounts the client chose (idempotent: enabled ones stay enabled)."""
-        return [await self.set_account_enabled(access, str(a), True) for a in account_ids]
 
     # -- transactions ----------------------------------------------------------------------
 

@@ -1,0 +1,320 @@
+"""The IMAP FETCH command: items of many messages read in pipelined batches, large message
+sections sent from their files in pieces (RFC 3501 section 6.4.5, RFC 7162 CHANGEDSINCE)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
+from releves_mailer.mailbox.imap import mime
+from releves_mailer.mailbox.imap.connection import CommandContext, CommandError, Disconnect
+from releves_mailer.mailbox.imap.parser import FetchAttribute, ParseError, Parser
+from releves_mailer.mailbox.imap.response import format_internal_date, literal
+from releves_mailer.mailbox.imap.view import SelectedView
+
+if TYPE_CHECKING:
+    from releves_mailer.mailbox.imap.session import ImapSession
+
+__all__ = ["cmd_fetch"]
+
+_log = logging.getLogger(__name__)
+
+_FETCH_BATCH = 500
+#: Octets of large messages a FETCH batch reads ahead; beyond, they are sent from their file.
+_READ_AHEAD_BYTES = 16 * 1024 * 1024
+#: Octets of a message in the file read and sent at a time.
+_SEND_CHUNK = 256 * 1024
+_FETCH_MACROS = {
+    "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+    "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+    "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _LargeSection:
+    """A FETCH item of a message left in its file, sent by ``ImapSession._send_large``."""
+
+    record: MessageRecord
+    item: FetchAttribute
+
+
+def _needs_raw(item: FetchAttribute) -> bool:
+    """Whether a section needs the message's octets (not only its stored header)."""
+    return item.section and (bool(item.path) or not item.text.startswith("HEADER"))
+
+
+def _fetch_items(parser: Parser) -> list[FetchAttribute]:
+    if parser.peek() == 0x28:
+        parser.list_start()
+        items: list[FetchAttribute] = []
+        while not parser.list_end():
+            parser.maybe_sp()
+            items.append(parser.fetch_attribute())
+        if not items:
+            raise ParseError("Empty fetch list")
+        return items
+    start = parser.pos
+    word = parser.token(stop=b"[<").decode("ascii").upper()
+    if word in _FETCH_MACROS:
+        return [FetchAttribute(name, label=name.encode()) for name in _FETCH_MACROS[word]]
+    parser.pos = start
+    return [parser.fetch_attribute()]
+
+
+async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parser) -> None:
+    view = session.require_view()
+    parser.sp()
+    sequence = parser.sequence_set()
+    parser.sp()
+    items = _fetch_items(parser)
+    changed_since: int | None = None
+    if parser.maybe_sp():
+        parser.list_start()
+        parser.expect(b"CHANGEDSINCE ")
+        changed_since = parser.number()
+        if parser.maybe_sp():
+            parser.expect(b"VANISHED")
+            raise CommandError("BAD", "VANISHED needs QRESYNC")
+        if not parser.list_end():
+            raise ParseError("Expected )")
+    parser.end()
+    await session.sync_view(allow_expunge=False)
+    uids = view.resolve(sequence, context.uid)
+    names = {item.name for item in items}
+    if context.uid and "UID" not in names:
+        items.insert(0, FetchAttribute("UID", label=b"UID"))
+    if changed_since is not None or "MODSEQ" in names:
+        session.condstore = True
+    if changed_since is not None:
+        uids = [uid for uid in uids if view.meta[uid].modseq > changed_since]
+        if "MODSEQ" not in names:
+            items.append(FetchAttribute("MODSEQ", label=b"MODSEQ"))
+    columns: set[FetchColumn] = set()
+    need_blob = False
+    sets_seen = False
+    for item in items:
+        if item.name == "INTERNALDATE":
+            columns.add("internal_date")
+        elif item.name == "RFC822.SIZE":
+            columns.add("size")
+        elif item.name == "ENVELOPE":
+            columns.add("envelope")
+        elif item.name == "BODYSTRUCTURE":
+            columns.add("bodystructure")
+        elif item.name == "BODY" and not item.section:
+            columns.add("body")
+        elif item.name == "RFC822.HEADER" or (
+            item.section and not item.path and item.text.startswith("HEADER")
+        ):
+            columns.add("header")
+        elif item.name in ("RFC822", "RFC822.TEXT") or item.section:
+            need_blob = True
+        if item.name in ("RFC822", "RFC822.TEXT") or (item.section and not item.peek):
+            sets_seen = True
+    if need_blob:
+        # Size and header: to leave large messages in their files and send them in pieces.
+        columns |= {"blob", "size", "header"}
+    sets_seen = sets_seen and not view.readonly
+    folder_id = view.folder_id
+    threshold = session.config.spool_threshold
+
+    async def load(batch: list[int]) -> tuple[dict[int, MessageRecord], dict[int, bytes]]:
+        records: dict[int, MessageRecord] = {}
+        if columns:
+            for record in await session.mailbox.fetch_records(folder_id, batch, columns):
+                records[record.uid] = record
+        blobs: dict[int, bytes] = {}
+        if need_blob:
+            # Read ahead only small messages, up to a budget per batch; the others are
+            # streamed from their files when their turn comes (see _send_large).
+            budget = _READ_AHEAD_BYTES
+            present = []
+            for uid in batch:
+                found = records.get(uid)
+                if found is not None and found.size <= min(threshold, budget):
+                    present.append(uid)
+                    budget -= found.size
+            contents = await session.mailbox.read_blobs([records[u].blob for u in present])
+            blobs = dict(zip(present, contents, strict=True))
+        return records, blobs
+
+    batches = [uids[i : i + _FETCH_BATCH] for i in range(0, len(uids), _FETCH_BATCH)]
+    # Pipeline: the next batch is read from the database and the files while this one is
+    # formatted and sent.
+    upcoming = asyncio.ensure_future(load(batches[0])) if batches else None
+    try:
+        for index, batch in enumerate(batches):
+            assert upcoming is not None
+            records, blobs = await upcoming
+            upcoming = (
+                asyncio.ensure_future(load(batches[index + 1]))
+                if index + 1 < len(batches)
+                else None
+            )
+            newly_seen: set[int] = set()
+            if sets_seen:
+                unseen = [u for u in batch if "\\Seen" not in view.meta[u].flags]
+                if unseen:
+                    updated, _ = await session.mailbox.store_flags(
+                        folder_id, unseen, "add", ["\\Seen"]
+                    )
+                    for meta in updated:
+                        view.meta[meta.uid] = meta
+                    newly_seen = {m.uid for m in updated}
+            for uid in batch:
+                if uid not in view.meta:
+                    continue
+                record = records.get(uid)
+                if record is None:
+                    if columns:
+                        continue  # expunged by another session meanwhile
+                    record = MessageRecord(uid)
+                pieces = _fetch_one(
+                    session, view, uid, items, record, blobs.get(uid), uid in newly_seen
+                )
+                if pieces:
+                    await _send_large(session, pieces)
+            await session.maybe_flush()
+    finally:
+        if upcoming is not None and not upcoming.done():
+            upcoming.cancel()
+    session.ok(context, "Fetch completed")
+
+
+def _fetch_one(
+    session: ImapSession,
+    view: SelectedView,
+    uid: int,
+    items: list[FetchAttribute],
+    record: MessageRecord,
+    raw: bytes | None,
+    newly_seen: bool,
+) -> list[bytes | _LargeSection]:
+    """Add the FETCH response of one message to the output, or, when a section of a
+    message left in its file is asked for, return the response as pieces for
+    :meth:`_send_large`."""
+    meta = view.meta[uid]
+    parts: list[bytes | _LargeSection] = []
+    in_file = raw is None and bool(record.blob)
+    parsed: mime.MimePart | None = None
+    flags_sent = False
+    for item in items:
+        name = item.name
+        if name == "UID":
+            parts.append(b"UID %d" % uid)
+        elif name == "FLAGS":
+            flags = list(meta.flags) + (["\\Recent"] if uid in view.recent else [])
+            parts.append(b"FLAGS (" + " ".join(flags).encode() + b")")
+            flags_sent = True
+        elif name == "MODSEQ":
+            parts.append(b"MODSEQ (%d)" % meta.modseq)
+        elif name == "INTERNALDATE":
+            assert record.internal_date is not None
+            parts.append(b"INTERNALDATE " + format_internal_date(record.internal_date))
+        elif name == "RFC822.SIZE":
+            parts.append(b"RFC822.SIZE %d" % record.size)
+        elif name == "ENVELOPE":
+            parts.append(b"ENVELOPE " + record.envelope)
+        elif name == "BODYSTRUCTURE":
+            parts.append(b"BODYSTRUCTURE " + record.bodystructure)
+        elif name == "BODY" and not item.section:
+            parts.append(b"BODY " + record.body)
+        elif name == "RFC822.HEADER":
+            parts.append(b"RFC822.HEADER " + literal(record.header))
+        elif in_file and (name in ("RFC822", "RFC822.TEXT") or _needs_raw(item)):
+            parts.append(_LargeSection(record, item))
+        elif name in ("RFC822", "RFC822.TEXT"):
+            data = raw or b""
+            if name == "RFC822.TEXT":
+                data = data[mime.split_header(data) :]
+            parts.append(name.encode() + b" " + literal(data))
+        elif item.section:
+            if (
+                not item.path
+                and item.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
+                and raw is None
+            ):
+                data = record.header
+                if item.text != "HEADER":
+                    names = {f.lower() for f in item.fields}
+                    data = mime.header_fields(data, names, item.text.endswith(".NOT"))
+            elif not item.path and item.text in ("", "TEXT"):
+                data = raw or b""
+                if item.text == "TEXT":
+                    data = data[mime.split_header(data) :]
+            else:
+                if parsed is None:
+                    parsed = mime.parse_message(raw or b"")
+                data = mime.section_bytes(parsed, item.path, item.text, item.fields)
+            if item.partial is not None:
+                offset, count = item.partial
+                data = data[offset : offset + count]
+            parts.append(item.label + b" " + literal(data))
+    if newly_seen and not flags_sent:
+        flags = list(meta.flags) + (["\\Recent"] if uid in view.recent else [])
+        parts.append(b"FLAGS (" + " ".join(flags).encode() + b")")
+    wants_modseq = any(item.name == "MODSEQ" for item in items)
+    if session.condstore and not wants_modseq and (newly_seen or flags_sent):
+        parts.append(b"MODSEQ (%d)" % meta.modseq)
+    head = b"* %d FETCH (" % view.seq_of(uid)
+    if not any(isinstance(part, _LargeSection) for part in parts):
+        session.out += head + b" ".join(cast(list[bytes], parts)) + b")\r\n"
+        return []
+    pieces: list[bytes | _LargeSection] = [head]
+    for index, part in enumerate(parts):
+        if index:
+            pieces.append(b" ")
+        pieces.append(part)
+    pieces.append(b")\r\n")
+    return pieces
+
+
+async def _send_large(session: ImapSession, pieces: list[bytes | _LargeSection]) -> None:
+    """Send a FETCH response whose large sections are read from the message's file, in
+    ``_SEND_CHUNK`` pieces, each written once the client took the previous one."""
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            session.out += piece
+            continue
+        record, item = piece.record, piece.item
+        session.out += item.label + b" "
+        span = await _large_span(session, record, item)
+        if isinstance(span, bytes):
+            session.out += literal(span)
+            continue
+        start, end = span
+        if item.partial is not None:
+            offset, count = item.partial
+            start = min(start + offset, end)
+            end = min(start + count, end)
+        session.out += b"{%d}\r\n" % (end - start)
+        await session.flush()
+        for position in range(start, end, _SEND_CHUNK):
+            wanted = min(_SEND_CHUNK, end - position)
+            chunk = await session.mailbox.read_blob_range(record.blob, position, wanted)
+            if len(chunk) != wanted:
+                # The literal's length is already sent: nothing else keeps the
+                # client in step.
+                _log.error("Message file %s shorter than its size", record.blob)
+                raise Disconnect()
+            session.out += chunk
+            await session.flush()
+
+
+async def _large_span(
+    session: ImapSession, record: MessageRecord, item: FetchAttribute
+) -> tuple[int, int] | bytes:
+    """Where the octets of ``item`` lie in a message left in its file."""
+    if item.name == "RFC822.TEXT" or (item.section and not item.path and item.text == "TEXT"):
+        return len(record.header), record.size
+    if item.name == "RFC822" or (item.section and not item.path and item.text == ""):
+        return 0, record.size
+    # A part: the MIME analysis needs the whole message, once, in a thread.
+    raw = await session.mailbox.read_blob(record.blob)
+    return await asyncio.to_thread(
+        lambda: mime.section_span(mime.parse_message(raw), item.path, item.text, item.fields)
+    )

@@ -1,0 +1,148 @@
+"""The selected mailbox as one session last told its client: UIDs, sequence numbers, flags.
+
+:meth:`SelectedView.sync` brings it up to date with the store and sends the client what
+changed (expunges, new messages, flag changes, new keywords), RFC 3501 section 7.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from releves_mailer.mailbox.contracts import MailboxSession, MessageMeta
+from releves_mailer.mailbox.imap.connection import CommandError
+from releves_mailer.mailbox.imap.parser import SequenceSet
+
+__all__ = ["SYSTEM_FLAGS", "SelectedView"]
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+@dataclass(slots=True)
+class SelectedView:
+    """The selected mailbox as this session last told its client."""
+
+    folder_id: int
+    name: str
+    readonly: bool
+    uidvalidity: int
+    uidnext: int
+    modseq: int
+    uids: list[int]
+    meta: dict[int, MessageMeta]
+    recent: set[int]
+    keywords: set[str]
+    event: asyncio.Event
+    expunge_pending: bool = False
+
+    def seq_of(self, uid: int) -> int:
+        return bisect.bisect_left(self.uids, uid) + 1
+
+    def resolve(self, sequence: SequenceSet, uid: bool) -> list[int]:
+        """UIDs named by a sequence set, in mailbox order."""
+        if uid:
+            largest = self.uids[-1] if self.uids else 0
+            out: set[int] = set()
+            for low, high in sequence.resolve(largest):
+                start = bisect.bisect_left(self.uids, low)
+                end = bisect.bisect_right(self.uids, high)
+                out.update(self.uids[start:end])
+            return sorted(out)
+        count = len(self.uids)
+        for first, last in sequence.ranges:
+            for number in (first, last):
+                if number is not None and number > count:
+                    raise CommandError("BAD", "Error in IMAP command: Invalid message sequence")
+        if count == 0:
+            raise CommandError("BAD", "Error in IMAP command: No messages")
+        return [self.uids[seq - 1] for seq in sequence.iter_sorted(count, count)]
+
+    def flags_item(self, meta: MessageMeta, *, condstore: bool, with_uid: bool = False) -> bytes:
+        """``FLAGS (...)`` of a FETCH response (with ``UID`` and ``MODSEQ`` when due)."""
+        flags = list(meta.flags)
+        if meta.uid in self.recent:
+            flags.append("\\Recent")
+        out = b"FLAGS (" + " ".join(flags).encode() + b")"
+        if with_uid:
+            out = b"UID %d " % meta.uid + out
+        if condstore:
+            out += b" MODSEQ (%d)" % meta.modseq
+        return out
+
+    def send_flags(self, send: Callable[[bytes], None]) -> None:
+        """The FLAGS and PERMANENTFLAGS responses: system flags and the keywords in use."""
+        keywords = sorted(self.keywords, key=str.lower)
+        flags = " ".join([*SYSTEM_FLAGS, *keywords])
+        send(f"* FLAGS ({flags})".encode())
+        if self.readonly:
+            send(b"* OK [PERMANENTFLAGS ()] Read-only mailbox")
+        else:
+            send(f"* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted".encode())
+
+    async def sync(
+        self,
+        mailbox: MailboxSession,
+        send: Callable[[bytes], None],
+        *,
+        condstore: bool,
+        allow_expunge: bool,
+    ) -> bool:
+        """Tell the client what changed since it last heard; ``False`` once the mailbox is
+        gone. Expunges wait while ``allow_expunge`` is false (sequence numbers must not
+        move under FETCH, STORE, SEARCH)."""
+        self.event.clear()
+        head = await mailbox.folder_head(self.folder_id)
+        if head is None:
+            return False
+        if head == (self.modseq, self.uidnext):
+            return True
+        changes = await mailbox.changes(self.folder_id, self.modseq)
+        if changes is None:
+            return True
+        if changes.all_uids is not None:
+            if not allow_expunge:
+                self.expunge_pending = True
+                return True
+            still = set(changes.all_uids)
+            gone = [uid for uid in self.uids if uid not in still]
+            for uid in reversed(gone):
+                send(b"* %d EXPUNGE" % self.seq_of(uid))
+            if gone:
+                gone_set = set(gone)
+                self.uids = [uid for uid in self.uids if uid not in gone_set]
+                for uid in gone:
+                    self.meta.pop(uid, None)
+                    self.recent.discard(uid)
+            self.expunge_pending = False
+        last = self.uids[-1] if self.uids else 0
+        new = [m for m in changes.changed if m.uid > last and m.uid not in self.meta]
+        new_keywords = {
+            f for m in changes.changed for f in m.flags if not f.startswith("\\")
+        } - self.keywords
+        if new_keywords:
+            self.keywords |= new_keywords
+            self.send_flags(send)
+        for meta in changes.changed:
+            old = self.meta.get(meta.uid)
+            if old is None:
+                continue
+            self.meta[meta.uid] = meta
+            if old.flags != meta.flags:
+                item = self.flags_item(meta, condstore=condstore)
+                send(b"* %d FETCH (%s)" % (self.seq_of(meta.uid), item))
+        if new:
+            for meta in new:
+                self.uids.append(meta.uid)
+                self.meta[meta.uid] = meta
+            send(b"* %d EXISTS" % len(self.uids))
+            if not self.readonly:
+                claimed = await mailbox.claim_recent(self.folder_id)
+                if claimed is not None:
+                    low, high = claimed
+                    self.recent |= {m.uid for m in new if low <= m.uid < high}
+            send(b"* %d RECENT" % len(self.recent))
+        self.modseq = max(self.modseq, changes.info.highestmodseq)
+        self.uidnext = max(self.uidnext, changes.info.uidnext)
+        return True
