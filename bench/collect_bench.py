@@ -35,10 +35,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from releves_mailer.clock import PARIS, ManualClock, SystemClock
-from releves_mailer.collect import scheduler
+from releves_mailer.collect import service
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.simulate import simulate, simulation_steps
+from releves_mailer.collect.service import CollectionService
+from releves_mailer.collect.simulate import simulation_steps
 from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
@@ -50,6 +51,7 @@ from releves_mailer.db.models import (
     StatementLine,
 )
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.cut import cut_due_statements
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test data builders
 from tests.factories import Holder, Spec, add_portfolio
@@ -80,7 +82,7 @@ TARGET_MB = 500
 
 
 class _Timer:
-    """Wall time spent in one coroutine function (wrapped in the scheduler module)."""
+    """Wall time spent in one coroutine function (wrapped in the collection service)."""
 
     def __init__(self, target: Callable[..., Awaitable[Any]]) -> None:
         self.target = target
@@ -120,10 +122,12 @@ async def run(args: argparse.Namespace) -> int:
                 )
             clock.set(first_step)
             setup = time.perf_counter() - built
-            refresh_timer = _Timer(scheduler._refresh_all)
-            cut_timer = _Timer(scheduler.cut_due_statements)
-            scheduler._refresh_all = refresh_timer  # type: ignore[assignment]
-            scheduler.cut_due_statements = cut_timer  # type: ignore[assignment]
+            collection = CollectionService(database, clock, {bank.name: bank}, keyring, plan=plan)
+            refresh_timer = _Timer(collection._refresh_all)
+            cut_timer = _Timer(cut_due_statements)
+            collection._refresh_all = refresh_timer  # type: ignore[method-assign]
+            # The service module looks the cut up in its globals at each round.
+            vars(service)["cut_due_statements"] = cut_timer
             last = START + dt.timedelta(days=args.days - 1)
             profiler = cProfile.Profile() if args.profile else None
             nights = 0
@@ -138,16 +142,8 @@ async def run(args: argparse.Namespace) -> int:
             cpu_started = time.process_time()
             if profiler is not None:
                 profiler.enable()
-            report = await simulate(
-                database,
-                clock=clock,
-                providers={bank.name: bank},
-                keyring=keyring,
-                first=START,
-                last=last,
-                plan=plan,
-                step_minutes=args.step_minutes,
-                on_night=on_night,
+            report = await collection.simulate(
+                START, last, step_minutes=args.step_minutes, on_night=on_night
             )
             if profiler is not None:
                 profiler.disable()

@@ -14,7 +14,7 @@ Usage::
 
     python bench/sync_bench.py                               # 20 connections x 365 days
     python bench/sync_bench.py --connections 700 --days 90   # ~2,000 accounts
-    python bench/sync_bench.py --batch 50                    # refresh_connections, 50 a batch
+    python bench/sync_bench.py --batch 50                    # CollectionService.refresh, 50 a batch
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from sqlalchemy import func, select
 
 from releves_mailer.aggregators.testbank import TestBank, TestBankToken
 from releves_mailer.clock import PARIS, ManualClock
-from releves_mailer.collect import sync
 from releves_mailer.collect.connections import connect_test_bank
+from releves_mailer.collect.service import CollectionService
+from releves_mailer.collect.sync import SyncSettings
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
 from releves_mailer.db.models import (
@@ -64,7 +65,7 @@ async def _bank_only(tokens: list[str], days: int) -> float:
     clock = ManualClock(START)
     bank = TestBank(clock, seed=1)
     accesses = [bank.access_for(TestBankToken.decode(token)) for token in tokens]
-    settings = sync.SyncSettings()
+    settings = SyncSettings()
     cursors: list[dt.datetime | None] = [None] * len(accesses)
     started = time.perf_counter()
     for _ in range(days):
@@ -115,9 +116,7 @@ async def run(args: argparse.Namespace) -> int:
                 )
                 connection_ids.append(connection.id)
                 tokens.append(keyring.decrypt(connection.token_encrypted))
-            batched = getattr(sync, "refresh_connections", None)
-            if args.batch > 1 and batched is None:
-                print("refresh_connections is not available: --batch ignored")
+            collection = CollectionService(database, clock, providers, keyring)
             refreshes = failures = 0
             per_day: list[float] = []
             if args.tracemalloc:
@@ -126,26 +125,16 @@ async def run(args: argparse.Namespace) -> int:
             cpu_started = time.process_time()
             for day in range(args.days):
                 day_started = time.perf_counter()
-                if args.batch > 1 and batched is not None:
+                if args.batch > 1:
                     for first in range(0, len(connection_ids), args.batch):
-                        results = await batched(
-                            database,
-                            connection_ids[first : first + args.batch],
-                            providers=providers,
-                            keyring=keyring,
-                            clock=clock,
+                        results = await collection.refresh(
+                            connection_ids[first : first + args.batch]
                         )
                         refreshes += len(results)
                         failures += sum(not result.ok for result in results)
                 else:
                     for connection_id in connection_ids:
-                        result = await sync.refresh_connection(
-                            database,
-                            connection_id,
-                            providers=providers,
-                            keyring=keyring,
-                            clock=clock,
-                        )
+                        result = await collection.refresh_one(connection_id)
                         refreshes += 1
                         failures += not result.ok
                 per_day.append(time.perf_counter() - day_started)
@@ -165,7 +154,7 @@ async def run(args: argparse.Namespace) -> int:
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     backend = "postgresql" if args.database_url else "sqlite"
-    mode = f"refresh_connections x{args.batch}" if args.batch > 1 else "refresh_connection"
+    mode = f"refresh x{args.batch}" if args.batch > 1 else "refresh_one"
     print(f"database        {backend} ({mode})")
     print(f"connections     {args.connections}")
     print(f"days            {args.days}")

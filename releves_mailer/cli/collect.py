@@ -29,13 +29,14 @@ from releves_mailer.cli.common import (
 )
 from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
 from releves_mailer.collect.errors import describe_error
-from releves_mailer.collect.exports import ExportFile, zip_files
-from releves_mailer.collect.scheduler import RefreshPlan, RunReport
+from releves_mailer.collect.scheduler import RefreshPlan
+from releves_mailer.collect.service import RunReport
 from releves_mailer.collect.simulate import simulation_steps
 from releves_mailer.config import Config
 from releves_mailer.errors import UserError
 from releves_mailer.files import write_atomically
 from releves_mailer.services.statements import StatementFilter, StatementState, StatementView
+from releves_mailer.statements.exports import ExportFile, zip_files
 from releves_mailer.vocabulary import french
 
 __all__ = ["collect", "simulate", "statements"]

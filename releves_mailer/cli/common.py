@@ -14,7 +14,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import click
 
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.scheduler import RunReport
+from releves_mailer.collect.service import RunReport
 from releves_mailer.config import Config, find_config_path, load_config
 from releves_mailer.errors import UserError
 from releves_mailer.render import format_montant

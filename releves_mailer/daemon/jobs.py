@@ -1,7 +1,7 @@
 """Collection as one service: refresh, alert, cut (and deliver, in the daemon).
 
-One round calls :func:`~releves_mailer.collect.scheduler.run_due_work` with the alert
-service's hook, so a failed refresh counts toward the "link from the second failure" rule
+One round calls :meth:`~releves_mailer.collect.service.CollectionService.run_due` with the
+alert service's hook, so a failed refresh counts toward the "link from the second failure" rule
 and sends the same links and alerts whoever ran it: the daemon, ``collect``, ``simulate``
 or ``banks connect``. In the daemon a round also delivers the statements just cut and, once
 a day, checks consent expiry dates; rounds run every minute, or at once for the connections
@@ -16,10 +16,11 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
-from releves_mailer.clock import Clock, ManualClock, business_today
+from releves_mailer.clock import Clock, business_today
 from releves_mailer.collect.provider import Provider
-from releves_mailer.collect.scheduler import RefreshPlan, RunReport, run_due_work
-from releves_mailer.collect.simulate import SimulationReport, simulate
+from releves_mailer.collect.scheduler import RefreshPlan
+from releves_mailer.collect.service import CollectionService, RunReport
+from releves_mailer.collect.simulate import SimulationReport
 from releves_mailer.db import Database
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.partner.alerts import AlertService
@@ -46,11 +47,10 @@ class Collector:
         *,
         period: float = 60.0,
     ) -> None:
-        self.database = database
+        self.collection = CollectionService(
+            database, clock, providers, keyring, plan=plan, after_refresh=alerts.after_refresh
+        )
         self.clock = clock
-        self.providers = providers
-        self.keyring = keyring
-        self.plan = plan
         self.alerts = alerts
         self.delivery = delivery
         self.period = period
@@ -66,16 +66,8 @@ class Collector:
         refresh_now: Collection[int] = (),
     ) -> RunReport:
         """One round of due work; safe to call at any time (everything is idempotent)."""
-        report = await run_due_work(
-            self.database,
-            clock=self.clock,
-            providers=self.providers,
-            keyring=self.keyring,
-            plan=self.plan,
-            force_refresh=force_refresh,
-            redevable_id=redevable_id,
-            refresh_now=refresh_now,
-            after_refresh=self.alerts.after_refresh,
+        report = await self.collection.run_due(
+            force_refresh=force_refresh, redevable_id=redevable_id, refresh_now=refresh_now
         )
         if self.delivery is None:
             return report  # a command: the daemon delivers what was cut
@@ -103,20 +95,8 @@ class Collector:
         on_night: Callable[[dt.date], None] | None = None,
     ) -> SimulationReport:
         """The scheduler over the simulated nights from ``first`` to ``last``."""
-        if not isinstance(self.clock, ManualClock):
-            raise TypeError("a simulation moves a manual clock")
-        return await simulate(
-            self.database,
-            clock=self.clock,
-            providers=self.providers,
-            keyring=self.keyring,
-            first=first,
-            last=last,
-            plan=self.plan,
-            step_minutes=step_minutes,
-            progress_file=progress_file,
-            on_night=on_night,
-            after_refresh=self.alerts.after_refresh,
+        return await self.collection.simulate(
+            first, last, step_minutes=step_minutes, progress_file=progress_file, on_night=on_night
         )
 
     def refresh_soon(self, connection_id: int) -> None:

@@ -128,7 +128,7 @@ class AlertService:
         return watch
 
     async def after_refresh(self, result: RefreshResult) -> AlertDecision:
-        """Call after every :func:`~releves_mailer.collect.sync.refresh_connection`."""
+        """Call after every refresh (the collection service's after-refresh hook)."""
         now = self.composer.clock.now()
         async with self.database.session() as session:
             connection = await session.get(BankConnection, result.connection_id)

@@ -22,7 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.collect.connections import add_connection, close_replaced_connection
 from releves_mailer.collect.provider import ProviderAccess, ProviderError
-from releves_mailer.collect.sync import new_bank_account, normalise_iban, reattach_account
+from releves_mailer.collect.sync_accounts import (
+    new_bank_account,
+    normalise_iban,
+    reattach_account,
+)
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,

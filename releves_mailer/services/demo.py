@@ -20,7 +20,7 @@ from pathlib import Path
 from releves_mailer.clock import PARIS, Clock, ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.simulate import simulate
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import Config
 from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
@@ -188,18 +188,14 @@ async def build_demo_data(
     store = MessageStore(database, config.data_dir / "messages", clock)
     try:
         await create_demo_portfolio(config, database, clock, password)
-        keyring = KeyRing.from_file(config.path(config.secrets.key_file))
-        providers = {"testbank": build_test_bank(config, clock)}
-        report = await simulate(
+        collection = CollectionService(
             database,
-            clock=clock,
-            providers=providers,
-            keyring=keyring,
-            first=first,
-            last=today - dt.timedelta(days=1),
+            clock,
+            {"testbank": build_test_bank(config, clock)},
+            KeyRing.from_file(config.path(config.secrets.key_file)),
             plan=RefreshPlan.from_config(config.collection),
-            on_night=on_night,
         )
+        report = await collection.simulate(first, today - dt.timedelta(days=1), on_night=on_night)
         delivery = StatementDelivery(
             database,
             store,

@@ -13,8 +13,6 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.audit import Problem, audit
-from releves_mailer.collect.exports import ExportFile, read_files
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -26,6 +24,8 @@ from releves_mailer.db.models import (
     StatementState,
 )
 from releves_mailer.services.portfolio import AccountView, family_of
+from releves_mailer.statements.audit import Problem, audit
+from releves_mailer.statements.exports import ExportFile, read_files
 from releves_mailer.vocabulary import french
 
 __all__ = [

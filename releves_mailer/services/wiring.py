@@ -131,7 +131,7 @@ class Collection:
 
     @property
     def keyring(self) -> KeyRing:
-        return self.collector.keyring
+        return self.collector.collection.keyring
 
     async def connect_test_bank(
         self,

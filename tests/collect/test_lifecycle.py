@@ -10,7 +10,7 @@ from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.connections import connect_test_bank, set_account_active
 from releves_mailer.collect.lifecycle import deactivate_with_accounts, reactivate_with_accounts
-from releves_mailer.collect.sync import refresh_connection
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankAccount, Redevable
 from releves_mailer.signing.secrets import KeyRing
@@ -38,9 +38,7 @@ async def test_cascade_and_restore(
     connection = await connect_test_bank(
         database, portfolio.redevable_id, bank=bank, keyring=keyring, clock=clock
     )
-    await refresh_connection(
-        database, connection.id, providers={bank.name: bank}, keyring=keyring, clock=clock
-    )
+    await CollectionService(database, clock, {bank.name: bank}, keyring).refresh_one(connection.id)
     before = await accounts_state(database, portfolio.redevable_id)
     assert len(before) >= 2 and all(before.values())
     switched_off_alone = min(before)

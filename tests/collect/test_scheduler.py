@@ -21,8 +21,8 @@ from releves_mailer.collect.scheduler import (
     is_refresh_due,
     next_refresh,
     refresh_slots,
-    run_due_work,
 )
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.collect.sync import RefreshResult
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankConnection
@@ -170,9 +170,9 @@ async def test_concurrency_per_provider_is_bounded(
     async with database.session() as session:
         await session.execute(update(BankConnection).values(provider=counting.name))
     plan = RefreshPlan(max_concurrency_per_provider=2, refresh_batch=1)
-    report = await run_due_work(
-        database, clock=clock, providers={counting.name: counting}, keyring=keyring, plan=plan
-    )
+    report = await CollectionService(
+        database, clock, {counting.name: counting}, keyring, plan=plan
+    ).run_due()
     assert [result.ok for result in report.refreshed] == [True] * 6
     assert counting.most == 2  # concurrent, but never more than the bound
 
@@ -187,9 +187,9 @@ async def test_in_process_test_bank_is_refreshed_one_batch_at_a_time(
             database, portfolio.redevable_id, bank=counting, seed=seed, keyring=keyring, clock=clock
         )
     plan = RefreshPlan(max_concurrency_per_provider=4, refresh_batch=1)
-    report = await run_due_work(
-        database, clock=clock, providers={TestBank.name: counting}, keyring=keyring, plan=plan
-    )
+    report = await CollectionService(
+        database, clock, {TestBank.name: counting}, keyring, plan=plan
+    ).run_due()
     assert len(report.refreshed) == 3
     assert counting.most == 1
 
@@ -210,25 +210,18 @@ async def test_refresh_now_adds_only_the_named_connections(
     ]
     providers = {bank.name: bank}
     clock.set(dt.datetime.combine(_paris(clock.now()).date(), dt.time(15), tzinfo=PARIS))
-    first = await run_due_work(database, clock=clock, providers=providers, keyring=keyring)
+    first = await CollectionService(database, clock, providers, keyring).run_due()
     assert [result.connection_id for result in first.refreshed] == ids  # never checked: due
     clock.advance(dt.timedelta(minutes=5))  # daytime: nothing due until the next night
-    assert (
-        await run_due_work(database, clock=clock, providers=providers, keyring=keyring)
-    ).refreshed == []
+    assert (await CollectionService(database, clock, providers, keyring).run_due()).refreshed == []
     seen: list[int] = []
 
     async def hook(result: RefreshResult) -> None:
         seen.append(result.connection_id)
         raise RuntimeError("the alert service is down")
 
-    report = await run_due_work(
-        database,
-        clock=clock,
-        providers=providers,
-        keyring=keyring,
-        refresh_now={ids[1]},
-        after_refresh=hook,
-    )
+    report = await CollectionService(
+        database, clock, providers, keyring, after_refresh=hook
+    ).run_due(refresh_now={ids[1]})
     assert [result.connection_id for result in report.refreshed] == [ids[1]]
     assert seen == [ids[1]]

@@ -16,7 +16,9 @@ from releves_mailer.collect.connections import (
     set_account_active,
 )
 from releves_mailer.collect.provider import ProviderTransaction
-from releves_mailer.collect.sync import SyncSettings, _payload_digest, _raw, refresh_connection
+from releves_mailer.collect.service import CollectionService
+from releves_mailer.collect.sync import SyncSettings
+from releves_mailer.collect.sync_rows import _payload_digest, _raw
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -57,14 +59,9 @@ async def refresh(
     clock: ManualClock,
     settings: SyncSettings | None = None,
 ):
-    return await refresh_connection(
-        database,
-        connection_id,
-        providers={"testbank": bank},
-        keyring=keyring,
-        clock=clock,
-        settings=settings,
-    )
+    return await CollectionService(
+        database, clock, {"testbank": bank}, keyring, settings=settings
+    ).refresh_one(connection_id)
 
 
 async def rows(database: Database) -> list[BankTransaction]:

@@ -1,4 +1,4 @@
-"""Batched refreshes: refresh_connections does to each connection what refresh_connection does."""
+"""Batched refreshes: a batch does to each connection what a refresh of it alone does."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from releves_mailer.collect.connections import (
     connect_test_bank,
     set_account_active,
 )
-from releves_mailer.collect.sync import RefreshResult, refresh_connection, refresh_connections
+from releves_mailer.collect.service import CollectionService
+from releves_mailer.collect.sync import RefreshResult
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -167,17 +168,11 @@ async def test_batch_matches_one_by_one(
                     )
                 assert account_id is not None
                 await set_account_active(db, account_id, True, clock=cl)
-        batched = await refresh_connections(
-            database, batched_ids, providers=providers, keyring=keyring, clock=clock
-        )
+        batched = await CollectionService(database, clock, providers, keyring).refresh(batched_ids)
         single: list[RefreshResult] = [
-            await refresh_connection(
-                other_database,
-                connection_id,
-                providers=other_providers,
-                keyring=keyring,
-                clock=other_clock,
-            )
+            await CollectionService(
+                other_database, other_clock, other_providers, keyring
+            ).refresh_one(connection_id)
             for connection_id in single_ids
         ]
         assert [r.connection_id for r in batched] == batched_ids
@@ -232,17 +227,13 @@ async def test_connections_of_one_redevable_in_one_batch_match_one_by_one(
         batched_ids = await _active_ids(database)
         assert batched_ids == await _active_ids(other_database)
         assert len(batched_ids) == (3 if step < 12 else 2)
-        batched = await refresh_connections(
-            database, batched_ids, providers={"testbank": bank}, keyring=keyring, clock=clock
+        batched = await CollectionService(database, clock, {"testbank": bank}, keyring).refresh(
+            batched_ids
         )
         single = [
-            await refresh_connection(
-                other_database,
-                connection_id,
-                providers={"testbank": other_bank},
-                keyring=keyring,
-                clock=other_clock,
-            )
+            await CollectionService(
+                other_database, other_clock, {"testbank": other_bank}, keyring
+            ).refresh_one(connection_id)
             for connection_id in batched_ids
         ]
         assert _counts(batched) == _counts(single)
@@ -261,13 +252,13 @@ async def test_batch_refuses_unknown_and_repeated_ids(
     connection = await connect_test_bank(
         database, portfolio.redevable_id, bank=bank, keyring=keyring, clock=clock
     )
-    options = {"providers": {"testbank": bank}, "keyring": keyring, "clock": clock}
+    collection = CollectionService(database, clock, {"testbank": bank}, keyring)
     with pytest.raises(ValueError, match="twice"):
-        await refresh_connections(database, [connection.id, connection.id], **options)  # type: ignore[arg-type]
+        await collection.refresh([connection.id, connection.id])
     with pytest.raises(LookupError):
-        await refresh_connections(database, [connection.id, 999_999], **options)  # type: ignore[arg-type]
+        await collection.refresh([connection.id, 999_999])
     # Nothing was written by the refused batch.
     async with database.session() as session:
         stored = await session.get(BankConnection, connection.id)
         assert stored is not None and stored.last_check_at is None
-    assert await refresh_connections(database, [], **options) == []  # type: ignore[arg-type]
+    assert await collection.refresh([]) == []

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from releves_mailer.clock import PARIS, ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.simulate import simulate
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import Config
 from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
@@ -69,16 +69,13 @@ async def build(directory: Path) -> Config:
     try:
         await create_demo_portfolio(config, database, clock, PASSWORD)
         await add_daily_redevables(config, database, clock, EXTRA_DAILY)
-        await simulate(
+        await CollectionService(
             database,
-            clock=clock,
-            providers={"testbank": build_test_bank(config, clock)},
-            keyring=KeyRing.from_file(config.path(config.secrets.key_file)),
-            first=first,
-            last=last,
+            clock,
+            {"testbank": build_test_bank(config, clock)},
+            KeyRing.from_file(config.path(config.secrets.key_file)),
             plan=RefreshPlan.from_config(config.collection),
-            step_minutes=180,
-        )
+        ).simulate(first, last, step_minutes=180)
     finally:
         await database.dispose()
     return config

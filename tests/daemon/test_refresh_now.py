@@ -28,12 +28,8 @@ from releves_mailer.aggregators.powens.webhooks import DATE_HEADER, SIGNATURE_HE
 from releves_mailer.aggregators.registry import open_aggregators
 from releves_mailer.clock import PARIS, ManualClock, SystemClock
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
-from releves_mailer.collect.scheduler import (
-    ConnectionClock,
-    RefreshPlan,
-    is_refresh_due,
-    run_due_work,
-)
+from releves_mailer.collect.scheduler import ConnectionClock, RefreshPlan, is_refresh_due
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import Config
 from releves_mailer.daemon.main import Daemon
 from releves_mailer.db import Database
@@ -170,9 +166,9 @@ async def test_webview_completion_refreshes_only_that_connection(tmp_path: Path)
             )
             connections[redevable_id] = connection.id
         checked_at = clock.now()
-        report = await run_due_work(
-            database, clock=clock, providers={bank.name: bank}, keyring=keyring, plan=plan
-        )
+        report = await CollectionService(
+            database, clock, {bank.name: bank}, keyring, plan=plan
+        ).run_due()
         assert sorted(r.connection_id for r in report.refreshed if r.ok) == sorted(
             connections.values()
         )
@@ -285,13 +281,13 @@ async def test_webhook_refreshes_only_the_connection_it_names(
         remotes = await powens_portfolio(config, database, fake, clock, 4)
         checked_at = clock.now()
         async with open_aggregators(config, clock) as aggregators:
-            report = await run_due_work(
+            report = await CollectionService(
                 database,
-                clock=clock,
-                providers=aggregators.providers,
-                keyring=KeyRing.from_file(config.path(config.secrets.key_file)),
+                clock,
+                aggregators.providers,
+                KeyRing.from_file(config.path(config.secrets.key_file)),
                 plan=plan,
-            )
+            ).run_due()
         assert sorted(r.connection_id for r in report.refreshed if r.ok) == sorted(remotes)
         assert synced(fake, 0) == {remote.id for remote in remotes.values()}
         clock.advance(HOUR)

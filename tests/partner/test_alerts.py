@@ -16,7 +16,7 @@ from releves_mailer.aggregators.testbank import ScheduledError
 from releves_mailer.clock import PARIS
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.errors import ERROR_CODES, describe_error
-from releves_mailer.collect.sync import refresh_connection
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.db.models import (
     BankAccount,
     BankEvent,
@@ -53,13 +53,9 @@ async def connect(harness: Harness, code: str | None, days: int = 30) -> int:
 
 
 async def check(harness: Harness, connection_id: int) -> AlertDecision:
-    result = await refresh_connection(
-        harness.database,
-        connection_id,
-        providers={harness.bank.name: harness.bank},
-        keyring=harness.keyring,
-        clock=harness.clock,
-    )
+    result = await CollectionService(
+        harness.database, harness.clock, {harness.bank.name: harness.bank}, harness.keyring
+    ).refresh_one(connection_id)
     return await harness.alerts.after_refresh(result)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from releves_mailer.aggregators.powens import KNOWN_STATES
 from releves_mailer.collect.errors import ERROR_CODES, UNKNOWN_ERROR, describe_error
-from releves_mailer.collect.sync import refresh_connection
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.db.models import (
     BankConnection,
     BankEvent,
@@ -33,13 +33,9 @@ RESET = {"wrongpass", "passwordExpired"}
 
 
 async def check(h: PowensHarness, connection_id: int) -> AlertDecision:
-    result = await refresh_connection(
-        h.database,
-        connection_id,
-        providers={h.provider.name: h.provider},
-        keyring=h.keyring,
-        clock=h.clock,
-    )
+    result = await CollectionService(
+        h.database, h.clock, {h.provider.name: h.provider}, h.keyring
+    ).refresh_one(connection_id)
     return await h.alerts.after_refresh(result)
 
 

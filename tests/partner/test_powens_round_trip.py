@@ -18,8 +18,7 @@ import aiohttp
 from sqlalchemy import func, select
 
 from releves_mailer.aggregators.powens.partner import decode_partner_data
-from releves_mailer.collect.statements import cut_due_statements
-from releves_mailer.collect.sync import refresh_connection
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.db.models import (
     BankAccount,
     BankConnection,
@@ -32,6 +31,7 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.db.models.statements import Statement, StatementState
 from releves_mailer.partner.links import LinkKind, LinkOrigin
+from releves_mailer.statements.cut import cut_due_statements
 from tests.fakes.powens_server import AccountSpec, WebviewOutcome
 from tests.partner.conftest import (
     POWENS_CHOSEN,
@@ -128,13 +128,9 @@ async def test_round_trip_over_http_attaches_three_accounts_and_collects(
     h.fake.add_transaction(remote["Compte chèque"], value="1250.00", date=DAY, wording="VIR")
     h.fake.add_transaction(remote["Compte chèque USD"], value="-9.99", date=DAY)
     h.fake.add_transaction(remote["Compte carte débit différé"], value="-3.50", date=DAY)
-    result = await refresh_connection(
-        h.database,
-        connection.id,
-        providers={h.provider.name: h.provider},
-        keyring=h.keyring,
-        clock=h.clock,
-    )
+    result = await CollectionService(
+        h.database, h.clock, {h.provider.name: h.provider}, h.keyring
+    ).refresh_one(connection.id)
     assert result.ok and result.inserted == 4, result
     async with h.database.session() as session:
         refreshed = await session.get(BankConnection, connection.id)
@@ -156,13 +152,9 @@ async def test_round_trip_over_http_attaches_three_accounts_and_collects(
 
     # The next night's collection produces the statements of the chosen accounts.
     h.clock.advance(dt.timedelta(days=1))
-    await refresh_connection(
-        h.database,
-        connection.id,
-        providers={h.provider.name: h.provider},
-        keyring=h.keyring,
-        clock=h.clock,
-    )
+    await CollectionService(
+        h.database, h.clock, {h.provider.name: h.provider}, h.keyring
+    ).refresh_one(connection.id)
     report = await cut_due_statements(h.database, clock=h.clock)
     assert report.count("cut") >= 3, report
     async with h.database.session() as session:
@@ -314,11 +306,7 @@ async def test_repair_through_the_reconnect_flow(powens_harness: PowensHarness) 
             ).all()
         )
     assert BankEventKind.CREDENTIALS_UPDATED in kinds
-    result = await refresh_connection(
-        h.database,
-        connection_id,
-        providers={h.provider.name: h.provider},
-        keyring=h.keyring,
-        clock=h.clock,
-    )
+    result = await CollectionService(
+        h.database, h.clock, {h.provider.name: h.provider}, h.keyring
+    ).refresh_one(connection_id)
     assert result.ok

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 from sqlalchemy import select
 
-from releves_mailer.collect.sync import refresh_connection
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.db.models import (
     BankAccount,
     BankConnection,
@@ -116,13 +116,9 @@ async def test_saisie_round_trip_attaches_three_accounts_and_notifies(harness: H
     )
 
     # The next collection brings the transactions of the three chosen accounts only.
-    result = await refresh_connection(
-        harness.database,
-        connection_id,
-        providers={harness.bank.name: harness.bank},
-        keyring=harness.keyring,
-        clock=harness.clock,
-    )
+    result = await CollectionService(
+        harness.database, harness.clock, {harness.bank.name: harness.bank}, harness.keyring
+    ).refresh_one(connection_id)
     assert result.ok and result.inserted > 0
     async with harness.database.session() as session:
         connection = await session.get(BankConnection, connection_id)

@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from releves_mailer.aggregators.powens import PowensProvider
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.sync import RefreshResult, refresh_connection
+from releves_mailer.collect.service import CollectionService
+from releves_mailer.collect.sync import RefreshResult
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import (
     BankAccount,
@@ -47,8 +48,8 @@ async def test_refresh_through_powens(
     )
 
     async def refresh() -> RefreshResult:
-        return await refresh_connection(
-            database, connection_id, providers={"powens": provider}, keyring=keyring, clock=clock
+        return await CollectionService(database, clock, {"powens": provider}, keyring).refresh_one(
+            connection_id
         )
 
     first = await refresh()

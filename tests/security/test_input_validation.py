@@ -24,8 +24,7 @@ from sqlalchemy import select
 
 from releves_mailer.aggregators.powens import PowensProvider
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.exports import file_names
-from releves_mailer.collect.sync import refresh_connection
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import HttpSection, PowensSection
 from releves_mailer.daemon.main import Daemon
 from releves_mailer.db import Database
@@ -43,6 +42,7 @@ from releves_mailer.db.models import (
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.render import Renderer
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.exports import file_names
 from releves_mailer.web.app import SECURITY_HEADERS, create_app
 from releves_mailer.web.server import HttpServer
 from tests.daemon.harness import daemon_config, portal_client, portal_daemon
@@ -83,13 +83,9 @@ async def _powens_refresh(database: Database, clock: ManualClock, fake: FakePowe
             section, http, clock, base_url=fake.base_url, webview_base=fake.webview_base
         )
         for _ in range(2):
-            result = await refresh_connection(
-                database,
-                connection_id,
-                providers={"powens": provider},
-                keyring=keyring,
-                clock=clock,
-            )
+            result = await CollectionService(
+                database, clock, {"powens": provider}, keyring
+            ).refresh_one(connection_id)
             assert result.ok, result
             clock.advance(dt.timedelta(hours=1))
     async with database.session() as session:

@@ -10,10 +10,11 @@ from cryptography.fernet import Fernet
 
 from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import ManualClock
-from releves_mailer.collect.audit import Problem, TestBankTruth, audit
-from releves_mailer.collect.simulate import SimulationReport, simulate
+from releves_mailer.collect.service import CollectionService
+from releves_mailer.collect.simulate import SimulationReport
 from releves_mailer.db import Database
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.audit import Problem, TestBankTruth, audit
 
 from .scenario import Spec, build_portfolio, paris_night
 
@@ -35,16 +36,13 @@ class World:
     keyring: KeyRing
     redevable_ids: list[int]
 
-    async def simulate(self, first: dt.date, last: dt.date, **options: object) -> SimulationReport:
-        return await simulate(
-            self.database,
-            clock=self.clock,
-            providers={self.bank.name: self.bank},
-            keyring=self.keyring,
-            first=first,
-            last=last,
-            **options,  # type: ignore[arg-type]
+    async def simulate(
+        self, first: dt.date, last: dt.date, *, step_minutes: int = 60
+    ) -> SimulationReport:
+        collection = CollectionService(
+            self.database, self.clock, {self.bank.name: self.bank}, self.keyring
         )
+        return await collection.simulate(first, last, step_minutes=step_minutes)
 
     async def audit(self) -> list[Problem]:
         return await audit(self.database, truth=TestBankTruth(self.bank, self.keyring))

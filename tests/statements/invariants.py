@@ -1,6 +1,6 @@
 """The statement invariants, checked explicitly against the test bank's ground truth.
 
-Independent of :mod:`releves_mailer.collect.audit` (which the tests run as well): the bank's
+Independent of :mod:`releves_mailer.statements.audit` (which the tests run as well): the bank's
 rows are recomputed here from the connection's token, and every claim is counted.
 """
 
@@ -18,7 +18,6 @@ from releves_mailer import cfonb
 from releves_mailer.aggregators.testbank import TestBank, TestBankToken
 from releves_mailer.aggregators.testbank.generator import DayCache, RowState
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.statements import due_dates, month_before
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -33,6 +32,7 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.plan import due_dates, month_before
 
 
 @dataclass

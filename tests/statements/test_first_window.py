@@ -18,10 +18,8 @@ from sqlalchemy import select
 
 from releves_mailer.aggregators.testbank import TestBank
 from releves_mailer.clock import PARIS, ManualClock
-from releves_mailer.collect import statements
 from releves_mailer.collect.connections import connect_test_bank
-from releves_mailer.collect.scheduler import run_due_work
-from releves_mailer.collect.statements import due_dates, first_period_start, month_before
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.db import Database
 from releves_mailer.db.models import (
     BankAccount,
@@ -36,6 +34,8 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements import build
+from releves_mailer.statements.plan import due_dates, first_period_start, month_before
 from tests.factories import add_portfolio
 
 from .conftest import World
@@ -54,14 +54,9 @@ async def _activate(world: World, redevable_id: int, at: dt.datetime) -> None:
     await connect_test_bank(
         world.database, redevable_id, bank=world.bank, keyring=world.keyring, clock=world.clock
     )
-    await run_due_work(
-        world.database,
-        clock=world.clock,
-        providers={world.bank.name: world.bank},
-        keyring=world.keyring,
-        force_refresh=True,
-        redevable_id=redevable_id,
-    )
+    await CollectionService(
+        world.database, world.clock, {world.bank.name: world.bank}, world.keyring
+    ).run_due(force_refresh=True, redevable_id=redevable_id)
 
 
 async def _empty_world(database: Database, keyring: KeyRing, specs: tuple[Spec, ...]) -> World:
@@ -285,7 +280,7 @@ async def test_audit_reports_what_a_late_first_window_left_out(
 ) -> None:
     """A first statement cut with the old rule (one month before the due date) is flagged,
     and so is every booked row it left out between the activation - 1 month and its start."""
-    monkeypatch.setattr(statements, "first_period_start", lambda _activated, due: month_before(due))
+    monkeypatch.setattr(build, "first_period_start", lambda _activated, due: month_before(due))
     world = await _empty_world(database, keyring, (Spec(P.TRIMESTRIELLE, month=1, day=1),))
     await _activate(world, world.redevable_ids[0], _paris(dt.date(2026, 9, 5), 10))
     await world.simulate(dt.date(2026, 9, 6), dt.date(2026, 10, 2))

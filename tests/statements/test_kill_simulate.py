@@ -18,15 +18,15 @@ import pytest
 
 from releves_mailer.cli.common import REFRESH_FAILED
 from releves_mailer.clock import ManualClock, SystemClock
-from releves_mailer.collect.audit import TestBankTruth, audit
 from releves_mailer.collect.connections import build_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.collect.simulate import simulate
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import Config
 from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import Periodicity
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.audit import TestBankTruth, audit
 
 from .invariants import Summary, check_invariants
 from .scenario import Spec, build_portfolio, paris_night
@@ -117,16 +117,13 @@ async def reference(config: Config) -> Summary:
     clock = ManualClock(paris_night(FIRST - dt.timedelta(days=1)))
     database = Database(config.database_url)
     try:
-        await simulate(
+        await CollectionService(
             database,
-            clock=clock,
-            providers={"testbank": build_test_bank(config, clock)},
-            keyring=keyring(config),
-            first=FIRST,
-            last=LAST,
+            clock,
+            {"testbank": build_test_bank(config, clock)},
+            keyring(config),
             plan=plan,
-            step_minutes=STEP,
-        )
+        ).simulate(FIRST, LAST, step_minutes=STEP)
     finally:
         await database.dispose()
     return await check(config, complete=True)

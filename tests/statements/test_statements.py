@@ -12,14 +12,7 @@ from sqlalchemy.engine import Connection
 
 from releves_mailer import cfonb
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.scheduler import run_due_work
-from releves_mailer.collect.statements import (
-    CSV_HEADER,
-    CorrectionData,
-    due_dates,
-    month_before,
-    render_csv,
-)
+from releves_mailer.collect.service import CollectionService
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import alembic_config, upgrade
 from releves_mailer.db.models import (
@@ -41,6 +34,8 @@ from releves_mailer.db.models import (
 from releves_mailer.partner.links import LinkKind
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.build import CSV_HEADER, CorrectionData, render_csv
+from releves_mailer.statements.plan import due_dates, month_before
 
 from .conftest import World, make_world
 from .scenario import FIVE, Spec
@@ -180,12 +175,9 @@ async def test_six_weeks_hold_every_invariant(database: Database, keyring: KeyRi
         )
 
     # Idempotent at a given clock time: running again changes nothing.
-    again = await run_due_work(
-        database,
-        clock=world.clock,
-        providers={world.bank.name: world.bank},
-        keyring=keyring,
-    )
+    again = await CollectionService(
+        database, world.clock, {world.bank.name: world.bank}, keyring
+    ).run_due()
     assert again.statements_cut == 0
     assert len(await _statements(database)) == len(statements)
 

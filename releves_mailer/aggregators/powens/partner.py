@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from releves_mailer.aggregators.powens.provider import PowensProvider
 from releves_mailer.aggregators.powens.webview import parse_webview_callback
 from releves_mailer.collect.provider import ProviderAccess, ProviderAccount, ProviderError
-from releves_mailer.collect.sync import normalise_iban
+from releves_mailer.collect.sync_accounts import normalise_iban
 from releves_mailer.partner.modes import (
     PartnerOutcome,
     WebviewError,

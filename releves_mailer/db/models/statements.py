@@ -3,7 +3,7 @@
 A ``statement`` is cut once per bank account and due date (unique constraint), in one database
 transaction that also writes its ``statement_line`` rows (what it reported, and what its
 deleted-transactions CSV withdrew) and its ``statement_file`` rows (the CFONB120 bytes and the
-CSV bytes). The rules are in ``docs/statements.md`` and :mod:`releves_mailer.collect.statements`.
+CSV bytes). The rules are in ``docs/statements.md`` and :mod:`releves_mailer.statements`.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from releves_mailer.clock import PARIS, business_today
-from releves_mailer.collect.exports import CFONB, CSV, zip_files
 from releves_mailer.errors import UserError
 from releves_mailer.services.statements import StatementSearch, StatementState
+from releves_mailer.statements.exports import CFONB, CSV, zip_files
 from releves_mailer.web.portal.common import (
     PREFIX,
     Pagination,

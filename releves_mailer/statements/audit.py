@@ -49,7 +49,6 @@ from releves_mailer import cfonb
 from releves_mailer.aggregators.testbank import TestBank, TestBankToken
 from releves_mailer.aggregators.testbank.generator import DayCache, RowState
 from releves_mailer.clock import PARIS
-from releves_mailer.collect.statements import first_period_start, is_reportable
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import (
     BankAccount,
@@ -70,6 +69,8 @@ from releves_mailer.db.models.statements import (
 )
 from releves_mailer.portfolio.periodicity import Schedule
 from releves_mailer.signing.secrets import KeyRing
+from releves_mailer.statements.build import is_reportable
+from releves_mailer.statements.plan import first_period_start
 
 __all__ = ["Problem", "TestBankTruth", "audit"]
 
