@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 
-from releves_mailer.bootstrap import initialise_data_dir
 from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.config import Config, load_config
 from releves_mailer.daemon import Daemon, ListenOverrides
 from releves_mailer.db import Database
+from tests.datadirs import initialised_data_dir
 from tests.factories import add_subscribed_account
 from tests.fakes.powens_server import FakePowens
 from tests.portal.conftest import log_in
@@ -44,7 +44,7 @@ async def daemon_config(folder: Path, *, powens: str = "", portal: str = "") -> 
     ``powens`` replaces the ``[aggregator.powens]`` section; ``portal`` lines are added to
     ``[portal]``.
     """
-    config = await initialise_data_dir(folder, "releves.localhost", SystemClock())
+    config = await initialised_data_dir(folder)
     assert config.source is not None
     text = config.source.read_text(encoding="utf-8")
     if powens:
