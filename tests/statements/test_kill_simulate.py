@@ -33,6 +33,9 @@ from .scenario import Spec, build_portfolio, paris_night
 
 #: Kills of the soak run (``--soak``); the default run kills 10 times.
 KILLS = 50
+#: Exit status of a run that did its work but saw a refresh fail (README): the runs that
+#: cover the websiteUnavailable days below.
+REFRESH_FAILED = 3
 FIRST = dt.date(2026, 3, 2)
 LAST = dt.date(2026, 4, 20)
 STEP = 60
@@ -173,25 +176,24 @@ async def test_simulate_survives_kills(tmp_path: Path, kills: int) -> None:
                 await asyncio.sleep(rng.uniform(0, 1.0) * (marks[1] - marks[0]))
         if process.poll() is not None:
             _out, err = process.communicate()
-            assert process.returncode == 0, err.decode()
+            assert process.returncode in (0, REFRESH_FAILED), err.decode()
             finished = True
             break
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert process.returncode == -signal.SIGKILL
         sent += 1
-        # Five checkpoints whatever the count (they cost a full audit each).
-        if sent % (kills // 5) == 0:
+        if sent % 10 == 0:
             summary = await check(config, complete=False)
             assert summary.statements > 0
             checkpoints += 1
     # Each run is killed within its first steps, of more than a thousand: it cannot end first.
     assert sent == kills and not finished, f"the simulation ended after {sent} kills"
-    assert checkpoints == 5
+    assert checkpoints == kills // 10
     # Let the last run finish.
     process = start(config)
     _out, err = process.communicate(timeout=1800)
-    assert process.returncode == 0, err.decode()
+    assert process.returncode in (0, REFRESH_FAILED), err.decode()
     killed = await check(config, complete=True)
 
     clean = await reference(clean_config)
