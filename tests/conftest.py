@@ -1,4 +1,5 @@
-"""Shared fixtures: a migrated database per test (SQLite, or PostgreSQL when asked) and a clock."""
+"""Shared fixtures: a migrated database per test (SQLite, or PostgreSQL when asked), copied
+from a template migrated once per run; cheap argon2; a clock; the ``--soak`` option."""
 
 from __future__ import annotations
 
