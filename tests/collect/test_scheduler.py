@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 from collections import Counter
@@ -129,15 +130,23 @@ class _CountingBank(TestBank):
     __test__ = False
     name = "countingbank"
 
-    def __init__(self, clock: ManualClock) -> None:
+    def __init__(self, clock: ManualClock, *, await_overlap: int = 1) -> None:
         super().__init__(clock, seed=3)
         self.in_flight = 0
         self.most = 0
+        # The first calls wait (up to 10 s) until ``await_overlap`` of them are in flight, so
+        # that allowed concurrency is seen however slowly the next call gets here.
+        self._await_overlap = await_overlap
+        self._overlapped = asyncio.Event()
 
     async def list_accounts(self, access: ProviderAccess) -> Sequence[ProviderAccount]:
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         try:
+            if self.in_flight >= self._await_overlap:
+                self._overlapped.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._overlapped.wait(), 10)
             await asyncio.sleep(0.02)
             return await super().list_accounts(access)
         finally:
@@ -147,7 +156,7 @@ class _CountingBank(TestBank):
 async def test_concurrency_per_provider_is_bounded(
     database: Database, keyring: KeyRing, clock: ManualClock, portfolio: Portfolio
 ) -> None:
-    counting = _CountingBank(clock)
+    counting = _CountingBank(clock, await_overlap=2)
     bank = TestBank(clock, seed=3)
     for redevable_id in (portfolio.redevable_id, portfolio.other_redevable_id):
         for seed in (3, 4, 5):
