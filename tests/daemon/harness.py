@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -61,18 +62,27 @@ async def daemon_config(folder: Path, *, powens: str = "", portal: str = "") -> 
 @contextlib.asynccontextmanager
 async def running_daemon(config: Config, clock: Clock | None = None) -> AsyncIterator[Daemon]:
     """Run the daemon until the block ends; its ports are in ``daemon.ports``."""
-    daemon = Daemon(config, clock or SystemClock())
-    ready = asyncio.Event()
-    runner = asyncio.create_task(daemon.run(on_ready=lambda _: ready.set()))
-    waiter = asyncio.create_task(ready.wait())
+    for attempt in range(3):
+        daemon = Daemon(config, clock or SystemClock())
+        ready = asyncio.Event()
+        runner = asyncio.create_task(daemon.run(on_ready=lambda _, event=ready: event.set()))
+        waiter = asyncio.create_task(ready.wait())
+        try:
+            await asyncio.wait({runner, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        error = runner.exception() if runner.done() else None
+        if not (isinstance(error, OSError) and error.errno == errno.EADDRINUSE and attempt < 2):
+            break
+        # The HTTP port was free when the config was made (links need it before the start);
+        # another process may have taken it since: pick another.
+        config = ListenOverrides("127.0.0.1", http_port=0).apply(config)
     try:
-        await asyncio.wait({runner, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if runner.done():
             runner.result()  # the start failed: raise its error
         assert ready.is_set(), "the daemon did not start within 60 s"
         yield daemon
     finally:
-        waiter.cancel()
         daemon.stop()
         await asyncio.wait_for(runner, timeout=30)
 
