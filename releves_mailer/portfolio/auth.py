@@ -33,12 +33,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Checked when the login is unknown, so that a wrong login costs as much time as a wrong
-# password and does not reveal which logins exist.
-DUMMY_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$GTrNd/7bt0vnHR3JajWZMA$"
-    "WyB5L8ikVIGFkA/0uSbvOFgpxZKtDX+gt9V0Ni2/vS0"
-)
 #: Longest username looked up or remembered (an address is at most 320 characters).
 MAX_USERNAME = 320
 
@@ -54,8 +48,7 @@ async def verified_account(database: Database, login: str, password: str) -> Por
             account = await session.scalar(
                 select(PortalAccount).where(PortalAccount.login == login)
             )
-    hashed = account.password_hash if account is not None else DUMMY_HASH
-    valid = await verify_password(hashed, password)
+    valid = await verify_password(account.password_hash if account is not None else None, password)
     return account if account is not None and valid and password else None
 
 

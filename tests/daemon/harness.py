@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import httpx
 
 from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.config import Config, load_config
-from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.db import Database
+from tests.datadirs import initialised_data_dir
 from tests.factories import add_subscribed_account
 from tests.fakes.powens_server import FakePowens
 from tests.portal.conftest import log_in
@@ -44,7 +45,7 @@ async def daemon_config(folder: Path, *, powens: str = "", portal: str = "") -> 
     ``powens`` replaces the ``[aggregator.powens]`` section; ``portal`` lines are added to
     ``[portal]``.
     """
-    config = await initialise_data_dir(folder, "releves.localhost", SystemClock())
+    config = await initialised_data_dir(folder)
     assert config.source is not None
     text = config.source.read_text(encoding="utf-8")
     if powens:
@@ -61,18 +62,27 @@ async def daemon_config(folder: Path, *, powens: str = "", portal: str = "") -> 
 @contextlib.asynccontextmanager
 async def running_daemon(config: Config, clock: Clock | None = None) -> AsyncIterator[Daemon]:
     """Run the daemon until the block ends; its ports are in ``daemon.ports``."""
-    daemon = Daemon(config, clock or SystemClock())
-    ready = asyncio.Event()
-    runner = asyncio.create_task(daemon.run(on_ready=lambda _: ready.set()))
-    waiter = asyncio.create_task(ready.wait())
+    for attempt in range(3):
+        daemon = Daemon(config, clock or SystemClock())
+        ready = asyncio.Event()
+        runner = asyncio.create_task(daemon.run(on_ready=lambda _, event=ready: event.set()))
+        waiter = asyncio.create_task(ready.wait())
+        try:
+            await asyncio.wait({runner, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        error = runner.exception() if runner.done() else None
+        if not (isinstance(error, OSError) and error.errno == errno.EADDRINUSE and attempt < 2):
+            break
+        # The HTTP port was free when the config was made (links need it before the start);
+        # another process may have taken it since: pick another.
+        config = ListenOverrides("127.0.0.1", http_port=0).apply(config)
     try:
-        await asyncio.wait({runner, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if runner.done():
             runner.result()  # the start failed: raise its error
         assert ready.is_set(), "the daemon did not start within 60 s"
         yield daemon
     finally:
-        waiter.cancel()
         daemon.stop()
         await asyncio.wait_for(runner, timeout=30)
 

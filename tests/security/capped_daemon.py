@@ -26,11 +26,11 @@ from pathlib import Path
 
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import Config, load_config
-from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.db import Database
 from releves_mailer.logs import configure_logging
 from releves_mailer.portfolio.accounts import create_account
+from tests.datadirs import initialised_data_dir
 from tests.factories import CABINET, PASSWORD
 
 DOMAIN = "releves.localhost"
@@ -57,7 +57,7 @@ class Child:
 
 async def prepare(directory: Path) -> Config:
     """A data directory with one account, ``cabinet``, password ``PASSWORD``."""
-    config = await initialise_data_dir(directory, DOMAIN, SystemClock())
+    config = await initialised_data_dir(directory, DOMAIN)
     database = Database(config.database_url)
     try:
         async with database.session() as session:

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from releves_mailer.clock import ManualClock, SystemClock
+from releves_mailer.clock import ManualClock
 from releves_mailer.collect.connections import build_test_bank
-from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankAccount, Periodicity, Statement, StatementFile
 from releves_mailer.signing.secrets import KeyRing
 from tests.commands import run_command as run
 from tests.commands import run_command_async
+from tests.datadirs import initialised_data_dir
 from tests.factories import add_portfolio, make_siren
 
 from .scenario import Spec, build_portfolio, paris_night
@@ -33,7 +33,7 @@ SPECS = (
 
 @pytest.mark.slow
 async def test_collect_simulate_list_download_audit(tmp_path: Path) -> None:
-    config = await initialise_data_dir(tmp_path / "data", "releves.localhost", SystemClock())
+    config = await initialised_data_dir(tmp_path / "data")
     clock = ManualClock(paris_night(dt.date(2026, 3, 1)))
     keyring = KeyRing.from_file(config.path(config.secrets.key_file))
     database = Database(config.database_url)
@@ -136,7 +136,7 @@ async def test_collect_simulate_list_download_audit(tmp_path: Path) -> None:
 async def test_manual_examples_from_the_command_line(tmp_path: Path) -> None:
     """The manual's two first-statement examples replayed with ``banks connect --at``,
     ``simulate`` and ``statements list --json``."""
-    config = await initialise_data_dir(tmp_path / "data", "releves.localhost", SystemClock())
+    config = await initialised_data_dir(tmp_path / "data")
     monthly, quarterly = make_siren(501), make_siren(502)
     specs = (
         Spec(P.MENSUELLE, day=5, siren=monthly),

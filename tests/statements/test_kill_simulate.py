@@ -1,5 +1,6 @@
-"""SIGKILL a real ``simulate`` process 50 times: after each restart every invariant holds,
-and the final statements are byte-identical to those of a run never interrupted."""
+"""SIGKILL a real ``simulate`` process 10 times (50 with --soak): after restarts every
+invariant holds, and the final statements are byte-identical to those of a run never
+interrupted."""
 
 from __future__ import annotations
 
@@ -17,21 +18,24 @@ from pathlib import Path
 import pytest
 
 from releves_mailer.cli.common import REFRESH_FAILED
-from releves_mailer.clock import ManualClock, SystemClock
+from releves_mailer.clock import ManualClock
 from releves_mailer.collect.connections import build_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.collect.service import CollectionService
 from releves_mailer.config import Config
-from releves_mailer.daemon.bootstrap import initialise_data_dir
 from releves_mailer.db import Database
 from releves_mailer.db.models import Periodicity
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.statements.audit import TestBankTruth, audit
+from tests.datadirs import initialised_data_dir
 
 from .invariants import Summary, check_invariants
 from .scenario import Spec, build_portfolio, paris_night
 
+#: Kills of the soak run (``--soak``); the default run kills 10 times.
 KILLS = 50
+#: Exit status of a run that did its work but saw a refresh fail (README): the runs that
+#: cover the websiteUnavailable days below.
 FIRST = dt.date(2026, 3, 2)
 LAST = dt.date(2026, 4, 20)
 STEP = 60
@@ -47,7 +51,7 @@ SPECS = (
 
 async def build(directory: Path) -> Config:
     """A data directory with the portfolio connected to the test bank, nothing simulated."""
-    config = await initialise_data_dir(directory, "releves.localhost", SystemClock())
+    config = await initialised_data_dir(directory)
     clock = ManualClock(paris_night(FIRST - dt.timedelta(days=1)))
     database = Database(config.database_url)
     try:
@@ -147,13 +151,14 @@ async def progress_marks(
 
 
 @pytest.mark.slow
-async def test_simulate_survives_50_kills(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kills", [10, pytest.param(KILLS, marks=pytest.mark.soak)])
+async def test_simulate_survives_kills(tmp_path: Path, kills: int) -> None:
     config = await build(tmp_path / "killed")
     clean_config = await build(tmp_path / "clean")
     rng = random.Random(20260302)
-    kills = checkpoints = 0
+    sent = checkpoints = 0
     finished = False
-    while kills < KILLS:
+    while sent < kills:
         process = start(config)
         if rng.random() < 0.2:
             # During start-up or while redoing the step the previous kill interrupted (at
@@ -175,16 +180,17 @@ async def test_simulate_survives_50_kills(tmp_path: Path) -> None:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert process.returncode == -signal.SIGKILL
-        kills += 1
-        if kills % 10 == 0:
+        sent += 1
+        if sent % 10 == 0:
             summary = await check(config, complete=False)
             assert summary.statements > 0
             checkpoints += 1
-    assert kills == KILLS and not finished, "the simulation ended before the 50th kill"
-    assert checkpoints == KILLS // 10
+    # Each run is killed within its first steps, of more than a thousand: it cannot end first.
+    assert sent == kills and not finished, f"the simulation ended after {sent} kills"
+    assert checkpoints == kills // 10
     # Let the last run finish.
     process = start(config)
-    _out, err = process.communicate(timeout=600)
+    _out, err = process.communicate(timeout=1800)
     assert process.returncode in (0, REFRESH_FAILED), err.decode()
     killed = await check(config, complete=True)
 
