@@ -7,10 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from releves_mailer.bootstrap import initialise_data_dir
-
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
+from releves_mailer.daemon.bootstrap import initialise_data_dir
 
 __all__ = ["initialised_data_dir"]
 

@@ -17,7 +17,7 @@ from releves_mailer.db import Database
 from tests.datadirs import initialised_data_dir
 from tests.factories import add_subscribed_account
 from tests.fakes.powens_server import FakePowens
-from tests.portal.conftest import log_in
+from tests.web.portal.conftest import log_in
 
 __all__ = [
     "add_portal_account",

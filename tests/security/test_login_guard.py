@@ -28,7 +28,7 @@ from releves_mailer.db import Database
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
 from tests.factories import PASSWORD
 from tests.mailservers import DOMAIN, MailServers, mail_servers, smtp_client
-from tests.portal.conftest import PortalHarness, csrf_of, open_portal
+from tests.web.portal.conftest import PortalHarness, csrf_of, open_portal
 
 T = TypeVar("T")
 LIMIT = 5  # failures per (address, login)

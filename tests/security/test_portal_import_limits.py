@@ -27,7 +27,7 @@ from tests.daemon.harness import (
     portal_daemon,
 )
 from tests.factories import make_siren
-from tests.portal.conftest import csrf_of
+from tests.web.portal.conftest import csrf_of
 
 ROWS = "<tr><td>"
 

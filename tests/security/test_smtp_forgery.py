@@ -19,7 +19,7 @@ from releves_mailer.config import SmtpSection
 from releves_mailer.db import Database
 from tests.factories import PASSWORD
 from tests.mailservers import DOMAIN, MailServers, inbox_subjects, mail_servers, smtp_client
-from tests.portal.conftest import make_account
+from tests.web.portal.conftest import make_account
 
 pytestmark = pytest.mark.usefixtures("family")
 

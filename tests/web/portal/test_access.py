@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from releves_mailer.db.models import PortalSession, Redevable
 from tests.factories import PASSWORD
-from tests.portal.conftest import PortalHarness, cfonb_bytes, csrf_of
+from tests.web.portal.conftest import PortalHarness, cfonb_bytes, csrf_of
 
 
 async def test_pages_need_a_login(portal: PortalHarness) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from releves_mailer.db.models.partner import SecureLink
-from tests.portal.conftest import PortalHarness, csrf_of
+from tests.web.portal.conftest import PortalHarness, csrf_of
 
 
 async def test_send_and_open_links_from_the_pages(portal: PortalHarness) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from releves_mailer.db.models import PortalAccount, ReceptionMode, Redevable
 from tests.factories import PASSWORD, make_nic, make_siren
-from tests.portal.conftest import PortalHarness, cfonb_bytes, make_account
+from tests.web.portal.conftest import PortalHarness, cfonb_bytes, make_account
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright_api = pytest.importorskip(

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from releves_mailer.db.models import Redevable
 from tests.factories import make_nic, make_siren
 from tests.partner.conftest import remote_entry_mails
-from tests.portal.conftest import PortalHarness, csrf_of
+from tests.web.portal.conftest import PortalHarness, csrf_of
 
 
 async def link_mails(portal: PortalHarness) -> list[tuple[str, str]]:
