@@ -81,3 +81,27 @@ def test_the_check_sees_relative_and_package_imports() -> None:
     source = "from ...db import models\nfrom releves_mailer import db\nimport sqlalchemy.orm\n"
     names = {name for _, name in _imports(source, "releves_mailer.web.portal")}
     assert {"releves_mailer.db.models", "releves_mailer.db", "sqlalchemy.orm"} <= names
+
+
+#: Longest module of the package: past it a module holds more than one concern.
+MAX_MODULE_LINES = 800
+
+
+def test_no_module_is_over_800_lines() -> None:
+    lengths = {
+        str(path.relative_to(PACKAGE.parent)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    assert len(lengths) > 100  # the whole package was read
+    assert {path: n for path, n in lengths.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_every_module_says_its_job_on_its_first_docstring_line() -> None:
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parts[-3:-1] == ("migrations", "versions") or path.name == "__main__.py":
+            continue
+        docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        if not docstring or not docstring.splitlines()[0].strip():
+            missing.append(str(path.relative_to(PACKAGE.parent)))
+    assert missing == []
