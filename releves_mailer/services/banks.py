@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,25 +70,19 @@ class BankAccountView:
     balance_at: dt.datetime | None
 
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_View = TypeVar("_View", bound="DataclassInstance")
+
+
+def _copy_fields(view: type[_View], row: object) -> _View:
+    """A view holding the row's attributes of the same names (the view lists what is shown)."""
+    return view(**{field.name: getattr(row, field.name) for field in dataclasses.fields(view)})
+
+
 def _account_view(account: BankAccount) -> BankAccountView:
-    return BankAccountView(
-        id=account.id,
-        redevable_id=account.redevable_id,
-        connection_id=account.connection_id,
-        type=account.type,
-        label=account.label,
-        iban=account.iban,
-        bic=account.bic,
-        currency=account.currency,
-        active=account.active,
-        created_at=account.created_at,
-        activated_at=account.activated_at,
-        deactivated_at=account.deactivated_at,
-        last_collected_at=account.last_collected_at,
-        last_reported_date=account.last_reported_date,
-        balance=account.balance,
-        balance_at=account.balance_at,
-    )
+    return _copy_fields(BankAccountView, account)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,15 +97,7 @@ class ConnectionView:
 
 
 def _connection_view(connection: BankConnection) -> ConnectionView:
-    return ConnectionView(
-        id=connection.id,
-        provider=connection.provider,
-        bank_name=connection.bank_name,
-        state=connection.state,
-        error_code=connection.error_code,
-        consecutive_failures=connection.consecutive_failures,
-        last_check_at=connection.last_check_at,
-    )
+    return _copy_fields(ConnectionView, connection)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -196,19 +196,21 @@ async def cmd_rename(session: ImapSession, context: CommandContext, parser: Pars
 
 
 async def cmd_subscribe(session: ImapSession, context: CommandContext, parser: Parser) -> None:
-    parser.sp()
-    name = parser.mailbox()
-    parser.end()
-    await session.mailbox.set_subscribed(name, True)
-    session.ok(context, "Subscribe completed")
+    await _set_subscribed(session, context, parser, True)
 
 
 async def cmd_unsubscribe(session: ImapSession, context: CommandContext, parser: Parser) -> None:
+    await _set_subscribed(session, context, parser, False)
+
+
+async def _set_subscribed(
+    session: ImapSession, context: CommandContext, parser: Parser, subscribed: bool
+) -> None:
     parser.sp()
     name = parser.mailbox()
     parser.end()
-    await session.mailbox.set_subscribed(name, False)
-    session.ok(context, "Unsubscribe completed")
+    await session.mailbox.set_subscribed(name, subscribed)
+    session.ok(context, "Subscribe completed" if subscribed else "Unsubscribe completed")
 
 
 async def cmd_list(session: ImapSession, context: CommandContext, parser: Parser) -> None:
