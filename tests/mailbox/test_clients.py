@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
-import time
+from collections.abc import Callable
+from typing import Any
 
 import aioimaplib
 import pytest
@@ -18,24 +19,24 @@ from .conftest import DOMAIN, PASSWORD, crash_after, in_thread, put, sample_mess
 ADDRESS = f"demo@{DOMAIN}"
 
 
-async def test_aioimaplib_idle_hears_delivery_within_a_second(
-    server: ImapServer, store: MessageStore
+async def test_aioimaplib_idle_hears_delivery_at_once(
+    server_factory: Callable[..., Any], store: MessageStore
 ) -> None:
+    # With an hour between polls, only the store's own notification can bring the news
+    # within the test's patience: what is observed is that it came, not how fast.
+    server: ImapServer = await server_factory(poll_interval=3600)
     await put(store, ADDRESS, sample_message())
     client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
     await client.wait_hello_from_server()
     assert (await client.login("demo", PASSWORD)).result == "OK"
     assert (await client.select("INBOX")).result == "OK"
-    idle = await client.idle_start(timeout=10)
-    started = time.monotonic()
+    idle = await client.idle_start(timeout=60)
     await put(store, ADDRESS, sample_message(subject="new"))
-    pushed = await asyncio.wait_for(client.wait_server_push(), 5)
-    elapsed = time.monotonic() - started
+    pushed = await asyncio.wait_for(client.wait_server_push(), 60)
     client.idle_done()
     await asyncio.wait_for(idle, 5)
     await client.logout()
     assert any(b"2 EXISTS" in line for line in pushed)
-    assert elapsed < 1.0
 
 
 async def test_idle_hears_delivery_from_another_transaction_after_commit_only(

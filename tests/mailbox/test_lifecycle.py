@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import pytest
 
@@ -54,11 +53,10 @@ async def test_idle_session_sees_changes_made_by_another_process(
     await client.ok("s SELECT INBOX")
     await client.send(b"i IDLE\r\n")
     assert (await client.line()).startswith(b"+ ")
-    started = time.monotonic()
     await sink.deliver(ADDRESS, sample_message(), new_key())
-    line = await asyncio.wait_for(client.line(), 5)
+    # Only the server's poll of the database (every 0.3 s here) can bring this news.
+    line = await asyncio.wait_for(client.line(), 60)
     assert line == b"* 1 EXISTS\r\n"
-    assert time.monotonic() - started < 3
     await client.send(b"DONE\r\n")
     lines = await client.until_tagged(b"i")
     assert lines[-1].startswith(b"i OK")

@@ -21,7 +21,7 @@ async def rest_until_closed(client: RawClient) -> list[bytes]:
     """Every line the server still sends, up to its closing the connection."""
     lines: list[bytes] = []
     while True:
-        line = await asyncio.wait_for(client.reader.readline(), 10)
+        line = await asyncio.wait_for(client.reader.readline(), 60)
         if not line:
             return lines
         lines.append(line)
@@ -132,7 +132,8 @@ async def test_idle_timeout_before_login(server_factory) -> None:  # noqa: F811
     started = time.monotonic()
     lines = await rest_until_closed(client)
     assert lines == [b"* BYE Autologout; idle for too long\r\n"]
-    assert time.monotonic() - started < 10
+    # It waited the timeout out (a lower bound holds on any machine, a loaded one too).
+    assert time.monotonic() - started >= 0.9
     await client.close()
 
     # A login literal announced and never sent: the same timeout.
