@@ -102,6 +102,8 @@ class ImapSection(Section):
     preauth_idle_timeout_seconds: int = Field(default=60, ge=1)
     # Literals above this go to a temporary file; message bodies above it are streamed.
     spool_threshold: int = Field(default=1024 * 1024, ge=4096)
+    #: Folders one user may create (INBOX included); CREATE beyond gets NO [LIMIT].
+    max_folders_per_user: int = Field(default=1000, ge=1)
     #: Caps on open connections (IMAP and IMAPS together), see ``releves_mailer.listeners``.
     max_connections: int = Field(default=1000, ge=1)
     max_connections_per_address: int = Field(default=50, ge=1)
@@ -113,7 +115,8 @@ class SmtpSection(Section):
     max_message_size: int = Field(default=50 * 1024 * 1024, ge=1024)
     #: Networks (CIDR) whose clients may deliver without authenticating; empty: none.
     trusted_networks: list[IPvAnyNetwork] = Field(default_factory=list, max_length=100)
-    #: Bytes one mail address may hold (all its folders) before SMTP answers 552.
+    #: Bytes one mail address may hold (all its folders) before SMTP answers 552 and IMAP
+    #: APPEND or COPY answer NO [OVERQUOTA]; statements are delivered whatever it holds.
     mailbox_quota: int = Field(default=1024 * 1024 * 1024, ge=1024)
     #: Caps on open connections, see ``releves_mailer.listeners``.
     max_connections: int = Field(default=200, ge=1)

@@ -34,6 +34,7 @@ from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
 from releves_mailer.logs import configure_logging
+from releves_mailer.mailbox.contracts import MailboxLimits
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
 from releves_mailer.mailbox.store import MessageStore
@@ -143,7 +144,8 @@ class Daemon:
         except SchemaOutOfDate as error:
             raise ConfigError(str(error), file=config.source) from None
         context = server_ssl_context(config)
-        store = MessageStore(database, config.data_dir / "messages", self.clock)
+        limits = MailboxLimits(config.smtp.mailbox_quota, config.imap.max_folders_per_user)
+        store = MessageStore(database, config.data_dir / "messages", self.clock, limits=limits)
         await store.start(stack)
         authenticator = PortfolioAuthenticator(database, config.portal.domain)
         # One guard for IMAP, SMTP AUTH and the portal: no protocol is a softer door.

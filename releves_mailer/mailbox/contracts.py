@@ -48,6 +48,23 @@ class FolderExists(StoreError):
     """The mailbox already exists."""
 
 
+class OverQuota(StoreError):
+    """The message would take the user past the bytes they may hold (RFC 9208's code)."""
+
+
+class TooManyFolders(StoreError):
+    """The user holds as many folders as they may (RFC 5530's LIMIT)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxLimits:
+    """What one user may put in their mailboxes by themselves (IMAP APPEND, COPY, CREATE);
+    deliveries of statements are never refused for it. ``None``: no limit."""
+
+    quota_bytes: int | None = None
+    max_folders: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class FolderInfo:
     id: int

@@ -29,6 +29,7 @@ from releves_mailer.mailbox.contracts import (
     FetchColumn,
     FolderChanges,
     FolderInfo,
+    MailboxLimits,
     MailboxSession,
     MailStore,
     MessageMeta,
@@ -94,8 +95,10 @@ class MessageStore(FolderStore):
         clock: Clock,
         *,
         boxes: BoxDirectory | None = None,
+        limits: MailboxLimits | None = None,
     ) -> None:
         super().__init__(database, clock, _POOL)
+        self.limits = limits or MailboxLimits()
         self.blobs = BlobFiles(blob_dir)
         self.blob_dir = self.blobs.blob_dir
         self.boxes = boxes
@@ -114,7 +117,7 @@ class MessageStore(FolderStore):
     async def new_session(self, owner: str) -> MailboxSession:
         """The mailboxes of ``owner`` for one logged-in client, its INBOX created if missing."""
         await self.ensure_inbox(owner)
-        return UserMailbox(self, owner)
+        return UserMailbox(self, owner, self.limits)
 
     # region message files ##############################################################
 

@@ -11,8 +11,11 @@ from releves_mailer.mailbox.contracts import (
     FetchColumn,
     FolderChanges,
     FolderInfo,
+    MailboxLimits,
     MessageMeta,
     MessageRecord,
+    OverQuota,
+    TooManyFolders,
 )
 
 if TYPE_CHECKING:
@@ -23,11 +26,15 @@ __all__ = ["UserMailbox"]
 
 class UserMailbox:
     """What :meth:`MessageStore.new_session` returns for ``owner`` (a ``MailboxSession``):
-    the folder names it is given are ``owner``'s, never another user's."""
+    the folder names it is given are ``owner``'s, never another user's, and what the user
+    adds by themselves stays within ``limits``."""
 
-    def __init__(self, store: MessageStore, owner: str) -> None:
+    def __init__(
+        self, store: MessageStore, owner: str, limits: MailboxLimits | None = None
+    ) -> None:
         self._store = store
         self._owner = owner
+        self._limits = limits or MailboxLimits()
 
     @property
     def owner(self) -> str:
@@ -40,6 +47,9 @@ class UserMailbox:
         return await self._store.get_folder(self._owner, name)
 
     async def create_folder(self, name: str, special_use: str = "") -> FolderInfo:
+        limit = self._limits.max_folders
+        if limit is not None and len(await self.list_folders()) >= limit:
+            raise TooManyFolders(f"[LIMIT] At most {limit} mailboxes")
         return await self._store.create_folder(self._owner, name, special_use)
 
     async def delete_folder(self, name: str) -> None:
@@ -99,6 +109,9 @@ class UserMailbox:
     async def copy(
         self, folder_id: int, uids: Sequence[int], target_id: int, *, move: bool = False
     ) -> tuple[int, list[tuple[int, int]]]:
+        if not move and self._limits.quota_bytes is not None:
+            records = await self.fetch_records(folder_id, uids, ["size"])
+            await self._check_quota(sum(record.size for record in records))
         return await self._store.copy(folder_id, uids, target_id, move=move)
 
     async def append(
@@ -108,7 +121,17 @@ class UserMailbox:
         flags: Sequence[str],
         internal_date: dt.datetime | None,
     ) -> tuple[int, int]:
+        if self._limits.quota_bytes is not None:
+            size = len(raw) if isinstance(raw, bytes) else raw.seek(0, 2)
+            if not isinstance(raw, bytes):
+                raw.seek(0)
+            await self._check_quota(size)
         return await self._store.append(folder_id, raw, flags, internal_date)
+
+    async def _check_quota(self, adding: int) -> None:
+        quota = self._limits.quota_bytes
+        if quota is not None and await self._store.usage(self._owner) + adding > quota:
+            raise OverQuota("[OVERQUOTA] Quota exceeded")
 
     def watch(self, folder_id: int) -> asyncio.Event:
         return self._store.watch(folder_id)
