@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,27 @@ def test_the_daemon_names_no_aggregator() -> None:
             name for name in _imported(path) if name.startswith("releves_mailer.aggregators.")
         } - {"releves_mailer.aggregators.registry", "releves_mailer.aggregators.contract"}
         assert not named, f"{path.relative_to(PACKAGE)} imports {sorted(named)}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "releves_mailer.statements.plan",
+        "releves_mailer.statements.build",
+        "releves_mailer.portfolio.periodicity",
+        "releves_mailer.enums",
+        "releves_mailer.cfonb",
+    ],
+)
+def test_pure_modules_load_no_database_code(module: str) -> None:
+    """The pure build of statements runs without SQLAlchemy or our database package: what a
+    fresh interpreter holds after importing the module, not what its source names."""
+    probe = (
+        f"import sys, {module}; "
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('sqlalchemy')}"
+        " | {m for m in sys.modules if m.startswith('releves_mailer.db')}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]", f"{module} loads {loaded}"

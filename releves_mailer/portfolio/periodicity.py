@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
-from releves_mailer.db.models.portfolio import Periodicity
+from releves_mailer.enums import Periodicity
 from releves_mailer.errors import UserError
 
 __all__ = ["Periodicity", "Schedule", "ScheduleFields"]

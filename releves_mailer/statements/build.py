@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from releves_mailer import cfonb
-from releves_mailer.db.models.collect import TransactionStatus
-from releves_mailer.db.models.statements import WindowKind
+from releves_mailer.enums import TransactionStatus, WindowKind
 from releves_mailer.statements.plan import first_period_start, paris_date
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 
 from releves_mailer.clock import PARIS
-from releves_mailer.db.models.portfolio import Periodicity
+from releves_mailer.enums import Periodicity
 from releves_mailer.portfolio.periodicity import Schedule
 
 __all__ = [

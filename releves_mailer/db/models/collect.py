@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
+from releves_mailer.enums import BankEventKind, ConnectionState, TransactionStatus
 
 __all__ = [
     "BankAccount",
@@ -40,57 +41,6 @@ def _enum_values(enum_type: type[enum.Enum]) -> list[str]:
 
 def _enum(enum_type: type[enum.Enum], name: str) -> Enum:
     return Enum(enum_type, name=name, values_callable=_enum_values, native_enum=False, length=24)
-
-
-class ConnectionState(enum.StrEnum):
-    """Health of a bank connection."""
-
-    NEW = "new"  # created, never checked
-    OK = "ok"  # last check succeeded
-    ERROR = "error"  # last check failed; ``error_code`` says why
-    CLOSED = "closed"  # no longer used (replaced by a reconnection or removed)
-
-
-class TransactionStatus(enum.StrEnum):
-    """Where a transaction is in its life, as last seen at the provider.
-
-    ``pending`` rows are never reported; ``booked`` rows are reported once; ``deleted`` rows
-    were withdrawn by the bank (whatever they were before); ``replaced`` rows were pending
-    and the bank booked them under another provider id (``replaced_by_id``).
-    """
-
-    PENDING = "pending"
-    BOOKED = "booked"
-    DELETED = "deleted"
-    REPLACED = "replaced"
-
-
-class BankEventKind(enum.StrEnum):
-    """What a bank event records (the history shown on an account's page)."""
-
-    CONNECTION_CREATED = "connection_created"
-    CONNECTION_OK = "connection_ok"
-    CONNECTION_ERROR = "connection_error"
-    CONNECTION_CLOSED = "connection_closed"
-    ACCOUNT_ADDED = "account_added"
-    ACCOUNT_REATTACHED = "account_reattached"
-    ACCOUNT_GONE = "account_gone"
-    ACCOUNT_DEACTIVATED = "account_deactivated"
-    ACCOUNT_REACTIVATED = "account_reactivated"
-    IBAN_CHANGED = "iban_changed"
-    BIC_CHANGED = "bic_changed"
-    LABEL_CHANGED = "label_changed"
-    TYPE_CHANGED = "type_changed"
-    CURRENCY_CHANGED = "currency_changed"
-    IBAN_CONFLICT = "iban_conflict"
-    #: The provider gave an IBAN with bad characters or check digits: not stored.
-    IBAN_REJECTED = "iban_rejected"
-    LINK_SENT = "link_sent"
-    LINK_USED = "link_used"
-    CREDENTIALS_UPDATED = "credentials_updated"
-    ALERT_SENT = "alert_sent"
-    #: A statement's computed closing balance differs from the bank's by an unexplained gap.
-    BALANCE_MISMATCH = "balance_mismatch"
 
 
 class BankConnection(Base):

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 
 from sqlalchemy import Enum, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
+from releves_mailer.enums import OutboxState
 
 __all__ = ["OutboxMessage", "OutboxState"]
-
-
-class OutboxState(enum.StrEnum):
-    PENDING = "pending"  # waiting for its next attempt
-    SENT = "sent"  # accepted by the relay, or filed locally when no relay is configured
-    FAILED = "failed"  # refused for good (recipient rejected, or retries exhausted)
 
 
 class OutboxMessage(Base):

@@ -17,27 +17,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from releves_mailer.db.base import Base, UTCDateTime
+from releves_mailer.enums import Periodicity, ReceptionMode
 
 __all__ = ["Periodicity", "PortalAccount", "ReceptionMode", "Redevable"]
-
-
-class ReceptionMode(enum.StrEnum):
-    """Where statement mails go (seed chapter 1)."""
-
-    NONE = "none"  # download only
-    DEFAULT = "default"  # INBOX of <login>@<domain>
-    DEDICATED = "dedicated"  # releves.<login>@<domain>
-
-
-class Periodicity(enum.StrEnum):
-    """How often statements are cut (Annexe 1, field 6)."""
-
-    JOURNALIERE = "JOURNALIERE"
-    HEBDOMADAIRE = "HEBDOMADAIRE"
-    MENSUELLE = "MENSUELLE"
-    TRIMESTRIELLE = "TRIMESTRIELLE"
-    SEMESTRIELLE = "SEMESTRIELLE"
-    ANNUELLE = "ANNUELLE"
 
 
 def _enum_values(enum_type: type[enum.Enum]) -> list[str]:

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
+from releves_mailer.enums import LineKind, StatementState, WindowKind
 
 __all__ = [
     "LineKind",
@@ -44,40 +45,6 @@ def _enum_values(enum_type: type[enum.Enum]) -> list[str]:
 
 def _enum(enum_type: type[enum.Enum], name: str) -> Enum:
     return Enum(enum_type, name=name, values_callable=_enum_values, native_enum=False, length=16)
-
-
-class StatementState(enum.StrEnum):
-    """Where a statement is (the portal's "État de la collecte")."""
-
-    #: The due date has passed, the night's collection has not brought fresh data yet
-    #: (shown "en cours").
-    WAITING = "waiting"
-    #: Cut: files stored, transactions marked (shown "succès").
-    PRODUCED = "produced"
-    #: The collection window ended without fresh data (or the file could not be written);
-    #: ``reason`` says why. The row is completed in place when fresh data arrives (shown
-    #: "échec").
-    FAILED = "failed"
-
-
-class WindowKind(enum.StrEnum):
-    """How the period start was chosen."""
-
-    #: First statement of the account: (D - 1 month, D].
-    FIRST = "first"
-    #: The previous statement's due date to D (the chain).
-    NEXT = "next"
-    #: Like ``next``, after a deactivation of the account: covers the whole gap.
-    RESUMED = "resumed"
-
-
-class LineKind(enum.StrEnum):
-    """What a statement line is."""
-
-    #: A movement of the CFONB file (04 record).
-    MOVEMENT = "movement"
-    #: A line of the deleted-transactions CSV: withdraws an earlier movement line.
-    CORRECTION = "correction"
 
 
 class Statement(Base):
