@@ -12,7 +12,10 @@ instead of ``loop.create_server``, so that one place decides who may take a desc
   new socket's number is the lowest free descriptor, so a number within
   :func:`descriptor_headroom` of ``RLIMIT_NOFILE`` proves that many are open, and what is
   left is kept for the database, the message files and the log;
-* a refused client gets a short protocol answer (``* BYE``, ``421``, ``503``) and is closed;
+* a refused client gets a short protocol answer (``* BYE``, ``421``, ``503``) and is closed,
+  a moment later (so that it reads the answer rather than a reset) unless descriptors run
+  short: then every refused socket still open is closed at once, before a new client is
+  turned away for want of descriptors;
 * when ``accept()`` itself fails for lack of descriptors or memory (``EMFILE``, ``ENFILE``,
   ``ENOBUFS``, ``ENOMEM``), the listener pauses a moment and logs one line a minute,
   instead of asyncio's traceback at every attempt.
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 import ssl
 from collections import Counter
@@ -38,6 +42,7 @@ __all__ = [
     "ConnectionLimiter",
     "Listener",
     "RateLimitedLog",
+    "close_lingering_refusals",
     "descriptor_headroom",
     "open_file_limit",
 ]
@@ -49,9 +54,13 @@ _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 #: How long a listener stops accepting after running out of descriptors.
 EXHAUSTED_PAUSE = 0.5
 #: Refused sockets are kept open this long after their refusal (so that the client reads it
-#: instead of a reset), at most :data:`MAX_LINGERING` at a time (so refusals cost little).
+#: instead of a reset), at most :data:`MAX_LINGERING` at a time in the process (so refusals
+#: cost little).
 REFUSAL_LINGER = 1.0
 MAX_LINGERING = 32
+#: The refused sockets kept open, each with the timer that closes it. Process-wide, like the
+#: descriptors they hold.
+_lingering: dict[socket.socket, asyncio.TimerHandle] = {}
 #: Seconds between two log lines about the same trouble of one listener.
 LOG_EVERY = 60.0
 
@@ -116,12 +125,27 @@ class ConnectionLimiter:
         self._forget_closed()
         return len(self._open)
 
+    def per_address(self) -> Counter[str]:
+        """Open connections by client address."""
+        self._forget_closed()
+        return Counter(self._per_address)
+
     def _forget_closed(self) -> None:
         for sock in [sock for sock in self._open if sock.fileno() == -1]:
             address = self._open.pop(sock)
             self._per_address[address] -= 1
             if self._per_address[address] <= 0:
                 del self._per_address[address]
+
+    def _short_of_descriptors(self, sock: socket.socket) -> bool:
+        limit = self.file_limit
+        if limit is None:
+            return False
+        ceiling = limit - descriptor_headroom(limit)
+        if sock.fileno() < ceiling:
+            return False
+        # Refusals still lingering are a courtesy: a client to serve comes first.
+        return not (close_lingering_refusals() and _lowest_free(sock) < ceiling)
 
     def _full(self, address: str) -> bool:
         return (
@@ -131,8 +155,7 @@ class ConnectionLimiter:
 
     def admit(self, sock: socket.socket, address: str) -> str | None:
         """Count ``sock`` from ``address`` in, or say (in English, for the log) why not."""
-        limit = self.file_limit
-        if limit is not None and sock.fileno() >= limit - descriptor_headroom(limit):
+        if self._short_of_descriptors(sock):
             return "the process is short of file descriptors"
         if self._full(address):
             # Counts are only refreshed when they matter: a cap looks reached.
@@ -175,7 +198,6 @@ class Listener:
         self.sockets: list[socket.socket] = []
         self._accepting: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
-        self._lingering = 0
         self._exhausted_log = RateLimitedLog(_log)
         self._refused_log = RateLimitedLog(_log)
 
@@ -288,13 +310,30 @@ class Listener:
             if self.refusal and self.ssl_context is None:
                 conn.send(self.refusal)
             conn.shutdown(socket.SHUT_WR)
-        if self._lingering >= MAX_LINGERING:
+        if len(_lingering) >= MAX_LINGERING:
             conn.close()
             return
-        self._lingering += 1
 
         def close() -> None:
-            self._lingering -= 1
+            _lingering.pop(conn, None)
             conn.close()
 
-        asyncio.get_running_loop().call_later(REFUSAL_LINGER, close)
+        _lingering[conn] = asyncio.get_running_loop().call_later(REFUSAL_LINGER, close)
+
+
+def close_lingering_refusals() -> int:
+    """Close every refused socket still lingering; how many there were."""
+    count = len(_lingering)
+    for conn, timer in _lingering.items():
+        timer.cancel()
+        conn.close()
+    _lingering.clear()
+    return count
+
+
+def _lowest_free(sock: socket.socket) -> int:
+    """The lowest free descriptor number (what the kernel gives the next one): as many
+    descriptors are open below it."""
+    probe = os.dup(sock.fileno())
+    os.close(probe)
+    return probe

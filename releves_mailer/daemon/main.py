@@ -33,6 +33,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
+from releves_mailer.listeners import ConnectionLimiter
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.contracts import MailboxLimits
 from releves_mailer.mailbox.imap.server import ImapServer
@@ -126,6 +127,8 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.ports: dict[str, int | None] = {}
+        #: Each service's connection caps and counts, once started.
+        self.limiters: dict[str, ConnectionLimiter] = {}
         self.renderer: Renderer | None = None
         self._stop = asyncio.Event()
 
@@ -231,6 +234,7 @@ class Daemon:
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
         self._spawn(stack, self.collector.run(self._stop), "collection")
         self._spawn(stack, self._housekeeping(store), "housekeeping")
+        self.limiters = {"imap": imap.limiter, "smtp": smtp.limiter, "http": http.limiter}
         self.ports = {
             "imap": imap.port,
             "imaps": imap.tls_port,

@@ -8,7 +8,10 @@ The child side: ``python -m tests.security.capped_daemon CONFIG LIMIT`` lowers
 ``serve`` does, logging to ``daemon.log`` in the data directory. One-line commands on stdin,
 each answered on stdout:
 
-* ``hog``: open ``/dev/null`` until the process is out of descriptors (``hogged N``);
+* ``hog ADDRESS``: wait until the daemon holds connections from ADDRESS only (the other
+  clients' sockets closed on the daemon's side too), close the refusals still lingering
+  (their timers would free descriptors meanwhile), then open ``/dev/null`` until the process
+  is out of descriptors (``hogged N``);
 * ``free``: close them again (``freed``);
 * ``stop``: stop the daemon cleanly.
 """
@@ -28,6 +31,7 @@ from releves_mailer.clock import SystemClock
 from releves_mailer.config import Config, load_config
 from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.db import Database
+from releves_mailer.listeners import close_lingering_refusals
 from releves_mailer.logs import configure_logging
 from releves_mailer.portfolio.accounts import create_account
 from tests.datadirs import initialised_data_dir
@@ -109,11 +113,21 @@ def answer(line: str) -> None:
     sys.stdout.flush()
 
 
+async def only_connections_from(daemon: Daemon, address: str) -> None:
+    for _ in range(6000):  # a minute: a hang guard
+        if all(set(limiter.per_address()) <= {address} for limiter in daemon.limiters.values()):
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"connections from others than {address} stay open")
+
+
 async def obey(daemon: Daemon) -> None:
     hogged: list[int] = []
     while True:
         command = (await asyncio.to_thread(sys.stdin.readline)).strip()
-        if command == "hog":
+        if command.startswith("hog "):
+            await only_connections_from(daemon, command.split()[1])
+            close_lingering_refusals()
             try:
                 while True:
                     hogged.append(os.open(os.devnull, os.O_RDONLY))
