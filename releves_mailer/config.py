@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from releves_mailer.errors import UserError
+
 __all__ = [
     "CONFIG_ENV_VARIABLE",
     "CONFIG_FILE_NAME",
@@ -34,6 +36,7 @@ __all__ = [
     "ENV_PREFIX",
     "Config",
     "ConfigError",
+    "async_database_url",
     "find_config_path",
     "load_config",
 ]
@@ -85,6 +88,16 @@ class PortalSection(Section):
 
 class DatabaseSection(Section):
     url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value:
+            try:
+                async_database_url(value)
+            except UserError as error:
+                raise ValueError(error.message) from None
+        return value
 
 
 class ImapSection(Section):
@@ -267,7 +280,31 @@ class Config(Section):
 
     @property
     def database_url(self) -> str:
-        return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'releves.sqlite3'}"
+        if self.database.url:
+            return async_database_url(self.database.url)
+        return f"sqlite+aiosqlite:///{self.data_dir / 'releves.sqlite3'}"
+
+
+#: The async drivers the daemon uses, for URLs that name none (``postgresql://…``).
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def async_database_url(url: str) -> str:
+    """``url`` with the async driver the daemon uses when it names none; a URL of another
+    database is refused (only PostgreSQL and SQLite are supported)."""
+    scheme, separator, rest = url.partition("://")
+    engine, plus, _driver = scheme.partition("+")
+    if not separator or engine not in _ASYNC_DRIVERS:
+        shown = url.rsplit("@", 1)[-1]  # never the password
+        raise UserError(
+            f"adresse de base de données non reconnue : {shown!r} "
+            "(attendu postgresql://… ou sqlite:///…)"
+        )
+    return url if plus else f"{_ASYNC_DRIVERS[engine]}://{rest}"
 
 
 _FRENCH_REASONS = {

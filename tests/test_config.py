@@ -77,6 +77,11 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[aggregator.powens]\nenabled = true\n", "aggregator.powens", "client_id"),
         ("[nouveau]\n", "nouveau", "clé inconnue"),
         ("portal = 3\n", "portal", "section"),
+        (
+            "[database]\nurl = 'mysql://root:secret@db/x'\n",
+            "database.url",
+            "adresse de base de données non reconnue : 'db/x'",
+        ),
     ],
 )
 def test_errors_name_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
@@ -118,3 +123,17 @@ def test_config_path_precedence(tmp_path: Path) -> None:
     assert find_config_path(None, {"RELEVES_MAILER_CONFIG": "/b.toml"}) == Path("/b.toml")
     assert find_config_path(None, {}) == Path("releves-data/releves-mailer.toml")
     assert tomllib.loads(example_config_path().read_text())["portal"]["data_dir"] == "."
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://u@h:5432/b", "postgresql+asyncpg://u@h:5432/b"),
+        ("postgres://u@h/b", "postgresql+asyncpg://u@h/b"),
+        ("postgresql+asyncpg://u@h/b", "postgresql+asyncpg://u@h/b"),
+        ("sqlite:////var/lib/r.sqlite3", "sqlite+aiosqlite:////var/lib/r.sqlite3"),
+    ],
+)
+def test_database_urls_get_the_async_driver(tmp_path: Path, given: str, used: str) -> None:
+    config = load_config(write(tmp_path, f"[database]\nurl = '{given}'\n"), environ={})
+    assert config.database_url == used

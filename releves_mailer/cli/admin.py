@@ -1,8 +1,10 @@
-"""Commands that set up and check an installation: ``init``, ``check-config``, ``db upgrade``."""
+"""Commands that set up and check an installation: ``init``, ``check-config``, ``db upgrade``,
+``db copy``."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import click
@@ -11,7 +13,12 @@ from releves_mailer.cli.common import AppContext, async_command
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, ConfigError
 from releves_mailer.daemon.bootstrap import initialise_data_dir
-from releves_mailer.services.wiring import current_schema, head_revisions, upgrade_schema
+from releves_mailer.services.wiring import (
+    copy_database_to,
+    current_schema,
+    head_revisions,
+    upgrade_schema,
+)
 
 __all__ = ["check_config", "db", "init"]
 
@@ -88,3 +95,36 @@ async def db_upgrade(app: AppContext) -> None:
         click.echo(f"Base déjà à jour (révision {', '.join(sorted(after))}).")
     else:
         click.echo(f"Base mise à jour : révision {', '.join(sorted(after))}.")
+
+
+@db.command(name="copy")
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    help="Base cible, neuve et vide : postgresql://utilisateur@hôte:port/base.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Rapport en JSON.")
+@async_command
+async def db_copy(app: AppContext, url: str, as_json: bool) -> None:
+    """Copie toute la base vers une autre (SQLite vers PostgreSQL), lignes comptées.
+
+    Arrêtez le démon avant : ce qu'il écrirait pendant la copie resterait dans l'ancienne
+    base. La configuration n'est pas modifiée : mettez ensuite l'adresse de la cible dans
+    [database] url."""
+
+    def shown(table: str, rows: int) -> None:
+        if not as_json:
+            click.echo(f"  {table} : {rows} ligne(s)")
+
+    copied = await copy_database_to(app.config, url, shown)
+    total = sum(count.rows for count in copied)
+    if as_json:
+        report = {
+            "tables": [{"table": count.table, "lignes": count.rows} for count in copied],
+            "lignes": total,
+        }
+        click.echo(json.dumps(report, ensure_ascii=False))
+        return
+    click.echo(f"Copie terminée : {len(copied)} tables, {total} ligne(s), comptes vérifiés.")
+    click.echo("Mettez maintenant cette adresse dans [database] url de la configuration.")

@@ -7,7 +7,7 @@ daemon's collector, for the commands that collect).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -16,9 +16,10 @@ from releves_mailer.aggregators.testbank import ScheduledError, TestBank
 from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.collect.connections import connect_test_bank
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.config import Config, ConfigError
+from releves_mailer.config import Config, ConfigError, async_database_url
 from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
+from releves_mailer.db.copy import TableCount, copy_database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema, current_heads, upgrade
 from releves_mailer.db.migrate import head_revisions as head_revisions
 from releves_mailer.errors import UserError
@@ -33,6 +34,8 @@ from releves_mailer.signing.smime import SmimeSigner
 
 __all__ = [
     "Collection",
+    "TableCount",
+    "copy_database_to",
     "current_schema",
     "head_revisions",
     "link_service",
@@ -175,3 +178,25 @@ async def open_collection(config: Config, clock: Clock) -> AsyncIterator[Collect
             alerts,
         )
         yield Collection(Services(database, clock, links), found, collector)
+
+
+async def copy_database_to(
+    config: Config, url: str, progress: Callable[[str, int], None] | None = None
+) -> list[TableCount]:
+    """Copy the configured database into the empty one at ``url`` (see :mod:`db.copy`)."""
+    source = Database(config.database_url)
+    target = Database(async_database_url(url))
+    try:
+        try:
+            await check_schema(source)
+        except SchemaOutOfDate as error:
+            raise ConfigError(str(error), file=config.source) from None
+        try:
+            async with target.engine.connect():
+                pass
+        except Exception as error:  # any driver error means "unreachable"
+            raise UserError(f"base cible injoignable ({type(error).__name__}) : {error}") from None
+        return await copy_database(source, target, progress=progress)
+    finally:
+        await source.dispose()
+        await target.dispose()
