@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from releves_mailer.cli.admin import check_config, db, init
+from releves_mailer.cli.admin import check_config, db, dovecot_config, init
 from releves_mailer.cli.banks import banks
 from releves_mailer.cli.cfonb import cfonb
 from releves_mailer.cli.collect import collect, simulate, statements
@@ -79,6 +79,7 @@ for _command in (
     init,
     check_config,
     db,
+    dovecot_config,
     accounts,
     redevables,
     banks,

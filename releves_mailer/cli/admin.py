@@ -1,5 +1,5 @@
 """Commands that set up and check an installation: ``init``, ``check-config``, ``db upgrade``,
-``db copy``."""
+``db copy``, ``dovecot-config``."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from releves_mailer.services.wiring import (
     current_schema,
     head_revisions,
     upgrade_schema,
+    write_dovecot_setup,
 )
 
-__all__ = ["check_config", "db", "init"]
+__all__ = ["check_config", "db", "dovecot_config", "init"]
 
 
 @click.command()
@@ -128,3 +129,36 @@ async def db_copy(app: AppContext, url: str, as_json: bool) -> None:
         return
     click.echo(f"Copie terminée : {len(copied)} tables, {total} ligne(s), comptes vérifiés.")
     click.echo("Mettez maintenant cette adresse dans [database] url de la configuration.")
+
+
+@click.command(name="dovecot-config")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--listen", default="127.0.0.1", show_default=True, help="Adresse d'écoute.")
+@click.option("--imap-port", type=click.IntRange(1, 65535), default=143, show_default=True)
+@click.option("--imaps-port", type=click.IntRange(1, 65535), default=993, show_default=True)
+@click.option("--lmtp-port", type=click.IntRange(1, 65535), default=24, show_default=True)
+@click.option("--internal-user", help="Utilisateur des processus de Dovecot.")
+@click.option("--mail-user", help="Utilisateur propriétaire du courrier.")
+@async_command
+async def dovecot_config(
+    app: AppContext,
+    directory: Path,
+    listen: str,
+    imap_port: int,
+    imaps_port: int,
+    lmtp_port: int,
+    internal_user: str | None,
+    mail_user: str | None,
+) -> None:
+    """Écrit la configuration d'un Dovecot 2.3 qui tient les boîtes de l'installation."""
+    config = app.config
+    setup = write_dovecot_setup(
+        config,
+        directory,
+        listen=listen,
+        ports=(imap_port, imaps_port, lmtp_port),
+        internal_user=internal_user,
+        mail_user=mail_user,
+    )
+    click.echo(f"Configuration de Dovecot écrite dans {setup.folder}")
+    click.echo(f"Démarrage : dovecot -c {setup.folder / 'dovecot.conf'}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from releves_mailer.aggregators.registry import Aggregators, open_aggregators
 from releves_mailer.aggregators.testbank import ScheduledError, TestBank
@@ -23,6 +24,7 @@ from releves_mailer.db.copy import TableCount, copy_database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema, current_heads, upgrade
 from releves_mailer.db.migrate import head_revisions as head_revisions
 from releves_mailer.errors import UserError
+from releves_mailer.mailbox.dovecot.setup import DovecotPorts, DovecotSetup, write_dovecot_config
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.links import LinkService
@@ -43,6 +45,7 @@ __all__ = [
     "open_collection",
     "open_services",
     "upgrade_schema",
+    "write_dovecot_setup",
 ]
 
 
@@ -200,3 +203,26 @@ async def copy_database_to(
     finally:
         await source.dispose()
         await target.dispose()
+
+
+def write_dovecot_setup(
+    config: Config,
+    folder: Path,
+    *,
+    listen: str,
+    ports: tuple[int, int, int],
+    internal_user: str | None = None,
+    mail_user: str | None = None,
+) -> DovecotSetup:
+    """The configuration of a Dovecot instance for the installation of ``config``."""
+    return write_dovecot_config(
+        folder,
+        database_url=config.database_url,
+        domain=config.portal.domain,
+        certificate=config.path(config.tls.certificate),
+        key=config.path(config.tls.key),
+        listen=listen,
+        ports=DovecotPorts(*ports),
+        internal_user=internal_user,
+        mail_user=mail_user,
+    )

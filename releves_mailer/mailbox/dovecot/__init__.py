@@ -1,0 +1,1 @@
+"""Dovecot as the mailbox engine: its configuration for an installation, and delivery into it."""

@@ -1,0 +1,93 @@
+"""A private Dovecot for a test: configured by ``write_dovecot_config`` on ports chosen at
+run time, started in the foreground, stopped afterwards. Skips when Dovecot is absent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from releves_mailer.mailbox.dovecot.setup import DovecotPorts, DovecotSetup, write_dovecot_config
+
+__all__ = ["DOVECOT", "running_dovecot"]
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def running_dovecot(
+    folder: Path, *, database_url: str, domain: str, certificate: Path, key: Path
+) -> AsyncIterator[DovecotSetup]:
+    if not os.path.exists(DOVECOT):  # noqa: ASYNC240  (once, before anything runs)
+        pytest.skip(
+            "Dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd dovecot-pgsql)"
+        )
+    imap, imaps, lmtp = _free_ports(3)
+    setup = write_dovecot_config(
+        folder,
+        database_url=database_url,
+        domain=domain,
+        certificate=certificate,
+        key=key,
+        ports=DovecotPorts(imap, imaps, lmtp),
+    )
+    conf = str(folder / "dovecot.conf")
+    checked = await asyncio.to_thread(
+        subprocess.run, [DOVECOT, "-c", conf, "-n"], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    process = await asyncio.create_subprocess_exec(
+        DOVECOT, "-F", "-c", conf, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        for _ in range(600):  # a minute: a hang guard
+            if await _listening(imap) and await _listening(lmtp):
+                break
+            if process.returncode is not None:
+                assert process.stderr is not None
+                raise AssertionError((await process.stderr.read()).decode())
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("Dovecot did not listen within a minute")
+        try:
+            yield setup
+        except BaseException:
+            # What Dovecot said goes into the test's report (captured output).
+            log = folder / "log" / "dovecot.log"
+            print(log.read_text(errors="replace")[-4000:] if log.exists() else "no log")
+            raise
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 60)
+            except TimeoutError:
+                process.kill()
+                await process.wait()

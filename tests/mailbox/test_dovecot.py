@@ -1,0 +1,185 @@
+"""Dovecot as the mailbox engine, with the real program: the configuration that
+``dovecot-config`` writes, the portal passwords opening the boxes, delivery over LMTP
+idempotent by Message-ID (a delivery in doubt is looked up before it is sent again)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import imaplib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from releves_mailer.clock import ManualClock
+from releves_mailer.config import Config
+from releves_mailer.db import Database
+from releves_mailer.db.migrate import upgrade
+from releves_mailer.mailbox.dovecot.lmtp import LmtpSink
+from releves_mailer.mailbox.dovecot.setup import DovecotSetup
+from releves_mailer.mailbox.sink import UnknownBox
+from releves_mailer.portfolio.accounts import create_account
+from tests.commands import run_command_async
+from tests.conftest import POSTGRES_URL_VARIABLE
+from tests.datadirs import initialised_data_dir
+from tests.factories import CABINET, PASSWORD
+
+from .dovecot_instance import running_dovecot
+
+DOMAIN = "releves.localhost"
+POSTGRES_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A new PostgreSQL database with one account, ``cabinet``; skipped without a server."""
+    admin = os.environ.get(POSTGRES_URL_VARIABLE) or POSTGRES_DEFAULT
+    name = f"dovecot_{uuid.uuid4().hex[:12]}"
+    try:
+        await _admin(admin, f'CREATE DATABASE "{name}"')
+    except Exception as error:  # the driver's errors have no common base
+        pytest.skip(f"no PostgreSQL server answers at {admin} ({type(error).__name__})")
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    database = Database(url)
+    try:
+        await upgrade(database)
+        async with database.session() as session:
+            await create_account(session, ManualClock(dt.datetime.now(dt.UTC)), CABINET, PASSWORD)
+    finally:
+        await database.dispose()
+    yield url
+    await _admin(admin, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def dovecot(tmp_path: Path, postgres_url: str) -> AsyncIterator[DovecotSetup]:
+    config: Config = await initialised_data_dir(tmp_path / "data", DOMAIN)
+    # Dovecot's own processes run as another user: its folder must be reachable by it,
+    # which pytest's private temporary folders are not.
+    folder = Path(tempfile.mkdtemp(prefix="releves-dovecot-"))
+    os.chmod(folder, 0o755)
+    try:
+        async with running_dovecot(
+            folder,
+            database_url=postgres_url,
+            domain=DOMAIN,
+            certificate=config.path(config.tls.certificate),
+            key=config.path(config.tls.key),
+        ) as setup:
+            yield setup
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def statement(subject: str, message_id: str) -> bytes:
+    return (
+        f"From: Portail <portail@{DOMAIN}>\r\n"
+        f"To: cabinet@{DOMAIN}\r\n"
+        f"Subject: {subject}\r\n"
+        f"Message-ID: {message_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "\r\n"
+        "Relevé du jour\r\n"
+    ).encode()
+
+
+def read_box(setup: DovecotSetup, user: str, password: str, folder: str = "INBOX") -> list[bytes]:
+    """Every message of ``folder``, read over Dovecot's IMAP as a mail client would."""
+    with imaplib.IMAP4("127.0.0.1", setup.ports.imap, timeout=60) as client:
+        client.login(user, password)
+        status, _ = client.select(f'"{folder}"', readonly=True)
+        assert status == "OK", folder
+        _, found = client.uid("SEARCH", "ALL")
+        messages = []
+        for uid in found[0].split():
+            _, data = client.uid("FETCH", uid, "(BODY.PEEK[])")
+            messages.append(bytes(data[0][1]))
+        return messages
+
+
+async def test_portal_password_opens_both_boxes_and_lmtp_delivers_once(
+    dovecot: DovecotSetup,
+) -> None:
+    sink = LmtpSink(dovecot)
+    raw = statement("Relevé 1", "<releve-1@test>")
+    first = await sink.deliver(f"releves.cabinet@{DOMAIN}", raw, "<releve-1@test>")
+    assert (first.box, first.stored) == (f"releves.cabinet@{DOMAIN}", True)
+    # Rebuilt after a crash (other bytes, the same Message-ID): found in the box, not sent.
+    again = await sink.deliver(
+        f"releves.cabinet@{DOMAIN}", statement("rebuilt", "<releve-1@test>"), "<releve-1@test>"
+    )
+    assert again.stored is False
+    await sink.deliver(f"cabinet@{DOMAIN}", statement("Bienvenue", "<w@test>"), "<w@test>")
+
+    dedicated = await asyncio.to_thread(read_box, dovecot, "releves.cabinet", PASSWORD)
+    assert len(dedicated) == 1
+    # Dovecot's LMTP puts its Return-Path and Delivered-To lines on top; the rest is ours.
+    assert dedicated[0].endswith(raw)
+    assert f"Delivered-To: releves.cabinet@{DOMAIN}".encode() in dedicated[0]
+    own = await asyncio.to_thread(read_box, dovecot, f"cabinet@{DOMAIN}", PASSWORD)
+    assert len(own) == 1 and own[0].endswith(statement("Bienvenue", "<w@test>"))
+
+    with pytest.raises(imaplib.IMAP4.error):
+        await asyncio.to_thread(read_box, dovecot, "cabinet", "not the password")
+
+
+async def test_folders_flags_and_dates_are_kept_and_unknown_boxes_refused(
+    dovecot: DovecotSetup,
+) -> None:
+    sink = LmtpSink(dovecot)
+    raw = statement("Archive", "<archive-1@test>")
+    when = dt.datetime(2026, 3, 10, 9, 30, tzinfo=dt.UTC)
+    receipt = await sink.deliver(
+        f"cabinet@{DOMAIN}",
+        raw,
+        "<archive-1@test>",
+        folder="Releves/2026",
+        flags=["\\Seen"],
+        internal_date=when,
+    )
+    assert receipt.stored
+    again = await sink.deliver(f"cabinet@{DOMAIN}", raw, "<archive-1@test>", folder="Releves/2026")
+    assert again.stored is False
+
+    def look() -> tuple[list[bytes], bytes]:
+        with imaplib.IMAP4("127.0.0.1", dovecot.ports.imap, timeout=60) as client:
+            client.login("cabinet", PASSWORD)
+            client.select('"Releves/2026"', readonly=True)
+            _, data = client.uid("FETCH", "1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
+            return [bytes(data[0][1])], bytes(data[0][0])
+
+    with pytest.raises(UnknownBox):
+        await sink.deliver(f"personne@{DOMAIN}", raw, "<x@test>")
+    with pytest.raises(UnknownBox):
+        await sink.deliver("cabinet@ailleurs.example", raw, "<x@test>")
+    assert await asyncio.to_thread(read_box, dovecot, "cabinet", PASSWORD) == []
+    messages, head = await asyncio.to_thread(look)
+    assert messages == [raw]  # appended over IMAP: the exact bytes
+    assert b"\\Seen" in head and b"10-Mar-2026 09:30:00 +0000" in head
+
+
+async def test_dovecot_config_needs_postgresql(tmp_path: Path) -> None:
+    config = await initialised_data_dir(tmp_path / "data", DOMAIN)
+    done = await run_command_async(config, "dovecot-config", str(tmp_path / "dovecot"))
+    assert done.returncode != 0
+    assert "Dovecot lit les comptes dans la base PostgreSQL" in done.stderr
+    assert not (tmp_path / "dovecot" / "dovecot.conf").exists()
