@@ -8,6 +8,7 @@ back); SIGHUP reopens the log file and reloads the templates.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import json
 import logging
@@ -28,6 +29,7 @@ from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connections_named
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.config import Config, ConfigError
+from releves_mailer.daemon.health import HealthCheck, database_figures
 from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
@@ -37,6 +39,7 @@ from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
 from releves_mailer.mailbox.store import MessageStore
+from releves_mailer.metrics import CountingGuard, LoopMonitor, Metrics
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.flow import PartnerFlow
@@ -45,10 +48,12 @@ from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
 from releves_mailer.render import Renderer
 from releves_mailer.services import Services
+from releves_mailer.services.monitoring import Monitoring
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 from releves_mailer.web.app import create_app
+from releves_mailer.web.ops import setup_ops
 from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.server import HttpServer
 
@@ -126,6 +131,8 @@ class Daemon:
         self.clock = clock
         self.ports: dict[str, int | None] = {}
         self.renderer: Renderer | None = None
+        #: This daemon's own metrics registry (``/metrics``).
+        self.metrics = Metrics()
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -148,14 +155,22 @@ class Daemon:
         authenticator = PortfolioAuthenticator(database, config.portal.domain)
         # One guard for IMAP, SMTP AUTH and the portal: no protocol is a softer door.
         guard = PasswordGuard(self.clock, config.auth, config.portal.domain)
-        imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=guard)
+        metrics = self.metrics
+        imap = ImapServer(
+            config.imap,
+            store,
+            authenticator,
+            context,
+            self.clock,
+            guard=CountingGuard(guard, "imap", metrics),
+        )
         await imap.start(stack)
         handler = InboundHandler(
             authenticator,
             sink_deliverer(store, config.portal.domain),
             self.clock,
             config.portal.domain,
-            guard=guard,
+            guard=CountingGuard(guard, "smtp", metrics),
             usage=store.usage,
             config=config.smtp,
         )
@@ -166,7 +181,7 @@ class Daemon:
             config.path(config.signing.key), config.path(config.signing.certificate)
         )
         self.delivery = StatementDelivery(
-            database, store, self.renderer, signer, self.clock, config.portal
+            database, store, self.renderer, signer, self.clock, config.portal, metrics=metrics
         )
         self.outbox = Outbox(
             database,
@@ -193,16 +208,31 @@ class Daemon:
             RefreshPlan.from_config(config.collection),
             self.alerts,
             self.delivery,
+            metrics=metrics,
         )
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(
                 setup_portal,
                 services=Services(database, self.clock, links),
                 settings=settings,
-                guard=guard,
+                guard=CountingGuard(guard, "http", metrics),
                 import_max_lines=config.portal.import_max_lines,
             )
         ]
+        monitoring = Monitoring(database, self.clock)
+        health = HealthCheck(
+            monitoring,
+            store.blob_dir,
+            metrics,
+            outbox_max_age=dt.timedelta(minutes=config.http.health_outbox_max_age_minutes),
+            collection_max_age=dt.timedelta(minutes=config.http.health_collection_max_age_minutes),
+        )
+        metrics.before_scrape(database_figures(monitoring, metrics))
+        setups.append(
+            functools.partial(
+                setup_ops, health=health, metrics=metrics, allowed=config.http.metrics_allowed
+            )
+        )
         hooks = RouteHooks(refresh_named=functools.partial(self._refresh_named, database))
         setups.extend(aggregators.routes(hooks))
         flow = None
@@ -226,6 +256,11 @@ class Daemon:
         )
         http = HttpServer(config.http, app)
         await http.start(stack)
+        self.imap, self.smtp, self.http = imap, smtp, http
+        for name, server in (("imap", imap), ("smtp", smtp), ("http", http)):
+            health.watch(name, server, server.limiter)
+        metrics.watch_listeners({"imap": imap.limiter, "smtp": smtp.limiter, "http": http.limiter})
+        self._spawn(stack, LoopMonitor(metrics).run(self._stop), "event-loop monitor")
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
         self._spawn(stack, self.collector.run(self._stop), "collection")
         self._spawn(stack, self._housekeeping(store), "housekeeping")
