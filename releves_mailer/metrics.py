@@ -34,6 +34,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -130,6 +131,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
+        # CPU, memory, open descriptors of the process (``process_*``, Linux only).
+        ProcessCollector(registry=registry)
         self.refreshes = Counter(
             "releves_refreshes",
             "Bank connection refreshes tried, by provider.",

@@ -3,8 +3,9 @@
 A part is down when (see ``docs/metrics.md``):
 
 * ``base_de_donnees``: ``SELECT 1`` fails or takes more than 5 seconds;
-* ``stockage_messages``: the message folder is missing or not writable, or its file system
-  has less than :data:`MIN_FREE_BYTES` free;
+* ``stockage_messages``: the message folder (or, before the first delivery makes it, the
+  data folder) is missing or not writable, or its file system has less than
+  :data:`MIN_FREE_BYTES` free;
 * ``imap``, ``smtp``, ``http``: a listener is closed or its accept loop has ended;
 * ``file_envoi`` (the outbox of mails to outside addresses): a mail has been waiting longer
   than ``[http] health_outbox_max_age_minutes`` (relay down or refusing), or the queue
@@ -123,8 +124,10 @@ class HealthCheck:
 
     async def _store(self) -> dict[str, Any]:
         def inspect() -> tuple[bool, int]:
-            usable = self.store_dir.is_dir() and os.access(self.store_dir, os.W_OK | os.X_OK)
-            return usable, shutil.disk_usage(self.store_dir).free if usable else 0
+            # The folder is made by the first delivery: until then, where it will be made.
+            folder = self.store_dir if self.store_dir.exists() else self.store_dir.parent
+            usable = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+            return usable, shutil.disk_usage(folder).free if usable else 0
 
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
