@@ -30,10 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiohttp import web
+
+from releves_mailer.clock import Clock
+from releves_mailer.config import HttpSection
+from releves_mailer.db import Database
 from releves_mailer.metrics import Metrics
 from releves_mailer.services.monitoring import Monitoring
+from releves_mailer.web.ops import setup_ops
 
-__all__ = ["MIN_FREE_BYTES", "HealthCheck", "Serving", "database_figures"]
+__all__ = ["MIN_FREE_BYTES", "HealthCheck", "Serving", "database_figures", "ops_routes"]
 
 _log = logging.getLogger(__name__)
 
@@ -196,3 +202,24 @@ def database_figures(monitoring: Monitoring, metrics: Metrics) -> Callable[[], A
         metrics.statements_undelivered.set(statements.undelivered)
 
     return read
+
+
+def ops_routes(
+    config: HttpSection, database: Database, clock: Clock, store_dir: Path, metrics: Metrics
+) -> tuple[HealthCheck, Callable[[web.Application], None]]:
+    """The daemon's health check (servers to :meth:`~HealthCheck.watch` once started) and
+    the setup adding ``/health`` and ``/metrics`` to its HTTP application."""
+    monitoring = Monitoring(database, clock)
+    health = HealthCheck(
+        monitoring,
+        store_dir,
+        metrics,
+        outbox_max_age=dt.timedelta(minutes=config.health_outbox_max_age_minutes),
+        collection_max_age=dt.timedelta(minutes=config.health_collection_max_age_minutes),
+    )
+    metrics.before_scrape(database_figures(monitoring, metrics))
+
+    def setup(app: web.Application) -> None:
+        setup_ops(app, health=health, metrics=metrics, allowed=config.metrics_allowed)
+
+    return health, setup

@@ -8,7 +8,6 @@ back); SIGHUP reopens the log file and reloads the templates.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import json
 import logging
@@ -29,7 +28,7 @@ from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connections_named
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.config import Config, ConfigError
-from releves_mailer.daemon.health import HealthCheck, database_figures
+from releves_mailer.daemon.health import ops_routes
 from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
@@ -48,12 +47,10 @@ from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
 from releves_mailer.render import Renderer
 from releves_mailer.services import Services
-from releves_mailer.services.monitoring import Monitoring
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 from releves_mailer.web.app import create_app
-from releves_mailer.web.ops import setup_ops
 from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.server import HttpServer
 
@@ -156,14 +153,8 @@ class Daemon:
         # One guard for IMAP, SMTP AUTH and the portal: no protocol is a softer door.
         guard = PasswordGuard(self.clock, config.auth, config.portal.domain)
         metrics = self.metrics
-        imap = ImapServer(
-            config.imap,
-            store,
-            authenticator,
-            context,
-            self.clock,
-            guard=CountingGuard(guard, "imap", metrics),
-        )
+        imap_guard = CountingGuard(guard, "imap", metrics)
+        imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=imap_guard)
         await imap.start(stack)
         handler = InboundHandler(
             authenticator,
@@ -219,20 +210,8 @@ class Daemon:
                 import_max_lines=config.portal.import_max_lines,
             )
         ]
-        monitoring = Monitoring(database, self.clock)
-        health = HealthCheck(
-            monitoring,
-            store.blob_dir,
-            metrics,
-            outbox_max_age=dt.timedelta(minutes=config.http.health_outbox_max_age_minutes),
-            collection_max_age=dt.timedelta(minutes=config.http.health_collection_max_age_minutes),
-        )
-        metrics.before_scrape(database_figures(monitoring, metrics))
-        setups.append(
-            functools.partial(
-                setup_ops, health=health, metrics=metrics, allowed=config.http.metrics_allowed
-            )
-        )
+        health, ops = ops_routes(config.http, database, self.clock, store.blob_dir, metrics)
+        setups.append(ops)
         hooks = RouteHooks(refresh_named=functools.partial(self._refresh_named, database))
         setups.extend(aggregators.routes(hooks))
         flow = None
