@@ -57,6 +57,8 @@ T = TypeVar("T")
 #: The exposition format ``generate_latest`` writes (Prometheus text format 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+#: The protocols of the connection and login metrics.
+PROTOCOLS = ("imap", "smtp", "http")
 #: Statement delays from cut to mailbox: seconds in a daemon that keeps up, up to days when
 #: delivery was down.
 _LAG_BUCKETS = (
@@ -230,6 +232,14 @@ class Metrics:
             "Longest event-loop stall seen since start.",
             registry=registry,
         )
+        # Known label sets start at 0, so that the first increment is an increase for
+        # Prometheus (a series that appears at 1 is not).
+        for protocol in PROTOCOLS:
+            self.logins.labels(protocol)
+            for reason in ("credentials", "throttled"):
+                self.login_failures.labels(protocol, reason)
+        for outcome in ("mailed", "not_mailed"):
+            self.statements_delivered.labels(outcome)
         self.last_round: RoundSummary | None = None
         #: Event-loop time (monotonic) when the last round ended: staleness, whatever the
         #: business clock does (a test's manual clock may stand still).

@@ -77,7 +77,8 @@ async def test_the_counting_guard_counts_each_protocol_apart() -> None:
     failures = "releves_login_failures_total"
     assert found[(failures, (("protocol", "imap"), ("reason", "credentials")))] == 1
     assert found[(failures, (("protocol", "smtp"), ("reason", "throttled")))] == 1
-    assert (failures, (("protocol", "smtp"), ("reason", "credentials"))) not in found
+    assert found[(failures, (("protocol", "smtp"), ("reason", "credentials")))] == 0
+    assert found[(failures, (("protocol", "http"), ("reason", "throttled")))] == 0
     assert found[("releves_logins_total", (("protocol", "smtp"),))] == 1
 
 
