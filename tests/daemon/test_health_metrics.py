@@ -12,10 +12,12 @@ import datetime as dt
 import imaplib
 import ipaddress
 import re
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import httpx
 import pytest
 from aiohttp import web
@@ -35,7 +37,7 @@ from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.web.ops import setup_ops
 from releves_mailer.web.server import HttpServer
 from tests.daemon.harness import add_portal_account, daemon_config, running_daemon
-from tests.factories import Spec, add_portfolio
+from tests.factories import PASSWORD, Spec, add_portfolio
 from tests.statements.scenario import paris_night
 
 DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
@@ -250,7 +252,7 @@ async def test_other_networks_get_403(tmp_path: Path, client_of: Any) -> None:
         assert (await client.get("/static/releves.css")).status_code == 200
 
 
-async def test_a_failed_imap_login_is_counted(tmp_path: Path, client_of: Any) -> None:
+async def test_failed_imap_and_smtp_logins_are_counted(tmp_path: Path, client_of: Any) -> None:
     config = await daemon_config(tmp_path / "data")
     await add_portal_account(config)
     async with running_daemon(config) as daemon:
@@ -270,11 +272,26 @@ async def test_a_failed_imap_login_is_counted(tmp_path: Path, client_of: Any) ->
         refusal = await asyncio.to_thread(wrong_login)
         assert "AUTHENTICATIONFAILED" in refusal or "failed" in refusal.lower(), refusal
         after, _ = await scrape(client)
+
+        # SMTP AUTH after STARTTLS: one failure, then a success.
+        tls = ssl.create_default_context(cafile=str(config.path(config.tls.certificate)))
+        async with aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=daemon.ports["smtp"], tls_context=tls, start_tls=True
+        ) as smtp:
+            await smtp.ehlo()
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+                # One AUTH PLAIN exchange (login() would try every mechanism in turn).
+                await smtp.auth_plain("cabinet", "pas le bon mot de passe")
+            await smtp.auth_plain("cabinet", PASSWORD)
+        with_smtp, _ = await scrape(client)
     name = "releves_login_failures_total"
     labels = {"protocol": "imap", "reason": "credentials"}
     assert value(before, name, **labels) == 0
     assert value(after, name, **labels) == 1
     assert value(after, name, protocol="smtp", reason="credentials") == 0
+    assert value(with_smtp, name, protocol="smtp", reason="credentials") == 1
+    assert value(with_smtp, "releves_logins_total", protocol="smtp") == 1
+    assert value(with_smtp, "releves_logins_total", protocol="imap") == 0
     assert (
         value(after, "releves_connections_total", protocol="imap")
         == value(before, "releves_connections_total", protocol="imap") + 1
