@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import tomllib
 from collections.abc import Mapping
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -156,6 +157,15 @@ class HttpSection(Section):
     public_url: str = "http://127.0.0.1:8080"
     max_connections: int = Field(default=1000, ge=1)
     max_connections_per_address: int = Field(default=50, ge=1)
+    #: Client networks (CIDR) that may read ``/health`` and ``/metrics``; others get 403.
+    metrics_allowed: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")],
+        max_length=100,
+    )
+    #: ``/health`` says the outbox is stuck when a mail has waited longer than this.
+    health_outbox_max_age_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    #: ``/health`` says collection is stuck when no round has ended for this long.
+    health_collection_max_age_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
 
 
 class TlsSection(Section):

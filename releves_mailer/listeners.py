@@ -117,6 +117,9 @@ class ConnectionLimiter:
     max_per_address: int
     #: Soft ``RLIMIT_NOFILE`` (``None``: unlimited); read once, at creation.
     file_limit: int | None = field(default_factory=open_file_limit)
+    #: Connections admitted and refused since creation (read by the metrics).
+    admitted: int = field(default=0, init=False)
+    refused: int = field(default=0, init=False)
     _open: dict[socket.socket, str] = field(default_factory=dict, init=False, repr=False)
     _per_address: Counter[str] = field(default_factory=Counter, init=False, repr=False)
 
@@ -155,6 +158,16 @@ class ConnectionLimiter:
 
     def admit(self, sock: socket.socket, address: str) -> str | None:
         """Count ``sock`` from ``address`` in, or say (in English, for the log) why not."""
+        reason = self._refusal(sock, address)
+        if reason is not None:
+            self.refused += 1
+            return reason
+        self._open[sock] = address
+        self._per_address[address] += 1
+        self.admitted += 1
+        return None
+
+    def _refusal(self, sock: socket.socket, address: str) -> str | None:
         if self._short_of_descriptors(sock):
             return "the process is short of file descriptors"
         if self._full(address):
@@ -164,8 +177,6 @@ class ConnectionLimiter:
                 return f"{self.max_connections} connections open"
             if self._per_address[address] >= self.max_per_address:
                 return f"{self.max_per_address} connections open from {address}"
-        self._open[sock] = address
-        self._per_address[address] += 1
         return None
 
 
@@ -204,6 +215,16 @@ class Listener:
     @property
     def port(self) -> int:
         return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def serving(self) -> bool:
+        """Bound and accepting: every socket open and its accept loop still running."""
+        return (
+            bool(self.sockets)
+            and all(sock.fileno() != -1 for sock in self.sockets)
+            and len(self._accepting) == len(self.sockets)
+            and not any(task.done() for task in self._accepting)
+        )
 
     def where(self) -> str:
         """The bound addresses, for the log: ``127.0.0.1:1143, [::1]:1143``."""

@@ -42,6 +42,7 @@ from releves_mailer.collect.sync import (
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankConnection, ConnectionState
 from releves_mailer.db.models.portfolio import Redevable
+from releves_mailer.metrics import Metrics
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.statements.cut import cut_due_statements
 from releves_mailer.statements.storage import CutReport
@@ -95,8 +96,10 @@ class CollectionService:
         plan: RefreshPlan | None = None,
         settings: SyncSettings | None = None,
         after_refresh: AfterRefresh | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.database = database
+        self.metrics = metrics
         self.clock = clock
         self.providers = providers
         self.keyring = keyring
@@ -176,6 +179,8 @@ class CollectionService:
                 refresh_now=frozenset(refresh_now),
             )
             await self._refresh_all(due, report)
+            if self.metrics is not None:
+                self._count_refreshes(dict(due), report, self.metrics)
             if self.after_refresh is not None:
                 for result in report.refreshed:
                     try:
@@ -187,7 +192,20 @@ class CollectionService:
         report.statements = await cut_due_statements(
             self.database, clock=self.clock, timing=self.plan.timing, redevable_id=redevable_id
         )
+        if self.metrics is not None:
+            self.metrics.cut(report.statements_cut)
         return report
+
+    def _count_refreshes(
+        self, providers: Mapping[int, str], report: RunReport, metrics: Metrics
+    ) -> None:
+        for result in report.refreshed:
+            code = None if result.ok else (result.error_code or "unknown")
+            metrics.refreshed(providers[result.connection_id], code)
+        for connection_id in report.refresh_errors:
+            provider = providers[connection_id]
+            configured = provider in self.providers
+            metrics.refreshed(provider, "internal_error" if configured else "no_provider")
 
     async def _refresh_all(self, due: Sequence[tuple[int, str]], report: RunReport) -> None:
         """Refresh in batches (one write transaction each), a few batches at once per provider.

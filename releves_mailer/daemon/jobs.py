@@ -23,6 +23,7 @@ from releves_mailer.collect.service import CollectionService, RunReport
 from releves_mailer.collect.simulate import SimulationReport
 from releves_mailer.db import Database
 from releves_mailer.delivery.service import StatementDelivery
+from releves_mailer.metrics import Metrics, RoundSummary
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.waiting import wait_any
@@ -46,10 +47,18 @@ class Collector:
         delivery: StatementDelivery | None = None,
         *,
         period: float = 60.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.collection = CollectionService(
-            database, clock, providers, keyring, plan=plan, after_refresh=alerts.after_refresh
+            database,
+            clock,
+            providers,
+            keyring,
+            plan=plan,
+            after_refresh=alerts.after_refresh,
+            metrics=metrics,
         )
+        self.metrics = metrics
         self.clock = clock
         self.alerts = alerts
         self.delivery = delivery
@@ -83,6 +92,12 @@ class Collector:
                 report.statements_cut,
                 delivered.delivered,
             )
+        if self.metrics is not None:
+            self.metrics.round_ended(
+                RoundSummary(
+                    report.at, report.refresh_count, report.failed_refreshes, report.statements_cut
+                )
+            )
         return report
 
     async def simulate(
@@ -111,5 +126,7 @@ class Collector:
                 await self.round(refresh_now=now)
             except Exception:
                 _log.exception("collection round failed")
+                if self.metrics is not None:
+                    self.metrics.round_failed()
             await wait_any(stop, self._wakeup, seconds=self.period)
             self._wakeup.clear()

@@ -28,17 +28,18 @@ from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connections_named
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.config import Config, ConfigError
+from releves_mailer.daemon.health import ops_routes
 from releves_mailer.daemon.jobs import Collector
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
-from releves_mailer.listeners import ConnectionLimiter
 from releves_mailer.logs import configure_logging
 from releves_mailer.mailbox.contracts import MailboxLimits
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
 from releves_mailer.mailbox.store import MessageStore
+from releves_mailer.metrics import CountingGuard, LoopMonitor, Metrics
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.flow import PartnerFlow
@@ -127,9 +128,9 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.ports: dict[str, int | None] = {}
-        #: Each service's connection caps and counts, once started.
-        self.limiters: dict[str, ConnectionLimiter] = {}
         self.renderer: Renderer | None = None
+        #: This daemon's own metrics registry (``/metrics``).
+        self.metrics = Metrics()
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -153,14 +154,16 @@ class Daemon:
         authenticator = PortfolioAuthenticator(database, config.portal.domain)
         # One guard for IMAP, SMTP AUTH and the portal: no protocol is a softer door.
         guard = PasswordGuard(self.clock, config.auth, config.portal.domain)
-        imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=guard)
+        metrics = self.metrics
+        imap_guard = CountingGuard(guard, "imap", metrics)
+        imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=imap_guard)
         await imap.start(stack)
         handler = InboundHandler(
             authenticator,
             sink_deliverer(store, config.portal.domain),
             self.clock,
             config.portal.domain,
-            guard=guard,
+            guard=CountingGuard(guard, "smtp", metrics),
             usage=store.usage,
             config=config.smtp,
         )
@@ -171,7 +174,7 @@ class Daemon:
             config.path(config.signing.key), config.path(config.signing.certificate)
         )
         self.delivery = StatementDelivery(
-            database, store, self.renderer, signer, self.clock, config.portal
+            database, store, self.renderer, signer, self.clock, config.portal, metrics=metrics
         )
         self.outbox = Outbox(
             database,
@@ -198,16 +201,19 @@ class Daemon:
             RefreshPlan.from_config(config.collection),
             self.alerts,
             self.delivery,
+            metrics=metrics,
         )
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(
                 setup_portal,
                 services=Services(database, self.clock, links),
                 settings=settings,
-                guard=guard,
+                guard=CountingGuard(guard, "http", metrics),
                 import_max_lines=config.portal.import_max_lines,
             )
         ]
+        health, ops = ops_routes(config.http, database, self.clock, store.blob_dir, metrics)
+        setups.append(ops)
         hooks = RouteHooks(refresh_named=functools.partial(self._refresh_named, database))
         setups.extend(aggregators.routes(hooks))
         flow = None
@@ -231,10 +237,14 @@ class Daemon:
         )
         http = HttpServer(config.http, app)
         await http.start(stack)
+        self.imap, self.smtp, self.http = imap, smtp, http
+        for name, server in (("imap", imap), ("smtp", smtp), ("http", http)):
+            health.watch(name, server, server.limiter)
+        metrics.watch_listeners({"imap": imap.limiter, "smtp": smtp.limiter, "http": http.limiter})
+        self._spawn(stack, LoopMonitor(metrics).run(self._stop), "event-loop monitor")
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
         self._spawn(stack, self.collector.run(self._stop), "collection")
         self._spawn(stack, self._housekeeping(store), "housekeeping")
-        self.limiters = {"imap": imap.limiter, "smtp": smtp.limiter, "http": http.limiter}
         self.ports = {
             "imap": imap.port,
             "imaps": imap.tls_port,

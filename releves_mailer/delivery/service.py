@@ -41,6 +41,7 @@ from releves_mailer.db.models import (
 from releves_mailer.db.models.statements import Statement, StatementFile, StatementState
 from releves_mailer.delivery.compose import StatementMail, build_signed_statement_mail
 from releves_mailer.mailbox.sink import MailDelivery, MessageSink
+from releves_mailer.metrics import Metrics
 from releves_mailer.portfolio.boxes import statement_box
 from releves_mailer.render import Renderer
 from releves_mailer.signing.smime import SmimeSigner
@@ -80,7 +81,9 @@ class StatementDelivery:
         *,
         concurrency: int = 4,
         group: int = 25,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.database = database
         self.sink = sink
         self.renderer = renderer
@@ -246,13 +249,18 @@ class StatementDelivery:
                     await self._store(pairs)
                     async with self.database.session() as session:
                         claimed = await self._claim(session, pairs)
+                    now = self.clock.now()
                     for job in group:
                         if job.statement_id not in claimed:
                             report.already_done += 1
-                        elif job.mail is None:
+                            continue
+                        if job.mail is None:
                             report.not_mailed += 1
                         else:
                             report.delivered += 1
+                        if self.metrics is not None:
+                            lag = None if job.mail is None else now - job.mail.created_at
+                            self.metrics.delivered(None if lag is None else lag.total_seconds())
             finally:
                 for build in builds:
                     build.cancel()

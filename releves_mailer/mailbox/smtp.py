@@ -302,6 +302,11 @@ class SmtpServer:
         if stack is not None:
             stack.push_async_callback(self.stop)
 
+    @property
+    def serving(self) -> bool:
+        """Listening and accepting (for ``/health``)."""
+        return self._listener is not None and self._listener.serving
+
     async def stop(self) -> None:
         if self._listener is not None:
             await self._listener.close()

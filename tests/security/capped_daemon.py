@@ -115,7 +115,8 @@ def answer(line: str) -> None:
 
 async def only_connections_from(daemon: Daemon, address: str) -> None:
     for _ in range(6000):  # a minute: a hang guard
-        if all(set(limiter.per_address()) <= {address} for limiter in daemon.limiters.values()):
+        servers = (daemon.imap, daemon.smtp, daemon.http)
+        if all(set(server.limiter.per_address()) <= {address} for server in servers):
             return
         await asyncio.sleep(0.01)
     raise RuntimeError(f"connections from others than {address} stay open")

@@ -135,6 +135,11 @@ class ImapServer:
         if stack is not None:
             stack.push_async_callback(self.stop)
 
+    @property
+    def serving(self) -> bool:
+        """Every listener (IMAP, IMAPS) bound and accepting (for ``/health``)."""
+        return bool(self._listeners) and all(listener.serving for listener in self._listeners)
+
     async def stop(self) -> None:
         """Stop listening, say BYE to every session and wait for them to end."""
         for listener in self._listeners:
