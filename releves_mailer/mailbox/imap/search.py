@@ -1,4 +1,5 @@
-"""SEARCH keys (RFC 3501 section 6.4.4, RFC 7162 MODSEQ): parsing and evaluation."""
+"""SEARCH keys (RFC 3501 section 6.4.4, RFC 7162 MODSEQ, RFC 5032 WITHIN, RFC 5182 ``$``):
+parsing and evaluation."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ __all__ = [
     "MessageContext",
     "columns_needed",
     "decode_header_text",
+    "header_values",
     "matches",
     "parse_search_keys",
     "uses_modseq",
@@ -89,6 +91,9 @@ def _parse_key(parser: Parser, depth: int) -> Key:
     if name in ("LARGER", "SMALLER"):
         parser.sp()
         return Key(name, [parser.number()])
+    if name in ("OLDER", "YOUNGER"):
+        parser.sp()
+        return Key(name, [parser.nz_number()])
     if name == "HEADER":
         parser.sp()
         header = _string(parser)
@@ -122,7 +127,7 @@ def columns_needed(key: Key, out: set[FetchColumn] | None = None) -> set[FetchCo
     out = set() if out is None else out
     if key.name in _HEADER_KEYS or key.name == "HEADER":
         out.add("header")
-    elif key.name in ("BEFORE", "ON", "SINCE"):
+    elif key.name in ("BEFORE", "ON", "SINCE", "OLDER", "YOUNGER"):
         out.add("internal_date")
     elif key.name.startswith("SENT"):
         out.add("sent_date")
@@ -148,7 +153,7 @@ def decode_header_text(value: bytes) -> str:
         return text
 
 
-def _header_values(header: bytes, name: str) -> list[bytes]:
+def header_values(header: bytes, name: str) -> list[bytes]:
     values: list[bytes] = []
     current: bytearray | None = None
     target = name.lower().encode("latin-1", "replace")
@@ -195,6 +200,9 @@ class MessageContext:
     #: Returns the raw message; only called for BODY and TEXT.
     raw: Callable[[], bytes]
     _text: tuple[str, str] | None = None
+    #: UIDs of ``$`` (RFC 5182), and the server's time for OLDER and YOUNGER (RFC 5032).
+    saved: frozenset[int] = frozenset()
+    now: dt.datetime | None = None
 
     def text(self) -> tuple[str, str]:
         """(decoded header text, decoded body text), case-folded."""
@@ -249,13 +257,13 @@ def matches(key: Key, ctx: MessageContext) -> bool:
         keyword = str(key.args[0]).lower()
         present = any(flag.lower() == keyword for flag in ctx.flags)
         return present == (name == "KEYWORD")
-    if name == "SEQ":
+    if name in ("SEQ", "UID"):
         sequence = key.args[0]
         assert isinstance(sequence, SequenceSet)
-        return sequence.contains(ctx.seq, ctx.max_seq)
-    if name == "UID":
-        sequence = key.args[0]
-        assert isinstance(sequence, SequenceSet)
+        if sequence.saved:
+            return ctx.uid in ctx.saved
+        if name == "SEQ":
+            return sequence.contains(ctx.seq, ctx.max_seq)
         return sequence.contains(ctx.uid, ctx.max_uid)
     if name == "NOT":
         return not matches(key.children[0], ctx)
@@ -267,6 +275,13 @@ def matches(key: Key, ctx: MessageContext) -> bool:
         return ctx.record.size < int(str(key.args[0]))
     if name == "MODSEQ":
         return ctx.modseq >= int(str(key.args[0]))
+    if name in ("OLDER", "YOUNGER"):
+        arrived = ctx.record.internal_date
+        if arrived is None or ctx.now is None:
+            return False
+        age = (ctx.now - arrived).total_seconds()
+        interval = int(str(key.args[0]))
+        return age > interval if name == "OLDER" else age <= interval
     if name in _DATE_KEYS:
         when = key.args[0]
         assert isinstance(when, dt.date)
@@ -283,7 +298,7 @@ def matches(key: Key, ctx: MessageContext) -> bool:
     if name in _HEADER_KEYS or name == "HEADER":
         field_name = name if name != "HEADER" else str(key.args[0])
         needle = str(key.args[-1]).casefold()
-        values = _header_values(ctx.record.header, field_name)
+        values = header_values(ctx.record.header, field_name)
         if not values:
             return False
         if not needle:

@@ -46,6 +46,7 @@ _log = logging.getLogger(__name__)
 #: A command: parses its arguments from ``Parser`` and answers through the session.
 Handler = Callable[["ImapSession", CommandContext, Parser], Awaitable[None]]
 
+_UID_COMMANDS = ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD")
 _ANYONE = frozenset(State)
 _HANDLERS: dict[str, tuple[Handler, frozenset[State]]] = {
     **{name: (handler, _ANYONE) for name, handler in ANY_STATE.items()},
@@ -119,6 +120,14 @@ class ImapSession(ImapConnection):
                 "SPECIAL-USE",
                 "CONDSTORE",
                 "LIST-STATUS",
+                "ESEARCH",
+                "SEARCHRES",
+                "WITHIN",
+                "SORT",
+                "SORT=DISPLAY",
+                "ESORT",
+                "THREAD=ORDEREDSUBJECT",
+                "THREAD=REFERENCES",
             ]
         return caps
 
@@ -187,7 +196,7 @@ class ImapSession(ImapConnection):
             if name == "UID":
                 parser.sp()
                 name = parser.atom().upper()
-                if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE"):
+                if name not in _UID_COMMANDS:
                     raise ParseError(f"Unknown UID command {name}")
                 context.uid = True
             entry = _HANDLERS.get(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from releves_mailer.mailbox.contracts import MailboxSession, MessageMeta
 from releves_mailer.mailbox.imap.connection import CommandError
@@ -36,12 +36,16 @@ class SelectedView:
     keywords: set[str]
     event: asyncio.Event
     expunge_pending: bool = False
+    #: UIDs of the last ``SEARCH RETURN (SAVE)`` (RFC 5182 ``$``); expunged ones are skipped.
+    saved: list[int] = field(default_factory=list)
 
     def seq_of(self, uid: int) -> int:
         return bisect.bisect_left(self.uids, uid) + 1
 
     def resolve(self, sequence: SequenceSet, uid: bool) -> list[int]:
         """UIDs named by a sequence set, in mailbox order."""
+        if sequence.saved:
+            return [u for u in self.saved if u in self.meta]
         if uid:
             largest = self.uids[-1] if self.uids else 0
             out: set[int] = set()

@@ -1,0 +1,226 @@
+"""SEARCH and UID SEARCH with ESEARCH results (RFC 4731) and the saved result (RFC 5182).
+
+:func:`find_messages` evaluates a search program over the selected mailbox; SORT and THREAD
+(:mod:`.sort`, :mod:`.thread`) start from it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from releves_mailer.mailbox.contracts import MessageRecord
+from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
+from releves_mailer.mailbox.imap.parser import ParseError, Parser
+from releves_mailer.mailbox.imap.response import compress, quoted_or_literal
+from releves_mailer.mailbox.imap.search import (
+    Key,
+    MessageContext,
+    columns_needed,
+    matches,
+    parse_search_keys,
+    uses_modseq,
+)
+
+if TYPE_CHECKING:
+    from releves_mailer.mailbox.imap.session import ImapSession
+    from releves_mailer.mailbox.imap.view import SelectedView
+
+__all__ = [
+    "ReturnOptions",
+    "cmd_search",
+    "esearch_line",
+    "find_messages",
+    "parse_charset",
+    "parse_return",
+    "save_result",
+]
+
+_SEARCH_BATCH = 10_000
+_RESULT_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+_CHARSETS = ("UTF-8", "US-ASCII", "UTF8")
+
+
+@dataclass(slots=True)
+class ReturnOptions:
+    """The ``RETURN (...)`` of SEARCH or SORT; ``given`` is false for a plain SEARCH."""
+
+    given: bool = False
+    options: set[str] = field(default_factory=set)
+
+    @property
+    def save(self) -> bool:
+        return "SAVE" in self.options
+
+    def answered(self) -> set[str]:
+        """Options that show in the ESEARCH response; ``RETURN ()`` means ALL."""
+        shown = self.options - {"SAVE"}
+        if not self.options:
+            return {"ALL"}
+        return shown
+
+
+def parse_return(parser: Parser) -> ReturnOptions:
+    """``RETURN (opt ...) `` if present (the trailing space is consumed)."""
+    result = ReturnOptions()
+    if not parser.accept(b"RETURN "):
+        return result
+    result.given = True
+    parser.list_start()
+    first = True
+    while not parser.list_end():
+        if not first:
+            parser.sp()
+        first = False
+        name = parser.atom().upper()
+        if name not in _RESULT_OPTIONS:
+            raise ParseError(f"Unknown RETURN option {name}")
+        result.options.add(name)
+    parser.sp()
+    return result
+
+
+def parse_charset(parser: Parser, *, required: bool) -> str:
+    """``CHARSET x `` of SEARCH (optional) or the charset of SORT and THREAD (required)."""
+    if not required and not parser.accept(b"CHARSET "):
+        return "UTF-8"
+    charset = parser.astring().decode("ascii", "replace").upper()
+    if charset not in _CHARSETS:
+        raise CommandError("NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
+    parser.sp()
+    return charset
+
+
+async def find_messages(
+    session: ImapSession, view: SelectedView, program: Key
+) -> list[tuple[int, int]]:
+    """``(sequence number, UID)`` of the messages matching ``program``, in mailbox order."""
+    columns = columns_needed(program)
+    count = len(view.uids)
+    largest_uid = view.uids[-1] if view.uids else 0
+    saved = frozenset(view.saved)
+    now = session.server.clock.now()
+    found: list[tuple[int, int]] = []
+    for start in range(0, count, _SEARCH_BATCH):
+        uids = view.uids[start : start + _SEARCH_BATCH]
+        records: dict[int, MessageRecord] = {}
+        if columns:
+            for record in await session.mailbox.fetch_records(view.folder_id, uids, columns):
+                records[record.uid] = record
+        blobs: dict[int, bytes] = {}
+        if "blob" in columns:
+            blob_list = await session.mailbox.read_blobs(
+                [records[u].blob for u in uids if u in records]
+            )
+            blobs = dict(zip([u for u in uids if u in records], blob_list, strict=True))
+        # One context reused for every message: SEARCH over a big box is a hot loop.
+        ctx = MessageContext(0, 0, (), 0, False, MessageRecord(0), count, largest_uid, bytes)
+        ctx.saved = saved
+        ctx.now = now
+        empty = MessageRecord(0)
+        recent = view.recent
+        for offset, uid in enumerate(uids):
+            meta = view.meta[uid]
+            ctx.seq = start + offset + 1
+            ctx.uid = uid
+            ctx.flags = meta.flags
+            ctx.modseq = meta.modseq
+            ctx.recent = uid in recent
+            ctx.record = records.get(uid) or empty
+            if blobs:
+                ctx.raw = _getter(blobs, uid)
+                ctx._text = None
+            if matches(program, ctx):
+                found.append((ctx.seq, uid))
+    return found
+
+
+def save_result(view: SelectedView, options: ReturnOptions, ordered_uids: Sequence[int]) -> None:
+    """RFC 5182 section 2.4: with MIN or MAX only those are saved, else the whole result."""
+    if not ordered_uids:
+        view.saved = []
+        return
+    picked = options.options & {"MIN", "MAX"}
+    if picked and not options.options & {"ALL", "COUNT"}:
+        chosen = set()
+        if "MIN" in picked:
+            chosen.add(ordered_uids[0])
+        if "MAX" in picked:
+            chosen.add(ordered_uids[-1])
+        view.saved = sorted(chosen)
+    else:
+        view.saved = sorted(ordered_uids)
+
+
+def esearch_line(
+    tag: str,
+    uid: bool,
+    options: set[str],
+    numbers: Sequence[int],
+    modseq: Callable[[Sequence[int]], int] | None = None,
+) -> bytes:
+    """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT c ALL set [MODSEQ m]``.
+
+    ``numbers`` are in result order (mailbox order for SEARCH, sort order for SORT), so MIN
+    and MAX are the first and last; ``modseq`` gives the MODSEQ of some of them."""
+    line = b"* ESEARCH (TAG " + quoted_or_literal(tag) + b")"
+    if uid:
+        line += b" UID"
+    if numbers:
+        if "MIN" in options:
+            line += b" MIN %d" % numbers[0]
+        if "MAX" in options:
+            line += b" MAX %d" % numbers[-1]
+    if "COUNT" in options:
+        line += b" COUNT %d" % len(numbers)
+    if numbers and "ALL" in options:
+        line += b" ALL " + compress(numbers).encode()
+    if modseq is not None and numbers and options:
+        if options & {"ALL", "COUNT"}:
+            shown: list[int] = list(numbers)
+        else:
+            shown = [n for n in (numbers[0], numbers[-1])]
+        line += b" MODSEQ %d" % modseq(shown)
+    return line
+
+
+async def cmd_search(session: ImapSession, context: CommandContext, parser: Parser) -> None:
+    view = session.require_view()
+    parser.sp()
+    options = ReturnOptions()
+    try:
+        options = parse_return(parser)
+        parse_charset(parser, required=False)
+        program = parse_search_keys(parser)
+        await session.sync_view(allow_expunge=False)
+        found = await find_messages(session, view, program)
+    except (ParseError, CommandError):
+        if options.save:
+            view.saved = []  # RFC 5182 section 2.1: a failed SAVE empties the variable
+        raise
+    if options.save:
+        save_result(view, options, [uid for _, uid in found])
+    numbers = [uid if context.uid else seq for seq, uid in found]
+    modseq_of: Callable[[Sequence[int]], int] | None = None
+    if uses_modseq(program) and found:
+        session.condstore = True
+        by_number = {uid if context.uid else seq: uid for seq, uid in found}
+
+        def modseq_of(chosen: Sequence[int]) -> int:
+            return max(view.meta[by_number[n]].modseq for n in chosen)
+
+    if options.given:
+        shown = options.answered()
+        if shown:
+            session.send(esearch_line(context.tag, context.uid, shown, numbers, modseq_of))
+    else:
+        line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+        if modseq_of is not None:
+            line += b" (MODSEQ %d)" % modseq_of(numbers)
+        session.send(line)
+    session.ok(context, "Search completed")
+
+
+def _getter(blobs: dict[int, bytes], uid: int) -> Callable[[], bytes]:
+    return lambda: blobs.get(uid, b"")

@@ -1,0 +1,332 @@
+"""SORT and UID SORT (RFC 5256), SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267 section 3).
+
+Sort keys come from the stored parsed data of each message (internal date, size, header,
+envelope), never from the message files. The base subject of RFC 5256 section 2.1 and the
+sent date of section 2.2 are shared with THREAD (:mod:`.thread`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import email.utils
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
+from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
+from releves_mailer.mailbox.imap.esearch import (
+    esearch_line,
+    find_messages,
+    parse_charset,
+    parse_return,
+    save_result,
+)
+from releves_mailer.mailbox.imap.mime import parse_addresses
+from releves_mailer.mailbox.imap.parser import ParseError, Parser
+from releves_mailer.mailbox.imap.search import decode_header_text, header_values, parse_search_keys
+
+if TYPE_CHECKING:
+    from releves_mailer.mailbox.imap.session import ImapSession
+    from releves_mailer.mailbox.imap.view import SelectedView
+
+__all__ = [
+    "base_subject",
+    "casemap",
+    "cmd_sort",
+    "load_records",
+    "sent_date",
+]
+
+_CRITERIA = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
+_COLUMNS: dict[str, tuple[FetchColumn, ...]] = {
+    "ARRIVAL": ("internal_date",),
+    "DATE": ("envelope", "internal_date"),
+    "SIZE": ("size",),
+}
+_RECORD_BATCH = 10_000
+
+# region base subject (RFC 5256 section 2.1) ############################################
+
+_SPACES = re.compile(r"[ \t\r\n]+")
+# subj-trailer: "(fwd)" / WSP, at the end.
+_TRAILER = re.compile(r"(?:\(fwd\)|[ \t])$", re.IGNORECASE)
+# subj-blob = "[" *BLOBCHAR "]" *WSP, BLOBCHAR excluding "[" and "]".
+_BLOB = r"\[[^\[\]]*\][ \t]*"
+# subj-leader = (*subj-blob subj-refwd) / WSP, subj-refwd = ("re" / ("fw" ["d"])) *WSP
+# [subj-blob] ":".
+_LEADER = re.compile(rf"(?:(?:{_BLOB})*(?:re|fwd?)[ \t]*(?:{_BLOB})?:|[ \t])", re.IGNORECASE)
+_LEADING_BLOB = re.compile(_BLOB)
+
+
+def base_subject(raw: bytes | None) -> tuple[str, bool]:
+    """The base subject of a Subject header value, and whether the message is a reply or
+    a forward (some re/fwd leader, "(fwd)" trailer or "[fwd: ...]" wrapper was removed)."""
+    if not raw:
+        return "", False
+    # Step 1: encoded words decoded, runs of white space made one space.
+    text = _SPACES.sub(" ", decode_header_text(raw))
+    reply = False
+    while True:
+        # Step 2: trailers.
+        while True:
+            match = _TRAILER.search(text)
+            if match is None:
+                break
+            if match.group(0) != " " and match.group(0) != "\t":
+                reply = True
+            text = text[: match.start()]
+        # Steps 3 to 5: leaders and a leading blob, until nothing changes.
+        while True:
+            before = text
+            while True:
+                match = _LEADER.match(text)
+                if match is None or not match.group(0):
+                    break
+                if match.group(0).strip():
+                    reply = True
+                text = text[match.end() :]
+            blob = _LEADING_BLOB.match(text)
+            if blob is not None and text[blob.end() :]:
+                text = text[blob.end() :]
+            if text == before:
+                break
+        # Step 6: "[fwd: ...]" wrapper, then back to step 2.
+        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text.endswith("]"):
+            text = text[5:-1]
+            reply = True
+            continue
+        return text, reply
+
+
+def casemap(text: str) -> bytes:
+    """The i;ascii-casemap form of a string: its UTF-8 octets, a-z made upper case."""
+    return text.encode("utf-8", "replace").upper()
+
+
+# endregion
+# region sent date (RFC 5256 section 2.2) ###############################################
+
+_DATE = re.compile(
+    rb"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+"
+    rb"(\d{1,2}):(\d\d)(?::(\d\d))?\s+([+-])(\d\d)(\d\d)\s*(?:\(.*\))?\s*$"
+)
+_MONTH_NAMES = b"jan feb mar apr may jun jul aug sep oct nov dec".split()
+_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
+
+
+def _envelope_date(envelope: bytes) -> bytes | None:
+    """The first field of a stored ENVELOPE: the raw Date header value, or ``None``."""
+    if envelope[:2] == b'("':
+        out = bytearray()
+        pos = 2
+        while pos < len(envelope):
+            byte = envelope[pos]
+            if byte == 0x22:
+                return bytes(out)
+            if byte == 0x5C:
+                pos += 1
+                byte = envelope[pos] if pos < len(envelope) else 0x5C
+            out.append(byte)
+            pos += 1
+        return None
+    if envelope[:2] == b"({":
+        close = envelope.find(b"}\r\n")
+        if close < 0:
+            return None
+        size = int(envelope[2:close])
+        return envelope[close + 3 : close + 3 + size]
+    return None
+
+
+def _timestamp(value: bytes) -> int | None:
+    match = _DATE.match(value)
+    if match is not None:
+        day, mon, year, hh, mm, ss, sign, zh, zm = match.groups()
+        month = _MONTHS.get(mon.lower())
+        if month is not None:
+            try:
+                seconds = calendar.timegm(
+                    (int(year), month, int(day), int(hh), int(mm), int(ss or 0), 0, 0, 0)
+                )
+            except (ValueError, OverflowError):
+                return None
+            offset = int(zh) * 3600 + int(zm) * 60
+            return seconds - offset if sign == b"+" else seconds + offset
+    try:
+        parsed = email.utils.parsedate_tz(value.decode("latin-1"))
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    if parsed is None:
+        return None
+    try:
+        return int(email.utils.mktime_tz(parsed))
+    except (ValueError, OverflowError):
+        return None
+
+
+def sent_date(record: MessageRecord) -> int:
+    """The Date header as a UTC timestamp; the internal date when it has none or it does
+    not parse. ``record`` holds the envelope and the internal date."""
+    raw = _envelope_date(record.envelope)
+    stamp = _timestamp(raw) if raw else None
+    if stamp is not None:
+        return stamp
+    arrived = record.internal_date
+    return int(arrived.timestamp()) if arrived is not None else 0
+
+
+# endregion
+# region keys ###########################################################################
+
+
+def _first_address(
+    header: bytes, name: str
+) -> tuple[bytes | None, bytes | None, bytes | None] | None:
+    for value in header_values(header, name):
+        for display, _route, mailbox, host in parse_addresses(value):
+            if host is not None:
+                return display, mailbox, host
+    return None
+
+
+def _mailbox_key(record: MessageRecord, name: str) -> bytes:
+    first = _first_address(record.header, name)
+    if first is None or first[1] is None:
+        return b""
+    return first[1].upper()
+
+
+def _display_key(record: MessageRecord, name: str) -> bytes:
+    first = _first_address(record.header, name)
+    if first is None:
+        return b""
+    display, mailbox, host = first
+    if display:
+        shown = decode_header_text(display).strip()
+        if shown:
+            return casemap(shown)
+    return (mailbox or b"").upper() + b"@" + (host or b"").upper()
+
+
+def _subject_key(record: MessageRecord) -> bytes:
+    values = header_values(record.header, "subject")
+    return casemap(base_subject(values[0] if values else None)[0])
+
+
+def _arrival(record: MessageRecord) -> int:
+    return int(record.internal_date.timestamp()) if record.internal_date is not None else 0
+
+
+# Every key of one criterion has one type (int or bytes), so they compare among themselves.
+_KEYS: dict[str, Callable[[MessageRecord], Any]] = {
+    "ARRIVAL": _arrival,
+    "CC": lambda r: _mailbox_key(r, "cc"),
+    "DATE": sent_date,
+    "FROM": lambda r: _mailbox_key(r, "from"),
+    "SIZE": lambda r: r.size,
+    "SUBJECT": _subject_key,
+    "TO": lambda r: _mailbox_key(r, "to"),
+    "DISPLAYFROM": lambda r: _display_key(r, "from"),
+    "DISPLAYTO": lambda r: _display_key(r, "to"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    name: str
+    reverse: bool
+
+
+def parse_criteria(parser: Parser) -> list[Criterion]:
+    """``(REVERSE DATE SUBJECT)``: at least one criterion, REVERSE before one only."""
+    parser.list_start()
+    criteria: list[Criterion] = []
+    reverse = False
+    while True:
+        name = parser.atom().upper()
+        if name == "REVERSE":
+            if reverse:
+                raise ParseError("REVERSE must be followed by a sort criterion")
+            reverse = True
+        elif name in _CRITERIA:
+            criteria.append(Criterion(name, reverse))
+            reverse = False
+        else:
+            raise ParseError(f"Unknown sort criterion {name}")
+        if parser.list_end():
+            break
+        parser.sp()
+    if reverse:
+        raise ParseError("REVERSE must be followed by a sort criterion")
+    return criteria
+
+
+# endregion
+
+
+async def load_records(
+    session: ImapSession,
+    view: SelectedView,
+    uids: Sequence[int],
+    columns: set[FetchColumn],
+) -> dict[int, MessageRecord]:
+    """The stored columns of ``uids``, by UID, read in batches."""
+    out: dict[int, MessageRecord] = {}
+    if not columns:
+        return {uid: MessageRecord(uid) for uid in uids}
+    ordered = sorted(uids)
+    for start in range(0, len(ordered), _RECORD_BATCH):
+        batch = ordered[start : start + _RECORD_BATCH]
+        for record in await session.mailbox.fetch_records(view.folder_id, batch, columns):
+            out[record.uid] = record
+    for uid in uids:
+        out.setdefault(uid, MessageRecord(uid))
+    return out
+
+
+def sort_found(
+    found: list[tuple[int, int]], records: dict[int, MessageRecord], criteria: list[Criterion]
+) -> list[tuple[int, int]]:
+    """``found`` (in mailbox order) sorted by ``criteria``; ties keep mailbox order."""
+    ordered = list(found)
+    # Stable sorts from the last criterion to the first; a reversed sort stays stable, so
+    # equal messages keep their sequence order whatever REVERSE says.
+    for criterion in reversed(criteria):
+        function = _KEYS[criterion.name]
+        keys = {uid: function(records[uid]) for _, uid in ordered}
+        ordered.sort(key=lambda item: keys[item[1]], reverse=criterion.reverse)
+    return ordered
+
+
+async def cmd_sort(session: ImapSession, context: CommandContext, parser: Parser) -> None:
+    view = session.require_view()
+    parser.sp()
+    options = parse_return(parser)
+    criteria = parse_criteria(parser)
+    parser.sp()
+    try:
+        parse_charset(parser, required=True)
+        program = parse_search_keys(parser)
+        await session.sync_view(allow_expunge=False)
+        found = await find_messages(session, view, program)
+    except (ParseError, CommandError):
+        if options.save:
+            view.saved = []
+        raise
+    columns: set[FetchColumn] = set()
+    for criterion in criteria:
+        columns.update(_COLUMNS.get(criterion.name, ("header",)))
+    records = await load_records(session, view, [uid for _, uid in found], columns)
+    ordered = sort_found(found, records, criteria)
+    if options.save:
+        save_result(view, options, [uid for _, uid in ordered])
+    numbers = [uid if context.uid else seq for seq, uid in ordered]
+    if options.given:
+        shown = options.answered()
+        if shown:
+            session.send(esearch_line(context.tag, context.uid, shown, numbers))
+    else:
+        session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+    session.ok(context, "Sort completed")

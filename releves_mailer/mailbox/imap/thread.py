@@ -1,0 +1,304 @@
+"""THREAD and UID THREAD (RFC 5256 section 3): ORDEREDSUBJECT and REFERENCES, as the
+algorithms of its section 5 describe them, step by step."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
+from releves_mailer.mailbox.imap.connection import CommandContext
+from releves_mailer.mailbox.imap.esearch import find_messages, parse_charset
+from releves_mailer.mailbox.imap.parser import ParseError, Parser
+from releves_mailer.mailbox.imap.search import header_values, parse_search_keys
+from releves_mailer.mailbox.imap.sort import base_subject, casemap, load_records, sent_date
+
+if TYPE_CHECKING:
+    from releves_mailer.mailbox.imap.session import ImapSession
+
+__all__ = ["Message", "cmd_thread", "format_threads", "ordered_subject", "references"]
+
+_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+_COLUMNS: set[FetchColumn] = {"header", "envelope", "internal_date"}
+_MSG_ID = re.compile(rb"<([^<>\s]+@[^<>\s]+)>")
+
+
+@dataclass(slots=True)
+class Message:
+    """What threading needs of one message."""
+
+    number: int  # sequence number or UID, as answered
+    seq: int
+    date: int
+    subject: bytes  # base subject, i;ascii-casemap form
+    reply: bool
+    message_id: bytes | None = None
+    references: list[bytes] = field(default_factory=list)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Sent date, then sequence number (RFC 5256 section 2.2)."""
+        return self.date, self.seq
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """A container of the REFERENCES algorithm; a dummy has no message."""
+
+    message: Message | None = None
+    parent: Node | None = None
+    children: list[Node] = field(default_factory=list)
+
+    def order(self) -> tuple[int, int]:
+        # A dummy sorts as its first child (children are sorted before their parents).
+        if self.message is not None:
+            return self.message.order
+        return self.children[0].order() if self.children else (0, 0)
+
+    def subject_message(self) -> Message | None:
+        if self.message is not None:
+            return self.message
+        return self.children[0].message if self.children else None
+
+    def is_ancestor_of(self, other: Node) -> bool:
+        cursor: Node | None = other
+        while cursor is not None:
+            if cursor is self:
+                return True
+            cursor = cursor.parent
+        return False
+
+    def adopt(self, child: Node) -> None:
+        if child.parent is not None:
+            child.parent.children.remove(child)
+        child.parent = self
+        self.children.append(child)
+
+
+def message_of(record: MessageRecord, number: int, seq: int) -> Message:
+    subjects = header_values(record.header, "subject")
+    subject, reply = base_subject(subjects[0] if subjects else None)
+    message = Message(number, seq, sent_date(record), casemap(subject), reply)
+    ids = header_values(record.header, "message-id")
+    if ids:
+        found = _MSG_ID.search(ids[0])
+        message.message_id = found.group(1) if found else None
+    references = [m.group(1) for v in header_values(record.header, "references") for m in _ids(v)]
+    if not references:
+        replies = header_values(record.header, "in-reply-to")
+        first = next(_ids(replies[0]), None) if replies else None
+        references = [first.group(1)] if first is not None else []
+    message.references = references
+    return message
+
+
+def _ids(value: bytes) -> Iterator[re.Match[bytes]]:
+    return _MSG_ID.finditer(value)
+
+
+# region ORDEREDSUBJECT #################################################################
+
+
+def ordered_subject(messages: list[Message]) -> list[Node]:
+    """Sorted by base subject then sent date; one thread per base subject whose first
+    message is the parent of all the others; threads by the sent date of their first."""
+    ordered = sorted(messages, key=lambda m: (m.subject, m.date, m.seq))
+    threads: list[Node] = []
+    for _subject, group in itertools.groupby(ordered, key=lambda m: m.subject):
+        members = list(group)
+        root = Node(members[0])
+        for member in members[1:]:
+            root.adopt(Node(member))
+        threads.append(root)
+    threads.sort(key=lambda node: node.order())
+    return threads
+
+
+# endregion
+# region REFERENCES #####################################################################
+
+
+def references(messages: list[Message]) -> list[Node]:
+    """RFC 5256 section 5, REFERENCES, steps 1 to 6; ``messages`` in mailbox order."""
+    by_id: dict[bytes, Node] = {}
+    nodes: list[Node] = []
+    # Step 1: containers by Message-ID; a missing or duplicate one gets its own container.
+    for message in messages:
+        node = None
+        if message.message_id is not None:
+            node = by_id.get(message.message_id)
+            if node is not None and node.message is not None:
+                node = None  # a duplicate: this message keeps a unique id of its own
+            elif node is None:
+                node = by_id[message.message_id] = Node()
+        node = node or Node()
+        node.message = message
+        nodes.append(node)
+    for node in nodes:
+        assert node.message is not None
+        chain = [_container(by_id, ref) for ref in node.message.references]
+        # 1B: link the references pairwise, never over an existing parent or into a loop.
+        for parent, child in itertools.pairwise(chain):
+            if child.parent is None and parent is not child and not child.is_ancestor_of(parent):
+                parent.adopt(child)
+        # 1C: the last reference becomes the parent, replacing any previous one.
+        last = chain[-1] if chain else None
+        if last is None or last is node or node.is_ancestor_of(last):
+            if node.parent is not None:
+                node.parent.children.remove(node)
+                node.parent = None
+        else:
+            last.adopt(node)
+    # Step 2: the root set.
+    containers = list({id(n): n for n in [*nodes, *by_id.values()]}.values())
+    roots = [n for n in containers if n.parent is None]
+    # Step 3: prune dummies.
+    top: list[Node] = []
+    for root in roots:
+        top.extend(_prune(root, at_root=True))
+    # Step 4: the top level by sent date (a dummy by its first child, sorted first).
+    for node in top:
+        if node.message is None:
+            node.children.sort(key=Node.order)
+    top.sort(key=Node.order)
+    # Step 5: merge threads with the same base subject.
+    top = _merge_subjects(top)
+    # Step 6: every set of siblings by sent date, children before parents.
+    for node in top:
+        _sort_tree(node)
+    top.sort(key=Node.order)
+    return top
+
+
+def _container(by_id: dict[bytes, Node], message_id: bytes) -> Node:
+    node = by_id.get(message_id)
+    if node is None:
+        node = by_id[message_id] = Node()
+    return node
+
+
+def _prune(node: Node, *, at_root: bool) -> list[Node]:
+    """``node`` after step 3, as the nodes to put in its place."""
+    kept: list[Node] = []
+    for child in list(node.children):
+        kept.extend(_prune(child, at_root=False))
+    node.children = kept
+    for child in kept:
+        child.parent = node
+    if node.message is not None:
+        return [node]
+    if not kept:
+        return []
+    if at_root and len(kept) > 1:
+        return [node]
+    for child in kept:
+        child.parent = None
+    return kept
+
+
+def _merge_subjects(top: list[Node]) -> list[Node]:
+    table: dict[bytes, Node] = {}
+    for node in top:
+        subject = _thread_subject(node)
+        if subject is None:
+            continue
+        held = table.get(subject)
+        if held is None:
+            table[subject] = node
+            continue
+        held_reply = held.message is not None and held.message.reply
+        node_reply = node.message is not None and node.message.reply
+        if held.message is not None and (node.message is None or (held_reply and not node_reply)):
+            table[subject] = node
+    dummies: list[Node] = []
+    deleted: set[int] = set()
+    for node in top:
+        if node.parent is not None:
+            continue  # already merged under a dummy: no longer a child of the root
+        subject = _thread_subject(node)
+        held = table.get(subject) if subject is not None else None
+        if held is None or held is node:
+            continue
+        if held.message is None and node.message is None:
+            for child in list(node.children):
+                held.adopt(child)
+            deleted.add(id(node))
+        elif held.message is None or (node.message is not None and _replies_to(node, held)):
+            held.adopt(node)
+        else:
+            dummy = Node()
+            dummy.adopt(held)
+            dummy.adopt(node)
+            assert subject is not None
+            table[subject] = dummy
+            dummies.append(dummy)
+    kept = [n for n in top if n.parent is None and id(n) not in deleted]
+    return kept + [d for d in dummies if d.parent is None]
+
+
+def _replies_to(node: Node, held: Node) -> bool:
+    """The current message is a reply or forward and the one in the table is not."""
+    return bool(node.message and node.message.reply and held.message and not held.message.reply)
+
+
+def _thread_subject(node: Node) -> bytes | None:
+    message = node.subject_message()
+    if message is None or not message.subject:
+        return None
+    return message.subject
+
+
+def _sort_tree(node: Node) -> None:
+    for child in node.children:
+        _sort_tree(child)
+    node.children.sort(key=Node.order)
+
+
+# endregion
+
+
+def format_threads(threads: list[Node]) -> bytes:
+    """``(1 2 (3)(4 5))(6)``: RFC 5256 section 4's thread-list."""
+    return b"".join(_thread_list(node) for node in threads)
+
+
+def _thread_list(node: Node) -> bytes:
+    return b"(" + _members(node) + b")"
+
+
+def _members(node: Node) -> bytes:
+    parts: list[bytes] = []
+    cursor = node
+    while True:
+        if cursor.message is not None:
+            parts.append(b"%d" % cursor.message.number)
+        if len(cursor.children) == 1 and cursor.message is not None:
+            cursor = cursor.children[0]
+            continue
+        break
+    text = b" ".join(parts)
+    if cursor.children:
+        nested = b"".join(_thread_list(child) for child in cursor.children)
+        text = text + b" " + nested if text else nested
+    return text
+
+
+async def cmd_thread(session: ImapSession, context: CommandContext, parser: Parser) -> None:
+    view = session.require_view()
+    parser.sp()
+    algorithm = parser.atom().upper()
+    if algorithm not in _ALGORITHMS:
+        raise ParseError(f"Unknown thread algorithm {algorithm}")
+    parser.sp()
+    parse_charset(parser, required=True)
+    program = parse_search_keys(parser)
+    await session.sync_view(allow_expunge=False)
+    found = await find_messages(session, view, program)
+    records = await load_records(session, view, [uid for _, uid in found], _COLUMNS)
+    messages = [message_of(records[uid], uid if context.uid else seq, seq) for seq, uid in found]
+    threads = ordered_subject(messages) if algorithm == "ORDEREDSUBJECT" else references(messages)
+    session.send(b"* THREAD " + format_threads(threads) if threads else b"* THREAD")
+    session.ok(context, "Thread completed")
