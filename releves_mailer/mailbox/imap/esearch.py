@@ -180,7 +180,8 @@ def esearch_line(
         if options & {"ALL", "COUNT"}:
             shown: list[int] = list(numbers)
         else:
-            shown = [n for n in (numbers[0], numbers[-1])]
+            shown = [numbers[0]] if "MIN" in options else []
+            shown += [numbers[-1]] if "MAX" in options else []
         line += b" MODSEQ %d" % modseq(shown)
     return line
 
