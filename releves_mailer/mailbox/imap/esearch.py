@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ReturnOptions",
+    "check_charset",
     "cmd_search",
     "esearch_line",
     "find_messages",
@@ -82,14 +83,18 @@ def parse_return(parser: Parser) -> ReturnOptions:
 
 
 def parse_charset(parser: Parser, *, required: bool) -> str:
-    """``CHARSET x `` of SEARCH (optional) or the charset of SORT and THREAD (required)."""
+    """``CHARSET x `` of SEARCH (optional) or the charset of SORT and THREAD (required);
+    checked by :func:`check_charset` once the whole command parsed (bad syntax is BAD)."""
     if not required and not parser.accept(b"CHARSET "):
         return "UTF-8"
     charset = parser.astring().decode("ascii", "replace").upper()
-    if charset not in _CHARSETS:
-        raise CommandError("NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
     parser.sp()
     return charset
+
+
+def check_charset(charset: str) -> None:
+    if charset not in _CHARSETS:
+        raise CommandError("NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
 
 
 async def find_messages(
@@ -192,8 +197,9 @@ async def cmd_search(session: ImapSession, context: CommandContext, parser: Pars
     options = ReturnOptions()
     try:
         options = parse_return(parser)
-        parse_charset(parser, required=False)
+        charset = parse_charset(parser, required=False)
         program = parse_search_keys(parser)
+        check_charset(charset)
         await session.sync_view(allow_expunge=False)
         found = await find_messages(session, view, program)
     except (ParseError, CommandError):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
 from releves_mailer.mailbox.imap.esearch import (
+    check_charset,
     esearch_line,
     find_messages,
     parse_charset,
@@ -307,8 +308,9 @@ async def cmd_sort(session: ImapSession, context: CommandContext, parser: Parser
     criteria = parse_criteria(parser)
     parser.sp()
     try:
-        parse_charset(parser, required=True)
+        charset = parse_charset(parser, required=True)
         program = parse_search_keys(parser)
+        check_charset(charset)
         await session.sync_view(allow_expunge=False)
         found = await find_messages(session, view, program)
     except (ParseError, CommandError):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
 from releves_mailer.mailbox.imap.connection import CommandContext
-from releves_mailer.mailbox.imap.esearch import find_messages, parse_charset
+from releves_mailer.mailbox.imap.esearch import check_charset, find_messages, parse_charset
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
 from releves_mailer.mailbox.imap.search import header_values, parse_search_keys
 from releves_mailer.mailbox.imap.sort import base_subject, casemap, load_records, sent_date
@@ -293,8 +293,9 @@ async def cmd_thread(session: ImapSession, context: CommandContext, parser: Pars
     if algorithm not in _ALGORITHMS:
         raise ParseError(f"Unknown thread algorithm {algorithm}")
     parser.sp()
-    parse_charset(parser, required=True)
+    charset = parse_charset(parser, required=True)
     program = parse_search_keys(parser)
+    check_charset(charset)
     await session.sync_view(allow_expunge=False)
     found = await find_messages(session, view, program)
     records = await load_records(session, view, [uid for _, uid in found], _COLUMNS)
