@@ -201,3 +201,17 @@ async def test_aioimaplib(server: ImapServer, store: MessageStore) -> None:
     response = await client.search("OLDER", "60", charset=None)
     assert response.result == "OK" and response.lines[0] == b""
     await client.logout()
+
+
+async def test_first_condstore_command_reports_highestmodseq(
+    server: ImapServer, store: MessageStore
+) -> None:
+    client = await RawClient.connect(server.port)
+    await five_with_a_gap(store, client)
+    status = await client.ok("h0 STATUS INBOX (HIGHESTMODSEQ)")
+    highest = int(status[0].split(b"HIGHESTMODSEQ ")[1].split(b")")[0])
+    lines = await client.ok("h1 FETCH 1 (MODSEQ)")
+    assert f"* OK [HIGHESTMODSEQ {highest}] ".encode() in b"".join(lines)
+    lines = await client.ok("h2 FETCH 1 (MODSEQ)")
+    assert b"HIGHESTMODSEQ" not in b"".join(lines)
+    await client.close()

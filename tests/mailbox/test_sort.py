@@ -216,3 +216,33 @@ async def test_sort_with_imapclient_imaplib_and_aioimaplib(
     assert response.result == "OK"
     assert response.lines[0].split()[0] == b"1"
     await client.logout()
+
+
+async def test_a_recreated_folder_sorts_by_its_own_dates_and_sizes(
+    server: ImapServer, store: MessageStore
+) -> None:
+    # SQLite gives a deleted folder's id to the next folder: the store's cache of internal
+    # dates and sizes must not answer for the old messages.
+    client = await RawClient.connect(server.port)
+    for round_, bodies in enumerate((["aaaa", "b", "cc"], ["d", "eeee", "ff"])):
+        await client.ok(f"c{round_} CREATE Box")
+        await client.ok(f"s{round_} SELECT Box")
+        for day, body in zip((3, 1, 2) if round_ else (1, 2, 3), bodies, strict=True):
+            raw = mail("x", body=body)
+            await client.send(
+                f'a APPEND Box "0{day}-Mar-2026 10:00:00 +0000" {{{len(raw)}+}}\r\n'.encode()
+                + raw
+                + b"\r\n"
+            )
+            assert b"a OK" in (await client.until_tagged(b"a"))[-1]
+        await client.ok(f"n{round_} NOOP")
+        arrival = await sort(client, "SORT (ARRIVAL) UTF-8 ALL")
+        size = await sort(client, "SORT (SIZE) UTF-8 ALL")
+        larger = (await client.ok(f"l{round_} SEARCH LARGER {len(mail('x', body='ccc'))}"))[0]
+        await client.ok(f"u{round_} UNSELECT")
+        await client.ok(f"d{round_} DELETE Box")
+        if round_ == 0:
+            assert (arrival, size, larger) == ([1, 2, 3], [2, 3, 1], b"* SEARCH 1\r\n")
+        else:
+            assert (arrival, size, larger) == ([2, 3, 1], [1, 3, 2], b"* SEARCH 2\r\n")
+    await client.close()

@@ -211,7 +211,7 @@ async def cmd_search(session: ImapSession, context: CommandContext, parser: Pars
     numbers = [uid if context.uid else seq for seq, uid in found]
     modseq_of: Callable[[Sequence[int]], int] | None = None
     if uses_modseq(program) and found:
-        session.condstore = True
+        session.enable_condstore()
         by_number = {uid if context.uid else seq: uid for seq, uid in found}
 
         def modseq_of(chosen: Sequence[int]) -> int:

@@ -88,7 +88,7 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
     if context.uid and "UID" not in names:
         items.insert(0, FetchAttribute("UID", label=b"UID"))
     if changed_since is not None or "MODSEQ" in names:
-        session.condstore = True
+        session.enable_condstore()
     if changed_since is not None:
         uids = [uid for uid in uids if view.meta[uid].modseq > changed_since]
         if "MODSEQ" not in names:

@@ -69,7 +69,7 @@ async def cmd_store(session: ImapSession, context: CommandContext, parser: Parse
         if not parser.list_end():
             raise ParseError("Expected )")
         parser.sp()
-        session.condstore = True
+        session.enable_condstore()
     item = parser.atom().upper()
     mode: Literal["set", "add", "remove"]
     base = item.removesuffix(".SILENT")

@@ -131,6 +131,15 @@ class ImapSession(ImapConnection):
             ]
         return caps
 
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 section 3.1): the first one with a mailbox
+        selected is answered with the mailbox's HIGHESTMODSEQ too."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.view is not None:
+            self.send(b"* OK [HIGHESTMODSEQ %d] Highest" % self.view.modseq)
+
     def plaintext_allowed(self) -> bool:
         if self.tls:
             return True

@@ -186,8 +186,10 @@ def _first_address(
     header: bytes, name: str
 ) -> tuple[bytes | None, bytes | None, bytes | None] | None:
     for value in header_values(header, name):
+        # The first address structure, as in ENVELOPE: a group's start counts, with the
+        # group's name as its mailbox (what Dovecot sorts by too).
         for display, _route, mailbox, host in parse_addresses(value):
-            if host is not None:
+            if mailbox is not None:
                 return display, mailbox, host
     return None
 
@@ -208,7 +210,9 @@ def _display_key(record: MessageRecord, name: str) -> bytes:
         shown = decode_header_text(display).strip()
         if shown:
             return casemap(shown)
-    return (mailbox or b"").upper() + b"@" + (host or b"").upper()
+    if host is None:
+        return (mailbox or b"").upper()
+    return (mailbox or b"").upper() + b"@" + host.upper()
 
 
 def _subject_key(record: MessageRecord) -> bytes:
