@@ -63,7 +63,8 @@ async def test_esearch_with_modseq(server: ImapServer, store: MessageStore) -> N
     client = await RawClient.connect(server.port)
     await five_with_a_gap(store, client)
     fetched = await client.ok("m0 FETCH 4 (MODSEQ)")
-    modseq = int(fetched[0].split(b"MODSEQ (")[1].split(b")")[0])
+    line = next(line for line in fetched if line.startswith(b"* 4 FETCH"))
+    modseq = int(line.split(b"MODSEQ (")[1].split(b")")[0])
     lines = await client.ok("m1 SEARCH RETURN (ALL) MODSEQ 1")
     assert lines[0].startswith(b'* ESEARCH (TAG "m1") ALL 1:4 MODSEQ ')
     assert int(lines[0].split()[-1]) == modseq

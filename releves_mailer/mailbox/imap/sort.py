@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.view import SelectedView
 
 __all__ = [
+    "SortKeyCache",
     "base_subject",
     "casemap",
     "cmd_sort",
@@ -120,6 +121,11 @@ _MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 def _envelope_date(envelope: bytes) -> bytes | None:
     """The first field of a stored ENVELOPE: the raw Date header value, or ``None``."""
     if envelope[:2] == b'("':
+        end = envelope.find(b'"', 2)
+        if end > 0 and envelope[end - 1] != 0x5C:
+            value = envelope[2:end]
+            if b"\\" not in value:
+                return value
         out = bytearray()
         pos = 2
         while pos < len(envelope):
@@ -271,6 +277,29 @@ def parse_criteria(parser: Parser) -> list[Criterion]:
 # endregion
 
 
+class SortKeyCache:
+    """Sort keys already computed, by folder id and UIDVALIDITY, criterion and UID.
+
+    A stored message never changes, so its keys hold as long as its folder does; a folder
+    deleted and created again (even under the same id) has a new UIDVALIDITY. At most
+    ``max_keys`` keys are held: the folders used least recently go first."""
+
+    def __init__(self, max_keys: int = 500_000) -> None:
+        self.max_keys = max_keys
+        self._folders: dict[tuple[int, int], dict[str, dict[int, Any]]] = {}
+
+    def keys(self, folder_id: int, uidvalidity: int, criterion: str) -> dict[int, Any]:
+        folder = self._folders.pop((folder_id, uidvalidity), None) or {}
+        self._folders[(folder_id, uidvalidity)] = folder
+        return folder.setdefault(criterion, {})
+
+    def trim(self) -> None:
+        held = sum(len(keys) for folder in self._folders.values() for keys in folder.values())
+        while held > self.max_keys and self._folders:
+            oldest = next(iter(self._folders))
+            held -= sum(len(keys) for keys in self._folders.pop(oldest).values())
+
+
 async def load_records(
     session: ImapSession,
     view: SelectedView,
@@ -291,17 +320,37 @@ async def load_records(
     return out
 
 
+async def sort_keys(
+    session: ImapSession, view: SelectedView, uids: list[int], names: set[str]
+) -> dict[str, dict[int, Any]]:
+    """The keys of ``uids`` for each criterion in ``names``, from the server's cache, the
+    missing ones computed from the stored columns they need."""
+    cache: SortKeyCache = session.server.sort_keys
+    out = {name: cache.keys(view.folder_id, view.uidvalidity, name) for name in names}
+    missing = sorted({uid for keys in out.values() for uid in uids if uid not in keys})
+    if missing:
+        columns: set[FetchColumn] = set()
+        for name in names:
+            columns.update(_COLUMNS.get(name, ("header",)))
+        records = await load_records(session, view, missing, columns)
+        for name, keys in out.items():
+            function = _KEYS[name]
+            for uid in missing:
+                keys[uid] = function(records[uid])
+        cache.trim()
+    return out
+
+
 def sort_found(
-    found: list[tuple[int, int]], records: dict[int, MessageRecord], criteria: list[Criterion]
+    found: list[tuple[int, int]], keys: dict[str, dict[int, Any]], criteria: list[Criterion]
 ) -> list[tuple[int, int]]:
     """``found`` (in mailbox order) sorted by ``criteria``; ties keep mailbox order."""
     ordered = list(found)
     # Stable sorts from the last criterion to the first; a reversed sort stays stable, so
     # equal messages keep their sequence order whatever REVERSE says.
     for criterion in reversed(criteria):
-        function = _KEYS[criterion.name]
-        keys = {uid: function(records[uid]) for _, uid in ordered}
-        ordered.sort(key=lambda item: keys[item[1]], reverse=criterion.reverse)
+        of = keys[criterion.name]
+        ordered.sort(key=lambda item: of[item[1]], reverse=criterion.reverse)
     return ordered
 
 
@@ -321,11 +370,9 @@ async def cmd_sort(session: ImapSession, context: CommandContext, parser: Parser
         if options.save:
             view.saved = []
         raise
-    columns: set[FetchColumn] = set()
-    for criterion in criteria:
-        columns.update(_COLUMNS.get(criterion.name, ("header",)))
-    records = await load_records(session, view, [uid for _, uid in found], columns)
-    ordered = sort_found(found, records, criteria)
+    names = {criterion.name for criterion in criteria}
+    keys = await sort_keys(session, view, [uid for _, uid in found], names)
+    ordered = sort_found(found, keys, criteria)
     if options.save:
         save_result(view, options, [uid for _, uid in ordered])
     numbers = [uid if context.uid else seq for seq, uid in ordered]
