@@ -1,8 +1,5 @@
-"""SEARCH and UID SEARCH with ESEARCH results (RFC 4731) and the saved result (RFC 5182).
-
-:func:`find_messages` evaluates a search program over the selected mailbox; SORT and THREAD
-(:mod:`.sort`, :mod:`.thread`) start from it too.
-"""
+"""SEARCH and UID SEARCH with ESEARCH results (RFC 4731), the saved result (RFC 5182) and
+the RETURN options of RFC 5267 (PARTIAL, UPDATE, CONTEXT); SORT's RETURN shares them."""
 
 from __future__ import annotations
 
@@ -10,18 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from releves_mailer.mailbox.contracts import MessageRecord
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
+from releves_mailer.mailbox.imap.context import SearchUpdate, check_tag, register
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
 from releves_mailer.mailbox.imap.response import compress, quoted_or_literal
-from releves_mailer.mailbox.imap.search import (
-    Key,
-    MessageContext,
-    columns_needed,
-    matches,
-    parse_search_keys,
-    uses_modseq,
-)
+from releves_mailer.mailbox.imap.search import find_messages, parse_search_keys, uses_modseq
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import ImapSession
@@ -32,14 +22,14 @@ __all__ = [
     "check_charset",
     "cmd_search",
     "esearch_line",
-    "find_messages",
     "parse_charset",
     "parse_return",
     "save_result",
 ]
 
-_SEARCH_BATCH = 10_000
-_RESULT_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+_RESULT_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE", "CONTEXT", "PARTIAL")
+#: Options that change what is kept, not what the ESEARCH response shows.
+_SILENT = frozenset({"SAVE", "UPDATE", "CONTEXT"})
 _CHARSETS = ("UTF-8", "US-ASCII", "UTF8")
 
 
@@ -49,17 +39,25 @@ class ReturnOptions:
 
     given: bool = False
     options: set[str] = field(default_factory=set)
+    #: ``PARTIAL low:high``: positions in the result, 1-based, low <= high.
+    partial: tuple[int, int] | None = None
 
     @property
     def save(self) -> bool:
         return "SAVE" in self.options
 
-    def answered(self) -> set[str]:
-        """Options that show in the ESEARCH response; ``RETURN ()`` means ALL."""
-        shown = self.options - {"SAVE"}
+    @property
+    def update(self) -> bool:
+        return "UPDATE" in self.options
+
+    def answered(self) -> set[str] | None:
+        """Options that show in the ESEARCH response (``RETURN ()`` means ALL); ``None``
+        when no ESEARCH response is due at all (SAVE alone, RFC 5182 section 2.4)."""
         if not self.options:
             return {"ALL"}
-        return shown
+        if self.options - {"CONTEXT"} == {"SAVE"}:
+            return None
+        return self.options - _SILENT
 
 
 def parse_return(parser: Parser) -> ReturnOptions:
@@ -77,7 +75,17 @@ def parse_return(parser: Parser) -> ReturnOptions:
         name = parser.atom().upper()
         if name not in _RESULT_OPTIONS:
             raise ParseError(f"Unknown RETURN option {name}")
+        if name in result.options and name in ("UPDATE", "PARTIAL"):
+            raise ParseError(f"{name} given twice")
         result.options.add(name)
+        if name == "PARTIAL":
+            parser.sp()
+            low = parser.nz_number()
+            parser.expect(b":")
+            high = parser.nz_number()
+            result.partial = (min(low, high), max(low, high))
+    if {"PARTIAL", "ALL"} <= result.options:
+        raise ParseError("PARTIAL conflicts with ALL")
     parser.sp()
     return result
 
@@ -95,50 +103,6 @@ def parse_charset(parser: Parser, *, required: bool) -> str:
 def check_charset(charset: str) -> None:
     if charset not in _CHARSETS:
         raise CommandError("NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
-
-
-async def find_messages(
-    session: ImapSession, view: SelectedView, program: Key
-) -> list[tuple[int, int]]:
-    """``(sequence number, UID)`` of the messages matching ``program``, in mailbox order."""
-    columns = columns_needed(program)
-    count = len(view.uids)
-    largest_uid = view.uids[-1] if view.uids else 0
-    saved = frozenset(view.saved)
-    now = session.server.clock.now()
-    found: list[tuple[int, int]] = []
-    for start in range(0, count, _SEARCH_BATCH):
-        uids = view.uids[start : start + _SEARCH_BATCH]
-        records: dict[int, MessageRecord] = {}
-        if columns:
-            for record in await session.mailbox.fetch_records(view.folder_id, uids, columns):
-                records[record.uid] = record
-        blobs: dict[int, bytes] = {}
-        if "blob" in columns:
-            blob_list = await session.mailbox.read_blobs(
-                [records[u].blob for u in uids if u in records]
-            )
-            blobs = dict(zip([u for u in uids if u in records], blob_list, strict=True))
-        # One context reused for every message: SEARCH over a big box is a hot loop.
-        ctx = MessageContext(0, 0, (), 0, False, MessageRecord(0), count, largest_uid, bytes)
-        ctx.saved = saved
-        ctx.now = now
-        empty = MessageRecord(0)
-        recent = view.recent
-        for offset, uid in enumerate(uids):
-            meta = view.meta[uid]
-            ctx.seq = start + offset + 1
-            ctx.uid = uid
-            ctx.flags = meta.flags
-            ctx.modseq = meta.modseq
-            ctx.recent = uid in recent
-            ctx.record = records.get(uid) or empty
-            if blobs:
-                ctx.raw = _getter(blobs, uid)
-                ctx._text = None
-            if matches(program, ctx):
-                found.append((ctx.seq, uid))
-    return found
 
 
 def save_result(view: SelectedView, options: ReturnOptions, ordered_uids: Sequence[int]) -> None:
@@ -164,6 +128,7 @@ def esearch_line(
     options: set[str],
     numbers: Sequence[int],
     modseq: Callable[[Sequence[int]], int] | None = None,
+    partial: tuple[int, int] | None = None,
 ) -> bytes:
     """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT c ALL set [MODSEQ m]``.
 
@@ -181,8 +146,13 @@ def esearch_line(
         line += b" COUNT %d" % len(numbers)
     if numbers and "ALL" in options:
         line += b" ALL " + compress(numbers).encode()
+    if partial is not None:
+        low, high = partial
+        chosen = numbers[low - 1 : high]
+        shown_set = compress(chosen).encode() if chosen else b"NIL"
+        line += b" PARTIAL (%d:%d %s)" % (low, high, shown_set)
     if modseq is not None and numbers and options:
-        if options & {"ALL", "COUNT"}:
+        if options & {"ALL", "COUNT", "PARTIAL"}:
             shown: list[int] = list(numbers)
         else:
             shown = [numbers[0]] if "MIN" in options else []
@@ -200,6 +170,8 @@ async def cmd_search(session: ImapSession, context: CommandContext, parser: Pars
         charset = parse_charset(parser, required=False)
         program = parse_search_keys(parser)
         check_charset(charset)
+        if options.update:
+            check_tag(view, context.tag)
         await session.sync_view(allow_expunge=False)
         found = await find_messages(session, view, program)
     except (ParseError, CommandError):
@@ -208,6 +180,9 @@ async def cmd_search(session: ImapSession, context: CommandContext, parser: Pars
         raise
     if options.save:
         save_result(view, options, [uid for _, uid in found])
+    if options.update:
+        members = {uid for _, uid in found}
+        register(session, view, SearchUpdate(context.tag, context.uid, program, members))
     numbers = [uid if context.uid else seq for seq, uid in found]
     modseq_of: Callable[[Sequence[int]], int] | None = None
     if uses_modseq(program) and found:
@@ -219,15 +194,13 @@ async def cmd_search(session: ImapSession, context: CommandContext, parser: Pars
 
     if options.given:
         shown = options.answered()
-        if shown:
-            session.send(esearch_line(context.tag, context.uid, shown, numbers, modseq_of))
+        if shown is not None:
+            session.send(
+                esearch_line(context.tag, context.uid, shown, numbers, modseq_of, options.partial)
+            )
     else:
         line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
         if modseq_of is not None:
             line += b" (MODSEQ %d)" % modseq_of(numbers)
         session.send(line)
     session.ok(context, "Search completed")
-
-
-def _getter(blobs: dict[int, bytes], uid: int) -> Callable[[], bytes]:
-    return lambda: blobs.get(uid, b"")

@@ -163,7 +163,7 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
                         folder_id, unseen, "add", ["\\Seen"]
                     )
                     for meta in updated:
-                        view.meta[meta.uid] = meta
+                        view.set_meta(meta)
                     newly_seen = {m.uid for m in updated}
             for uid in batch:
                 if uid not in view.meta:

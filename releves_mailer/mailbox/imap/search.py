@@ -7,19 +7,25 @@ import datetime as dt
 import email
 import email.header
 import email.policy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
 from releves_mailer.mailbox.imap.mime import parse_addresses
 from releves_mailer.mailbox.imap.parser import ParseError, Parser, SequenceSet
+
+if TYPE_CHECKING:
+    from releves_mailer.mailbox.imap.session import ImapSession
+    from releves_mailer.mailbox.imap.view import SelectedView
 
 __all__ = [
     "Key",
     "MessageContext",
     "columns_needed",
     "decode_header_text",
+    "find_messages",
     "header_values",
     "matches",
     "parse_search_keys",
@@ -39,6 +45,7 @@ _FLAG_KEYS = {
     "UNSEEN": ("\\Seen", False),
 }
 _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
+_SEARCH_BATCH = 10_000
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 
 
@@ -316,3 +323,57 @@ def matches(key: Key, ctx: MessageContext) -> bool:
             return True
         return name == "TEXT" and needle in header
     raise ParseError(f"Unknown search key {name}")
+
+
+async def find_messages(
+    session: ImapSession,
+    view: SelectedView,
+    program: Key,
+    only: Collection[int] | None = None,
+) -> list[tuple[int, int]]:
+    """``(sequence number, UID)`` of the messages matching ``program``, in mailbox order;
+    among the UIDs ``only`` when given (a search kept up to date looks at those changed)."""
+    columns = columns_needed(program)
+    count = len(view.uids)
+    largest_uid = view.uids[-1] if view.uids else 0
+    saved = frozenset(view.saved)
+    now = session.server.clock.now()
+    found: list[tuple[int, int]] = []
+    positions = range(count) if only is None else sorted(view.seq_of(uid) - 1 for uid in only)
+    for start in range(0, len(positions), _SEARCH_BATCH):
+        batch = positions[start : start + _SEARCH_BATCH]
+        uids = [view.uids[position] for position in batch]
+        records: dict[int, MessageRecord] = {}
+        if columns:
+            for record in await session.mailbox.fetch_records(view.folder_id, uids, columns):
+                records[record.uid] = record
+        blobs: dict[int, bytes] = {}
+        if "blob" in columns:
+            blob_list = await session.mailbox.read_blobs(
+                [records[u].blob for u in uids if u in records]
+            )
+            blobs = dict(zip([u for u in uids if u in records], blob_list, strict=True))
+        # One context reused for every message: SEARCH over a big box is a hot loop.
+        ctx = MessageContext(0, 0, (), 0, False, MessageRecord(0), count, largest_uid, bytes)
+        ctx.saved = saved
+        ctx.now = now
+        empty = MessageRecord(0)
+        recent = view.recent
+        for position, uid in zip(batch, uids, strict=True):
+            meta = view.meta[uid]
+            ctx.seq = position + 1
+            ctx.uid = uid
+            ctx.flags = meta.flags
+            ctx.modseq = meta.modseq
+            ctx.recent = uid in recent
+            ctx.record = records.get(uid) or empty
+            if blobs:
+                ctx.raw = _getter(blobs, uid)
+                ctx._text = None
+            if matches(program, ctx):
+                found.append((ctx.seq, uid))
+    return found
+
+
+def _getter(blobs: dict[int, bytes], uid: int) -> Callable[[], bytes]:
+    return lambda: blobs.get(uid, b"")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
+from releves_mailer.mailbox.imap.context import cmd_cancelupdate
 from releves_mailer.mailbox.imap.esearch import cmd_search
 from releves_mailer.mailbox.imap.fetch import cmd_fetch
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
@@ -96,7 +97,7 @@ async def cmd_store(session: ImapSession, context: CommandContext, parser: Parse
     )
     changed = set()
     for meta in updated:
-        view.meta[meta.uid] = meta
+        view.set_meta(meta)
         changed.add(meta.uid)
     new_keywords = {f for m in updated for f in m.flags if not f.startswith("\\")}
     if new_keywords - view.keywords:
@@ -173,6 +174,7 @@ SELECTED: dict[str, Handler] = {
     "SEARCH": cmd_search,
     "SORT": cmd_sort,
     "THREAD": cmd_thread,
+    "CANCELUPDATE": cmd_cancelupdate,
     "FETCH": cmd_fetch,
     "STORE": cmd_store,
     "COPY": cmd_copy,

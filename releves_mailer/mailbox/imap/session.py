@@ -30,6 +30,7 @@ from releves_mailer.mailbox.imap.connection import (
     ImapConnection,
     peek_tag,
 )
+from releves_mailer.mailbox.imap.context import push_updates, removed_by_expunge
 from releves_mailer.mailbox.imap.not_authenticated import ANY_STATE, NOT_AUTHENTICATED
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
 from releves_mailer.mailbox.imap.selected import SELECTED
@@ -85,6 +86,7 @@ class ImapSession(ImapConnection):
         self.view: SelectedView | None = None
         self.condstore = False
         self.closing = False
+        self._held_ok: bytes | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -128,6 +130,7 @@ class ImapSession(ImapConnection):
                 "ESORT",
                 "THREAD=ORDEREDSUBJECT",
                 "THREAD=REFERENCES",
+                "CONTEXT=SEARCH",
             ]
         return caps
 
@@ -199,6 +202,7 @@ class ImapSession(ImapConnection):
             self.send(b"* BAD Missing or invalid tag")
             return
         context = CommandContext(tag)
+        self._held_ok = None
         try:
             parser.sp()
             name = parser.atom().upper()
@@ -215,6 +219,10 @@ class ImapSession(ImapConnection):
             if self.state not in states:
                 raise CommandError("BAD", f"{name} not allowed now")
             await handler(self, context, parser)
+            held = self._take_held_ok()
+            if held is not None:
+                await push_updates(self)
+                self.send(held)
         except ParseError as exc:
             self.send(f"{tag} BAD Error in IMAP command: {exc}".encode())
         except CommandError as exc:
@@ -227,9 +235,18 @@ class ImapSession(ImapConnection):
             _log.exception("IMAP command failed: %s", _loggable(data))
             self.send(f"{tag} NO [SERVERBUG] Internal error".encode())
 
+    def _take_held_ok(self) -> bytes | None:
+        held, self._held_ok = self._held_ok, None
+        return held
+
     def ok(self, context: CommandContext, text: str = "completed", code: str = "") -> None:
         prefix = f"[{code}] " if code else ""
-        self.send(f"{context.tag} OK {prefix}{text}".encode())
+        line = f"{context.tag} OK {prefix}{text}".encode()
+        if self.view is not None and self.view.updates:
+            # Searches kept up to date report what this command changed before it completes.
+            self._held_ok = line
+        else:
+            self.send(line)
 
     # region selected mailbox #############################################################
 
@@ -250,12 +267,24 @@ class ImapSession(ImapConnection):
         view = self.view
         if view is None:
             return
+        expunging = None
+        if view.updates:
+
+            def expunging(gone: list[int]) -> None:
+                removed_by_expunge(self, view, gone)
+
         alive = await view.sync(
-            self.mailbox, self.send, condstore=self.condstore, allow_expunge=allow_expunge
+            self.mailbox,
+            self.send,
+            condstore=self.condstore,
+            allow_expunge=allow_expunge,
+            before_expunge=expunging,
         )
         if not alive:
             self.send(b"* BYE Selected mailbox was deleted")
             self.closing = True
+        elif view.touched:
+            await push_updates(self)
 
     # endregion
 

@@ -19,14 +19,18 @@ from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
 from releves_mailer.mailbox.imap.esearch import (
     check_charset,
     esearch_line,
-    find_messages,
     parse_charset,
     parse_return,
     save_result,
 )
 from releves_mailer.mailbox.imap.mime import parse_addresses
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
-from releves_mailer.mailbox.imap.search import decode_header_text, header_values, parse_search_keys
+from releves_mailer.mailbox.imap.search import (
+    decode_header_text,
+    find_messages,
+    header_values,
+    parse_search_keys,
+)
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import ImapSession
@@ -358,6 +362,8 @@ async def cmd_sort(session: ImapSession, context: CommandContext, parser: Parser
     view = session.require_view()
     parser.sp()
     options = parse_return(parser)
+    if options.update:
+        raise ParseError("UPDATE is not supported with SORT (no CONTEXT=SORT)")
     criteria = parse_criteria(parser)
     parser.sp()
     try:
@@ -378,8 +384,9 @@ async def cmd_sort(session: ImapSession, context: CommandContext, parser: Parser
     numbers = [uid if context.uid else seq for seq, uid in ordered]
     if options.given:
         shown = options.answered()
-        if shown:
-            session.send(esearch_line(context.tag, context.uid, shown, numbers))
+        if shown is not None:
+            line = esearch_line(context.tag, context.uid, shown, numbers, None, options.partial)
+            session.send(line)
     else:
         session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
     session.ok(context, "Sort completed")

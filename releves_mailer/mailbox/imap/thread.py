@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
 from releves_mailer.mailbox.imap.connection import CommandContext
-from releves_mailer.mailbox.imap.esearch import check_charset, find_messages, parse_charset
+from releves_mailer.mailbox.imap.esearch import check_charset, parse_charset
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
-from releves_mailer.mailbox.imap.search import header_values, parse_search_keys
+from releves_mailer.mailbox.imap.search import find_messages, header_values, parse_search_keys
 from releves_mailer.mailbox.imap.sort import base_subject, casemap, load_records, sent_date
 
 if TYPE_CHECKING:
