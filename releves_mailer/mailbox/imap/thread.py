@@ -3,6 +3,7 @@ algorithms of its section 5 describe them, step by step."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Iterator
@@ -298,8 +299,18 @@ async def cmd_thread(session: ImapSession, context: CommandContext, parser: Pars
     check_charset(charset)
     await session.sync_view(allow_expunge=False)
     found = await find_messages(session, view, program)
-    records = await load_records(session, view, [uid for _, uid in found], _COLUMNS)
-    messages = [message_of(records[uid], uid if context.uid else seq, seq) for seq, uid in found]
+    # What threading reads of a message never changes: kept with the sort keys.
+    known = session.server.sort_keys.keys(view.folder_id, view.uidvalidity, "THREAD")
+    missing = [uid for _, uid in found if uid not in known]
+    if missing:
+        records = await load_records(session, view, missing, _COLUMNS)
+        for uid in missing:
+            known[uid] = message_of(records[uid], 0, 0)
+        session.server.sort_keys.trim()
+    messages = [
+        dataclasses.replace(known[uid], number=uid if context.uid else seq, seq=seq)
+        for seq, uid in found
+    ]
     threads = ordered_subject(messages) if algorithm == "ORDEREDSUBJECT" else references(messages)
     session.send(b"* THREAD " + format_threads(threads) if threads else b"* THREAD")
     session.ok(context, "Thread completed")
