@@ -6,9 +6,12 @@ from __future__ import annotations
 import imaplib
 
 import aioimaplib
+import pytest
 from aioimaplib import Command
 from imapclient import IMAPClient
 
+from releves_mailer.mailbox.imap import sort as sort_module
+from releves_mailer.mailbox.imap import thread as thread_module
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.imap.thread import (
     Message,
@@ -193,3 +196,41 @@ async def test_thread_with_imapclient_imaplib_and_aioimaplib(
     assert response.result == "OK"
     assert response.lines[0] == b"(1 (2)(3)(4))(5 8)(6 7)(9)(10)"
     await client.logout()
+
+
+def test_deep_threads_need_no_recursion() -> None:
+    # 5,000 replies each to the one before, and a branch at every level of a second thread:
+    # far deeper than Python's recursion limit.
+    count = 5000
+    chain = [message(1, "deep", "c1@x")]
+    chain += [
+        message(n, "deep", f"c{n}@x", (f"c{n - 1}@x",), reply=True) for n in range(2, count + 1)
+    ]
+    assert format_threads(references(chain)) == (
+        b"(" + b" ".join(b"%d" % n for n in range(1, count + 1)) + b")"
+    )
+    branchy = [message(1, "tree", "t1@x")]
+    for n in range(2, 2 * count, 2):
+        parent = max(1, n - 2)
+        branchy.append(message(n, "tree", f"t{n}@x", (f"t{parent}@x",), reply=True))
+        branchy.append(message(n + 1, "tree", f"t{n + 1}@x", (f"t{parent}@x",), reply=True))
+    text = format_threads(references(branchy))
+    assert text.startswith(b"(1 (2 (4 (6 ") and text.count(b"(") == text.count(b")")
+    assert text.count(b"(") == len(branchy)  # one per message: every reply has a sibling
+
+
+async def test_large_results_are_threaded_and_sorted_in_a_worker(
+    server: ImapServer, store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Below the threshold everything runs in the loop; with it at 0 the worker path runs.
+    monkeypatch.setattr(thread_module, "_IN_LOOP", 0)
+    monkeypatch.setattr(sort_module, "_IN_LOOP", 0)
+    for raw in box():
+        await put(store, ADDRESS, raw)
+    client = await RawClient.connect(server.port)
+    await client.ok("a SELECT INBOX")
+    lines = await client.ok("b THREAD REFERENCES UTF-8 ALL")
+    assert lines[0] == b"* THREAD (1 (2 3)(4))(5 8)((6)(7))(9)(10)\r\n"
+    lines = await client.ok("c SORT (REVERSE DATE) UTF-8 ALL")
+    assert lines[0] == b"* SORT 10 9 8 7 6 5 4 3 2 1\r\n"
+    await client.close()

@@ -7,6 +7,7 @@ sent date of section 2.2 are shared with THREAD (:mod:`.thread`).
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import email.utils
 import re
@@ -52,6 +53,8 @@ _COLUMNS: dict[str, tuple[FetchColumn, ...]] = {
     "SIZE": ("size",),
 }
 _RECORD_BATCH = 10_000
+#: Above this many messages without cached keys, the keys are computed in a worker thread.
+_IN_LOOP = 1000
 
 # region base subject (RFC 5256 section 2.1) ############################################
 
@@ -337,10 +340,14 @@ async def sort_keys(
         for name in names:
             columns.update(_COLUMNS.get(name, ("header",)))
         records = await load_records(session, view, missing, columns)
-        for name, keys in out.items():
-            function = _KEYS[name]
-            for uid in missing:
-                keys[uid] = function(records[uid])
+
+        def compute() -> dict[str, dict[int, Any]]:
+            return {name: {uid: _KEYS[name](records[uid]) for uid in missing} for name in names}
+
+        # Thousands of headers to parse: in a thread, so that other clients go on.
+        computed = await asyncio.to_thread(compute) if len(missing) > _IN_LOOP else compute()
+        for name, keys in computed.items():
+            out[name].update(keys)
         cache.trim()
     return out
 

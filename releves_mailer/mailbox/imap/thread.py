@@ -3,6 +3,7 @@ algorithms of its section 5 describe them, step by step."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import re
@@ -24,6 +25,8 @@ __all__ = ["Message", "cmd_thread", "format_threads", "ordered_subject", "refere
 
 _ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 _COLUMNS: set[FetchColumn] = {"header", "envelope", "internal_date"}
+#: Above this many messages, threading and sort keys are computed in a worker thread.
+_IN_LOOP = 1000
 _MSG_ID = re.compile(rb"<([^<>\s]+@[^<>\s]+)>")
 
 
@@ -65,6 +68,8 @@ class Node:
         return self.children[0].message if self.children else None
 
     def is_ancestor_of(self, other: Node) -> bool:
+        if not self.children:
+            return other is self  # the common case, without walking up a long thread
         cursor: Node | None = other
         while cursor is not None:
             if cursor is self:
@@ -157,9 +162,7 @@ def references(messages: list[Message]) -> list[Node]:
     containers = list({id(n): n for n in [*nodes, *by_id.values()]}.values())
     roots = [n for n in containers if n.parent is None]
     # Step 3: prune dummies.
-    top: list[Node] = []
-    for root in roots:
-        top.extend(_prune(root, at_root=True))
+    top = _prune(roots)
     # Step 4: the top level by sent date (a dummy by its first child, sorted first).
     for node in top:
         if node.message is None:
@@ -181,23 +184,40 @@ def _container(by_id: dict[bytes, Node], message_id: bytes) -> Node:
     return node
 
 
-def _prune(node: Node, *, at_root: bool) -> list[Node]:
-    """``node`` after step 3, as the nodes to put in its place."""
-    kept: list[Node] = []
-    for child in list(node.children):
-        kept.extend(_prune(child, at_root=False))
-    node.children = kept
-    for child in kept:
-        child.parent = node
-    if node.message is not None:
-        return [node]
-    if not kept:
-        return []
-    if at_root and len(kept) > 1:
-        return [node]
-    for child in kept:
-        child.parent = None
-    return kept
+def _descendants(roots: list[Node]) -> list[Node]:
+    """Every node under ``roots``, parents before their children (no recursion: a thread
+    may be thousands of replies deep)."""
+    order: list[Node] = []
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    return order
+
+
+def _prune(roots: list[Node]) -> list[Node]:
+    """Step 3: dummies without children go, others give their place to their children,
+    except at the root, where a dummy stays unless it has only one child."""
+    for node in reversed(_descendants(roots)):  # children first
+        kept: list[Node] = []
+        for child in node.children:
+            if child.message is None:
+                kept.extend(child.children)  # already pruned themselves
+            else:
+                kept.append(child)
+        node.children = kept
+        for child in kept:
+            child.parent = node
+    top: list[Node] = []
+    for root in roots:
+        if root.message is not None or len(root.children) > 1:
+            top.append(root)
+        elif root.children:
+            only = root.children[0]
+            only.parent = None
+            top.append(only)
+    return top
 
 
 def _merge_subjects(top: list[Node]) -> list[Node]:
@@ -253,38 +273,41 @@ def _thread_subject(node: Node) -> bytes | None:
 
 
 def _sort_tree(node: Node) -> None:
-    for child in node.children:
-        _sort_tree(child)
-    node.children.sort(key=Node.order)
+    for each in reversed(_descendants([node])):  # children sorted before their parents
+        each.children.sort(key=Node.order)
 
 
 # endregion
 
 
 def format_threads(threads: list[Node]) -> bytes:
-    """``(1 2 (3)(4 5))(6)``: RFC 5256 section 4's thread-list."""
-    return b"".join(_thread_list(node) for node in threads)
-
-
-def _thread_list(node: Node) -> bytes:
-    return b"(" + _members(node) + b")"
-
-
-def _members(node: Node) -> bytes:
-    parts: list[bytes] = []
-    cursor = node
-    while True:
-        if cursor.message is not None:
-            parts.append(b"%d" % cursor.message.number)
-        if len(cursor.children) == 1 and cursor.message is not None:
-            cursor = cursor.children[0]
+    """``(1 2 (3)(4 5))(6)``: RFC 5256 section 4's thread-list, written without recursion."""
+    out = bytearray()
+    stack: list[Node | bytes] = list(reversed(threads))
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):
+            out += item
             continue
-        break
-    text = b" ".join(parts)
-    if cursor.children:
-        nested = b"".join(_thread_list(child) for child in cursor.children)
-        text = text + b" " + nested if text else nested
-    return text
+        # A chain of single children is written flat: "(1 2 3".
+        numbers: list[bytes] = []
+        cursor = item
+        while True:
+            if cursor.message is not None:
+                numbers.append(b"%d" % cursor.message.number)
+            if len(cursor.children) == 1 and cursor.message is not None:
+                cursor = cursor.children[0]
+                continue
+            break
+        out += b"(" + b" ".join(numbers)
+        if not cursor.children:
+            out += b")"
+            continue
+        if numbers:
+            out += b" "
+        stack.append(b")")
+        stack.extend(reversed(cursor.children))
+    return bytes(out)
 
 
 async def cmd_thread(session: ImapSession, context: CommandContext, parser: Parser) -> None:
@@ -304,13 +327,21 @@ async def cmd_thread(session: ImapSession, context: CommandContext, parser: Pars
     missing = [uid for _, uid in found if uid not in known]
     if missing:
         records = await load_records(session, view, missing, _COLUMNS)
-        for uid in missing:
-            known[uid] = message_of(records[uid], 0, 0)
+
+        def parse() -> dict[int, Message]:
+            return {uid: message_of(records[uid], 0, 0) for uid in missing}
+
+        known.update(await asyncio.to_thread(parse) if len(missing) > _IN_LOOP else parse())
         session.server.sort_keys.trim()
     messages = [
         dataclasses.replace(known[uid], number=uid if context.uid else seq, seq=seq)
         for seq, uid in found
     ]
-    threads = ordered_subject(messages) if algorithm == "ORDEREDSUBJECT" else references(messages)
+    thread = ordered_subject if algorithm == "ORDEREDSUBJECT" else references
+    if len(messages) > _IN_LOOP:
+        # Thousands of messages: the algorithm runs in a thread, other clients go on.
+        threads = await asyncio.to_thread(thread, messages)
+    else:
+        threads = thread(messages)
     session.send(b"* THREAD " + format_threads(threads) if threads else b"* THREAD")
     session.ok(context, "Thread completed")
