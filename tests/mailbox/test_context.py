@@ -109,13 +109,13 @@ async def test_uid_update_and_several_searches(server: ImapServer, store: Messag
     lines = await client.ok("e STORE 1:5 -FLAGS.SILENT (\\Seen)")
     assert lines[0] == b'* ESEARCH (TAG "u1") UID REMOVEFROM (0 2:5)\r\n'
     assert len(lines) == 2
-    # Errors: a tag in use, an unknown CANCELUPDATE tag, UPDATE on SORT.
+    # Errors: a tag in use, an unknown CANCELUPDATE tag.
     lines = await client.command("u1 SEARCH RETURN (UPDATE) ALL")
     assert lines[-1].startswith(b"u1 BAD ")
     lines = await client.command('f CANCELUPDATE "nope"')
     assert lines[-1].startswith(b"f BAD ")
     lines = await client.command("g SORT RETURN (UPDATE) (DATE) UTF-8 ALL")
-    assert lines[-1].startswith(b"g BAD ")
+    assert lines[-1].startswith(b"g OK ")  # another tag is fine, for SORT too
     # A new SELECT forgets every update.
     await client.ok("h SELECT INBOX")
     lines = await client.ok("i STORE 1:5 +FLAGS.SILENT (\\Seen)")
@@ -175,3 +175,32 @@ async def test_imapclient_sees_context_search(server: ImapServer, store: Message
     advertised, esearch = await in_thread(talk)
     assert advertised
     assert esearch[-1].endswith(b") ADDTO (0 2:3)")
+
+
+async def test_sort_update_tells_positions(server: ImapServer, store: MessageStore) -> None:
+    # Subjects s1..s6 delivered in that order; sorted by REVERSE SUBJECT: 6 5 4 3 2 1.
+    client = await selected(server, store, 6)
+    lines = await client.ok("u SORT RETURN (UPDATE ALL) (REVERSE SUBJECT) UTF-8 UNSEEN")
+    assert lines[0] == b'* ESEARCH (TAG "u") ALL 6,5,4,3,2,1\r\n'
+    # 5 and 2 leave (positions 2, then 4 once 5 is gone), 3 then leaves and comes back.
+    lines = await client.ok("a STORE 2,5 +FLAGS.SILENT (\\Seen)")
+    assert lines[0] == b'* ESEARCH (TAG "u") REMOVEFROM (2 5 4 2)\r\n'
+    lines = await client.ok("b STORE 5,2 -FLAGS.SILENT (\\Seen)")
+    assert lines[0] == b'* ESEARCH (TAG "u") ADDTO (2 5 5 2)\r\n'
+    # Expunged: before the EXPUNGE responses, with the positions and numbers known then.
+    await client.ok("c STORE 4 +FLAGS.SILENT (\\Deleted)")
+    lines = await client.ok("d EXPUNGE")
+    assert lines[:2] == [b'* ESEARCH (TAG "u") REMOVEFROM (3 4)\r\n', b"* 4 EXPUNGE\r\n"]
+    # A delivered message goes where the order puts it: s0 sorts last.
+    await put(store, ADDRESS, mail("s0"))
+    lines = await client.ok("e NOOP")
+    assert lines[0] == b"* 6 EXISTS\r\n"
+    assert lines[-2] == b'* ESEARCH (TAG "u") ADDTO (6 6)\r\n'
+    await client.ok("f STORE 6 +FLAGS.SILENT (\\Seen)")
+    lines = await client.ok("g UID SORT RETURN (UPDATE) (SUBJECT) UTF-8 UNSEEN")
+    lines = await client.ok("h STORE 6 -FLAGS.SILENT (\\Seen)")
+    assert lines[:-1] == [
+        b'* ESEARCH (TAG "u") ADDTO (6 6)\r\n',
+        b'* ESEARCH (TAG "g") UID ADDTO (1 7)\r\n',
+    ]
+    await client.close()

@@ -1,5 +1,5 @@
-"""Searches kept up to date while the mailbox changes: CONTEXT=SEARCH (RFC 5267 section 4),
-``SEARCH RETURN (UPDATE)``, its ADDTO and REMOVEFROM notifications, and CANCELUPDATE."""
+"""Searches kept up to date while the mailbox changes: CONTEXT=SEARCH and CONTEXT=SORT
+(RFC 5267 section 4), ``RETURN (UPDATE)``, ADDTO and REMOVEFROM notifications, CANCELUPDATE."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ MAX_UPDATES = 16
 
 @dataclass(slots=True)
 class SearchUpdate:
-    """One ``SEARCH RETURN (UPDATE)``: its tag, its program and the UIDs it matches now."""
+    """One ``SEARCH RETURN (UPDATE)``: its tag, its program and the UIDs it matches now.
+    A SORT kept up to date is a :class:`~.sort.SortUpdate`, which also says where."""
 
     tag: str
     uid: bool
@@ -33,6 +34,31 @@ class SearchUpdate:
     def head(self) -> bytes:
         line = b"* ESEARCH (TAG " + quoted_or_literal(self.tag) + b")"
         return line + b" UID" if self.uid else line
+
+    def numbers(self, view: SelectedView, uids: list[int]) -> list[int]:
+        return uids if self.uid else [view.seq_of(uid) for uid in uids]
+
+    def expunged(self, view: SelectedView, gone: set[int]) -> bytes:
+        """The REMOVEFROM for members about to be expunged (position 0: no order)."""
+        removed = sorted(self.members & gone)
+        if not removed:
+            return b""
+        self.members -= gone
+        return b" REMOVEFROM (0 " + compress(self.numbers(view, removed)).encode() + b")"
+
+    async def changed(self, session: ImapSession, view: SelectedView, touched: set[int]) -> bytes:
+        """REMOVEFROM and ADDTO for the messages ``touched`` (added, or flags changed)."""
+        found = await find_messages(session, view, self.program, only=touched)
+        matched = {uid for _, uid in found}
+        removes = sorted((touched & self.members) - matched)
+        adds = sorted(matched - self.members)
+        self.members -= set(removes)
+        self.members |= matched
+        data = b""
+        for word, uids in ((b"REMOVEFROM", removes), (b"ADDTO", adds)):
+            if uids:
+                data += b" " + word + b" (0 " + compress(self.numbers(view, uids)).encode() + b")"
+        return data
 
 
 def register(session: ImapSession, view: SelectedView, update: SearchUpdate) -> None:
@@ -52,12 +78,9 @@ def removed_by_expunge(session: ImapSession, view: SelectedView, gone: list[int]
     """Before the EXPUNGE responses: REMOVEFROM with the numbers the client still knows."""
     gone_set = set(gone)
     for update in view.updates:
-        removed = sorted(update.members & gone_set)
-        if not removed:
-            continue
-        update.members -= gone_set
-        numbers = removed if update.uid else [view.seq_of(uid) for uid in removed]
-        session.send(update.head() + b" REMOVEFROM (0 " + compress(numbers).encode() + b")")
+        data = update.expunged(view, gone_set)
+        if data:
+            session.send(update.head() + data)
 
 
 async def push_updates(session: ImapSession) -> None:
@@ -70,20 +93,9 @@ async def push_updates(session: ImapSession) -> None:
     if not touched:
         return
     for update in view.updates:
-        found = await find_messages(session, view, update.program, only=touched)
-        matched = {uid for _, uid in found}
-        removes = sorted((touched & update.members) - matched)
-        adds = sorted(matched - update.members)
-        if not removes and not adds:
-            continue
-        update.members -= set(removes)
-        update.members |= matched
-        line = update.head()
-        for word, uids in ((b"REMOVEFROM", removes), (b"ADDTO", adds)):
-            if uids:
-                numbers = uids if update.uid else [view.seq_of(uid) for uid in uids]
-                line += b" " + word + b" (0 " + compress(numbers).encode() + b")"
-        session.send(line)
+        data = await update.changed(session, view, touched)
+        if data:
+            session.send(update.head() + data)
 
 
 async def cmd_cancelupdate(session: ImapSession, context: CommandContext, parser: Parser) -> None:

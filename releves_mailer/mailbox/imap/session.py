@@ -131,6 +131,7 @@ class ImapSession(ImapConnection):
                 "THREAD=ORDEREDSUBJECT",
                 "THREAD=REFERENCES",
                 "CONTEXT=SEARCH",
+                "CONTEXT=SORT",
             ]
         return caps
 

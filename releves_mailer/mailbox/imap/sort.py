@@ -8,15 +8,18 @@ sent date of section 2.2 are shared with THREAD (:mod:`.thread`).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import calendar
 import email.utils
+import functools
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
+from releves_mailer.mailbox.imap.context import SearchUpdate, check_tag, register
 from releves_mailer.mailbox.imap.esearch import (
     check_charset,
     esearch_line,
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SortKeyCache",
+    "SortUpdate",
     "base_subject",
     "casemap",
     "cmd_sort",
@@ -365,18 +369,81 @@ def sort_found(
     return ordered
 
 
+@dataclass(slots=True)
+class SortUpdate(SearchUpdate):
+    """A ``SORT RETURN (UPDATE)`` (CONTEXT=SORT): its result in sort order, so that each
+    change is told with its position (RFC 5267 sections 4.3.3 and 4.3.4). Sort keys never
+    change, so a message only enters or leaves the result; where is a binary search."""
+
+    criteria: list[Criterion] = field(default_factory=list)
+    ordered: list[int] = field(default_factory=list)
+
+    def expunged(self, view: SelectedView, gone: set[int]) -> bytes:
+        removed = [uid for uid in self.ordered if uid in gone]
+        if not removed:
+            return b""
+        return b" REMOVEFROM (" + self._remove(view, set(removed)) + b")"
+
+    def _remove(self, view: SelectedView, removed: set[int]) -> bytes:
+        # Pairs in list order, each position counted after the pairs before it.
+        pairs: list[bytes] = []
+        kept: list[int] = []
+        for uid in self.ordered:
+            if uid in removed:
+                number = self.numbers(view, [uid])[0]
+                pairs.append(b"%d %d" % (len(kept) + 1, number))
+            else:
+                kept.append(uid)
+        self.ordered = kept
+        self.members -= removed
+        return b" ".join(pairs)
+
+    async def changed(self, session: ImapSession, view: SelectedView, touched: set[int]) -> bytes:
+        found = await find_messages(session, view, self.program, only=touched)
+        matched = {uid for _, uid in found}
+        removes = (touched & self.members) - matched
+        adds = matched - self.members
+        data = b""
+        if removes:
+            data += b" REMOVEFROM (" + self._remove(view, removes) + b")"
+        if adds:
+            names = {criterion.name for criterion in self.criteria}
+            keys = await sort_keys(session, view, [*self.ordered, *adds], names)
+            key = functools.cmp_to_key(self._compare(keys))
+            pairs: list[bytes] = []
+            for uid in sorted(adds, key=key):
+                index = bisect.bisect_left(self.ordered, key(uid), key=key)
+                self.ordered.insert(index, uid)
+                pairs.append(b"%d %d" % (index + 1, self.numbers(view, [uid])[0]))
+            self.members |= adds
+            data += b" ADDTO (" + b" ".join(pairs) + b")"
+        return data
+
+    def _compare(self, keys: dict[str, dict[int, Any]]) -> Callable[[int, int], int]:
+        criteria = [(keys[c.name], -1 if c.reverse else 1) for c in self.criteria]
+
+        def compare(a: int, b: int) -> int:
+            for of, sign in criteria:
+                left, right = of[a], of[b]
+                if left != right:
+                    return sign if left > right else -sign
+            return (a > b) - (a < b)  # then mailbox order, which is UID order
+
+        return compare
+
+
 async def cmd_sort(session: ImapSession, context: CommandContext, parser: Parser) -> None:
     view = session.require_view()
     parser.sp()
     options = parse_return(parser)
-    if options.update:
-        raise ParseError("UPDATE is not supported with SORT (no CONTEXT=SORT)")
     criteria = parse_criteria(parser)
     parser.sp()
     try:
         charset = parse_charset(parser, required=True)
         program = parse_search_keys(parser)
         check_charset(charset)
+        if options.update:
+            check_tag(view, context.tag)
         await session.sync_view(allow_expunge=False)
         found = await find_messages(session, view, program)
     except (ParseError, CommandError):
@@ -388,6 +455,10 @@ async def cmd_sort(session: ImapSession, context: CommandContext, parser: Parser
     ordered = sort_found(found, keys, criteria)
     if options.save:
         save_result(view, options, [uid for _, uid in ordered])
+    if options.update:
+        uids = [uid for _, uid in ordered]
+        update = SortUpdate(context.tag, context.uid, program, set(uids), criteria, uids)
+        register(session, view, update)
     numbers = [uid if context.uid else seq for seq, uid in ordered]
     if options.given:
         shown = options.answered()
