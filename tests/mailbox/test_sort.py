@@ -13,7 +13,8 @@ from imapclient import IMAPClient
 
 from releves_mailer.mailbox.contracts import MessageRecord
 from releves_mailer.mailbox.imap.server import ImapServer
-from releves_mailer.mailbox.imap.sort import base_subject, sent_date
+from releves_mailer.mailbox.imap.sort import sent_date
+from releves_mailer.mailbox.imap.subject import base_subject
 from releves_mailer.mailbox.store import MessageStore
 
 from .conftest import DOMAIN, PASSWORD, RawClient, in_thread, put
@@ -246,3 +247,12 @@ async def test_a_recreated_folder_sorts_by_its_own_dates_and_sizes(
         else:
             assert (arrival, size, larger) == ([2, 3, 1], [1, 3, 2], b"* SEARCH 2\r\n")
     await client.close()
+
+
+def test_base_subject_of_crafted_subjects() -> None:
+    # Hundreds of blobs and leaders are read once each; what follows them is found.
+    assert base_subject(b"[a]" * 600 + b"Hello") == ("Hello", False)
+    assert base_subject(b"[a] Re: " * 200 + b"Hello" + b" (fwd)" * 20) == ("Hello", True)
+    assert base_subject(b"[fwd: " * 250 + b"x" + b"]" * 250) == ("x", True)
+    # Past MAX_SUBJECT characters the rest does not count: only leaders were left here.
+    assert base_subject(b"Re: " * 100_000 + b"Hello") == ("", True)

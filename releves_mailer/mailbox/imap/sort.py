@@ -1,8 +1,8 @@
 """SORT and UID SORT (RFC 5256), SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267 section 3).
 
 Sort keys come from the stored parsed data of each message (internal date, size, header,
-envelope), never from the message files. The base subject of RFC 5256 section 2.1 and the
-sent date of section 2.2 are shared with THREAD (:mod:`.thread`).
+envelope), never from the message files. The sent date of RFC 5256 section 2.2 is shared
+with THREAD (:mod:`.thread`), like the base subject (:mod:`.subject`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from releves_mailer.mailbox.imap.search import (
     header_values,
     parse_search_keys,
 )
+from releves_mailer.mailbox.imap.subject import base_subject, casemap
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import ImapSession
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
 __all__ = [
     "SortKeyCache",
     "SortUpdate",
-    "base_subject",
-    "casemap",
     "cmd_sort",
     "load_records",
     "sent_date",
@@ -60,65 +59,6 @@ _RECORD_BATCH = 10_000
 #: Above this many messages without cached keys, the keys are computed in a worker thread.
 _IN_LOOP = 1000
 
-# region base subject (RFC 5256 section 2.1) ############################################
-
-_SPACES = re.compile(r"[ \t\r\n]+")
-# subj-trailer: "(fwd)" / WSP, at the end.
-_TRAILER = re.compile(r"(?:\(fwd\)|[ \t])$", re.IGNORECASE)
-# subj-blob = "[" *BLOBCHAR "]" *WSP, BLOBCHAR excluding "[" and "]".
-_BLOB = r"\[[^\[\]]*\][ \t]*"
-# subj-leader = (*subj-blob subj-refwd) / WSP, subj-refwd = ("re" / ("fw" ["d"])) *WSP
-# [subj-blob] ":".
-_LEADER = re.compile(rf"(?:(?:{_BLOB})*(?:re|fwd?)[ \t]*(?:{_BLOB})?:|[ \t])", re.IGNORECASE)
-_LEADING_BLOB = re.compile(_BLOB)
-
-
-def base_subject(raw: bytes | None) -> tuple[str, bool]:
-    """The base subject of a Subject header value, and whether the message is a reply or
-    a forward (some re/fwd leader, "(fwd)" trailer or "[fwd: ...]" wrapper was removed)."""
-    if not raw:
-        return "", False
-    # Step 1: encoded words decoded, runs of white space made one space.
-    text = _SPACES.sub(" ", decode_header_text(raw))
-    reply = False
-    while True:
-        # Step 2: trailers.
-        while True:
-            match = _TRAILER.search(text)
-            if match is None:
-                break
-            if match.group(0) != " " and match.group(0) != "\t":
-                reply = True
-            text = text[: match.start()]
-        # Steps 3 to 5: leaders and a leading blob, until nothing changes.
-        while True:
-            before = text
-            while True:
-                match = _LEADER.match(text)
-                if match is None or not match.group(0):
-                    break
-                if match.group(0).strip():
-                    reply = True
-                text = text[match.end() :]
-            blob = _LEADING_BLOB.match(text)
-            if blob is not None and text[blob.end() :]:
-                text = text[blob.end() :]
-            if text == before:
-                break
-        # Step 6: "[fwd: ...]" wrapper, then back to step 2.
-        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text.endswith("]"):
-            text = text[5:-1]
-            reply = True
-            continue
-        return text, reply
-
-
-def casemap(text: str) -> bytes:
-    """The i;ascii-casemap form of a string: its UTF-8 octets, a-z made upper case."""
-    return text.encode("utf-8", "replace").upper()
-
-
-# endregion
 # region sent date (RFC 5256 section 2.2) ###############################################
 
 _DATE = re.compile(

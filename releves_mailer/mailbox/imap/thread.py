@@ -16,7 +16,8 @@ from releves_mailer.mailbox.imap.connection import CommandContext
 from releves_mailer.mailbox.imap.esearch import check_charset, parse_charset
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
 from releves_mailer.mailbox.imap.search import find_messages, header_values, parse_search_keys
-from releves_mailer.mailbox.imap.sort import base_subject, casemap, load_records, sent_date
+from releves_mailer.mailbox.imap.sort import load_records, sent_date
+from releves_mailer.mailbox.imap.subject import base_subject, casemap
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import ImapSession
