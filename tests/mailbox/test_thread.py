@@ -10,12 +10,15 @@ import pytest
 from aioimaplib import Command
 from imapclient import IMAPClient
 
+from releves_mailer.mailbox.contracts import MessageRecord
 from releves_mailer.mailbox.imap import sort as sort_module
 from releves_mailer.mailbox.imap import thread as thread_module
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.imap.thread import (
+    MAX_REFERENCES,
     Message,
     format_threads,
+    message_of,
     ordered_subject,
     references,
 )
@@ -234,3 +237,12 @@ async def test_large_results_are_threaded_and_sorted_in_a_worker(
     lines = await client.ok("c SORT (REVERSE DATE) UTF-8 ALL")
     assert lines[0] == b"* SORT 10 9 8 7 6 5 4 3 2 1\r\n"
     await client.close()
+
+
+def test_only_the_last_references_count() -> None:
+    ids = " ".join(f"<r{n}@x>" for n in range(MAX_REFERENCES + 50))
+    header = f"Subject: x\r\nMessage-ID: <me@x>\r\nReferences: {ids}\r\n".encode()
+    parsed = message_of(MessageRecord(1, header=header), 1, 1)
+    assert len(parsed.references) == MAX_REFERENCES
+    assert parsed.references[-1] == f"r{MAX_REFERENCES + 49}@x".encode()
+    assert parsed.references[0] == b"r50@x"

@@ -22,10 +22,19 @@ from releves_mailer.mailbox.imap.subject import base_subject, casemap
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import ImapSession
 
-__all__ = ["Message", "cmd_thread", "format_threads", "ordered_subject", "references"]
+__all__ = [
+    "MAX_REFERENCES",
+    "Message",
+    "cmd_thread",
+    "format_threads",
+    "ordered_subject",
+    "references",
+]
 
 _ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 _COLUMNS: set[FetchColumn] = {"header", "envelope", "internal_date"}
+#: References of one message that count (the last ones, nearest the message).
+MAX_REFERENCES = 256
 #: Above this many messages, threading and sort keys are computed in a worker thread.
 _IN_LOOP = 1000
 _MSG_ID = re.compile(rb"<([^<>\s]+@[^<>\s]+)>")
@@ -98,7 +107,9 @@ def message_of(record: MessageRecord, number: int, seq: int) -> Message:
         replies = header_values(record.header, "in-reply-to")
         first = next(_ids(replies[0]), None) if replies else None
         references = [first.group(1)] if first is not None else []
-    message.references = references
+    # The closest ancestors matter most; a crafted header of thousands of ids would make
+    # linking them cost their square.
+    message.references = references[-MAX_REFERENCES:]
     return message
 
 
