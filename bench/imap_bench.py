@@ -336,6 +336,13 @@ def measure(port: int, clients: int) -> dict[str, float]:
     results["UID FETCH 1:* (FLAGS ENVELOPE)"] = timed(envelopes)
     results["FETCH all bodies"] = timed(bodies)
     results["UID SEARCH SINCE"] = timed(search)
+
+    def sort_by_date() -> None:
+        typ, data = client.uid("SORT", "(DATE)", "UTF-8", "ALL")
+        assert typ == "OK"
+        results["sorted"] = len(data[0].split())
+
+    results["SORT by date"] = timed(sort_by_date)
     client.logout()
 
     def one_client() -> None:
@@ -369,7 +376,7 @@ def run_series(name: str, port: int, clients: int, repeat: int) -> dict[str, lis
 def show(name: str, series: dict[str, list[float]]) -> None:
     print(f"\n{name}")
     for key, values in series.items():
-        if key in ("bodies MB", "search hits"):
+        if key in ("bodies MB", "search hits", "sorted"):
             print(f"  {key:<34} {values[0]:.1f}")
         else:
             print(

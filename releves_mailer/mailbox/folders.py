@@ -239,6 +239,8 @@ class FolderStore:
         )
         session.add(row)
         await session.flush()
+        # SQLite may hand out the id of a deleted folder again: nothing cached under it holds.
+        self._forget_folder(row.id)
         return folder_info(row)
 
     async def ensure_inbox(self, owner: str) -> None:
@@ -278,6 +280,10 @@ class FolderStore:
             await session.execute(delete(MailMessage).where(MailMessage.folder_id == info.id))
             await session.execute(delete(MailFolder).where(MailFolder.id == info.id))
             self._notify_after_commit(session, info.id)
+        self._forget_folder(info.id)
+
+    def _forget_folder(self, folder_id: int) -> None:
+        """Drop what is cached of a folder deleted, or of a new one reusing a deleted id."""
 
     async def rename_folder(self, owner: str, old: str, new: str) -> None:
         async with self._session() as session:

@@ -424,6 +424,9 @@ class MessageStore(FolderStore):
             return await self._fixed_columns(folder_id, ordered)
         return await self._query_records(folder_id, ordered, wanted)
 
+    def _forget_folder(self, folder_id: int) -> None:
+        self._fixed.pop(folder_id, None)
+
     async def _fixed_columns(self, folder_id: int, ordered: list[int]) -> list[MessageRecord]:
         # Internal date and size never change: SEARCH SINCE/LARGER over a big box is served
         # from memory after the first time instead of re-reading (and re-parsing) every row.

@@ -88,7 +88,7 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
     if context.uid and "UID" not in names:
         items.insert(0, FetchAttribute("UID", label=b"UID"))
     if changed_since is not None or "MODSEQ" in names:
-        session.condstore = True
+        session.enable_condstore()
     if changed_since is not None:
         uids = [uid for uid in uids if view.meta[uid].modseq > changed_since]
         if "MODSEQ" not in names:
@@ -163,7 +163,7 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
                         folder_id, unseen, "add", ["\\Seen"]
                     )
                     for meta in updated:
-                        view.meta[meta.uid] = meta
+                        view.set_meta(meta)
                     newly_seen = {m.uid for m in updated}
             for uid in batch:
                 if uid not in view.meta:

@@ -45,9 +45,11 @@ class ParseError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SequenceSet:
-    """A sequence-set: ranges of numbers where ``None`` stands for ``*``."""
+    """A sequence-set: ranges of numbers where ``None`` stands for ``*``; ``saved`` is the
+    ``$`` of RFC 5182 (the result saved by the last ``SEARCH RETURN (SAVE)``), no ranges."""
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    saved: bool = False
 
     def resolve(self, largest: int) -> list[tuple[int, int]]:
         """Ranges as ``(low, high)`` with ``*`` replaced by ``largest`` (may be 0)."""
@@ -321,6 +323,9 @@ class Parser:
         return flags
 
     def sequence_set(self) -> SequenceSet:
+        if self.peek() == 0x24:
+            self.pos += 1
+            return SequenceSet((), saved=True)
         ranges: list[tuple[int | None, int | None]] = []
         while True:
             first = self._seq_number()
@@ -341,7 +346,7 @@ class Parser:
 
     def is_sequence_set(self) -> bool:
         byte = self.peek()
-        return byte is not None and (0x30 <= byte <= 0x39 or byte == 0x2A)
+        return byte is not None and (0x30 <= byte <= 0x39 or byte in (0x2A, 0x24))
 
     def date(self) -> dt.date:
         quoted = self.peek() == 0x22

@@ -1,4 +1,5 @@
-"""SEARCH keys (RFC 3501 section 6.4.4, RFC 7162 MODSEQ): parsing and evaluation."""
+"""SEARCH keys (RFC 3501 section 6.4.4, RFC 7162 MODSEQ, RFC 5032 WITHIN, RFC 5182 ``$``):
+parsing and evaluation."""
 
 from __future__ import annotations
 
@@ -6,19 +7,26 @@ import datetime as dt
 import email
 import email.header
 import email.policy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
 from releves_mailer.mailbox.imap.mime import parse_addresses
 from releves_mailer.mailbox.imap.parser import ParseError, Parser, SequenceSet
+
+if TYPE_CHECKING:
+    from releves_mailer.mailbox.imap.session import ImapSession
+    from releves_mailer.mailbox.imap.view import SelectedView
 
 __all__ = [
     "Key",
     "MessageContext",
     "columns_needed",
     "decode_header_text",
+    "find_messages",
+    "header_values",
     "matches",
     "parse_search_keys",
     "uses_modseq",
@@ -37,6 +45,7 @@ _FLAG_KEYS = {
     "UNSEEN": ("\\Seen", False),
 }
 _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
+_SEARCH_BATCH = 10_000
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 
 
@@ -89,6 +98,9 @@ def _parse_key(parser: Parser, depth: int) -> Key:
     if name in ("LARGER", "SMALLER"):
         parser.sp()
         return Key(name, [parser.number()])
+    if name in ("OLDER", "YOUNGER"):
+        parser.sp()
+        return Key(name, [parser.nz_number()])
     if name == "HEADER":
         parser.sp()
         header = _string(parser)
@@ -122,7 +134,7 @@ def columns_needed(key: Key, out: set[FetchColumn] | None = None) -> set[FetchCo
     out = set() if out is None else out
     if key.name in _HEADER_KEYS or key.name == "HEADER":
         out.add("header")
-    elif key.name in ("BEFORE", "ON", "SINCE"):
+    elif key.name in ("BEFORE", "ON", "SINCE", "OLDER", "YOUNGER"):
         out.add("internal_date")
     elif key.name.startswith("SENT"):
         out.add("sent_date")
@@ -148,7 +160,7 @@ def decode_header_text(value: bytes) -> str:
         return text
 
 
-def _header_values(header: bytes, name: str) -> list[bytes]:
+def header_values(header: bytes, name: str) -> list[bytes]:
     values: list[bytes] = []
     current: bytearray | None = None
     target = name.lower().encode("latin-1", "replace")
@@ -195,6 +207,9 @@ class MessageContext:
     #: Returns the raw message; only called for BODY and TEXT.
     raw: Callable[[], bytes]
     _text: tuple[str, str] | None = None
+    #: UIDs of ``$`` (RFC 5182), and the server's time for OLDER and YOUNGER (RFC 5032).
+    saved: frozenset[int] = frozenset()
+    now: dt.datetime | None = None
 
     def text(self) -> tuple[str, str]:
         """(decoded header text, decoded body text), case-folded."""
@@ -249,13 +264,13 @@ def matches(key: Key, ctx: MessageContext) -> bool:
         keyword = str(key.args[0]).lower()
         present = any(flag.lower() == keyword for flag in ctx.flags)
         return present == (name == "KEYWORD")
-    if name == "SEQ":
+    if name in ("SEQ", "UID"):
         sequence = key.args[0]
         assert isinstance(sequence, SequenceSet)
-        return sequence.contains(ctx.seq, ctx.max_seq)
-    if name == "UID":
-        sequence = key.args[0]
-        assert isinstance(sequence, SequenceSet)
+        if sequence.saved:
+            return ctx.uid in ctx.saved
+        if name == "SEQ":
+            return sequence.contains(ctx.seq, ctx.max_seq)
         return sequence.contains(ctx.uid, ctx.max_uid)
     if name == "NOT":
         return not matches(key.children[0], ctx)
@@ -267,6 +282,13 @@ def matches(key: Key, ctx: MessageContext) -> bool:
         return ctx.record.size < int(str(key.args[0]))
     if name == "MODSEQ":
         return ctx.modseq >= int(str(key.args[0]))
+    if name in ("OLDER", "YOUNGER"):
+        arrived = ctx.record.internal_date
+        if arrived is None or ctx.now is None:
+            return False
+        age = (ctx.now - arrived).total_seconds()
+        interval = int(str(key.args[0]))
+        return age > interval if name == "OLDER" else age <= interval
     if name in _DATE_KEYS:
         when = key.args[0]
         assert isinstance(when, dt.date)
@@ -283,7 +305,7 @@ def matches(key: Key, ctx: MessageContext) -> bool:
     if name in _HEADER_KEYS or name == "HEADER":
         field_name = name if name != "HEADER" else str(key.args[0])
         needle = str(key.args[-1]).casefold()
-        values = _header_values(ctx.record.header, field_name)
+        values = header_values(ctx.record.header, field_name)
         if not values:
             return False
         if not needle:
@@ -301,3 +323,57 @@ def matches(key: Key, ctx: MessageContext) -> bool:
             return True
         return name == "TEXT" and needle in header
     raise ParseError(f"Unknown search key {name}")
+
+
+async def find_messages(
+    session: ImapSession,
+    view: SelectedView,
+    program: Key,
+    only: Collection[int] | None = None,
+) -> list[tuple[int, int]]:
+    """``(sequence number, UID)`` of the messages matching ``program``, in mailbox order;
+    among the UIDs ``only`` when given (a search kept up to date looks at those changed)."""
+    columns = columns_needed(program)
+    count = len(view.uids)
+    largest_uid = view.uids[-1] if view.uids else 0
+    saved = frozenset(view.saved)
+    now = session.server.clock.now()
+    found: list[tuple[int, int]] = []
+    positions = range(count) if only is None else sorted(view.seq_of(uid) - 1 for uid in only)
+    for start in range(0, len(positions), _SEARCH_BATCH):
+        batch = positions[start : start + _SEARCH_BATCH]
+        uids = [view.uids[position] for position in batch]
+        records: dict[int, MessageRecord] = {}
+        if columns:
+            for record in await session.mailbox.fetch_records(view.folder_id, uids, columns):
+                records[record.uid] = record
+        blobs: dict[int, bytes] = {}
+        if "blob" in columns:
+            blob_list = await session.mailbox.read_blobs(
+                [records[u].blob for u in uids if u in records]
+            )
+            blobs = dict(zip([u for u in uids if u in records], blob_list, strict=True))
+        # One context reused for every message: SEARCH over a big box is a hot loop.
+        ctx = MessageContext(0, 0, (), 0, False, MessageRecord(0), count, largest_uid, bytes)
+        ctx.saved = saved
+        ctx.now = now
+        empty = MessageRecord(0)
+        recent = view.recent
+        for position, uid in zip(batch, uids, strict=True):
+            meta = view.meta[uid]
+            ctx.seq = position + 1
+            ctx.uid = uid
+            ctx.flags = meta.flags
+            ctx.modseq = meta.modseq
+            ctx.recent = uid in recent
+            ctx.record = records.get(uid) or empty
+            if blobs:
+                ctx.raw = _getter(blobs, uid)
+                ctx._text = None
+            if matches(program, ctx):
+                found.append((ctx.seq, uid))
+    return found
+
+
+def _getter(blobs: dict[int, bytes], uid: int) -> Callable[[], bytes]:
+    return lambda: blobs.get(uid, b"")

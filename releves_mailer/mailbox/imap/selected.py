@@ -1,30 +1,24 @@
-"""IMAP commands of the selected state but FETCH: CHECK, CLOSE, UNSELECT, EXPUNGE, SEARCH,
-STORE, COPY, MOVE (RFC 3501 section 6.4, RFC 4315, RFC 6851, RFC 7162)."""
+"""IMAP commands of the selected state: CHECK, CLOSE, UNSELECT, EXPUNGE, STORE, COPY, MOVE
+(RFC 3501 section 6.4, RFC 4315, RFC 6851, RFC 7162); FETCH, SEARCH, SORT and THREAD live in
+their own modules."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-from releves_mailer.mailbox.contracts import MessageRecord
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
+from releves_mailer.mailbox.imap.context import cmd_cancelupdate
+from releves_mailer.mailbox.imap.esearch import cmd_search
 from releves_mailer.mailbox.imap.fetch import cmd_fetch
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
 from releves_mailer.mailbox.imap.response import compress
-from releves_mailer.mailbox.imap.search import (
-    MessageContext,
-    columns_needed,
-    matches,
-    parse_search_keys,
-    uses_modseq,
-)
+from releves_mailer.mailbox.imap.sort import cmd_sort
+from releves_mailer.mailbox.imap.thread import cmd_thread
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import Handler, ImapSession
 
 __all__ = ["SELECTED"]
-
-_SEARCH_BATCH = 10_000
 
 
 async def cmd_check(session: ImapSession, context: CommandContext, parser: Parser) -> None:
@@ -63,64 +57,6 @@ async def cmd_expunge(session: ImapSession, context: CommandContext, parser: Par
     session.ok(context, "Expunge completed")
 
 
-async def cmd_search(session: ImapSession, context: CommandContext, parser: Parser) -> None:
-    view = session.require_view()
-    parser.sp()
-    if parser.accept(b"RETURN "):
-        parser.list_start()
-        while not parser.list_end():
-            parser.maybe_sp()
-            parser.atom()
-        parser.sp()
-    if parser.accept(b"CHARSET "):
-        charset = parser.astring().decode("ascii", "replace").upper()
-        if charset not in ("UTF-8", "US-ASCII", "UTF8"):
-            raise CommandError("NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
-        parser.sp()
-    program = parse_search_keys(parser)
-    await session.sync_view(allow_expunge=False)
-    columns = columns_needed(program)
-    count = len(view.uids)
-    largest_uid = view.uids[-1] if view.uids else 0
-    found: list[tuple[int, int]] = []
-    for start in range(0, count, _SEARCH_BATCH):
-        uids = view.uids[start : start + _SEARCH_BATCH]
-        records: dict[int, MessageRecord] = {}
-        if columns:
-            for record in await session.mailbox.fetch_records(view.folder_id, uids, columns):
-                records[record.uid] = record
-        blobs: dict[int, bytes] = {}
-        if "blob" in columns:
-            blob_list = await session.mailbox.read_blobs(
-                [records[u].blob for u in uids if u in records]
-            )
-            blobs = dict(zip([u for u in uids if u in records], blob_list, strict=True))
-        # One context reused for every message: SEARCH over a big box is a hot loop.
-        ctx = MessageContext(0, 0, (), 0, False, MessageRecord(0), count, largest_uid, bytes)
-        empty = MessageRecord(0)
-        recent = view.recent
-        for offset, uid in enumerate(uids):
-            meta = view.meta[uid]
-            ctx.seq = start + offset + 1
-            ctx.uid = uid
-            ctx.flags = meta.flags
-            ctx.modseq = meta.modseq
-            ctx.recent = uid in recent
-            ctx.record = records.get(uid) or empty
-            if blobs:
-                ctx.raw = _getter(blobs, uid)
-                ctx._text = None
-            if matches(program, ctx):
-                found.append((ctx.seq, uid))
-    numbers = [uid if context.uid else seq for seq, uid in found]
-    line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
-    if uses_modseq(program) and found:
-        session.condstore = True
-        line += b" (MODSEQ %d)" % max(view.meta[uid].modseq for _, uid in found)
-    session.send(line)
-    session.ok(context, "Search completed")
-
-
 async def cmd_store(session: ImapSession, context: CommandContext, parser: Parser) -> None:
     view = session.require_view()
     parser.sp()
@@ -134,7 +70,7 @@ async def cmd_store(session: ImapSession, context: CommandContext, parser: Parse
         if not parser.list_end():
             raise ParseError("Expected )")
         parser.sp()
-        session.condstore = True
+        session.enable_condstore()
     item = parser.atom().upper()
     mode: Literal["set", "add", "remove"]
     base = item.removesuffix(".SILENT")
@@ -161,7 +97,7 @@ async def cmd_store(session: ImapSession, context: CommandContext, parser: Parse
     )
     changed = set()
     for meta in updated:
-        view.meta[meta.uid] = meta
+        view.set_meta(meta)
         changed.add(meta.uid)
     new_keywords = {f for m in updated for f in m.flags if not f.startswith("\\")}
     if new_keywords - view.keywords:
@@ -229,10 +165,6 @@ async def _copy(
         session.ok(context, "Copy completed", code)
 
 
-def _getter(blobs: dict[int, bytes], uid: int) -> Callable[[], bytes]:
-    return lambda: blobs.get(uid, b"")
-
-
 #: Commands allowed with a mailbox selected.
 SELECTED: dict[str, Handler] = {
     "CHECK": cmd_check,
@@ -240,6 +172,9 @@ SELECTED: dict[str, Handler] = {
     "UNSELECT": cmd_unselect,
     "EXPUNGE": cmd_expunge,
     "SEARCH": cmd_search,
+    "SORT": cmd_sort,
+    "THREAD": cmd_thread,
+    "CANCELUPDATE": cmd_cancelupdate,
     "FETCH": cmd_fetch,
     "STORE": cmd_store,
     "COPY": cmd_copy,

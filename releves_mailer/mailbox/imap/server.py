@@ -14,6 +14,7 @@ from releves_mailer.config import ImapSection
 from releves_mailer.listeners import ConnectionLimiter, Listener
 from releves_mailer.mailbox.contracts import MailStore
 from releves_mailer.mailbox.imap.session import ImapSession
+from releves_mailer.mailbox.imap.sort import SortKeyCache
 from releves_mailer.portfolio.logins import Authenticator, LoginGuard
 
 __all__ = ["ImapServer"]
@@ -62,6 +63,8 @@ class ImapServer:
         self._sessions: set[ImapSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_login: dict[str, set[ImapSession]] = defaultdict(set)
+        #: SORT keys of the messages already sorted, shared by every session.
+        self.sort_keys = SortKeyCache()
 
     @staticmethod
     def is_loopback(host: str) -> bool:

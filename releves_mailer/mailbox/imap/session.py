@@ -30,6 +30,7 @@ from releves_mailer.mailbox.imap.connection import (
     ImapConnection,
     peek_tag,
 )
+from releves_mailer.mailbox.imap.context import push_updates, removed_by_expunge
 from releves_mailer.mailbox.imap.not_authenticated import ANY_STATE, NOT_AUTHENTICATED
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
 from releves_mailer.mailbox.imap.selected import SELECTED
@@ -46,6 +47,7 @@ _log = logging.getLogger(__name__)
 #: A command: parses its arguments from ``Parser`` and answers through the session.
 Handler = Callable[["ImapSession", CommandContext, Parser], Awaitable[None]]
 
+_UID_COMMANDS = ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD")
 _ANYONE = frozenset(State)
 _HANDLERS: dict[str, tuple[Handler, frozenset[State]]] = {
     **{name: (handler, _ANYONE) for name, handler in ANY_STATE.items()},
@@ -84,6 +86,7 @@ class ImapSession(ImapConnection):
         self.view: SelectedView | None = None
         self.condstore = False
         self.closing = False
+        self._held_ok: bytes | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -119,8 +122,27 @@ class ImapSession(ImapConnection):
                 "SPECIAL-USE",
                 "CONDSTORE",
                 "LIST-STATUS",
+                "ESEARCH",
+                "SEARCHRES",
+                "WITHIN",
+                "SORT",
+                "SORT=DISPLAY",
+                "ESORT",
+                "THREAD=ORDEREDSUBJECT",
+                "THREAD=REFERENCES",
+                "CONTEXT=SEARCH",
+                "CONTEXT=SORT",
             ]
         return caps
+
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 section 3.1): the first one with a mailbox
+        selected is answered with the mailbox's HIGHESTMODSEQ too."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.view is not None:
+            self.send(b"* OK [HIGHESTMODSEQ %d] Highest" % self.view.modseq)
 
     def plaintext_allowed(self) -> bool:
         if self.tls:
@@ -181,13 +203,14 @@ class ImapSession(ImapConnection):
             self.send(b"* BAD Missing or invalid tag")
             return
         context = CommandContext(tag)
+        self._held_ok = None
         try:
             parser.sp()
             name = parser.atom().upper()
             if name == "UID":
                 parser.sp()
                 name = parser.atom().upper()
-                if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE"):
+                if name not in _UID_COMMANDS:
                     raise ParseError(f"Unknown UID command {name}")
                 context.uid = True
             entry = _HANDLERS.get(name)
@@ -197,6 +220,10 @@ class ImapSession(ImapConnection):
             if self.state not in states:
                 raise CommandError("BAD", f"{name} not allowed now")
             await handler(self, context, parser)
+            held = self._take_held_ok()
+            if held is not None:
+                await push_updates(self)
+                self.send(held)
         except ParseError as exc:
             self.send(f"{tag} BAD Error in IMAP command: {exc}".encode())
         except CommandError as exc:
@@ -209,9 +236,18 @@ class ImapSession(ImapConnection):
             _log.exception("IMAP command failed: %s", _loggable(data))
             self.send(f"{tag} NO [SERVERBUG] Internal error".encode())
 
+    def _take_held_ok(self) -> bytes | None:
+        held, self._held_ok = self._held_ok, None
+        return held
+
     def ok(self, context: CommandContext, text: str = "completed", code: str = "") -> None:
         prefix = f"[{code}] " if code else ""
-        self.send(f"{context.tag} OK {prefix}{text}".encode())
+        line = f"{context.tag} OK {prefix}{text}".encode()
+        if self.view is not None and self.view.updates:
+            # Searches kept up to date report what this command changed before it completes.
+            self._held_ok = line
+        else:
+            self.send(line)
 
     # region selected mailbox #############################################################
 
@@ -232,12 +268,24 @@ class ImapSession(ImapConnection):
         view = self.view
         if view is None:
             return
+        expunging = None
+        if view.updates:
+
+            def expunging(gone: list[int]) -> None:
+                removed_by_expunge(self, view, gone)
+
         alive = await view.sync(
-            self.mailbox, self.send, condstore=self.condstore, allow_expunge=allow_expunge
+            self.mailbox,
+            self.send,
+            condstore=self.condstore,
+            allow_expunge=allow_expunge,
+            before_expunge=expunging,
         )
         if not alive:
             self.send(b"* BYE Selected mailbox was deleted")
             self.closing = True
+        elif view.touched:
+            await push_updates(self)
 
     # endregion
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from releves_mailer.mailbox.contracts import MailboxSession, MessageMeta
 from releves_mailer.mailbox.imap.connection import CommandError
 from releves_mailer.mailbox.imap.parser import SequenceSet
+
+if TYPE_CHECKING:
+    from releves_mailer.mailbox.imap.context import SearchUpdate
 
 __all__ = ["SYSTEM_FLAGS", "SelectedView"]
 
@@ -36,12 +40,26 @@ class SelectedView:
     keywords: set[str]
     event: asyncio.Event
     expunge_pending: bool = False
+    #: UIDs of the last ``SEARCH RETURN (SAVE)`` (RFC 5182 ``$``); expunged ones are skipped.
+    saved: list[int] = field(default_factory=list)
+    #: Searches kept up to date (RFC 5267 ``RETURN (UPDATE)``), and the UIDs added or whose
+    #: flags changed since they were last brought up to date.
+    updates: list[SearchUpdate] = field(default_factory=list)
+    touched: set[int] = field(default_factory=set)
+
+    def set_meta(self, meta: MessageMeta) -> None:
+        """A message's new flags (or a new message) as told to the client."""
+        self.meta[meta.uid] = meta
+        if self.updates:
+            self.touched.add(meta.uid)
 
     def seq_of(self, uid: int) -> int:
         return bisect.bisect_left(self.uids, uid) + 1
 
     def resolve(self, sequence: SequenceSet, uid: bool) -> list[int]:
         """UIDs named by a sequence set, in mailbox order."""
+        if sequence.saved:
+            return [u for u in self.saved if u in self.meta]
         if uid:
             largest = self.uids[-1] if self.uids else 0
             out: set[int] = set()
@@ -88,6 +106,7 @@ class SelectedView:
         *,
         condstore: bool,
         allow_expunge: bool,
+        before_expunge: Callable[[list[int]], None] | None = None,
     ) -> bool:
         """Tell the client what changed since it last heard; ``False`` once the mailbox is
         gone. Expunges wait while ``allow_expunge`` is false (sequence numbers must not
@@ -107,6 +126,8 @@ class SelectedView:
                 return True
             still = set(changes.all_uids)
             gone = [uid for uid in self.uids if uid not in still]
+            if gone and before_expunge is not None:
+                before_expunge(gone)
             for uid in reversed(gone):
                 send(b"* %d EXPUNGE" % self.seq_of(uid))
             if gone:
@@ -128,14 +149,14 @@ class SelectedView:
             old = self.meta.get(meta.uid)
             if old is None:
                 continue
-            self.meta[meta.uid] = meta
+            self.set_meta(meta)
             if old.flags != meta.flags:
                 item = self.flags_item(meta, condstore=condstore)
                 send(b"* %d FETCH (%s)" % (self.seq_of(meta.uid), item))
         if new:
             for meta in new:
                 self.uids.append(meta.uid)
-                self.meta[meta.uid] = meta
+                self.set_meta(meta)
             send(b"* %d EXISTS" % len(self.uids))
             if not self.readonly:
                 claimed = await mailbox.claim_recent(self.folder_id)
