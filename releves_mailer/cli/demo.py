@@ -21,7 +21,7 @@ from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
 from releves_mailer.daemon.lock import DataDirLock
 from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.files import make_private_dir
-from releves_mailer.logs import configure_logging
+from releves_mailer.logs import configure_logging, secrets_of
 from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.services.demo import (
     DEMO_LOGIN,
@@ -130,6 +130,6 @@ def demo(
     )
     overrides = ListenOverrides(listen, imap_port, imaps_port, smtp_port, http_port)
     config = with_log_format(overrides.apply(config), log_format)
-    configure_logging(config.logging, config.data_dir)
+    configure_logging(config.logging, config.data_dir, secrets_of(config))
     daemon = Daemon(config, SystemClock(), lock=lock, log_format=log_format)
     asyncio.run(daemon.run(on_ready=lambda d: click.echo(connection_help(d, hint))))

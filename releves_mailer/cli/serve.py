@@ -14,7 +14,7 @@ from releves_mailer.config import Config
 from releves_mailer.daemon.lock import DataDirLock
 from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.files import make_private_dir
-from releves_mailer.logs import configure_logging
+from releves_mailer.logs import configure_logging, secrets_of
 
 __all__ = ["listen_options", "log_format_option", "serve", "with_log_format"]
 
@@ -78,6 +78,6 @@ def serve(
     lock = DataDirLock(config.data_dir)
     make_private_dir(config.data_dir)
     lock.acquire()
-    configure_logging(config.logging, config.data_dir)
+    configure_logging(config.logging, config.data_dir, secrets_of(config))
     daemon = Daemon(config, SystemClock(), lock=lock, log_format=log_format)
     asyncio.run(daemon.run(on_ready=print_ports))

@@ -42,6 +42,7 @@ from releves_mailer.collect.sync import (
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankConnection, ConnectionState
 from releves_mailer.db.models.portfolio import Redevable
+from releves_mailer.logs import log_context
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.statements.cut import cut_due_statements
 from releves_mailer.statements.storage import CutReport
@@ -131,7 +132,8 @@ class CollectionService:
                     plan.connection.id, ok=False, error_code=plan.connection.error_code
                 )
                 continue
-            pulls.append(await pull_connection(plan, index, self.clock, self.settings))
+            with log_context(connection_id=plan.connection.id):
+                pulls.append(await pull_connection(plan, index, self.clock, self.settings))
         for pull, result in zip(
             pulls, await write_pulls(self.database, pulls, self.settings), strict=True
         ):
@@ -179,7 +181,8 @@ class CollectionService:
             if self.after_refresh is not None:
                 for result in report.refreshed:
                     try:
-                        await self.after_refresh(result)
+                        with log_context(connection_id=result.connection_id):
+                            await self.after_refresh(result)
                     except Exception:  # an alert that failed never holds statements back
                         log.exception(
                             "after-refresh hook of connection %s failed", result.connection_id
@@ -213,7 +216,8 @@ class CollectionService:
                     results = []
                     for connection_id in ids:
                         try:
-                            results.append(await self.refresh_one(connection_id))
+                            with log_context(connection_id=connection_id):
+                                results.append(await self.refresh_one(connection_id))
                         except Exception as error:  # one connection never sinks the batch
                             log.exception("refresh of connection %s failed", connection_id)
                             report.refresh_errors[connection_id] = (

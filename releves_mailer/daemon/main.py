@@ -38,7 +38,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
-from releves_mailer.logs import configure_logging
+from releves_mailer.logs import configure_logging, secrets_of
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
 from releves_mailer.mailbox.store import MessageStore
@@ -322,7 +322,7 @@ class Daemon:
             self.config = self.config.model_copy(
                 update={"logging": self._logging_of(fresh), "templates": fresh.templates}
             )
-        configure_logging(self.config.logging, self.config.data_dir)
+        configure_logging(self.config.logging, self.config.data_dir, secrets_of(self.config))
         if self.renderer is not None:
             custom = self.config.templates.custom_dir
             try:

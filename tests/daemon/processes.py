@@ -29,9 +29,15 @@ PORT_OPTIONS = (
 
 
 def start_serve(
-    config: Config, *options: str, env: Mapping[str, str] | None = None
+    config: Config,
+    *options: str,
+    env: Mapping[str, str] | None = None,
+    http_port: int = 0,
 ) -> subprocess.Popen[bytes]:
-    """Start ``serve`` on ``config``'s file; its output goes to ``serve.out`` beside it."""
+    """Start ``serve`` on ``config``'s file; its output goes to ``serve.out`` beside it.
+
+    ``http_port``: the port links were made for (``config.http.port``), else a free one.
+    """
     assert config.source is not None
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RELEVES_MAILER")}
     environ.update(env or {})
@@ -45,7 +51,8 @@ def start_serve(
                 "--config",
                 str(config.source),
                 "serve",
-                *PORT_OPTIONS,
+                *PORT_OPTIONS[:-1],
+                str(http_port),
                 *options,
             ],
             env=environ,
