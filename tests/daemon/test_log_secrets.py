@@ -279,7 +279,10 @@ async def test_no_secret_in_the_log_of_a_real_run(
     if log_format == "json":
         entries = [json.loads(line) for line in lines]
         assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
-        # The refresh of the new connection names it.
+        # The refresh of the new connection names it; the link's lines name the link.
         assert any("connection_id" in entry for entry in entries)
+        opened = next(e for e in entries if "opened, webview of powens" in e["message"])
+        assert isinstance(opened["link_id"], int)
     else:
         assert any("[connection_id=" in line for line in lines)
+        assert any("opened, webview of powens [link_id=" in line for line in lines)
