@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -307,7 +308,12 @@ class Daemon:
         """SIGHUP: re-read the config file, apply its ``[logging]`` and ``[templates]``,
         reopen the log file and reload the templates; name the changes that need a restart.
         """
-        self.notifier.notify(RELOADING=1, STATUS="rechargement de la configuration")
+        # MONOTONIC_USEC: what systemd 253+ pairs a reload with (sd_notify(3)).
+        self.notifier.notify(
+            RELOADING=1,
+            STATUS="rechargement de la configuration",
+            MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
+        )
         restart_needed: list[str] = []
         fresh = self._read_config_file()
         if fresh is not None:
@@ -323,18 +329,20 @@ class Daemon:
                 update={"logging": self._logging_of(fresh), "templates": fresh.templates}
             )
         configure_logging(self.config.logging, self.config.data_dir, secrets_of(self.config))
+        templates = "templates reloaded"
         if self.renderer is not None:
             custom = self.config.templates.custom_dir
             try:
                 self.renderer.reload(self.config.path(custom) if custom is not None else None)
             except RenderError as error:
+                templates = "templates NOT reloaded"
                 _log.error("templates not reloaded, the previous ones stay in use: %s", error)
         _log.info(
-            "reloaded: configuration file %s, log level %s, log format %s, log file reopened, "
-            "templates reloaded",
+            "reloaded: configuration file %s, log level %s, log format %s, log file reopened, %s",
             "re-read" if fresh is not None else "unchanged",
             self.config.logging.level,
             self.config.logging.format,
+            templates,
         )
         if restart_needed:
             _log.warning(

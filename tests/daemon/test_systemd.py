@@ -138,6 +138,19 @@ async def test_serve_speaks_the_notify_protocol(
         assert any("relay" in message and "restart" in message for message in messages)
         assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
 
+        # A file that no longer validates is refused; the daemon goes on with its config.
+        config.source.write_text(text + "\n[logging]\nlevel = 3\n", encoding="utf-8")
+        seen.clear()
+        process.send_signal(signal.SIGHUP)
+        _receive_until(listener, "RELOADING=1", seen)
+        _receive_until(listener, "READY=1", seen)
+        entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        assert any(
+            entry["level"] == "ERROR" and "configuration file not reloaded" in entry["message"]
+            for entry in entries
+        )
+        assert process.poll() is None
+
         seen.clear()
         process.send_signal(signal.SIGTERM)
         _receive_until(listener, "STOPPING=1", seen)
