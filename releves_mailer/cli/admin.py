@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import click
@@ -13,6 +14,8 @@ from releves_mailer.cli.common import AppContext, async_command
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, ConfigError
 from releves_mailer.daemon.bootstrap import initialise_data_dir
+from releves_mailer.daemon.system_install import SERVICE_USER, initialise_system
+from releves_mailer.errors import UserError
 from releves_mailer.services.wiring import (
     copy_database_to,
     current_schema,
@@ -25,15 +28,39 @@ __all__ = ["check_config", "db", "dovecot_config", "init"]
 
 
 @click.command()
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), required=False)
 @click.option(
     "--domain",
     default="releves.localhost",
     show_default=True,
     help="Domaine des boîtes aux lettres internes.",
 )
-def init(directory: Path, domain: str) -> None:
+@click.option(
+    "--system",
+    is_flag=True,
+    help="Installation de service : /etc/releves-mailer/releves-mailer.toml et "
+    "/var/lib/releves-mailer, les chemins de deploy/releves-mailer.service.",
+)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    show_default=True,
+    help="Avec --system : racine sous laquelle créer etc/ et var/lib/.",
+)
+@click.option(
+    "--user",
+    default=SERVICE_USER,
+    show_default=True,
+    help="Avec --system lancé en root : utilisateur du service, propriétaire des données.",
+)
+def init(directory: Path | None, domain: str, system: bool, root: Path, user: str) -> None:
     """Crée un dossier de données prêt à l'emploi (configuration, clés, base)."""
+    if system == (directory is not None):
+        raise UserError("indiquez soit un DOSSIER, soit --system (pas les deux)")
+    if directory is None:
+        _init_system(root, domain, user)
+        return
     config_path = directory / CONFIG_FILE_NAME
     asyncio.run(initialise_data_dir(directory, domain, SystemClock()))
     click.echo(f"Dossier de données prêt : {directory.resolve()}")
@@ -42,6 +69,29 @@ def init(directory: Path, domain: str) -> None:
     click.echo(f"  export RELEVES_MAILER_CONFIG={config_path.resolve()}")
     click.echo("  releves-mailer accounts add LOGIN --siret SIRET --name NOM --email EMAIL")
     click.echo("  releves-mailer redevables import FICHIER --account LOGIN")
+
+
+def _init_system(root: Path, domain: str, user: str) -> None:
+    installed = asyncio.run(initialise_system(root.resolve(), domain, SystemClock(), user))
+    layout = installed.layout
+    click.echo(f"Configuration : {layout.config_path}")
+    click.echo(f"Secrets (variables d'environnement) : {layout.environment_file}")
+    click.echo(f"Dossier de données : {layout.data_dir}")
+    if installed.owner is not None:
+        click.echo(f"Données confiées à l'utilisateur {installed.owner}.")
+    elif os.geteuid() == 0:
+        click.echo(
+            f"Attention : l'utilisateur {user} n'existe pas. Créez-le "
+            "(systemd-sysusers deploy/releves-mailer.sysusers), puis :\n"
+            f"  chown -R {user}: {layout.data_dir}\n"
+            f"  chgrp {user} {layout.config_dir} {layout.config_path} && "
+            f"chmod g+rx {layout.config_dir} && chmod g+r {layout.config_path}",
+            err=True,
+        )
+    click.echo("Étapes suivantes :")
+    click.echo("  cp deploy/releves-mailer.service /etc/systemd/system/")
+    click.echo("  systemctl daemon-reload && systemctl enable --now releves-mailer")
+    click.echo(f"  releves-mailer --config {layout.config_path} accounts add LOGIN ...")
 
 
 def _file_problems(config: Config) -> list[str]:

@@ -15,11 +15,13 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from releves_mailer.cli.serve import listen_options
+from releves_mailer.cli.serve import listen_options, log_format_option, with_log_format
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
+from releves_mailer.daemon.lock import DataDirLock
 from releves_mailer.daemon.main import Daemon, ListenOverrides
-from releves_mailer.logs import configure_logging
+from releves_mailer.files import make_private_dir
+from releves_mailer.logs import configure_logging, secrets_of
 from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.services.demo import (
     DEMO_LOGIN,
@@ -94,6 +96,7 @@ Démo releves-mailer prête. Connectez n'importe quel client de messagerie :
     "(sinon un mot de passe est tiré au hasard et gardé dans le dossier).",
 )
 @listen_options
+@log_format_option
 def demo(
     data_dir: Path,
     password_file: Path | None,
@@ -102,10 +105,15 @@ def demo(
     imaps_port: int | None,
     smtp_port: int | None,
     http_port: int | None,
+    log_format: str | None,
 ) -> None:
     """Démonstration : comptes, redevables sur la banque de test, 90 jours de relevés, puis
     lance le service sur cette machine."""
     config_path = data_dir / CONFIG_FILE_NAME
+    # Locked before building, so that a second demo neither builds nor migrates beside it.
+    make_private_dir(data_dir)
+    lock = DataDirLock(data_dir.resolve())
+    lock.acquire()
     if config_path.exists():
         config = load_config(config_path)
         # A demo made by an older version gets the newer schema (a demo is never precious).
@@ -121,7 +129,7 @@ def demo(
         else f"voir {config.data_dir / LOGIN_NOTE_NAME}"
     )
     overrides = ListenOverrides(listen, imap_port, imaps_port, smtp_port, http_port)
-    config = overrides.apply(config)
-    configure_logging(config.logging, config.data_dir)
-    daemon = Daemon(config, SystemClock())
+    config = with_log_format(overrides.apply(config), log_format)
+    configure_logging(config.logging, config.data_dir, secrets_of(config))
+    daemon = Daemon(config, SystemClock(), lock=lock, log_format=log_format)
     asyncio.run(daemon.run(on_ready=lambda d: click.echo(connection_help(d, hint))))

@@ -42,6 +42,7 @@ from releves_mailer.collect.sync import (
 from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankConnection, ConnectionState
 from releves_mailer.db.models.portfolio import Redevable
+from releves_mailer.logs import log_context
 from releves_mailer.metrics import Metrics
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.statements.cut import cut_due_statements
@@ -134,7 +135,8 @@ class CollectionService:
                     plan.connection.id, ok=False, error_code=plan.connection.error_code
                 )
                 continue
-            pulls.append(await pull_connection(plan, index, self.clock, self.settings))
+            with log_context(connection_id=plan.connection.id):
+                pulls.append(await pull_connection(plan, index, self.clock, self.settings))
         for pull, result in zip(
             pulls, await write_pulls(self.database, pulls, self.settings), strict=True
         ):
@@ -184,7 +186,8 @@ class CollectionService:
             if self.after_refresh is not None:
                 for result in report.refreshed:
                     try:
-                        await self.after_refresh(result)
+                        with log_context(connection_id=result.connection_id):
+                            await self.after_refresh(result)
                     except Exception:  # an alert that failed never holds statements back
                         log.exception(
                             "after-refresh hook of connection %s failed", result.connection_id
@@ -231,7 +234,8 @@ class CollectionService:
                     results = []
                     for connection_id in ids:
                         try:
-                            results.append(await self.refresh_one(connection_id))
+                            with log_context(connection_id=connection_id):
+                                results.append(await self.refresh_one(connection_id))
                         except Exception as error:  # one connection never sinks the batch
                             log.exception("refresh of connection %s failed", connection_id)
                             report.refresh_errors[connection_id] = (

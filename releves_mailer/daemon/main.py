@@ -2,7 +2,9 @@
 
 Components start in order inside one ``AsyncExitStack`` and stop in reverse. SIGTERM and
 SIGINT stop the daemon cleanly (IMAP sessions get BYE, transactions in flight finish or roll
-back); SIGHUP reopens the log file and reloads the templates.
+back); SIGHUP re-reads the config file for ``[logging]`` and ``[templates]``, reopens the log
+and reloads the templates. The daemon holds its data directory's lock while it runs, and
+tells systemd (when it started it) when it is ready, alive, reloading and stopping.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -27,14 +31,16 @@ from releves_mailer.aggregators.registry import open_aggregators
 from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connections_named
 from releves_mailer.collect.scheduler import RefreshPlan
-from releves_mailer.config import Config, ConfigError
+from releves_mailer.config import Config, ConfigError, LoggingSection, load_config
 from releves_mailer.daemon.health import ops_routes
 from releves_mailer.daemon.jobs import Collector
+from releves_mailer.daemon.lock import DataDirLock
+from releves_mailer.daemon.systemd import Notifier, watchdog_interval
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
-from releves_mailer.logs import configure_logging
+from releves_mailer.logs import configure_logging, secrets_of
 from releves_mailer.mailbox.contracts import MailboxLimits
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
@@ -46,7 +52,7 @@ from releves_mailer.partner.flow import PartnerFlow
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
-from releves_mailer.render import Renderer
+from releves_mailer.render import Renderer, RenderError
 from releves_mailer.services import Services
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
@@ -124,16 +130,35 @@ def server_ssl_context(config: Config) -> ssl.SSLContext:
 class Daemon:
     """The running service: database, message store, IMAP and SMTP servers."""
 
-    def __init__(self, config: Config, clock: Clock) -> None:
+    #: What SIGHUP applies from the re-read config file; other sections need a restart.
+    RELOADED_SECTIONS = ("logging", "templates")
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        *,
+        lock: DataDirLock | None = None,
+        log_format: str | None = None,
+    ) -> None:
+        """``lock``: the data directory's lock when the caller took it already (``demo``
+        locks before building); otherwise :meth:`run` takes it. ``log_format``: the
+        command line's ``--log-format``, which wins over the file at every reload too."""
         self.config = config
         self.clock = clock
         self.ports: dict[str, int | None] = {}
         self.renderer: Renderer | None = None
         #: This daemon's own metrics registry (``/metrics``).
         self.metrics = Metrics()
+        self.lock = lock if lock is not None else DataDirLock(config.data_dir)
+        self.log_format = log_format
+        self.notifier = Notifier.from_environment()
         self._stop = asyncio.Event()
+        self._file_config: Config | None = None
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self.notifier.notify(STOPPING=1, STATUS="arrêt en cours")
         self._stop.set()
 
     async def start(self, stack: AsyncExitStack) -> None:
@@ -245,6 +270,9 @@ class Daemon:
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
         self._spawn(stack, self.collector.run(self._stop), "collection")
         self._spawn(stack, self._housekeeping(store), "housekeeping")
+        interval = watchdog_interval()
+        if self.notifier.enabled and interval is not None:
+            self._spawn(stack, self.notifier.ping_watchdog(interval, self._stop), "watchdog")
         self.ports = {
             "imap": imap.port,
             "imaps": imap.tls_port,
@@ -293,25 +321,94 @@ class Daemon:
         stack.push_async_callback(finish)
 
     def reload(self) -> None:
-        """SIGHUP: reopen the log file and reload the templates."""
-        configure_logging(self.config.logging, self.config.data_dir)
+        """SIGHUP: re-read the config file, apply its ``[logging]`` and ``[templates]``,
+        reopen the log file and reload the templates; name the changes that need a restart.
+        """
+        # MONOTONIC_USEC: what systemd 253+ pairs a reload with (sd_notify(3)).
+        self.notifier.notify(
+            RELOADING=1,
+            STATUS="rechargement de la configuration",
+            MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
+        )
+        restart_needed: list[str] = []
+        fresh = self._read_config_file()
+        if fresh is not None:
+            if self._file_config is not None:
+                restart_needed = [
+                    name
+                    for name in type(fresh).model_fields
+                    if name not in self.RELOADED_SECTIONS
+                    and getattr(fresh, name) != getattr(self._file_config, name)
+                ]
+            self._file_config = fresh
+            self.config = self.config.model_copy(
+                update={"logging": self._logging_of(fresh), "templates": fresh.templates}
+            )
+        configure_logging(self.config.logging, self.config.data_dir, secrets_of(self.config))
+        templates = "templates reloaded"
         if self.renderer is not None:
-            self.renderer.reload()
-        _log.info("log file reopened, templates reloaded")
+            custom = self.config.templates.custom_dir
+            try:
+                self.renderer.reload(self.config.path(custom) if custom is not None else None)
+            except RenderError as error:
+                templates = "templates NOT reloaded"
+                _log.error("templates not reloaded, the previous ones stay in use: %s", error)
+        _log.info(
+            "reloaded: configuration file %s, log level %s, log format %s, log file reopened, %s",
+            "re-read" if fresh is not None else "unchanged",
+            self.config.logging.level,
+            self.config.logging.format,
+            templates,
+        )
+        if restart_needed:
+            _log.warning(
+                "changed section(s) %s take effect only after a restart", ", ".join(restart_needed)
+            )
+        self.notifier.notify(READY=1, STATUS=self._status())
+
+    def _read_config_file(self) -> Config | None:
+        if self.config.source is None:
+            return None
+        try:
+            return load_config(self.config.source)
+        except ConfigError as error:
+            _log.error("configuration file not reloaded, the running one stays: %s", error)
+            return None
+
+    def _logging_of(self, config: Config) -> LoggingSection:
+        if self.log_format is None:
+            return config.logging
+        return config.logging.model_copy(update={"format": self.log_format})
+
+    def _status(self) -> str:
+        ports = ", ".join(f"{name} {port}" for name, port in self.ports.items() if port)
+        return f"prêt ({ports})"
 
     def _write_ports(self, path: Path) -> None:
         write_atomically(path, (json.dumps(self.ports) + "\n").encode())
 
     async def run(self, on_ready: Callable[[Daemon], Awaitable[None] | None] | None = None) -> None:
-        """Start everything, wait for SIGTERM/SIGINT (or :meth:`stop`), then stop in reverse."""
+        """Start everything, wait for SIGTERM/SIGINT (or :meth:`stop`), then stop in reverse.
+
+        Refuses with :class:`~releves_mailer.daemon.lock.DaemonAlreadyRunning` before
+        touching anything when another daemon holds the data directory.
+        """
+        owns_lock = not self.lock.held
+        if owns_lock:
+            make_private_dir(self.config.data_dir)
+            self.lock.acquire()
+        if self.config.source is not None and self._file_config is None:
+            self._file_config = self._read_config_file()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             async with AsyncExitStack() as stack:
+                self.notifier.notify(STATUS="démarrage")
                 await self.start(stack)
                 _log.info("releves-mailer ready: %s", self.ports)
+                self.notifier.notify(READY=1, STATUS=self._status(), MAINPID=os.getpid())
                 if on_ready is not None:
                     result = on_ready(self)
                     if result is not None:
@@ -321,4 +418,7 @@ class Daemon:
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+            if owns_lock:
+                self.lock.release()
+            self.notifier.close()
         _log.info("stopped")

@@ -40,6 +40,7 @@ from releves_mailer.db.models import (
 )
 from releves_mailer.db.models.statements import Statement, StatementFile, StatementState
 from releves_mailer.delivery.compose import StatementMail, build_signed_statement_mail
+from releves_mailer.logs import log_context
 from releves_mailer.mailbox.sink import MailDelivery, MessageSink
 from releves_mailer.metrics import Metrics
 from releves_mailer.portfolio.boxes import statement_box
@@ -220,10 +221,11 @@ class StatementDelivery:
     async def _build(self, job: _Job, gate: asyncio.Semaphore) -> bytes | None:
         if job.mail is None:
             return None
-        async with gate:
-            raw = await build_signed_statement_mail(job.mail, self.renderer, self.signer)
-        # The file is written (fsync) and analysed ahead, while earlier groups are stored.
-        await self.sink.prepare(raw)
+        with log_context(statement_id=job.statement_id):
+            async with gate:
+                raw = await build_signed_statement_mail(job.mail, self.renderer, self.signer)
+            # The file is written (fsync) and analysed ahead, while earlier groups are stored.
+            await self.sink.prepare(raw)
         return raw
 
     async def deliver_due(self, *, batch: int = 200) -> DeliveryReport:

@@ -230,7 +230,11 @@ class Outbox:
                     row, state=OutboxState.SENT, sent_at=now, attempts=row.attempts + 1
                 )
                 _log.info(
-                    "no SMTP relay configured: mail %d (%s) filed in %s", row.id, row.kind, where
+                    "no SMTP relay configured: mail %d (%s) filed in %s",
+                    row.id,
+                    row.kind,
+                    where,
+                    extra={"mail_id": row.id},
                 )
                 report.filed += 1
                 continue
@@ -243,7 +247,12 @@ class Outbox:
                     attempts=row.attempts + 1,
                     last_error=f"refus définitif du relais : {error}",
                 )
-                _log.warning("mail %d to the relay refused for good: %s", row.id, error)
+                _log.warning(
+                    "mail %d to the relay refused for good: %s",
+                    row.id,
+                    error,
+                    extra={"mail_id": row.id},
+                )
                 report.failed += 1
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
                 attempts = row.attempts + 1
@@ -264,7 +273,13 @@ class Outbox:
                         next_attempt_at=now + _backoff(attempts),
                     )
                     report.retried += 1
-                _log.warning("mail %d not sent (attempt %d): %s", row.id, attempts, reason)
+                _log.warning(
+                    "mail %d not sent (attempt %d): %s",
+                    row.id,
+                    attempts,
+                    reason,
+                    extra={"mail_id": row.id},
+                )
                 # The relay is unwell: leave the other messages for the next round.
                 break
             else:

@@ -260,7 +260,12 @@ class PartnerFlow:
         try:
             start = await mode.start_webview(request)
         except ProviderError as error:
-            _log.warning("webview of link %d could not start: %s", link_id, error.code)
+            _log.warning(
+                "webview of link %d could not start: %s",
+                link_id,
+                error.code,
+                extra={"link_id": link_id},
+            )
             raise LinkRefused(LinkProblem.UNAVAILABLE) from None
         async with self.database.session() as session:
             updated = await session.execute(
@@ -280,7 +285,7 @@ class PartnerFlow:
             )
             if getattr(updated, "rowcount", 1) != 1:
                 raise LinkRefused(LinkProblem.USED)
-        _log.info("link %d opened, webview of %s", link_id, mode.name)
+        _log.info("link %d opened, webview of %s", link_id, mode.name, extra={"link_id": link_id})
         return start.url
 
     # -- the callback ------------------------------------------------------------------------
@@ -315,7 +320,7 @@ class PartnerFlow:
         except WebviewError as error:
             raise LinkRefused(LinkProblem.CANCELLED, error.message) from None
         except ProviderError as error:
-            _log.warning("callback of link %d: %s", link_id, error.code)
+            _log.warning("callback of link %d: %s", link_id, error.code, extra={"link_id": link_id})
             raise LinkRefused(LinkProblem.UNAVAILABLE) from None
         async with self.database.session() as session:
             taken = await session.execute(
@@ -344,7 +349,11 @@ class PartnerFlow:
             try:
                 await self.after_finish(finished.connection_id)
             except Exception:
-                _log.exception("refresh after the callback of link %d failed", link_id)
+                _log.exception(
+                    "refresh after the callback of link %d failed",
+                    link_id,
+                    extra={"link_id": link_id},
+                )
         return finished
 
     async def _update_credentials(

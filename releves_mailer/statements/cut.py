@@ -19,6 +19,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.models.collect import BankAccount, BankConnection, ConnectionState
 from releves_mailer.db.models.portfolio import Redevable
 from releves_mailer.db.models.statements import Statement, StatementState
+from releves_mailer.logs import log_context
 from releves_mailer.statements.build import BuildFailed, Target, build_statement
 from releves_mailer.statements.plan import StatementTiming, paris_midnight
 from releves_mailer.statements.storage import (
@@ -139,7 +140,10 @@ async def _cut_many(
     if not to_build:
         return results
     facts = await load_facts(session, to_build)
-    built = [await build_statement(target, facts, now) for target in to_build]
+    built = []
+    for target in to_build:
+        with log_context(account_id=target.account.id, connection_id=target.account.connection_id):
+            built.append(await build_statement(target, facts, now))
     results.extend(await write_statements(session, built, now))
     return results
 
@@ -201,7 +205,8 @@ async def _cut_chunk(
             log.warning("statements of %s: batch failed, one by one", sorted(wanted), exc_info=True)
             for account_id, due in wanted.items():
                 try:
-                    results.append(await _cut_one(database, account_id, due, now, timing))
+                    with log_context(account_id=account_id):
+                        results.append(await _cut_one(database, account_id, due, now, timing))
                 except Exception as error:  # one account never sinks the batch
                     log.exception("statement of account %s due %s failed", account_id, due)
                     results.append(CutResult(account_id, due, CutOutcome.FAILED, reason=str(error)))
