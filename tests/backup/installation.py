@@ -24,6 +24,7 @@ __all__ = [
     "archive_members",
     "imap_messages",
     "key_fragments",
+    "names_in",
     "rewrite_member",
     "statements_json",
     "stored_messages",
@@ -122,3 +123,8 @@ def key_fragments(config: Config) -> list[bytes]:
         fragments += [line for line in lines if line and not line.startswith(b"-----")][:3]
     assert fragments
     return fragments
+
+
+def names_in(folder: Path) -> list[str]:
+    """The sorted names in ``folder`` (hidden ones too)."""
+    return sorted(path.name for path in folder.iterdir())

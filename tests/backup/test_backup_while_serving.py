@@ -90,9 +90,7 @@ async def test_backup_while_serving_restores_statements_mails_and_passwords(
             assert result.returncode == 0, result.stderr
             await wait_for(database, daemon, total)
             await wait_for_ports(config, daemon)
-            result = await run_command_async(
-                config, "backup", "--out", str(after), "--with-keys"
-            )
+            result = await run_command_async(config, "backup", "--out", str(after), "--with-keys")
             assert result.returncode == 0, result.stderr
             assert "aussi secret" in result.stdout
         finally:
@@ -139,9 +137,7 @@ async def test_backup_while_serving_restores_statements_mails_and_passwords(
         for owner, folder, *_ in original_messages:
             folders.setdefault(owner, set()).add(folder)
         logins = {owner: LOGINS[owner] for owner in folders}
-        over_imap = await asyncio.to_thread(
-            imap_messages, ports["imap"], logins, PASSWORD, folders
-        )
+        over_imap = await asyncio.to_thread(imap_messages, ports["imap"], logins, PASSWORD, folders)
         assert over_imap == original_messages
         base = f"http://127.0.0.1:{ports['http']}"
         async with httpx.AsyncClient(base_url=base, timeout=60) as client:
