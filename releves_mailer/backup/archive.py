@@ -179,8 +179,9 @@ def _readable(path: Path) -> Iterator[None]:
     except BackupFormatError:
         raise
     except _READ_ERRORS as error:
+        detail = " ".join(str(error).split())[:200]
         raise BackupFormatError(
-            f"{path} : archive illisible ou tronquée ({type(error).__name__}: {error})"
+            f"{path} : archive illisible ou tronquée ({type(error).__name__}: {detail})"
         ) from None
 
 
@@ -195,8 +196,15 @@ class ArchiveReader:
         self.path = path
         if not path.is_file():
             raise UserError(f"{path} : fichier de sauvegarde introuvable")
-        with _readable(path):
+        try:
             self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by close())
+        except tarfile.ReadError:
+            raise BackupFormatError(
+                f"{path} : ce n'est pas une archive tar lisible (.tar, .tar.gz ou .tar.xz), "
+                "ou elle est tronquée dès le début"
+            ) from None
+        except OSError as error:
+            raise UserError(f"{path} : lecture impossible ({error.strerror})") from None
         try:
             self.manifest = self._check()
         except BaseException:
