@@ -96,8 +96,8 @@ async def test_postgres_backup_while_serving_restores_into_a_new_database(
         assert total > 10
         daemon = start_daemon(config)
         try:
-            await wait_for(database, daemon, total)
             await wait_for_ports(config, daemon)
+            await wait_for(database, daemon)
             result = await run_command_async(config, "backup", "--out", str(out), "--with-keys")
             assert result.returncode == 0, result.stderr
             assert "base postgresql" in result.stdout
