@@ -107,8 +107,9 @@ class ArchiveWriter:
         self._temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         mode = write_mode(out)
         descriptor = os.open(
-            self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC, PRIVATE_FILE
+            self._temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, PRIVATE_FILE
         )
+        os.fchmod(descriptor, PRIVATE_FILE)  # a leftover of a crashed run keeps its mode
         self._file: BinaryIO = os.fdopen(descriptor, "wb")
         try:
             # Held open across add_file calls and closed by finish or abort.

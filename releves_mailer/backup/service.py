@@ -149,7 +149,11 @@ async def take_backup(
     kind = database_kind(config.database_url)
     now = clock.now()
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    writer = await asyncio.to_thread(ArchiveWriter, out, now.timestamp())
+    try:
+        writer = await asyncio.to_thread(ArchiveWriter, out, now.timestamp())
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     try:
         if kind == "sqlite":
             dump = work / "releves.sqlite3"
