@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from releves_mailer.cli.admin import check_config, db, dovecot_config, init
+from releves_mailer.cli.backup import backup, restore
 from releves_mailer.cli.banks import banks
 from releves_mailer.cli.cfonb import cfonb
 from releves_mailer.cli.collect import collect, simulate, statements
@@ -90,5 +91,7 @@ for _command in (
     serve,
     demo,
     cfonb,
+    backup,
+    restore,
 ):
     main.add_command(_command)
