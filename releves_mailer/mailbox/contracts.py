@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol
 
 __all__ = [
+    "AppendItem",
     "FetchColumn",
     "FolderChanges",
     "FolderExists",
@@ -101,6 +102,16 @@ class MessageRecord:
     bodystructure: bytes = b""
     body: bytes = b""
     sent_date: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One message of an APPEND: its octets (or a file of them, read from the start), its
+    flags and its internal date (``None``: now)."""
+
+    raw: bytes | BinaryIO
+    flags: Sequence[str] = ()
+    internal_date: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +223,13 @@ class MailboxSession(Protocol):
     ) -> tuple[int, int]:
         """Store a message from APPEND, given as its bytes or a file of them (a spooled
         literal, read from the start); returns ``(uidvalidity, uid)``."""
+        ...
+
+    async def append_many(
+        self, folder_id: int, items: Sequence[AppendItem]
+    ) -> tuple[int, list[int]]:
+        """Store every message of a MULTIAPPEND in one transaction, all or none; returns
+        the UIDVALIDITY and the UIDs, in order."""
         ...
 
     def watch(self, folder_id: int) -> asyncio.Event:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from releves_mailer.mailbox.contracts import FolderExists, NoSuchFolder
+from releves_mailer.mailbox.imap.append import cmd_append
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError, Disconnect
-from releves_mailer.mailbox.imap.parser import ParseError, Parser, SpooledLiteral
+from releves_mailer.mailbox.imap.parser import ParseError, Parser
 from releves_mailer.mailbox.imap.response import astring
 from releves_mailer.mailbox.imap.state import State
 from releves_mailer.mailbox.imap.view import SelectedView
@@ -384,38 +385,6 @@ async def _send_status(session: ImapSession, name: str, folder_id: int, items: l
         values["RECENT"] = len(session.view.recent) + recent
     text = " ".join(f"{item} {values[item]}" for item in items)
     session.send(b"* STATUS " + astring(name) + f" ({text})".encode())
-
-
-async def cmd_append(session: ImapSession, context: CommandContext, parser: Parser) -> None:
-    parser.sp()
-    name = parser.mailbox()
-    parser.sp()
-    flags: list[str] = []
-    when = None
-    if parser.peek() == 0x28:
-        flags = parser.flag_list()
-        if "\\*" in flags:
-            raise ParseError("\\* is not a flag")
-        parser.sp()
-    if parser.peek() == 0x22:
-        when = parser.date_time()
-        parser.sp()
-    if not parser.is_literal():
-        raise ParseError("APPEND needs a literal")
-    literal = parser.message_literal()
-    parser.end()
-    info = await session.mailbox.get_folder(name)
-    if info is None:
-        raise CommandError("NO", "[TRYCREATE] Mailbox does not exist")
-    if isinstance(literal, SpooledLiteral):
-        message: bytes | BinaryIO = literal.file
-    elif not literal:
-        raise CommandError("NO", "Empty message")
-    else:
-        message = literal
-    uidvalidity, uid = await session.mailbox.append(info.id, message, flags, when)
-    await session.sync_view(allow_expunge=True)
-    session.ok(context, "Append completed", f"APPENDUID {uidvalidity} {uid}")
 
 
 async def cmd_idle(session: ImapSession, context: CommandContext, parser: Parser) -> None:

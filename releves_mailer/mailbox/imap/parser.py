@@ -209,14 +209,18 @@ class Parser:
             out.append(byte)
 
     def literal(self) -> bytes:
+        if self.peek() == 0x7E:
+            raise self.fail("literal8 not allowed here")
         value = self.message_literal()
         if isinstance(value, SpooledLiteral):
             raise self.fail("Literal too large for this argument")
         return value
 
     def message_literal(self) -> bytes | SpooledLiteral:
-        """A literal that may have been spooled to a file (the message of an APPEND)."""
-        match = _LITERAL.match(self.data, self.pos)
+        """A literal, or a literal8 (``~{n}``, RFC 3516), that may have been spooled to a
+        file (the message of an APPEND)."""
+        start_pos = self.pos + 1 if self.peek() == 0x7E else self.pos
+        match = _LITERAL.match(self.data, start_pos)
         if match is None:
             raise self.fail("Expected a literal")
         size = int(match.group(1))
@@ -232,6 +236,10 @@ class Parser:
 
     def is_literal(self) -> bool:
         return self.peek() == 0x7B
+
+    def is_message_literal(self) -> bool:
+        """A literal or a literal8 follows."""
+        return self.peek() == 0x7B or self.data[self.pos : self.pos + 2] == b"~{"
 
     def string(self) -> bytes:
         if self.peek() == 0x22:

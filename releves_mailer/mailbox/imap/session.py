@@ -119,6 +119,8 @@ class ImapSession(ImapConnection):
                 "SPECIAL-USE",
                 "CONDSTORE",
                 "LIST-STATUS",
+                "MULTIAPPEND",
+                "CATENATE",
             ]
         return caps
 
