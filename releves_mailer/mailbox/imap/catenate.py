@@ -29,7 +29,7 @@ MAX_CATENATE_PARTS = 100
 _MAX_URL_LENGTH = 2048
 
 _PATH = re.compile(
-    r"(?P<box>/[^;]*)?(?:;UIDVALIDITY=(?P<uidvalidity>[1-9]\d{0,9}))?"
+    r"(?P<box>/[^;]*?)?(?:;UIDVALIDITY=(?P<uidvalidity>[1-9]\d{0,9}))?"
     r"/?;UID=(?P<uid>[1-9]\d{0,9})"
     r"(?:/;SECTION=(?P<section>[^/;]+))?"
     r"(?:/;PARTIAL=(?P<offset>\d{1,10})(?:\.(?P<length>[1-9]\d{0,9}))?)?",
