@@ -121,6 +121,8 @@ class ImapSession(ImapConnection):
                 "LIST-STATUS",
                 "MULTIAPPEND",
                 "CATENATE",
+                "LIST-EXTENDED",
+                "CREATE-SPECIAL-USE",
             ]
         return caps
 
