@@ -415,6 +415,8 @@ class Parser:
             if name in ("BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"):
                 raise self.fail(f"{name} needs a section")
             return FetchAttribute(name, label=name.encode())
+        if name.startswith("BINARY"):
+            return self._binary_attribute(start, name)
         if name not in ("BODY", "BODY.PEEK"):
             raise self.fail(f"{name} takes no section")
         self.pos += 1
@@ -455,6 +457,34 @@ class Parser:
             label = b"BODY" + label[len(b"BODY.PEEK") :]
         if item.partial is not None:
             label += b"<%d>" % item.partial[0]
+        item.label = label
+        return item
+
+    def _binary_attribute(self, start: int, name: str) -> FetchAttribute:
+        """``BINARY[1.2]<0.10>``, ``BINARY.PEEK[...]``, ``BINARY.SIZE[...]`` (RFC 3516)."""
+        self.pos += 1
+        path: list[int] = []
+        if self.peek() != 0x5D:
+            path.append(self.nz_number())
+            while self.accept(b"."):
+                path.append(self.nz_number())
+        self.expect(b"]")
+        label = self.data[start : self.pos].upper()
+        item = FetchAttribute(
+            "BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY",
+            path=path,
+            peek=name == "BINARY.PEEK",
+        )
+        if item.peek:
+            label = b"BINARY" + label[len(b"BINARY.PEEK") :]
+        if self.peek() == 0x3C and item.name == "BINARY":
+            self.pos += 1
+            offset = self.number()
+            self.expect(b".")
+            count = self.nz_number()
+            self.expect(b">")
+            item.partial = (offset, count)
+            label += b"<%d>" % offset
         item.label = label
         return item
 

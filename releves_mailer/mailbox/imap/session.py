@@ -123,6 +123,7 @@ class ImapSession(ImapConnection):
                 "CATENATE",
                 "LIST-EXTENDED",
                 "CREATE-SPECIAL-USE",
+                "BINARY",
             ]
         return caps
 
