@@ -176,6 +176,12 @@ class MailboxSession(Protocol):
 
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None: ...
 
+    async def vanished(
+        self, folder_id: int, since_modseq: int, within: Sequence[tuple[int, int]] | None = None
+    ) -> list[tuple[int, int]]:
+        """UID ranges expunged after ``since_modseq``, among ``within`` if given (QRESYNC)."""
+        ...
+
     async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:
         """Take the \\Recent UIDs ``[low, high)`` for the caller; ``None`` if none left."""
         ...

@@ -564,13 +564,14 @@ class MessageStore(FolderStore):
             )
             if not gone:
                 return []
-            await self._bump(session, folder_id, expunge=True)
+            _, modseq = await self._bump(session, folder_id, expunge=True)
             for chunk in chunks(gone):
                 await session.execute(
                     delete(MailMessage).where(
                         MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
                     )
                 )
+            await self._record_expunged(session, folder_id, gone, modseq)
         return gone
 
     async def copy(
@@ -612,7 +613,7 @@ class MessageStore(FolderStore):
                 values.append(item)
             await session.execute(insert(MailMessage), values)
             if move:
-                await self._bump(session, folder_id, expunge=True)
+                _, expunge_modseq = await self._bump(session, folder_id, expunge=True)
                 moved = [old for old, _ in mapping]
                 for chunk in chunks(moved):
                     await session.execute(
@@ -620,6 +621,7 @@ class MessageStore(FolderStore):
                             MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
                         )
                     )
+                await self._record_expunged(session, folder_id, moved, expunge_modseq)
         return target.uidvalidity, mapping
 
     # endregion

@@ -77,6 +77,11 @@ class UserMailbox:
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None:
         return await self._store.changes(folder_id, since_modseq)
 
+    async def vanished(
+        self, folder_id: int, since_modseq: int, within: Sequence[tuple[int, int]] | None = None
+    ) -> list[tuple[int, int]]:
+        return await self._store.vanished(folder_id, since_modseq, within)
+
     async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:
         return await self._store.claim_recent(folder_id)
 

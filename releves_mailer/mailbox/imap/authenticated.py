@@ -14,6 +14,7 @@ from releves_mailer.mailbox.imap.append import cmd_append
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError, Disconnect
 from releves_mailer.mailbox.imap.listing import cmd_list, cmd_lsub, send_status, status_items
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
+from releves_mailer.mailbox.imap.qresync import QresyncParams, parse_qresync, resync
 from releves_mailer.mailbox.imap.state import State
 from releves_mailer.mailbox.imap.view import SelectedView
 
@@ -39,6 +40,12 @@ async def cmd_enable(session: ImapSession, context: CommandContext, parser: Pars
         if capability == "CONDSTORE" and not session.condstore:
             session.condstore = True
             enabled.append(capability)
+        elif capability == "QRESYNC" and not session.qresync:
+            # QRESYNC implies CONDSTORE (RFC 7162 section 3.2.3).
+            session.qresync = session.condstore = True
+            if session.view is not None:
+                session.view.vanished = True
+            enabled.append(capability)
     parser.end()
     session.send(("* ENABLED " + " ".join(enabled)).rstrip().encode())
     session.ok(context, "Enabled")
@@ -57,12 +64,16 @@ async def _select(
 ) -> None:
     parser.sp()
     name = parser.mailbox()
+    qresync: QresyncParams | None = None
     if parser.maybe_sp():
         parser.list_start()
         while not parser.list_end():
             parser.maybe_sp()
             option = parser.atom().upper()
-            if option != "CONDSTORE":
+            if option == "QRESYNC":
+                parser.sp()
+                qresync = parse_qresync(session, parser)
+            elif option != "CONDSTORE":
                 raise ParseError(f"Unknown SELECT option {option}")
             session.condstore = True
     parser.end()
@@ -87,6 +98,7 @@ async def _select(
         recent=set(),
         keywords={f for m in metas for f in m.flags if not f.startswith("\\")},
         event=event,
+        vanished=session.qresync,
     )
     if not readonly:
         claimed = await session.mailbox.claim_recent(info.id)
@@ -111,6 +123,8 @@ async def _select(
     session.send(b"* OK [UIDVALIDITY %d] UIDs valid" % view.uidvalidity)
     session.send(b"* OK [UIDNEXT %d] Predicted next UID" % view.uidnext)
     session.send(b"* OK [HIGHESTMODSEQ %d] Highest" % view.modseq)
+    if qresync is not None:
+        await resync(session, view, qresync)
     mode = "READ-ONLY" if readonly else "READ-WRITE"
     session.ok(context, "Select completed", mode)
 

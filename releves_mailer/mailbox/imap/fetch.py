@@ -13,6 +13,7 @@ from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
 from releves_mailer.mailbox.imap import binary, mime
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError, Disconnect
 from releves_mailer.mailbox.imap.parser import FetchAttribute, ParseError, Parser
+from releves_mailer.mailbox.imap.qresync import send_vanished_earlier
 from releves_mailer.mailbox.imap.response import format_internal_date, literal
 from releves_mailer.mailbox.imap.view import SelectedView
 
@@ -73,17 +74,22 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
     parser.sp()
     items = _fetch_items(parser)
     changed_since: int | None = None
+    vanished = False
     if parser.maybe_sp():
         parser.list_start()
         parser.expect(b"CHANGEDSINCE ")
         changed_since = parser.number()
         if parser.maybe_sp():
             parser.expect(b"VANISHED")
-            raise CommandError("BAD", "VANISHED needs QRESYNC")
+            if not (session.qresync and context.uid):
+                raise CommandError("BAD", "VANISHED needs QRESYNC and UID FETCH")
+            vanished = True
         if not parser.list_end():
             raise ParseError("Expected )")
     parser.end()
     await session.sync_view(allow_expunge=False)
+    if vanished and changed_since is not None:
+        await send_vanished_earlier(session, view, changed_since, sequence)
     uids = view.resolve(sequence, context.uid)
     names = {item.name for item in items}
     if context.uid and "UID" not in names:

@@ -83,6 +83,7 @@ class ImapSession(ImapConnection):
         self._mailbox: MailboxSession | None = None
         self.view: SelectedView | None = None
         self.condstore = False
+        self.qresync = False
         self.closing = False
 
     @property
@@ -124,6 +125,7 @@ class ImapSession(ImapConnection):
                 "LIST-EXTENDED",
                 "CREATE-SPECIAL-USE",
                 "BINARY",
+                "QRESYNC",
             ]
         return caps
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from releves_mailer.mailbox.contracts import MailboxSession, MessageMeta
 from releves_mailer.mailbox.imap.connection import CommandError
 from releves_mailer.mailbox.imap.parser import SequenceSet
+from releves_mailer.mailbox.imap.response import compress
 
 __all__ = ["SYSTEM_FLAGS", "SelectedView"]
 
@@ -36,6 +37,8 @@ class SelectedView:
     keywords: set[str]
     event: asyncio.Event
     expunge_pending: bool = False
+    #: QRESYNC enabled: expunges are told as ``* VANISHED``, flag changes with their UID.
+    vanished: bool = False
 
     def seq_of(self, uid: int) -> int:
         return bisect.bisect_left(self.uids, uid) + 1
@@ -107,8 +110,11 @@ class SelectedView:
                 return True
             still = set(changes.all_uids)
             gone = [uid for uid in self.uids if uid not in still]
-            for uid in reversed(gone):
-                send(b"* %d EXPUNGE" % self.seq_of(uid))
+            if self.vanished and gone:
+                send(b"* VANISHED " + compress(gone).encode())
+            elif not self.vanished:
+                for uid in reversed(gone):
+                    send(b"* %d EXPUNGE" % self.seq_of(uid))
             if gone:
                 gone_set = set(gone)
                 self.uids = [uid for uid in self.uids if uid not in gone_set]
@@ -130,7 +136,7 @@ class SelectedView:
                 continue
             self.meta[meta.uid] = meta
             if old.flags != meta.flags:
-                item = self.flags_item(meta, condstore=condstore)
+                item = self.flags_item(meta, condstore=condstore, with_uid=self.vanished)
                 send(b"* %d FETCH (%s)" % (self.seq_of(meta.uid), item))
         if new:
             for meta in new:
