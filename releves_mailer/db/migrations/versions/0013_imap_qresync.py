@@ -5,10 +5,9 @@ Revises: 0012
 Create Date: 2026-12-03
 
 - ``mail_expunged``: one row per UID expunged or moved out of a folder, with the MODSEQ of
-  that expunge, so that QRESYNC can report VANISHED UIDs since any MODSEQ. Expunges before
-  this revision have no row: a client resynchronising across them learns them from the
-  EXPUNGE-free UID list it compares (RFC 7162 allows a server to report more, not less; see
-  docs/imap.md).
+  that expunge, so that QRESYNC can tell which UIDs vanished since a given MODSEQ. UIDs
+  expunged before this revision have no row: they count as vanished since any MODSEQ,
+  which RFC 7162 allows (a client ignores UIDs it does not know).
 """
 
 from collections.abc import Sequence
