@@ -1,5 +1,6 @@
 """The IMAP APPEND command: one message or several (MULTIAPPEND, RFC 3502), each a literal,
-a literal8 (BINARY, RFC 3516) or a CATENATE of text and URL parts (RFC 4469).
+a literal8 (BINARY, RFC 3516), ``UTF8 (literal8)`` (RFC 6855) or a CATENATE of text and URL
+parts (RFC 4469).
 
 Every message of one command is stored in one transaction of the store: all or none.
 """
@@ -45,6 +46,16 @@ async def cmd_append(session: ImapSession, context: CommandContext, parser: Pars
         if parser.is_message_literal():
             literal = parser.message_literal()
             content = literal.file if isinstance(literal, SpooledLiteral) else literal
+        elif parser.accept(b"UTF8 ("):
+            # RFC 6855: a message with UTF-8 headers, as a literal8.
+            if not session.utf8:
+                raise ParseError("UTF8 needs ENABLE UTF8=ACCEPT")
+            if parser.peek() != 0x7E:
+                raise ParseError("UTF8 needs a literal8")
+            literal = parser.message_literal()
+            content = literal.file if isinstance(literal, SpooledLiteral) else literal
+            if not parser.list_end():
+                raise ParseError("Expected )")
         elif parser.accept(b"CATENATE "):
             content = parse_catenate(parser)
         else:

@@ -46,6 +46,9 @@ async def cmd_enable(session: ImapSession, context: CommandContext, parser: Pars
             if session.view is not None:
                 session.view.vanished = True
             enabled.append(capability)
+        elif capability == "UTF8=ACCEPT" and not session.utf8:
+            session.utf8 = True
+            enabled.append(capability)
     parser.end()
     session.send(("* ENABLED " + " ".join(enabled)).rstrip().encode())
     session.ok(context, "Enabled")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, unquote_to_bytes
 
-from releves_mailer.mailbox.imap import mime
+from releves_mailer.mailbox.imap import mime, utf7
 from releves_mailer.mailbox.imap.connection import CommandError
 from releves_mailer.mailbox.imap.parser import ParseError, Parser, SpooledLiteral
 
@@ -127,12 +127,16 @@ async def resolve_url(session: ImapSession, url: str, room: int) -> bytes:
             name = unquote_to_bytes(box[1:]).decode("utf-8")
         except UnicodeDecodeError:
             raise _bad_url(url, "Invalid mailbox name") from None
-        mailbox_name = _canonical(name)
+        # URLs carry names in UTF-8 (RFC 5092); the store has them in modified UTF-7
+        # (names stored in UTF-8 by older clients are looked up as they are).
+        names = [_canonical(utf7.encode(name)), _canonical(name)]
     elif session.view is not None and match.group("uidvalidity") is None:
-        mailbox_name = session.view.name
+        names = [session.view.name]
     else:
         raise _bad_url(url, "No mailbox selected")
-    info = await session.mailbox.get_folder(mailbox_name)
+    info = None
+    for candidate in dict.fromkeys(names):
+        info = info or await session.mailbox.get_folder(candidate)
     if info is None:
         raise _bad_url(url, "No such mailbox")
     uidvalidity = match.group("uidvalidity")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from releves_mailer.mailbox.contracts import FolderInfo
+from releves_mailer.mailbox.imap import utf7
 from releves_mailer.mailbox.imap.connection import CommandContext
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
 from releves_mailer.mailbox.imap.response import astring
@@ -23,7 +24,7 @@ from releves_mailer.mailbox.imap.wildcard import ListPattern
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import ImapSession
 
-__all__ = ["cmd_list", "cmd_lsub", "parents", "send_status", "status_items"]
+__all__ = ["cmd_list", "cmd_lsub", "parents", "send_status", "status_items", "wire_name"]
 
 DELIMITER = "/"
 #: Longest run of CPU work a listing does before it lets the event loop serve others.
@@ -33,6 +34,11 @@ _RETURN_OPTIONS = frozenset({"CHILDREN", "SUBSCRIBED", "SPECIAL-USE", "STATUS"})
 #: Selection options that select mailboxes (and name CHILDINFO), in RFC 5258's order.
 _CRITERIA = ("SUBSCRIBED", "SPECIAL-USE")
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+
+
+def wire_name(session: ImapSession, name: str) -> bytes:
+    """A stored name as this client reads it: in UTF-8 once it enabled UTF8=ACCEPT."""
+    return astring(utf7.decode(name) if session.utf8 else name)
 
 
 def parents(name: str) -> list[str]:
@@ -145,7 +151,7 @@ async def _lsub(session: ImapSession, reference: str, pattern: str) -> None:
         implied = {parent for name in subscribed for parent in parents(name)} - subscribed
     for name in _order(await _matching(session, subscribed | implied, [matcher])):
         attributes = "" if name in subscribed else "\\Noselect"
-        session.send(f'* LSUB ({attributes}) "/" '.encode() + astring(name))
+        session.send(f'* LSUB ({attributes}) "/" '.encode() + wire_name(session, name))
 
 
 class _Listing:
@@ -210,7 +216,7 @@ class _Listing:
                 attributes += info.special_use.split()
             if self.show_subscribed and name in self.subscribed:
                 attributes.append("\\Subscribed")
-            line = f'* LIST ({" ".join(attributes)}) "/" '.encode() + astring(name)
+            line = f'* LIST ({" ".join(attributes)}) "/" '.encode() + wire_name(session, name)
             if name in child_info:
                 line += b' ("CHILDINFO" (%s))' % " ".join(f'"{c}"' for c in self.criteria).encode()
             session.send(line)
@@ -250,4 +256,4 @@ async def send_status(session: ImapSession, name: str, folder_id: int, items: li
     if session.view is not None and session.view.folder_id == folder_id:
         values["RECENT"] = len(session.view.recent) + recent
     text = " ".join(f"{item} {values[item]}" for item in items)
-    session.send(b"* STATUS " + astring(name) + f" ({text})".encode())
+    session.send(b"* STATUS " + wire_name(session, name) + f" ({text})".encode())

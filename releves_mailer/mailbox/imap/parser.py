@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from releves_mailer.mailbox.imap import utf7
+
 __all__ = ["FetchAttribute", "ParseError", "Parser", "SequenceSet", "SpooledLiteral"]
 
 _MONTHS = {
@@ -103,6 +105,9 @@ class Parser:
         self.data = data
         self.pos = 0
         self.spooled: Mapping[int, SpooledLiteral] = spooled or {}
+        #: UTF8=ACCEPT enabled (RFC 6855): names come in UTF-8 and are stored in modified
+        #: UTF-7, like the names other clients send.
+        self.utf8_names = False
 
     # region primitives ###################################################################
 
@@ -277,6 +282,8 @@ class Parser:
             name = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise self.fail("Mailbox name is not valid UTF-8") from exc
+        if self.utf8_names:
+            name = utf7.encode(name)
         if name.upper() == "INBOX":
             return "INBOX"
         if name.upper().startswith("INBOX/"):
@@ -286,7 +293,8 @@ class Parser:
     def list_mailbox(self) -> str:
         """list-mailbox: like astring, with ``%`` and ``*`` allowed in atoms."""
         if self.peek() in (0x22, 0x7B):
-            return self.string().decode("utf-8", "replace")
+            pattern = self.string().decode("utf-8", "replace")
+            return utf7.encode(pattern) if self.utf8_names else pattern
         value = self._chars(allowed_extra=b"%*]")
         if not value:
             raise self.fail("Expected a mailbox pattern")

@@ -84,6 +84,7 @@ class ImapSession(ImapConnection):
         self.view: SelectedView | None = None
         self.condstore = False
         self.qresync = False
+        self.utf8 = False
         self.closing = False
 
     @property
@@ -126,6 +127,7 @@ class ImapSession(ImapConnection):
                 "CREATE-SPECIAL-USE",
                 "BINARY",
                 "QRESYNC",
+                "UTF8=ACCEPT",
             ]
         return caps
 
@@ -182,6 +184,7 @@ class ImapSession(ImapConnection):
     async def dispatch(self, data: bytes) -> None:
         data = data[:-2] if data.endswith(b"\r\n") else data.rstrip(b"\n")
         parser = Parser(data, self.spooled)
+        parser.utf8_names = self.utf8
         try:
             tag = parser.tag()
         except ParseError:
