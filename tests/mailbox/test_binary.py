@@ -123,15 +123,57 @@ async def test_append_literal8(server: ImapServer) -> None:
     lines = await client.command(b"a APPEND INBOX ~{%d+}\r\n" % len(message) + message)
     assert lines[-1].startswith(b"a OK [APPENDUID "), lines
     await client.ok("b SELECT INBOX")
-    lines = await client.ok("c FETCH 1 (BINARY.PEEK[] BINARY.PEEK[1])")
+    lines = await client.ok("c FETCH 1 (BINARY.PEEK[1] BODY.PEEK[])")
     data = b"".join(lines)
-    assert _literal_after(data, b"BINARY[]") == message
     assert _literal_after(data, b"BINARY[1]") == b"\x00\x01\xff end\r\n"
+    # Stored with the part in base64: BODY[] is a plain literal without NUL.
+    stored = _literal_after(data, b"BODY[]")
+    assert stored.startswith(b"Subject: raw\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+    assert b"\x00" not in stored
+    assert b"binary" not in stored
     # A literal8 is for messages only.
     lines = await client.command(b"d SELECT ~{5+}\r\nINBOX")
     assert lines[-1].startswith(b"d BAD"), lines
     words = (await client.ok("e CAPABILITY"))[0].split()
     assert b"BINARY" in words
+    await client.close()
+
+
+async def test_quoted_printable_transport_padding_and_soft_breaks(
+    server: ImapServer, store: MessageStore
+) -> None:
+    body = b"hello  \r\nbar=\r\n\r\nfoo\t= \r\n=62\r\nfoo =\t\r\nbar\r\n"
+    message = b"Subject: qp\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + body
+    await put(store, ADDRESS, message)
+    client = await RawClient.connect(server.port)
+    await client.ok("a EXAMINE INBOX")
+    lines = await client.ok("b FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])")
+    data = b"".join(lines)
+    assert _literal_after(data, b"BINARY[1]") == b"hello\r\nbar\r\nfoo\tb\r\nfoo bar\r\n"
+    assert b"BINARY.SIZE[1] 28" in data
+    await client.close()
+
+
+async def test_multipart_with_nul_appended_as_literal8(server: ImapServer) -> None:
+    payload = b"\x00\x01\x02 binary\r\n\x00"
+    message = (
+        b'Subject: m\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n'
+        b"\r\n--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n--B\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding:\r\n binary\r\n"
+        b"\r\n" + payload + b"\r\n--B--\r\n"
+    )
+    client = await RawClient.connect(server.port)
+    lines = await client.command(b"a APPEND INBOX ~{%d+}\r\n" % len(message) + message)
+    assert lines[-1].startswith(b"a OK"), lines
+    await client.ok("b EXAMINE INBOX")
+    lines = await client.ok("c FETCH 1 (BINARY.PEEK[1] BINARY.PEEK[2] BODY.PEEK[2.MIME])")
+    data = b"".join(lines)
+    assert _literal_after(data, b"BINARY[1]") == b"hi"
+    assert _literal_after(data, b"BINARY[2]") == payload
+    mime_header = _literal_after(data, b"BODY[2.MIME]")
+    assert mime_header == (
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    )
     await client.close()
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, BinaryIO
 
 from releves_mailer.mailbox.contracts import AppendItem
+from releves_mailer.mailbox.imap.binary import encode_nul_parts
 from releves_mailer.mailbox.imap.catenate import CatenatePart, assemble, parse_catenate
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError
 from releves_mailer.mailbox.imap.parser import ParseError, Parser, SpooledLiteral
@@ -76,6 +77,8 @@ async def cmd_append(session: ImapSession, context: CommandContext, parser: Pars
             raw = content
         if isinstance(raw, bytes) and not raw:
             raise CommandError("NO", "Empty message")
+        if isinstance(raw, bytes):
+            raw = encode_nul_parts(raw)
         items.append(AppendItem(raw, flags, when))
     uidvalidity, uids = await session.mailbox.append_many(info.id, items)
     await session.sync_view(allow_expunge=True)
