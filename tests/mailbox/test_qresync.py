@@ -209,3 +209,21 @@ async def test_aioimaplib_idle_hears_vanished(server: ImapServer, store: Message
     await writer.close()
     assert b"VANISHED 2" in pushed
     assert not any(b"EXPUNGE" in line for line in pushed)
+
+
+async def test_fetch_and_store_responses_carry_the_uid(
+    server: ImapServer, store: MessageStore
+) -> None:
+    await _box(store, 2)
+    client = await RawClient.connect(server.port)
+    await client.ok("a SELECT INBOX")
+    lines = await client.ok("b FETCH 2 FLAGS")
+    assert lines[0] == b"* 2 FETCH (FLAGS (\\Recent))\r\n"
+    await client.ok("c ENABLE QRESYNC")
+    lines = await client.ok("d FETCH 2 FLAGS")
+    assert re.match(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Recent\) MODSEQ \(\d+\)\)", lines[0]), lines
+    lines = await client.ok("e STORE 2 +FLAGS (\\Seen)")
+    assert re.match(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen \\Recent\) MODSEQ \(\d+\)\)", lines[0])
+    lines = await client.ok("f STORE 1 +FLAGS.SILENT (\\Seen)")
+    assert re.match(rb"\* 1 FETCH \(UID 1 MODSEQ \(\d+\)\)", lines[0]), lines
+    await client.close()

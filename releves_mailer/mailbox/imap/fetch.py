@@ -92,7 +92,8 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
         await send_vanished_earlier(session, view, changed_since, sequence)
     uids = view.resolve(sequence, context.uid)
     names = {item.name for item in items}
-    if context.uid and "UID" not in names:
+    # QRESYNC: every FETCH response carries the UID, which resynchronising clients key on.
+    if (context.uid or session.qresync) and "UID" not in names:
         items.insert(0, FetchAttribute("UID", label=b"UID"))
     if changed_since is not None or "MODSEQ" in names:
         session.condstore = True
