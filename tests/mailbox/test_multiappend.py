@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from imapclient import IMAPClient
 
+from releves_mailer.mailbox.contracts import MailboxLimits
 from releves_mailer.mailbox.imap.append import MAX_APPEND_MESSAGES
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
@@ -156,3 +157,17 @@ async def test_imapclient_multiappend(server: ImapServer) -> None:
     when = fetched[2][b"INTERNALDATE"]
     assert isinstance(when, dt.datetime)
     assert when.astimezone(dt.UTC) == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+async def test_multiappend_over_quota_stores_nothing(
+    server: ImapServer, store: MessageStore
+) -> None:
+    store.limits = MailboxLimits(quota_bytes=5_000)
+    client = await RawClient.connect(server.port)
+    message = sample_message(body="x" * 2_000)
+    lines = await client.command(b"a1 APPEND INBOX " + b" ".join([_literal(message)] * 3))
+    assert lines[-1].startswith(b"a1 NO [OVERQUOTA]"), lines
+    assert await _messages(client) == 0
+    lines = await client.command(b"a2 APPEND INBOX " + b" ".join([_literal(message)] * 2))
+    assert re.match(rb"a2 OK \[APPENDUID \d+ 1:2\]", lines[-1]), lines
+    await client.close()
