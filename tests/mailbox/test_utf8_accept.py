@@ -99,3 +99,16 @@ async def test_aioimaplib_enable_utf8(server: ImapServer) -> None:
     await client.logout()
     assert listed.result == "OK"
     assert "Déjà".encode() in b"".join(bytes(line) for line in listed.lines)
+
+
+async def test_utf8_patterns_match_whole_characters(server: ImapServer) -> None:
+    client = await RawClient.connect(server.port)
+    await client.ok("e ENABLE UTF8=ACCEPT")
+    await client.ok('c CREATE "日本/東京"'.encode())
+    lines = await client.ok('l LIST "" "日*"'.encode())
+    listed = b"".join(lines)
+    assert "日本/東京".encode() in listed and '"/" {6}\r\n日本'.encode() in listed
+    lines = await client.ok('l LIST "日本/" "%"'.encode())
+    assert b"".join(lines).count(b"* LIST") == 1
+    assert "東京".encode() in b"".join(lines)
+    await client.close()

@@ -71,7 +71,7 @@ async def cmd_list(session: ImapSession, context: CommandContext, parser: Parser
         if "RECURSIVEMATCH" in selection and not selection & set(_CRITERIA):
             raise ParseError("RECURSIVEMATCH needs another selection option")
         parser.sp()
-    reference = parser.mailbox() if parser.peek() != 0x22 else parser.string().decode()
+    reference = _reference(session, parser)
     parser.sp()
     patterns: list[str] = []
     if parser.peek() == 0x28:
@@ -110,7 +110,7 @@ async def cmd_list(session: ImapSession, context: CommandContext, parser: Parser
 
 async def cmd_lsub(session: ImapSession, context: CommandContext, parser: Parser) -> None:
     parser.sp()
-    reference = parser.mailbox() if parser.peek() != 0x22 else parser.string().decode()
+    reference = _reference(session, parser)
     parser.sp()
     pattern = parser.list_mailbox()
     parser.end()
@@ -119,6 +119,14 @@ async def cmd_lsub(session: ImapSession, context: CommandContext, parser: Parser
     else:
         await _lsub(session, reference, pattern)
     session.ok(context, "Lsub completed")
+
+
+def _reference(session: ImapSession, parser: Parser) -> str:
+    if parser.peek() == 0x22:
+        return parser.string().decode("utf-8", "replace")
+    reference = parser.mailbox()
+    # Patterns of a UTF8=ACCEPT client are matched against the names it reads, in UTF-8.
+    return utf7.decode(reference) if session.utf8 else reference
 
 
 async def _matching(
@@ -133,7 +141,8 @@ async def _matching(
             await session.maybe_flush()
             await asyncio.sleep(0)
             slice_start = time.monotonic()
-        if any(matcher.matches(name) for matcher in matchers):
+        shown = utf7.decode(name) if session.utf8 else name
+        if any(matcher.matches(shown) for matcher in matchers):
             out.add(name)
     return out
 

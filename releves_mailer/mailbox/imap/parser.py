@@ -293,8 +293,7 @@ class Parser:
     def list_mailbox(self) -> str:
         """list-mailbox: like astring, with ``%`` and ``*`` allowed in atoms."""
         if self.peek() in (0x22, 0x7B):
-            pattern = self.string().decode("utf-8", "replace")
-            return utf7.encode(pattern) if self.utf8_names else pattern
+            return self.string().decode("utf-8", "replace")
         value = self._chars(allowed_extra=b"%*]")
         if not value:
             raise self.fail("Expected a mailbox pattern")
