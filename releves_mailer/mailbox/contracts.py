@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol
 
 __all__ = [
+    "AppendItem",
     "FetchColumn",
     "FolderChanges",
     "FolderExists",
@@ -104,6 +105,16 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One message of an APPEND: its octets (or a file of them, read from the start), its
+    flags and its internal date (``None``: now)."""
+
+    raw: bytes | BinaryIO
+    flags: Sequence[str] = ()
+    internal_date: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FolderChanges:
     """What changed in a folder after a given MODSEQ."""
 
@@ -165,6 +176,12 @@ class MailboxSession(Protocol):
 
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None: ...
 
+    async def vanished(
+        self, folder_id: int, since_modseq: int, within: Sequence[tuple[int, int]] | None = None
+    ) -> list[tuple[int, int]]:
+        """UID ranges expunged after ``since_modseq``, among ``within`` if given (QRESYNC)."""
+        ...
+
     async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:
         """Take the \\Recent UIDs ``[low, high)`` for the caller; ``None`` if none left."""
         ...
@@ -212,6 +229,13 @@ class MailboxSession(Protocol):
     ) -> tuple[int, int]:
         """Store a message from APPEND, given as its bytes or a file of them (a spooled
         literal, read from the start); returns ``(uidvalidity, uid)``."""
+        ...
+
+    async def append_many(
+        self, folder_id: int, items: Sequence[AppendItem]
+    ) -> tuple[int, list[int]]:
+        """Store every message of a MULTIAPPEND in one transaction, all or none; returns
+        the UIDVALIDITY and the UIDs, in order."""
         ...
 
     def watch(self, folder_id: int) -> asyncio.Event:

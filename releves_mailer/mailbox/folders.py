@@ -1,4 +1,5 @@
-"""Folders of the message store: each user's mailboxes, their UIDs and MODSEQs, subscriptions.
+"""Folders of the message store: each user's mailboxes, their UIDs and MODSEQs, subscriptions,
+the UIDs expunged from them.
 
 :class:`FolderStore` owns the store's transactions and the in-process notification of
 changes (watchers hear of a change once it is committed); :class:`MessageStore` keeps the
@@ -8,13 +9,14 @@ messages on top of it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +24,12 @@ from sqlalchemy.orm import Session
 
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
-from releves_mailer.db.models.mailbox import MailFolder, MailMessage, MailSubscription
+from releves_mailer.db.models.mailbox import (
+    MailExpunged,
+    MailFolder,
+    MailMessage,
+    MailSubscription,
+)
 from releves_mailer.mailbox.contracts import FolderExists, FolderInfo, NoSuchFolder, StoreError
 
 __all__ = [
@@ -278,6 +285,7 @@ class FolderStore:
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
             await session.execute(delete(MailMessage).where(MailMessage.folder_id == info.id))
+            await session.execute(delete(MailExpunged).where(MailExpunged.folder_id == info.id))
             await session.execute(delete(MailFolder).where(MailFolder.id == info.id))
             self._notify_after_commit(session, info.id)
         self._forget_folder(info.id)
@@ -372,3 +380,93 @@ class FolderStore:
         return int(total or 0)
 
     # endregion
+    # region expunged UIDs (QRESYNC) ######################################################
+
+    async def _record_expunged(
+        self, session: AsyncSession, folder_id: int, uids: Sequence[int], modseq: int
+    ) -> None:
+        """Keep the expunged UIDs with their MODSEQ, for QRESYNC's VANISHED."""
+        await session.execute(
+            insert(MailExpunged),
+            [{"folder_id": folder_id, "uid": uid, "modseq": modseq} for uid in uids],
+        )
+
+    async def vanished(
+        self, folder_id: int, since_modseq: int, within: Sequence[tuple[int, int]] | None = None
+    ) -> list[tuple[int, int]]:
+        """UID ranges expunged after ``since_modseq`` (among ``within`` when given).
+
+        UIDs are taken in order and never reused, so every UID below UIDNEXT that no message
+        holds was expunged; those known expunged at or before ``since_modseq`` are left out.
+        Expunges older than the record of expunges (schema 0013) are thus reported too,
+        which RFC 7162 allows (a client ignores UIDs it does not know).
+        """
+        async with self._session() as session:
+            info = await self._folder_by_id(session, folder_id)
+            if info is None:
+                raise NoSuchFolder("Mailbox does not exist")
+            present = list(
+                (
+                    await session.execute(
+                        select(MailMessage.uid)
+                        .where(MailMessage.folder_id == folder_id)
+                        .order_by(MailMessage.uid)
+                    )
+                ).scalars()
+            )
+            known_gone = set(
+                (
+                    await session.execute(
+                        select(MailExpunged.uid).where(
+                            MailExpunged.folder_id == folder_id,
+                            MailExpunged.modseq <= since_modseq,
+                        )
+                    )
+                ).scalars()
+            )
+        return _gaps(present, known_gone, info.uidnext, within)
+
+    # endregion
+
+
+def _gaps(
+    present: list[int],
+    known_gone: set[int],
+    uidnext: int,
+    within: Sequence[tuple[int, int]] | None,
+) -> list[tuple[int, int]]:
+    """UID ranges below ``uidnext`` held by no message of ``present`` (sorted) and not in
+    ``known_gone``, cut to ``within``; work in the number of messages, not of UIDs."""
+    gaps: list[tuple[int, int]] = []
+    previous = 0
+    for uid in [*present, uidnext]:
+        if uid > previous + 1:
+            gaps.append((previous + 1, uid - 1))
+        previous = uid
+    if within is not None:
+        cut: list[tuple[int, int]] = []
+        for low, high in sorted(within):
+            for gap_low, gap_high in gaps:
+                start, end = max(low, gap_low), min(high, gap_high)
+                if start <= end:
+                    cut.append((start, end))
+        gaps = cut
+    out: list[tuple[int, int]] = []
+    old = sorted(known_gone)
+    for low, high in gaps:
+        start = low
+        index = bisect.bisect_left(old, low)
+        while index < len(old) and old[index] <= high:
+            if old[index] > start:
+                out.append((start, old[index] - 1))
+            start = old[index] + 1
+            index += 1
+        if start <= high:
+            out.append((start, high))
+    merged: list[tuple[int, int]] = []
+    for low, high in out:
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged

@@ -26,6 +26,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.models.mailbox import MailDelivered, MailFolder, MailMessage
 from releves_mailer.mailbox.blobs import Analysis, BlobFiles, retrieve
 from releves_mailer.mailbox.contracts import (
+    AppendItem,
     FetchColumn,
     FolderChanges,
     FolderInfo,
@@ -309,21 +310,45 @@ class MessageStore(FolderStore):
         flags: Sequence[str],
         internal_date: dt.datetime | None,
     ) -> tuple[int, int]:
-        if not isinstance(raw, bytes):
-            # A spooled literal: read, hashed, written and analysed in a thread, held in
-            # memory once (the MIME analysis needs the whole message).
-            data, blob, analysis = await asyncio.to_thread(self.blobs.prepare_file_sync, raw)
-            blobs, analyses = [blob], [analysis]
-        else:
-            data = raw
-            blobs, analyses = await self.blobs.prepare_many([data])
-        item = MailDelivery("", data, "", "", flags, internal_date)
+        uidvalidity, [uid] = await self.append_many(
+            folder_id, [AppendItem(raw, flags, internal_date)]
+        )
+        return uidvalidity, uid
+
+    async def append_many(
+        self, folder_id: int, items: Sequence[AppendItem]
+    ) -> tuple[int, list[int]]:
+        in_memory = [item.raw for item in items if isinstance(item.raw, bytes)]
+        # The files of the messages given as bytes are written together (fsyncs overlap).
+        memory_blobs, memory_analyses = await self.blobs.prepare_many(in_memory)
+        prepared = iter(zip(in_memory, memory_blobs, memory_analyses, strict=True))
+        datas: list[bytes] = []
+        blobs: list[str] = []
+        analyses: list[Analysis] = []
+        for item in items:
+            if isinstance(item.raw, bytes):
+                data, blob, analysis = next(prepared)
+            else:
+                # A spooled literal: read, hashed, written and analysed in a thread, held
+                # in memory once (the MIME analysis needs the whole message).
+                data, blob, analysis = await asyncio.to_thread(
+                    self.blobs.prepare_file_sync, item.raw
+                )
+            datas.append(data)
+            blobs.append(blob)
+            analyses.append(analysis)
+        deliveries = [
+            MailDelivery("", data, "", "", item.flags, item.internal_date)
+            for data, item in zip(datas, items, strict=True)
+        ]
         async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
-            [uid] = await self._insert_many(session, [folder_id], [item], blobs, analyses)
-            return info.uidvalidity, uid
+            uids = await self._insert_many(
+                session, [folder_id] * len(items), deliveries, blobs, analyses
+            )
+            return info.uidvalidity, uids
 
     # endregion
     # region selected-folder views ########################################################
@@ -542,13 +567,14 @@ class MessageStore(FolderStore):
             )
             if not gone:
                 return []
-            await self._bump(session, folder_id, expunge=True)
+            _, modseq = await self._bump(session, folder_id, expunge=True)
             for chunk in chunks(gone):
                 await session.execute(
                     delete(MailMessage).where(
                         MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
                     )
                 )
+            await self._record_expunged(session, folder_id, gone, modseq)
         return gone
 
     async def copy(
@@ -590,7 +616,7 @@ class MessageStore(FolderStore):
                 values.append(item)
             await session.execute(insert(MailMessage), values)
             if move:
-                await self._bump(session, folder_id, expunge=True)
+                _, expunge_modseq = await self._bump(session, folder_id, expunge=True)
                 moved = [old for old, _ in mapping]
                 for chunk in chunks(moved):
                     await session.execute(
@@ -598,6 +624,7 @@ class MessageStore(FolderStore):
                             MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
                         )
                     )
+                await self._record_expunged(session, folder_id, moved, expunge_modseq)
         return target.uidvalidity, mapping
 
     # endregion

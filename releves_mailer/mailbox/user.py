@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from releves_mailer.mailbox.contracts import (
+    AppendItem,
     FetchColumn,
     FolderChanges,
     FolderInfo,
@@ -76,6 +77,11 @@ class UserMailbox:
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None:
         return await self._store.changes(folder_id, since_modseq)
 
+    async def vanished(
+        self, folder_id: int, since_modseq: int, within: Sequence[tuple[int, int]] | None = None
+    ) -> list[tuple[int, int]]:
+        return await self._store.vanished(folder_id, since_modseq, within)
+
     async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:
         return await self._store.claim_recent(folder_id)
 
@@ -127,6 +133,21 @@ class UserMailbox:
                 raw.seek(0)
             await self._check_quota(size)
         return await self._store.append(folder_id, raw, flags, internal_date)
+
+    async def append_many(
+        self, folder_id: int, items: Sequence[AppendItem]
+    ) -> tuple[int, list[int]]:
+        if self._limits.quota_bytes is not None:
+            total = 0
+            for item in items:
+                raw = item.raw
+                if isinstance(raw, bytes):
+                    total += len(raw)
+                else:
+                    total += raw.seek(0, 2)
+                    raw.seek(0)
+            await self._check_quota(total)
+        return await self._store.append_many(folder_id, items)
 
     async def _check_quota(self, adding: int) -> None:
         quota = self._limits.quota_bytes

@@ -12,6 +12,7 @@ from releves_mailer.db.models.collect import (
 )
 from releves_mailer.db.models.mailbox import (
     MailDelivered,
+    MailExpunged,
     MailFolder,
     MailMessage,
     MailSubscription,
@@ -40,6 +41,7 @@ __all__ = [
     "ConnectionWatch",
     "LineKind",
     "MailDelivered",
+    "MailExpunged",
     "MailFolder",
     "MailMessage",
     "MailSubscription",

@@ -1,5 +1,5 @@
 """Tables of the message store (owned by the mailbox area): folders, messages, subscriptions,
-the Message-IDs delivered into each box."""
+the Message-IDs delivered into each box, the UIDs expunged from each folder."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
 
-__all__ = ["MailDelivered", "MailFolder", "MailMessage", "MailSubscription"]
+__all__ = ["MailDelivered", "MailExpunged", "MailFolder", "MailMessage", "MailSubscription"]
 
 
 class MailFolder(Base):
@@ -96,3 +96,17 @@ class MailDelivered(Base):
     owner: Mapped[str] = mapped_column(String(320))
     message_id: Mapped[str] = mapped_column(String(1000))
     delivered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class MailExpunged(Base):
+    """A UID expunged (or moved away) from a folder, with the MODSEQ of its expunge: what
+    QRESYNC (RFC 7162) reports as VANISHED to a client that last saw an older MODSEQ."""
+
+    __tablename__ = "mail_expunged"
+    __table_args__ = (Index("ix_mail_expunged_folder_modseq", "folder_id", "modseq"),)
+
+    folder_id: Mapped[int] = mapped_column(
+        ForeignKey("mail_folder.id", ondelete="CASCADE"), primary_key=True
+    )
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    modseq: Mapped[int] = mapped_column(BigInteger)

@@ -1,20 +1,22 @@
-"""IMAP commands once logged in: mailboxes (SELECT, EXAMINE, CREATE, DELETE, RENAME, LIST,
-LSUB, STATUS, SUBSCRIBE), APPEND, IDLE, NAMESPACE, ENABLE (RFC 3501 section 6.3 and extensions)."""
+"""IMAP commands once logged in: mailboxes (SELECT, EXAMINE, CREATE, DELETE, RENAME, STATUS,
+SUBSCRIBE), IDLE, NAMESPACE, ENABLE (RFC 3501 section 6.3 and extensions); LIST and LSUB are
+in :mod:`.listing`, APPEND in :mod:`.append`."""
 
 from __future__ import annotations
 
 import asyncio
 import bisect
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from releves_mailer.mailbox.contracts import FolderExists, NoSuchFolder
+from releves_mailer.mailbox.imap.append import cmd_append
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError, Disconnect
-from releves_mailer.mailbox.imap.parser import ParseError, Parser, SpooledLiteral
-from releves_mailer.mailbox.imap.response import astring
+from releves_mailer.mailbox.imap.listing import cmd_list, cmd_lsub, send_status, status_items
+from releves_mailer.mailbox.imap.parser import ParseError, Parser
+from releves_mailer.mailbox.imap.qresync import QresyncParams, parse_qresync, resync
 from releves_mailer.mailbox.imap.state import State
 from releves_mailer.mailbox.imap.view import SelectedView
-from releves_mailer.mailbox.imap.wildcard import ListPattern
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import Handler, ImapSession
@@ -22,8 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["AUTHENTICATED"]
 
 DELIMITER = "/"
-#: Longest run of CPU work a command does before it lets the event loop serve others.
-_SLICE_SECONDS = 0.02
 _SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 
 
@@ -39,6 +39,15 @@ async def cmd_enable(session: ImapSession, context: CommandContext, parser: Pars
         capability = parser.atom().upper()
         if capability == "CONDSTORE" and not session.condstore:
             session.condstore = True
+            enabled.append(capability)
+        elif capability == "QRESYNC" and not session.qresync:
+            # QRESYNC implies CONDSTORE (RFC 7162 section 3.2.3).
+            session.qresync = session.condstore = True
+            if session.view is not None:
+                session.view.vanished = True
+            enabled.append(capability)
+        elif capability == "UTF8=ACCEPT" and not session.utf8:
+            session.utf8 = True
             enabled.append(capability)
     parser.end()
     session.send(("* ENABLED " + " ".join(enabled)).rstrip().encode())
@@ -58,12 +67,16 @@ async def _select(
 ) -> None:
     parser.sp()
     name = parser.mailbox()
+    qresync: QresyncParams | None = None
     if parser.maybe_sp():
         parser.list_start()
         while not parser.list_end():
             parser.maybe_sp()
             option = parser.atom().upper()
-            if option != "CONDSTORE":
+            if option == "QRESYNC":
+                parser.sp()
+                qresync = parse_qresync(session, parser)
+            elif option != "CONDSTORE":
                 raise ParseError(f"Unknown SELECT option {option}")
             session.condstore = True
     parser.end()
@@ -88,6 +101,7 @@ async def _select(
         recent=set(),
         keywords={f for m in metas for f in m.flags if not f.startswith("\\")},
         event=event,
+        vanished=session.qresync,
     )
     if not readonly:
         claimed = await session.mailbox.claim_recent(info.id)
@@ -112,6 +126,8 @@ async def _select(
     session.send(b"* OK [UIDVALIDITY %d] UIDs valid" % view.uidvalidity)
     session.send(b"* OK [UIDNEXT %d] Predicted next UID" % view.uidnext)
     session.send(b"* OK [HIGHESTMODSEQ %d] Highest" % view.modseq)
+    if qresync is not None:
+        await resync(session, view, qresync)
     mode = "READ-ONLY" if readonly else "READ-WRITE"
     session.ok(context, "Select completed", mode)
 
@@ -213,209 +229,18 @@ async def _set_subscribed(
     session.ok(context, "Subscribe completed" if subscribed else "Unsubscribe completed")
 
 
-async def cmd_list(session: ImapSession, context: CommandContext, parser: Parser) -> None:
-    parser.sp()
-    selection: set[str] = set()
-    if parser.peek() == 0x28:
-        parser.list_start()
-        while not parser.list_end():
-            parser.maybe_sp()
-            selection.add(parser.atom().upper())
-        parser.sp()
-    reference = parser.mailbox() if parser.peek() != 0x22 else parser.string().decode()
-    parser.sp()
-    patterns: list[str] = []
-    if parser.peek() == 0x28:
-        parser.list_start()
-        while not parser.list_end():
-            parser.maybe_sp()
-            patterns.append(parser.list_mailbox())
-    else:
-        patterns.append(parser.list_mailbox())
-    returns: set[str] = set()
-    status_items: list[str] = []
-    if parser.maybe_sp():
-        parser.expect(b"RETURN")
-        parser.sp()
-        parser.list_start()
-        while not parser.list_end():
-            parser.maybe_sp()
-            option = parser.atom().upper()
-            returns.add(option)
-            if option == "STATUS":
-                parser.sp()
-                status_items = _status_items(parser)
-    parser.end()
-    if patterns == [""]:
-        session.send(b'* LIST (\\Noselect) "/" ""')
-        session.ok(context, "List completed")
-        return
-    await _list(
-        session,
-        "LIST",
-        reference,
-        patterns,
-        selection,
-        returns,
-        status_items,
-        subscribed_only=False,
-    )
-    session.ok(context, "List completed")
-
-
-async def cmd_lsub(session: ImapSession, context: CommandContext, parser: Parser) -> None:
-    parser.sp()
-    reference = parser.mailbox() if parser.peek() != 0x22 else parser.string().decode()
-    parser.sp()
-    pattern = parser.list_mailbox()
-    parser.end()
-    if pattern == "":
-        session.send(b'* LSUB (\\Noselect) "/" ""')
-    else:
-        await _list(session, "LSUB", reference, [pattern], set(), set(), [], subscribed_only=True)
-    session.ok(context, "Lsub completed")
-
-
-async def _list(
-    session: ImapSession,
-    verb: str,
-    reference: str,
-    patterns: list[str],
-    selection: set[str],
-    returns: set[str],
-    status_items: list[str],
-    *,
-    subscribed_only: bool,
-) -> None:
-    folders = {f.name: f for f in await session.mailbox.list_folders()}
-    subscribed = set(await session.mailbox.subscriptions())
-    matchers = [ListPattern(reference + p, DELIMITER) for p in dict.fromkeys(patterns)]
-    names = set(subscribed) if subscribed_only or "SUBSCRIBED" in selection else set(folders)
-    # Parents without a folder of their own show as \Noselect (or \NonExistent).
-    implied = {parent for name in names for parent in _parents(name)} - names
-    parents = {parent for name in set(folders) | implied for parent in _parents(name)}
-    slice_start = time.monotonic()
-    for name in sorted(names | implied, key=lambda n: (n != "INBOX", n)):
-        if time.monotonic() - slice_start > _SLICE_SECONDS:
-            # Many folders or long patterns: let other clients in between slices.
-            await session.maybe_flush()
-            await asyncio.sleep(0)
-            slice_start = time.monotonic()
-        if not any(matcher.matches(name) for matcher in matchers):
-            continue
-        if (
-            name in implied
-            and not any("%" in p for p in patterns)
-            and name not in folders
-            and not subscribed_only
-        ):
-            continue
-        attributes: list[str] = []
-        info = folders.get(name)
-        if subscribed_only:
-            if name not in subscribed:
-                attributes.append("\\Noselect")
-        else:
-            if info is None:
-                attributes.append(
-                    "\\Noselect" if "SUBSCRIBED" not in selection else "\\NonExistent"
-                )
-            attributes.append("\\HasChildren" if name in parents else "\\HasNoChildren")
-            if info is not None and info.special_use:
-                attributes += info.special_use.split()
-            if ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns) and name in subscribed:
-                attributes.append("\\Subscribed")
-        if "SPECIAL-USE" in selection and not (info and info.special_use):
-            continue
-        session.send(f'* {verb} ({" ".join(attributes)}) "/" '.encode() + astring(name))
-        if status_items and info is not None:
-            await _send_status(session, name, info.id, status_items)
-
-
-def _status_items(parser: Parser) -> list[str]:
-    parser.list_start()
-    items: list[str] = []
-    while not parser.list_end():
-        parser.maybe_sp()
-        item = parser.atom().upper()
-        if item not in (
-            "MESSAGES",
-            "RECENT",
-            "UIDNEXT",
-            "UIDVALIDITY",
-            "UNSEEN",
-            "HIGHESTMODSEQ",
-        ):
-            raise ParseError(f"Unknown status item {item}")
-        items.append(item)
-    if not items:
-        raise ParseError("Empty status item list")
-    return items
-
-
 async def cmd_status(session: ImapSession, context: CommandContext, parser: Parser) -> None:
     parser.sp()
     name = parser.mailbox()
     parser.sp()
-    items = _status_items(parser)
+    items = status_items(parser)
     parser.end()
     info = await session.mailbox.get_folder(name)
     if info is None:
         raise CommandError("NO", "[NONEXISTENT] Mailbox does not exist")
-    await _send_status(session, name, info.id, items)
+    await send_status(session, name, info.id, items)
     await session.sync_view(allow_expunge=True)
     session.ok(context, "Status completed")
-
-
-async def _send_status(session: ImapSession, name: str, folder_id: int, items: list[str]) -> None:
-    info = await session.mailbox.get_folder(name)
-    if info is None:
-        return
-    messages, unseen, recent = await session.mailbox.folder_counts(folder_id)
-    values = {
-        "MESSAGES": messages,
-        "RECENT": recent,
-        "UIDNEXT": info.uidnext,
-        "UIDVALIDITY": info.uidvalidity,
-        "UNSEEN": unseen,
-        "HIGHESTMODSEQ": info.highestmodseq,
-    }
-    if session.view is not None and session.view.folder_id == folder_id:
-        values["RECENT"] = len(session.view.recent) + recent
-    text = " ".join(f"{item} {values[item]}" for item in items)
-    session.send(b"* STATUS " + astring(name) + f" ({text})".encode())
-
-
-async def cmd_append(session: ImapSession, context: CommandContext, parser: Parser) -> None:
-    parser.sp()
-    name = parser.mailbox()
-    parser.sp()
-    flags: list[str] = []
-    when = None
-    if parser.peek() == 0x28:
-        flags = parser.flag_list()
-        if "\\*" in flags:
-            raise ParseError("\\* is not a flag")
-        parser.sp()
-    if parser.peek() == 0x22:
-        when = parser.date_time()
-        parser.sp()
-    if not parser.is_literal():
-        raise ParseError("APPEND needs a literal")
-    literal = parser.message_literal()
-    parser.end()
-    info = await session.mailbox.get_folder(name)
-    if info is None:
-        raise CommandError("NO", "[TRYCREATE] Mailbox does not exist")
-    if isinstance(literal, SpooledLiteral):
-        message: bytes | BinaryIO = literal.file
-    elif not literal:
-        raise CommandError("NO", "Empty message")
-    else:
-        message = literal
-    uidvalidity, uid = await session.mailbox.append(info.id, message, flags, when)
-    await session.sync_view(allow_expunge=True)
-    session.ok(context, "Append completed", f"APPENDUID {uidvalidity} {uid}")
 
 
 async def cmd_idle(session: ImapSession, context: CommandContext, parser: Parser) -> None:
@@ -462,16 +287,6 @@ async def cmd_idle(session: ImapSession, context: CommandContext, parser: Parser
         if not reading.done():
             reading.cancel()
     session.ok(context, "Idle completed")
-
-
-def _parents(name: str) -> list[str]:
-    """``a``, ``a/b`` for ``a/b/c``: every ancestor in the hierarchy."""
-    out = []
-    index = name.find(DELIMITER)
-    while index > 0:
-        out.append(name[:index])
-        index = name.find(DELIMITER, index + 1)
-    return out
 
 
 #: Commands allowed once logged in, a mailbox selected or not.

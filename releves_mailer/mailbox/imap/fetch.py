@@ -1,5 +1,6 @@
 """The IMAP FETCH command: items of many messages read in pipelined batches, large message
-sections sent from their files in pieces (RFC 3501 section 6.4.5, RFC 7162 CHANGEDSINCE)."""
+sections sent from their files in pieces (RFC 3501 section 6.4.5, RFC 7162 CHANGEDSINCE,
+RFC 3516 BINARY through :mod:`.binary`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
-from releves_mailer.mailbox.imap import mime
+from releves_mailer.mailbox.imap import binary, mime
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError, Disconnect
 from releves_mailer.mailbox.imap.parser import FetchAttribute, ParseError, Parser
+from releves_mailer.mailbox.imap.qresync import send_vanished_earlier
 from releves_mailer.mailbox.imap.response import format_internal_date, literal
 from releves_mailer.mailbox.imap.view import SelectedView
 
@@ -72,20 +74,26 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
     parser.sp()
     items = _fetch_items(parser)
     changed_since: int | None = None
+    vanished = False
     if parser.maybe_sp():
         parser.list_start()
         parser.expect(b"CHANGEDSINCE ")
         changed_since = parser.number()
         if parser.maybe_sp():
             parser.expect(b"VANISHED")
-            raise CommandError("BAD", "VANISHED needs QRESYNC")
+            if not (session.qresync and context.uid):
+                raise CommandError("BAD", "VANISHED needs QRESYNC and UID FETCH")
+            vanished = True
         if not parser.list_end():
             raise ParseError("Expected )")
     parser.end()
     await session.sync_view(allow_expunge=False)
+    if vanished and changed_since is not None:
+        await send_vanished_earlier(session, view, changed_since, sequence)
     uids = view.resolve(sequence, context.uid)
     names = {item.name for item in items}
-    if context.uid and "UID" not in names:
+    # QRESYNC: every FETCH response carries the UID, which resynchronising clients key on.
+    if (context.uid or session.qresync) and "UID" not in names:
         items.insert(0, FetchAttribute("UID", label=b"UID"))
     if changed_since is not None or "MODSEQ" in names:
         session.enable_condstore()
@@ -111,9 +119,11 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
             item.section and not item.path and item.text.startswith("HEADER")
         ):
             columns.add("header")
-        elif item.name in ("RFC822", "RFC822.TEXT") or item.section:
+        elif item.name in ("RFC822", "RFC822.TEXT", "BINARY", "BINARY.SIZE") or item.section:
             need_blob = True
-        if item.name in ("RFC822", "RFC822.TEXT") or (item.section and not item.peek):
+        if (item.name in ("RFC822", "RFC822.TEXT", "BINARY") and not item.peek) or (
+            item.section and not item.peek
+        ):
             sets_seen = True
     if need_blob:
         # Size and header: to leave large messages in their files and send them in pieces.
@@ -225,6 +235,10 @@ def _fetch_one(
             parts.append(b"BODY " + record.body)
         elif name == "RFC822.HEADER":
             parts.append(b"RFC822.HEADER " + literal(record.header))
+        elif name in ("BINARY", "BINARY.SIZE"):
+            parts.append(
+                _LargeSection(record, item) if in_file else binary.fetch_item(item, raw or b"")
+            )
         elif in_file and (name in ("RFC822", "RFC822.TEXT") or _needs_raw(item)):
             parts.append(_LargeSection(record, item))
         elif name in ("RFC822", "RFC822.TEXT"):
@@ -281,6 +295,9 @@ async def _send_large(session: ImapSession, pieces: list[bytes | _LargeSection])
             session.out += piece
             continue
         record, item = piece.record, piece.item
+        if item.name.startswith("BINARY"):
+            session.out += await binary.fetch_item_from_file(session, record, item)
+            continue
         session.out += item.label + b" "
         span = await _large_span(session, record, item)
         if isinstance(span, bytes):

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from releves_mailer.mailbox.imap import utf7
+
 __all__ = ["FetchAttribute", "ParseError", "Parser", "SequenceSet", "SpooledLiteral"]
 
 _MONTHS = {
@@ -105,6 +107,9 @@ class Parser:
         self.data = data
         self.pos = 0
         self.spooled: Mapping[int, SpooledLiteral] = spooled or {}
+        #: UTF8=ACCEPT enabled (RFC 6855): names come in UTF-8 and are stored in modified
+        #: UTF-7, like the names other clients send.
+        self.utf8_names = False
 
     # region primitives ###################################################################
 
@@ -211,14 +216,18 @@ class Parser:
             out.append(byte)
 
     def literal(self) -> bytes:
+        if self.peek() == 0x7E:
+            raise self.fail("literal8 not allowed here")
         value = self.message_literal()
         if isinstance(value, SpooledLiteral):
             raise self.fail("Literal too large for this argument")
         return value
 
     def message_literal(self) -> bytes | SpooledLiteral:
-        """A literal that may have been spooled to a file (the message of an APPEND)."""
-        match = _LITERAL.match(self.data, self.pos)
+        """A literal, or a literal8 (``~{n}``, RFC 3516), that may have been spooled to a
+        file (the message of an APPEND)."""
+        start_pos = self.pos + 1 if self.peek() == 0x7E else self.pos
+        match = _LITERAL.match(self.data, start_pos)
         if match is None:
             raise self.fail("Expected a literal")
         size = int(match.group(1))
@@ -234,6 +243,10 @@ class Parser:
 
     def is_literal(self) -> bool:
         return self.peek() == 0x7B
+
+    def is_message_literal(self) -> bool:
+        """A literal or a literal8 follows."""
+        return self.peek() == 0x7B or self.data[self.pos : self.pos + 2] == b"~{"
 
     def string(self) -> bytes:
         if self.peek() == 0x22:
@@ -271,6 +284,8 @@ class Parser:
             name = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise self.fail("Mailbox name is not valid UTF-8") from exc
+        if self.utf8_names:
+            name = utf7.encode(name)
         if name.upper() == "INBOX":
             return "INBOX"
         if name.upper().startswith("INBOX/"):
@@ -412,6 +427,8 @@ class Parser:
             if name in ("BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"):
                 raise self.fail(f"{name} needs a section")
             return FetchAttribute(name, label=name.encode())
+        if name.startswith("BINARY"):
+            return self._binary_attribute(start, name)
         if name not in ("BODY", "BODY.PEEK"):
             raise self.fail(f"{name} takes no section")
         self.pos += 1
@@ -452,6 +469,34 @@ class Parser:
             label = b"BODY" + label[len(b"BODY.PEEK") :]
         if item.partial is not None:
             label += b"<%d>" % item.partial[0]
+        item.label = label
+        return item
+
+    def _binary_attribute(self, start: int, name: str) -> FetchAttribute:
+        """``BINARY[1.2]<0.10>``, ``BINARY.PEEK[...]``, ``BINARY.SIZE[...]`` (RFC 3516)."""
+        self.pos += 1
+        path: list[int] = []
+        if self.peek() != 0x5D:
+            path.append(self.nz_number())
+            while self.accept(b"."):
+                path.append(self.nz_number())
+        self.expect(b"]")
+        label = self.data[start : self.pos].upper()
+        item = FetchAttribute(
+            "BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY",
+            path=path,
+            peek=name == "BINARY.PEEK",
+        )
+        if item.peek:
+            label = b"BINARY" + label[len(b"BINARY.PEEK") :]
+        if self.peek() == 0x3C and item.name == "BINARY":
+            self.pos += 1
+            offset = self.number()
+            self.expect(b".")
+            count = self.nz_number()
+            self.expect(b">")
+            item.partial = (offset, count)
+            label += b"<%d>" % offset
         item.label = label
         return item
 

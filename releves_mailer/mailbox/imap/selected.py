@@ -112,10 +112,12 @@ async def cmd_store(session: ImapSession, context: CommandContext, parser: Parse
         meta = view.meta[uid]
         if silent:
             body = b"MODSEQ (%d)" % meta.modseq
-            if context.uid:
+            if context.uid or session.qresync:
                 body = b"UID %d " % uid + body
         else:
-            body = view.flags_item(meta, condstore=session.condstore, with_uid=context.uid)
+            body = view.flags_item(
+                meta, condstore=session.condstore, with_uid=context.uid or session.qresync
+            )
         session.send(b"* %d FETCH (%s)" % (view.seq_of(uid), body))
     if failed:
         numbers = failed if context.uid else [view.seq_of(uid) for uid in failed]

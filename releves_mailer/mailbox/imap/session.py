@@ -85,6 +85,8 @@ class ImapSession(ImapConnection):
         self._mailbox: MailboxSession | None = None
         self.view: SelectedView | None = None
         self.condstore = False
+        self.qresync = False
+        self.utf8 = False
         self.closing = False
         self._held_ok: bytes | None = None
 
@@ -132,6 +134,13 @@ class ImapSession(ImapConnection):
                 "THREAD=REFERENCES",
                 "CONTEXT=SEARCH",
                 "CONTEXT=SORT",
+                "MULTIAPPEND",
+                "CATENATE",
+                "LIST-EXTENDED",
+                "CREATE-SPECIAL-USE",
+                "BINARY",
+                "QRESYNC",
+                "UTF8=ACCEPT",
             ]
         return caps
 
@@ -197,6 +206,7 @@ class ImapSession(ImapConnection):
     async def dispatch(self, data: bytes) -> None:
         data = data[:-2] if data.endswith(b"\r\n") else data.rstrip(b"\n")
         parser = Parser(data, self.spooled)
+        parser.utf8_names = self.utf8
         try:
             tag = parser.tag()
         except ParseError:

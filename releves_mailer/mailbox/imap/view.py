@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from releves_mailer.mailbox.contracts import MailboxSession, MessageMeta
 from releves_mailer.mailbox.imap.connection import CommandError
 from releves_mailer.mailbox.imap.parser import SequenceSet
+from releves_mailer.mailbox.imap.response import compress
 
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.context import SearchUpdate
@@ -52,6 +53,9 @@ class SelectedView:
         self.meta[meta.uid] = meta
         if self.updates:
             self.touched.add(meta.uid)
+
+    #: QRESYNC enabled: expunges are told as ``* VANISHED``, flag changes with their UID.
+    vanished: bool = False
 
     def seq_of(self, uid: int) -> int:
         return bisect.bisect_left(self.uids, uid) + 1
@@ -128,8 +132,11 @@ class SelectedView:
             gone = [uid for uid in self.uids if uid not in still]
             if gone and before_expunge is not None:
                 before_expunge(gone)
-            for uid in reversed(gone):
-                send(b"* %d EXPUNGE" % self.seq_of(uid))
+            if self.vanished and gone:
+                send(b"* VANISHED " + compress(gone).encode())
+            elif not self.vanished:
+                for uid in reversed(gone):
+                    send(b"* %d EXPUNGE" % self.seq_of(uid))
             if gone:
                 gone_set = set(gone)
                 self.uids = [uid for uid in self.uids if uid not in gone_set]
@@ -151,7 +158,7 @@ class SelectedView:
                 continue
             self.set_meta(meta)
             if old.flags != meta.flags:
-                item = self.flags_item(meta, condstore=condstore)
+                item = self.flags_item(meta, condstore=condstore, with_uid=self.vanished)
                 send(b"* %d FETCH (%s)" % (self.seq_of(meta.uid), item))
         if new:
             for meta in new:
