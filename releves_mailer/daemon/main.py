@@ -197,7 +197,13 @@ class Daemon:
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(
                 setup_portal,
-                services=Services(database, self.clock, links),
+                services=Services(
+                    database,
+                    self.clock,
+                    links,
+                    plan=RefreshPlan.from_config(config.collection),
+                    max_secondaries=config.portal.max_secondary_accounts,
+                ),
                 settings=settings,
                 guard=guard,
                 import_max_lines=config.portal.import_max_lines,

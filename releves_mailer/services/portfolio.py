@@ -64,6 +64,7 @@ class AccountView:
     terms_accepted_at: dt.datetime | None
     reception_mode: ReceptionMode
     created_at: dt.datetime
+    active: bool = True
 
 
 def account_view(account: PortalAccount) -> AccountView:
@@ -81,6 +82,7 @@ def account_view(account: PortalAccount) -> AccountView:
         terms_accepted_at=account.terms_accepted_at,
         reception_mode=account.reception_mode,
         created_at=account.created_at,
+        active=account.active,
     )
 
 
@@ -284,7 +286,7 @@ class Portfolio:
         """The "Paramétrage" search; with ``count_accounts``, the active bank accounts too."""
         async with self.database.session() as session:
             found = await redevable_rules.search_redevables(
-                session, await _account(session, viewer.id), criteria
+                session, await _account(session, viewer.id), criteria, self.clock.now()
             )
             rows = [redevable_view(r, r.account.login) for r in found.rows]
             ids = [row.id for row in rows]
