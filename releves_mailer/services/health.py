@@ -25,10 +25,10 @@ from releves_mailer.db.models import (
     ConnectionState,
     Redevable,
     Statement,
-    StatementState,
 )
 from releves_mailer.portfolio.redevables import collection_condition, latest_link_in_state
 from releves_mailer.services.portfolio import AccountView, family_of
+from releves_mailer.services.statements import undelivered
 
 __all__ = [
     "ErrorFigure",
@@ -37,7 +37,6 @@ __all__ = [
     "NightRound",
     "last_night",
     "live_connection",
-    "undelivered",
 ]
 
 
@@ -94,11 +93,6 @@ class HealthReport:
 def live_connection() -> ColumnElement[bool]:
     """A connection that counts: active and not closed (a reconnection closes the old one)."""
     return BankConnection.active.is_(True) & (BankConnection.state != ConnectionState.CLOSED)
-
-
-def undelivered() -> ColumnElement[bool]:
-    """A statement produced and still waiting for its delivery into a box."""
-    return (Statement.state == StatementState.PRODUCED) & Statement.delivery_box.is_(None)
 
 
 def last_night(now: dt.datetime, plan: RefreshPlan) -> tuple[dt.date, dt.datetime, dt.datetime]:

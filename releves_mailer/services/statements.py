@@ -39,6 +39,7 @@ __all__ = [
     "StatementState",
     "StatementView",
     "Statements",
+    "undelivered",
 ]
 
 _NEWEST_FIRST = (Statement.created_at.desc(), Statement.id.desc())
@@ -175,6 +176,13 @@ class StatementSearch:
     iban: str = ""
     state: StatementState | None = None
     include_secondaries: bool = False
+    #: Only the statements produced and still waiting for their delivery into a box.
+    undelivered: bool = False
+
+
+def undelivered() -> ColumnElement[bool]:
+    """A statement produced and still waiting for its delivery into a box."""
+    return (Statement.state == StatementState.PRODUCED) & Statement.delivery_box.is_(None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -222,6 +230,8 @@ def _conditions(criteria: StatementSearch, account_ids: list[int]) -> list[Colum
         )
     if criteria.state is not None:
         conditions.append(Statement.state == criteria.state)
+    if criteria.undelivered:
+        conditions.append(undelivered())
     return conditions
 
 

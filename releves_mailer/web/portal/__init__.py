@@ -16,7 +16,15 @@ from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
 from releves_mailer.portfolio.logins import LoginGuard
 from releves_mailer.services import Services
 from releves_mailer.web.app import PAGES
-from releves_mailer.web.portal import accounts, login, redevables, statements, subscription
+from releves_mailer.web.portal import (
+    accounts,
+    home,
+    login,
+    myaccount,
+    redevables,
+    statements,
+    subscription,
+)
 from releves_mailer.web.portal.common import PORTAL, Portal
 
 __all__ = ["PORTAL", "Portal", "setup_portal"]
@@ -49,3 +57,5 @@ def setup_portal(
     redevables.setup(app)
     statements.setup(app)
     accounts.setup(app)
+    home.setup(app)
+    myaccount.setup(app)

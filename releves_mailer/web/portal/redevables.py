@@ -141,11 +141,13 @@ def _error_list(errors: list[UserError]) -> list[str]:
 
 def _criteria(query: Mapping[str, str]) -> dict[str, str]:
     state = query.get("etat", "")
+    link = query.get("jeton", "")
     return {
         "siret": query.get("siret", "").strip(),
         "nom": query.get("nom", "").strip(),
         "iban": query.get("iban", "").strip(),
-        "etat": state if state in ("succes", "erreur") else "",
+        "etat": state if state in ("succes", "erreur", "aucune") else "",
+        "jeton": link if link in ("valide", "expire") else "",
         "desactives": "1" if flag(query, "desactives") else "",
         "secondaires": "1" if flag(query, "secondaires") else "",
     }
@@ -163,6 +165,7 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
             name=criteria["nom"],
             iban=criteria["iban"],
             collection_state=criteria["etat"],
+            link_state=criteria["jeton"],
             include_inactive=bool(criteria["desactives"]),
             include_secondaries=secondaries,
             limit=probe.size,
