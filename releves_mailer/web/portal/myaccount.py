@@ -1,8 +1,9 @@
-"""The "Mon compte" page: change one's password; a primary account manages its secondaries.
+"""The "Mon compte" page: change one's password; a primary account manages its secondaries."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
 from aiohttp import web
 
 from releves_mailer.errors import UserError
