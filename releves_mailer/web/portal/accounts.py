@@ -47,20 +47,20 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
     portal = request.portal
     criteria = _criteria(request.query)
     probe = Pagination(int_param(request.query, "page"), 0, criteria)
-    rows, total = await request.services.banks.search(
-        request.user,
-        BankAccountSearch(
-            siret=criteria["siret"],
-            name=criteria["nom"],
-            iban=criteria["iban"],
-            connection=criteria["connexion"],
-            link=criteria["jeton"],
-            include_inactive=bool(criteria["desactives"]),
-            include_secondaries=bool(criteria["secondaires"]),
-            limit=probe.size,
-            offset=probe.offset,
-        ),
+    search = BankAccountSearch(
+        siret=criteria["siret"],
+        name=criteria["nom"],
+        iban=criteria["iban"],
+        connection=criteria["connexion"],
+        link=criteria["jeton"],
+        include_inactive=bool(criteria["desactives"]),
+        include_secondaries=bool(criteria["secondaires"]),
+        limit=probe.size,
+        offset=probe.offset,
     )
+    rows, total = await request.services.banks.search(request.user, search)
+    # Connections without a bank account yet (failed at their first check), shown above.
+    bare = await request.services.banks.bare_connections(request.user, search)
     pagination = dataclasses.replace(probe, total=total)
     return portal.render(
         request,
@@ -70,6 +70,7 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
             "nav": "comptes",
             "criteria": criteria,
             "rows": rows,
+            "bare": bare,
             "pagination": pagination,
             "show_login": bool(criteria["secondaires"]) and request.user.is_primary,
         },

@@ -163,7 +163,7 @@ async def test_downloads_and_bank_account_detail(portal: PortalHarness, browser_
     page = browser_page
     base = portal.base_url
     await login(page, base, "cabinet")
-    await page.wait_for_url("**/portail/redevables")
+    await page.wait_for_url("**/portail/")
     await page.goto(f"{base}/portail/releves")
     assert await page.inner_text("#total") == "3"
     first = portal.primary.statement_ids[0]
