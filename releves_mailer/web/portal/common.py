@@ -30,6 +30,7 @@ __all__ = [
     "Pagination",
     "Portal",
     "PortalRequest",
+    "confirm_page",
     "flag",
     "int_param",
     "open_link_page",
@@ -263,4 +264,31 @@ async def open_link_page(
         request,
         "lien_ouvert",
         {"title": "Lien sécurisé", "nav": nav, "url": issued.url, "link": issued},
+    )
+
+
+def confirm_page(
+    request: PortalRequest,
+    *,
+    title: str,
+    nav: str,
+    question: str,
+    action: str,
+    confirm_label: str,
+    back: str,
+    hidden: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Ask before an action that cannot be taken back lightly: the form posts to ``action``."""
+    return request.portal.render(
+        request,
+        "confirmer",
+        {
+            "title": title,
+            "nav": nav,
+            "question": question,
+            "action": action,
+            "confirm_label": confirm_label,
+            "back": back,
+            "hidden": dict(hidden or {}),
+        },
     )

@@ -10,7 +10,7 @@ from releves_mailer.errors import UserError
 from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.services.family import SecondaryInput
 from releves_mailer.services.portfolio import AccountView
-from releves_mailer.web.portal.common import PREFIX, PortalRequest, page, path_id
+from releves_mailer.web.portal.common import PREFIX, PortalRequest, confirm_page, page, path_id
 
 __all__ = ["setup"]
 
@@ -103,21 +103,18 @@ async def _secondary_or_404(request: PortalRequest) -> AccountView:
 
 async def deactivate_confirm(request: PortalRequest) -> web.StreamResponse:
     secondary = await _secondary_or_404(request)
-    return request.portal.render(
+    return confirm_page(
         request,
-        "confirmer",
-        {
-            "title": "Désactiver un compte secondaire",
-            "nav": "compte",
-            "question": (
-                f"Voulez-vous vraiment désactiver le compte secondaire « {secondary.login} » "
-                f"({secondary.company_name}) ? Il ne pourra plus se connecter au portail ni à "
-                "ses boîtes aux lettres ; ses redevables et ses relevés sont conservés."
-            ),
-            "action": f"{BASE}/secondaires/{secondary.id}/desactiver",
-            "confirm_label": "Confirmer la désactivation",
-            "back": BASE,
-        },
+        title="Désactiver un compte secondaire",
+        nav="compte",
+        question=(
+            f"Voulez-vous vraiment désactiver le compte secondaire « {secondary.login} » "
+            f"({secondary.company_name}) ? Il ne pourra plus se connecter au portail ni à "
+            "ses boîtes aux lettres ; ses redevables et ses relevés sont conservés."
+        ),
+        action=f"{BASE}/secondaires/{secondary.id}/desactiver",
+        confirm_label="Confirmer la désactivation",
+        back=BASE,
     )
 
 

@@ -224,9 +224,15 @@ async def make_account(
 
 @contextlib.asynccontextmanager
 async def open_portal(
-    database: Database, clock: ManualClock, tmp_path: Path, guard: LoginGuard | None = None
+    database: Database,
+    clock: ManualClock,
+    tmp_path: Path,
+    guard: LoginGuard | None = None,
+    *,
+    max_secondaries: int = 10,
 ) -> AsyncIterator[PortalHarness]:
-    """The portfolio and the portal's HTTP server; ``guard`` shared with other servers."""
+    """The portfolio and the portal's HTTP server; ``guard`` shared with other servers;
+    ``max_secondaries`` is ``portal.max_secondary_accounts``."""
     primary = await make_account(database, clock, "cabinet", 1)
     secondary = await make_account(database, clock, "agence", 2, parent="cabinet")
     other = await make_account(database, clock, "autre", 3)
@@ -255,7 +261,7 @@ async def open_portal(
         setups=[
             functools.partial(
                 setup_portal,
-                services=Services(database, clock, links),
+                services=Services(database, clock, links, max_secondaries=max_secondaries),
                 settings=settings,
                 guard=guard,
             )
