@@ -26,6 +26,7 @@ from releves_mailer.web.portal import (
     subscription,
 )
 from releves_mailer.web.portal.common import PORTAL, Portal
+from releves_mailer.web.portal.errors import portal_errors
 
 __all__ = ["PORTAL", "Portal", "setup_portal"]
 
@@ -52,6 +53,7 @@ def setup_portal(
         guard=guard or PasswordGuard(services.clock, AuthSection(), settings.domain),
         import_max_lines=import_max_lines,
     )
+    app.middlewares.append(portal_errors)
     login.setup(app)
     subscription.setup(app)
     redevables.setup(app)

@@ -44,6 +44,12 @@ async def home(request: PortalRequest) -> web.StreamResponse:
     )
 
 
+async def root(request: web.Request) -> web.StreamResponse:
+    """``/``: the address the daemon prints leads to the portal (its login form first)."""
+    raise web.HTTPFound(f"{PREFIX}/")
+
+
 def setup(app: web.Application) -> None:
+    app.router.add_get("/", root)
     app.router.add_get(f"{PREFIX}/", page(home))
     app.router.add_get(PREFIX, page(home))

@@ -198,7 +198,13 @@ async def download_zip(request: PortalRequest) -> web.StreamResponse:
         }
         if not wanted or len(wanted) > ZIP_LIMIT:
             raise web.HTTPBadRequest(
-                text=f"Sélectionnez de 1 à {ZIP_LIMIT} relevés.", content_type="text/plain"
+                text=(
+                    f"Aucun relevé sélectionné : cochez de 1 à {ZIP_LIMIT} relevés dans la "
+                    "liste, ou utilisez « Tout télécharger »."
+                    if not wanted
+                    else f"Sélectionnez au plus {ZIP_LIMIT} relevés."
+                ),
+                content_type="text/plain",
             )
         selected = await statements.files_of_selection(request.user, wanted)
         if selected is None:
