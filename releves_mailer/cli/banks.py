@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from releves_mailer.account_types import account_type_fr
 from releves_mailer.aggregators.testbank import TestBank, parse_error_schedule
 from releves_mailer.cli.common import (
     AppContext,
@@ -188,7 +189,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         "etat_connexion": french(connection.state),
         "code_erreur": connection.error_code,
         "echecs_consecutifs": connection.consecutive_failures,
-        "type": account.type,
+        "type": account_type_fr(account.type),
         "libelle": account.label,
         "iban": account.iban,
         "bic": account.bic,
@@ -226,7 +227,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         f"Redevable : {redevable.siret} {redevable.company_name}",
         f"Banque : {connection.bank_name}    Connexion {connection.id} : "
         f"{french(connection.state)}{error}",
-        f"Type : {account.type}    Libellé : {account.label}",
+        f"Type : {account_type_fr(account.type)}    Libellé : {account.label}",
         f"IBAN : {account.iban or '-'}    BIC : {account.bic or '-'}    "
         f"Monnaie : {account.currency}",
         f"Date création : {_when(account.created_at)}    "
