@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from releves_mailer.cli.serve import listen_options
+from releves_mailer.cli.serve import listen_options, run_daemon
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
 from releves_mailer.daemon.main import Daemon, ListenOverrides
@@ -124,4 +124,4 @@ def demo(
     config = overrides.apply(config)
     configure_logging(config.logging, config.data_dir)
     daemon = Daemon(config, SystemClock())
-    asyncio.run(daemon.run(on_ready=lambda d: click.echo(connection_help(d, hint))))
+    run_daemon(daemon, lambda d: click.echo(connection_help(d, hint)))
