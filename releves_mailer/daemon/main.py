@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -242,6 +243,8 @@ class Daemon:
             "http": http.port,
         }
         self._write_ports(config.data_dir / "ports.json")
+        # Commands read it for the running daemon's address: it must not outlive the daemon.
+        stack.callback((config.data_dir / "ports.json").unlink, missing_ok=True)
 
     async def _refresh_named(
         self, database: Database, provider: str, provider_connection_id: str
@@ -290,7 +293,9 @@ class Daemon:
         _log.info("log file reopened, templates reloaded")
 
     def _write_ports(self, path: Path) -> None:
-        write_atomically(path, (json.dumps(self.ports) + "\n").encode())
+        """The ports in use, the public address links carry, and the daemon's process id."""
+        running = {**self.ports, "public_url": self.config.http.public_url, "pid": os.getpid()}
+        write_atomically(path, (json.dumps(running) + "\n").encode())
 
     async def run(self, on_ready: Callable[[Daemon], Awaitable[None] | None] | None = None) -> None:
         """Start everything, wait for SIGTERM/SIGINT (or :meth:`stop`), then stop in reverse."""
