@@ -11,11 +11,13 @@ from releves_mailer.account_types import account_type_fr
 from releves_mailer.aggregators.testbank import TestBank, parse_error_schedule
 from releves_mailer.cli.common import (
     AppContext,
+    account_filter,
     async_command,
     echo_json,
     exit_on_failed_refresh,
     find_redevable,
     format_money,
+    listed_accounts,
     open_collection,
     open_services,
     parse_datetime,
@@ -136,14 +138,24 @@ def _list_row(entry: BankAccountEntry) -> dict[str, Any]:
 @banks.command(name="list")
 @click.option("--siren", help="Seulement les comptes de ce SIREN.")
 @click.option("--all", "show_inactive", is_flag=True, help="Inclut les comptes désactivés.")
+@account_filter
 @click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
 @async_command
 async def list_accounts(
-    app: AppContext, siren: str | None, show_inactive: bool, as_json: bool
+    app: AppContext,
+    siren: str | None,
+    show_inactive: bool,
+    account_login: str | None,
+    include_secondaries: bool,
+    as_json: bool,
 ) -> None:
     """Liste les comptes bancaires collectés."""
     async with open_services(app.config) as services:
-        entries = await services.banks.entries(siren=siren, include_inactive=show_inactive)
+        entries = await services.banks.entries(
+            siren=siren,
+            include_inactive=show_inactive,
+            account_ids=await listed_accounts(services, account_login, include_secondaries),
+        )
     rows = [_list_row(entry) for entry in entries]
     if as_json:
         echo_json(rows)

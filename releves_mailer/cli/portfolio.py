@@ -398,8 +398,8 @@ async def redevables_add(
 @click.option(
     "--state",
     "collection_state",
-    type=click.Choice(["succes", "erreur"]),
-    help="État de la collecte : succes (connexions OK) ou erreur.",
+    type=click.Choice(["succes", "erreur", "aucune"]),
+    help="État de la collecte : succes (connexions OK), erreur ou aucune (sans connexion).",
 )
 @click.option("--inactive", "include_inactive", is_flag=True, help="Inclut les désactivés.")
 @click.option(

@@ -471,11 +471,20 @@ class Banks:
                 redevable_view(redevable, login),
             )
 
-    async def entries(self, *, siren: str | None, include_inactive: bool) -> list[BankAccountEntry]:
-        """Every collected bank account (of one SIREN), by SIREN (``banks list``)."""
+    async def entries(
+        self,
+        *,
+        siren: str | None,
+        include_inactive: bool,
+        account_ids: Sequence[int] | None = None,
+    ) -> list[BankAccountEntry]:
+        """Every collected bank account (of one SIREN, of some portal accounts), by SIREN
+        (``banks list``)."""
         query = _entries_query().order_by(Redevable.siren, BankAccount.id)
         if siren is not None:
             query = query.where(Redevable.siren == siren)
+        if account_ids is not None:
+            query = query.where(Redevable.account_id.in_(account_ids))
         if not include_inactive:
             query = query.where(BankAccount.active.is_(True))
         async with self.database.session() as session:

@@ -213,6 +213,15 @@ class Portfolio:
         async with self.database.session() as session:
             return account_view(await account_rules.get_account(session, login))
 
+    async def account_ids(self, login: str, *, secondaries: bool = False) -> list[int]:
+        """The id of account ``login`` and, with ``secondaries``, of its secondaries
+        (the ``--account LOGIN [--secondaries]`` options of the list commands)."""
+        async with self.database.session() as session:
+            account = await account_rules.get_account(session, login)
+            if secondaries:
+                return await account_rules.family_ids(session, account)
+            return [account.id]
+
     async def accounts(self) -> list[AccountView]:
         """Every portal account, by login."""
         async with self.database.session() as session:

@@ -194,6 +194,8 @@ class StatementFilter:
     first: dt.date | None = None
     last: dt.date | None = None
     state: StatementState | None = None
+    #: Only the redevables of these portal accounts (``--account``); None: all.
+    account_ids: Sequence[int] | None = None
 
 
 def _conditions(criteria: StatementSearch, account_ids: list[int]) -> list[ColumnElement[bool]]:
@@ -404,6 +406,8 @@ class Statements:
             )
         if criteria.state is not None:
             query = query.where(Statement.state == criteria.state)
+        if criteria.account_ids is not None:
+            query = query.where(Redevable.account_id.in_(criteria.account_ids))
         async with self.database.session() as session:
             return [
                 _view(statement, redevable) for statement, redevable in await session.execute(query)
