@@ -236,6 +236,12 @@ async def main(redevables: int, statements: int, runs: int) -> int:
         server = HttpServer(HttpSection(listen="127.0.0.1", port=0), app)
         await server.start()
         pages = [
+            "/portail/",
+            "/portail/mon-compte",
+            "/portail/redevables?etat=aucune&secondaires=1",
+            "/portail/redevables?jeton=valide&secondaires=1",
+            "/portail/redevables?jeton=expire&secondaires=1",
+            "/portail/releves?etat=non_depose&du=2000-01-01&secondaires=1",
             "/portail/redevables",
             "/portail/redevables?secondaires=1",
             "/portail/redevables?secondaires=1&page=50",
