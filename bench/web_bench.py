@@ -176,6 +176,10 @@ async def build(database: Database, redevables: int, statements: int) -> dict[st
                         ),
                         "updated_at": NOW,
                         "state": "produced",
+                        # Delivered, but for each account's last one (cut last night).
+                        "delivery_box": None
+                        if sequence == per_account
+                        else "releves.cabinet@releves.example",
                         "reason": "",
                         "iban": f"FR7630004000{account:015d}",
                         "currency": "EUR",
