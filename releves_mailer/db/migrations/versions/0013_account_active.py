@@ -26,10 +26,12 @@ _UNDELIVERED = "delivery_box IS NULL"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("portal_account") as batch:
-        batch.add_column(
-            sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.true())
-        )
+    # Plain ALTER TABLE (no batch copy): other tables reference portal_account, and SQLite
+    # adds and drops such a column in place.
+    op.add_column(
+        "portal_account",
+        sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.true()),
+    )
     op.create_index(
         "ix_statement_undelivered",
         "statement",
@@ -41,5 +43,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_statement_undelivered", table_name="statement")
-    with op.batch_alter_table("portal_account") as batch:
-        batch.drop_column("active")
+    op.drop_column("portal_account", "active")
