@@ -218,3 +218,12 @@ def test_text_colours_have_a_contrast_of_at_least_4_5() -> None:
             assert ratio >= 4.5, f"{selector}: {colour[1]} on {behind} is {ratio:.2f}:1"
             checked += 1
     assert checked >= 15
+
+
+def test_heading_sizes_decrease_with_their_level() -> None:
+    css = (templates_dir() / "web" / "releves.css").read_text(encoding="utf-8")
+    sizes = [
+        int(re.search(rf"^h{level} {{ font-size: (\d+)px", css, re.M)[1])  # type: ignore[index]
+        for level in (1, 2, 3)
+    ]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3, sizes
