@@ -176,6 +176,10 @@ async def build(database: Database, redevables: int, statements: int) -> dict[st
                         ),
                         "updated_at": NOW,
                         "state": "produced",
+                        # Delivered, but for each account's last one (cut last night).
+                        "delivery_box": None
+                        if sequence == per_account
+                        else "releves.cabinet@releves.example",
                         "reason": "",
                         "iban": f"FR7630004000{account:015d}",
                         "currency": "EUR",
@@ -236,6 +240,12 @@ async def main(redevables: int, statements: int, runs: int) -> int:
         server = HttpServer(HttpSection(listen="127.0.0.1", port=0), app)
         await server.start()
         pages = [
+            "/portail/",
+            "/portail/mon-compte",
+            "/portail/redevables?etat=aucune&secondaires=1",
+            "/portail/redevables?jeton=valide&secondaires=1",
+            "/portail/redevables?jeton=expire&secondaires=1",
+            "/portail/releves?etat=non_depose&du=2000-01-01&secondaires=1",
             "/portail/redevables",
             "/portail/redevables?secondaires=1",
             "/portail/redevables?secondaires=1&page=50",

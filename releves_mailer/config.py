@@ -77,6 +77,8 @@ class PortalSection(Section):
     support_phone: str = ""
     #: Lines read at most from a redevables import file (portal and command line).
     import_max_lines: int = Field(default=100_000, ge=1)
+    #: Active secondary accounts a primary account may open in the portal.
+    max_secondary_accounts: int = Field(default=10, ge=0, le=10_000)
 
     @field_validator("domain")
     @classmethod

@@ -250,7 +250,15 @@ class Listener:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 if port == 0 and len(self.sockets) > 1:
                     address = (address[0], self.port, *address[2:])
-                sock.bind(address)
+                try:
+                    sock.bind(address)
+                except OSError as error:
+                    # asyncio's wording: the address tells the command line which server.
+                    raise OSError(
+                        error.errno,
+                        f"error while attempting to bind on address {address[:2]!r}: "
+                        f"{(error.strerror or '').lower()}",
+                    ) from None
                 sock.listen(self.backlog)
                 sock.setblocking(False)
         except BaseException:

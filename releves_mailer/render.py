@@ -15,7 +15,8 @@ an error, never a blank in a mail. ``trim_blocks`` and ``lstrip_blocks`` are on,
 
 Filters: ``date_fr`` (``26/11/2026``), ``datetime_fr`` (``26/11/2026 à 00:10``, Paris time),
 ``montant`` (``amount|montant(currency)``: int minor units -> ``1 234,56 EUR``), ``iban``
-(groups of four) and ``taille`` (``25,3 Ko``).
+(groups of four), ``taille`` (``25,3 Ko``) and ``type_compte`` (``checking`` -> ``Compte
+courant``).
 
 Templates are read once and cached; :meth:`Renderer.reload` (SIGHUP) re-reads them, after
 compiling every template so that a broken override is refused and the previous set kept.
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
 
+from releves_mailer.account_types import account_type_fr
 from releves_mailer.cfonb import format_amount, minor_unit
 from releves_mailer.clock import PARIS
 from releves_mailer.resources import templates_dir
@@ -125,6 +127,7 @@ _FILTERS: Final[Mapping[str, Any]] = {
     "montant": format_montant,
     "iban": format_iban,
     "taille": format_taille,
+    "type_compte": account_type_fr,
 }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from releves_mailer.cli.cfonb import cfonb
 from releves_mailer.cli.collect import collect, simulate, statements
 from releves_mailer.cli.common import AppContext
 from releves_mailer.cli.demo import demo
+from releves_mailer.cli.errors import french_message, os_error_message
 from releves_mailer.cli.portfolio import accounts, redevables
 from releves_mailer.cli.serve import serve
 from releves_mailer.cli.tokens import tokens
@@ -31,6 +34,30 @@ __all__ = ["main"]
 class MainGroup(click.Group):
     """Turns every refusal into one French line on stderr and a non-zero exit."""
 
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's standalone mode, but its errors in French and without "Error:"."""
+        run = functools.partial(
+            super().main, args, prog_name, complete_var, standalone_mode=False, **extra
+        )
+        if not standalone_mode:
+            return run()
+        try:
+            result: Any = run()
+        except click.ClickException as error:
+            click.echo(french_message(error), err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Interrompu.", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -40,6 +67,10 @@ class MainGroup(click.Group):
             raise
         except KeyboardInterrupt:
             raise click.Abort from None
+        except OSError as error:
+            if ctx.obj is not None and getattr(ctx.obj, "debug", False):
+                raise
+            raise click.ClickException(os_error_message(error)) from None
         except Exception as error:
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise

@@ -7,14 +7,17 @@ from typing import Any
 
 import click
 
+from releves_mailer.account_types import account_type_fr
 from releves_mailer.aggregators.testbank import TestBank, parse_error_schedule
 from releves_mailer.cli.common import (
     AppContext,
+    account_filter,
     async_command,
     echo_json,
     exit_on_failed_refresh,
     find_redevable,
     format_money,
+    listed_accounts,
     open_collection,
     open_services,
     parse_datetime,
@@ -135,14 +138,24 @@ def _list_row(entry: BankAccountEntry) -> dict[str, Any]:
 @banks.command(name="list")
 @click.option("--siren", help="Seulement les comptes de ce SIREN.")
 @click.option("--all", "show_inactive", is_flag=True, help="Inclut les comptes désactivés.")
+@account_filter
 @click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
 @async_command
 async def list_accounts(
-    app: AppContext, siren: str | None, show_inactive: bool, as_json: bool
+    app: AppContext,
+    siren: str | None,
+    show_inactive: bool,
+    account_login: str | None,
+    include_secondaries: bool,
+    as_json: bool,
 ) -> None:
     """Liste les comptes bancaires collectés."""
     async with open_services(app.config) as services:
-        entries = await services.banks.entries(siren=siren, include_inactive=show_inactive)
+        entries = await services.banks.entries(
+            siren=siren,
+            include_inactive=show_inactive,
+            account_ids=await listed_accounts(services, account_login, include_secondaries),
+        )
     rows = [_list_row(entry) for entry in entries]
     if as_json:
         echo_json(rows)
@@ -188,7 +201,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         "etat_connexion": french(connection.state),
         "code_erreur": connection.error_code,
         "echecs_consecutifs": connection.consecutive_failures,
-        "type": account.type,
+        "type": account_type_fr(account.type),
         "libelle": account.label,
         "iban": account.iban,
         "bic": account.bic,
@@ -226,7 +239,7 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
         f"Redevable : {redevable.siret} {redevable.company_name}",
         f"Banque : {connection.bank_name}    Connexion {connection.id} : "
         f"{french(connection.state)}{error}",
-        f"Type : {account.type}    Libellé : {account.label}",
+        f"Type : {account_type_fr(account.type)}    Libellé : {account.label}",
         f"IBAN : {account.iban or '-'}    BIC : {account.bic or '-'}    "
         f"Monnaie : {account.currency}",
         f"Date création : {_when(account.created_at)}    "

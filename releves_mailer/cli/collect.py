@@ -18,11 +18,13 @@ from tqdm import tqdm
 
 from releves_mailer.cli.common import (
     AppContext,
+    account_filter,
     async_command,
     echo_json,
     exit_on_failed_refresh,
     find_redevable,
     format_money,
+    listed_accounts,
     open_collection,
     open_services,
     parse_datetime,
@@ -48,10 +50,18 @@ _STATE_OPTIONS["échec"] = StatementState.FAILED
 
 
 def _parse_date(value: str, option: str) -> dt.date:
+    """A date option: JJ/MM/AAAA, as everywhere users read dates, or AAAA-MM-JJ."""
+    text = value.strip()
     try:
-        return dt.date.fromisoformat(value)
+        return dt.datetime.strptime(text, "%d/%m/%Y").date()
     except ValueError:
-        raise UserError(f"{option} : date invalide « {value} » (attendu AAAA-MM-JJ)") from None
+        pass
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"{option} : date invalide « {value} » (attendu JJ/MM/AAAA ou AAAA-MM-JJ)"
+        ) from None
 
 
 def _summary(report: RunReport) -> str:
@@ -100,8 +110,8 @@ async def collect(app: AppContext, siren: str | None, at: str | None) -> None:
 
 
 @click.command()
-@click.option("--from", "first", required=True, help="Première nuit simulée (AAAA-MM-JJ).")
-@click.option("--to", "last", required=True, help="Dernière nuit simulée (AAAA-MM-JJ).")
+@click.option("--from", "first", required=True, help="Première nuit simulée (JJ/MM/AAAA).")
+@click.option("--to", "last", required=True, help="Dernière nuit simulée (JJ/MM/AAAA).")
 @click.option(
     "--step-minutes",
     default=60,
@@ -120,7 +130,10 @@ async def simulate(app: AppContext, first: str, last: str, step_minutes: int) ->
     start = _parse_date(first, "--from")
     end = _parse_date(last, "--to")
     if end < start:
-        raise UserError("--to précède --from")
+        raise UserError(
+            f"--to {end:%d/%m/%Y} est antérieur à --from {start:%d/%m/%Y} : "
+            "la période doit finir après son début"
+        )
     plan = RefreshPlan.from_config(config.collection)
     first_step = next(iter(simulation_steps(start, start, plan, step_minutes)))[1]
     clock = ManualClock(first_step)
@@ -176,13 +189,14 @@ def _row(statement: StatementView) -> dict[str, Any]:
 @statements.command("list")
 @click.option("--siret", help="SIREN ou SIRET du redevable.")
 @click.option("--iban", help="IBAN du compte.")
-@click.option("--from", "first", help="Reçus à partir du (AAAA-MM-JJ).")
-@click.option("--to", "last", help="Reçus jusqu'au (AAAA-MM-JJ).")
+@click.option("--from", "first", help="Reçus à partir du (JJ/MM/AAAA).")
+@click.option("--to", "last", help="Reçus jusqu'au (JJ/MM/AAAA).")
 @click.option(
     "--state",
     type=click.Choice(sorted(_STATE_OPTIONS), case_sensitive=False),
     help="État de la collecte.",
 )
+@account_filter
 @click.option("--json", "as_json", is_flag=True, help="Sortie JSON.")
 @async_command
 async def list_statements(
@@ -192,24 +206,34 @@ async def list_statements(
     first: str | None,
     last: str | None,
     state: str | None,
+    account_login: str | None,
+    include_secondaries: bool,
     as_json: bool,
 ) -> None:
     """Liste les relevés (du plus récent au plus ancien)."""
-    criteria = StatementFilter(
-        siret=siret,
-        iban=iban,
-        first=_parse_date(first, "--from") if first else None,
-        last=_parse_date(last, "--to") if last else None,
-        state=_STATE_OPTIONS[state.lower()] if state else None,
-    )
+    start = _parse_date(first, "--from") if first else None
+    end = _parse_date(last, "--to") if last else None
+    if start is not None and end is not None and end < start:
+        raise UserError(
+            f"--to {end:%d/%m/%Y} est antérieur à --from {start:%d/%m/%Y} : "
+            "la période doit finir après son début"
+        )
     async with open_services(app.config) as services:
+        criteria = StatementFilter(
+            siret=siret,
+            iban=iban,
+            first=start,
+            last=end,
+            state=_STATE_OPTIONS[state.lower()] if state else None,
+            account_ids=await listed_accounts(services, account_login, include_secondaries),
+        )
         rows = [_row(statement) for statement in await services.statements.listing(criteria)]
     if as_json:
         echo_json(rows)
         return
     click.echo(f"{len(rows)} relevé(s) trouvé(s)")
     for row in rows:
-        period = f"{row['periode_debut']:%d/%m/%y} au {row['periode_fin']:%d/%m/%y}"
+        period = f"{row['periode_debut']:%d/%m/%Y} au {row['periode_fin']:%d/%m/%Y}"
         flag = " ÉCART DE SOLDE" if row["ecart_solde"] else ""
         click.echo(
             f"{row['id']:>6}  {row['siren']} {row['nic']:<5} {row['raison_sociale'][:30]:<30} "

@@ -25,11 +25,13 @@ from releves_mailer.services.wiring import open_collection, open_services
 __all__ = [
     "REFRESH_FAILED",
     "AppContext",
+    "account_filter",
     "async_command",
     "echo_json",
     "exit_on_failed_refresh",
     "find_redevable",
     "format_money",
+    "listed_accounts",
     "open_collection",
     "open_services",
     "parse_datetime",
@@ -123,3 +125,27 @@ async def find_redevable(services: Services, siren: str, login: str | None) -> R
         if error.field != "account":
             raise
         raise UserError(f"{error.message} (--account LOGIN)") from None
+
+
+def account_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--account LOGIN`` and ``--secondaries`` of the list commands (all accounts without)."""
+    function = click.option(
+        "--secondaries",
+        "include_secondaries",
+        is_flag=True,
+        help="Avec --account : inclut les comptes secondaires de ce compte principal.",
+    )(function)
+    return click.option(
+        "--account", "account_login", help="Seulement les redevables de ce compte portail."
+    )(function)
+
+
+async def listed_accounts(
+    services: Services, login: str | None, secondaries: bool
+) -> list[int] | None:
+    """The portal accounts a list command keeps (None: every account)."""
+    if not login:
+        if secondaries:
+            raise UserError("--secondaries s'emploie avec --account LOGIN")
+        return None
+    return await services.portfolio.account_ids(login, secondaries=secondaries)

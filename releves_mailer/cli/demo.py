@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from releves_mailer.cli.serve import listen_options, log_format_option, with_log_format
+from releves_mailer.cli.serve import listen_options, log_format_option, run_daemon, with_log_format
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import CONFIG_FILE_NAME, Config, load_config
 from releves_mailer.daemon.lock import DataDirLock
@@ -58,14 +58,20 @@ def connection_help(daemon: Daemon, password_hint: str) -> str:
     secondary = box_address(SECONDARY_LOGIN, domain)
     host = config.imap.listen
     ports = daemon.ports
+    portal = f"{config.http.public_url.rstrip('/')}/portail/"
     return f"""
-Démo releves-mailer prête. Connectez n'importe quel client de messagerie :
+Démo releves-mailer prête.
+
+  Portail web    {portal}
+                 identifiant « {DEMO_LOGIN} » (compte principal) ou « {SECONDARY_LOGIN} »
+                 (compte secondaire), mot de passe : {password_hint}
+
+Connectez aussi n'importe quel client de messagerie :
 
   Serveur IMAP   {host}  port {ports["imap"]} (STARTTLS)  ou  port {ports["imaps"]} (SSL/TLS)
   Serveur SMTP   {host}  port {ports["smtp"]} (STARTTLS puis authentification ; envoi
                  entre les boîtes d'un même compte, jamais vers la boîte dédiée)
-  Portail web    {config.http.public_url}
-  Mot de passe   {password_hint}  (le même pour toutes les boîtes)
+  Mot de passe   {password_hint}  (le même pour le portail et toutes les boîtes)
 
   Boîtes :
     {dedicated}    boîte dédiée aux relevés du compte « {DEMO_LOGIN} »
@@ -124,12 +130,12 @@ def demo(
         click.echo(f"Création de la démo dans {data_dir.resolve()} ...")
         config = asyncio.run(build_demo(data_dir, password))
     hint = (
-        f"celui de {password_file}"
+        f"la première ligne de {password_file.resolve()}"
         if password_file is not None
-        else f"voir {config.data_dir / LOGIN_NOTE_NAME}"
+        else f"dans le fichier {(config.data_dir / LOGIN_NOTE_NAME).resolve()}"
     )
     overrides = ListenOverrides(listen, imap_port, imaps_port, smtp_port, http_port)
     config = with_log_format(overrides.apply(config), log_format)
     configure_logging(config.logging, config.data_dir, secrets_of(config))
     daemon = Daemon(config, SystemClock(), lock=lock, log_format=log_format)
-    asyncio.run(daemon.run(on_ready=lambda d: click.echo(connection_help(d, hint))))
+    run_daemon(daemon, lambda d: click.echo(connection_help(d, hint)))

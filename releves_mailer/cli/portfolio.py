@@ -117,7 +117,8 @@ def accounts() -> None:
 @click.option(
     "--accept-cgau",
     is_flag=True,
-    help="Souscrit au service en acceptant les CGAU (date enregistrée).",
+    help="Souscrit au service en acceptant les CGAU (date enregistrée) ; leur texte : "
+    "page /portail/cgau du portail.",
 )
 @click.option(
     "--password-file",
@@ -250,7 +251,11 @@ async def accounts_passwd(app: AppContext, login: str, password_file: Path | Non
 @click.option("--contact", "contact_name")
 @click.option("--phone")
 @click.option("--reception", type=RECEPTION)
-@click.option("--accept-cgau", is_flag=True, help="Souscrit au service en acceptant les CGAU.")
+@click.option(
+    "--accept-cgau",
+    is_flag=True,
+    help="Souscrit au service en acceptant les CGAU (texte : page /portail/cgau du portail).",
+)
 @async_command
 async def accounts_edit(
     app: AppContext,
@@ -393,8 +398,8 @@ async def redevables_add(
 @click.option(
     "--state",
     "collection_state",
-    type=click.Choice(["succes", "erreur"]),
-    help="État de la collecte : succes (connexions OK) ou erreur.",
+    type=click.Choice(["succes", "erreur", "aucune"]),
+    help="État de la collecte : succes (connexions OK), erreur ou aucune (sans connexion).",
 )
 @click.option("--inactive", "include_inactive", is_flag=True, help="Inclut les désactivés.")
 @click.option(

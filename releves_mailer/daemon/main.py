@@ -231,7 +231,13 @@ class Daemon:
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(
                 setup_portal,
-                services=Services(database, self.clock, links),
+                services=Services(
+                    database,
+                    self.clock,
+                    links,
+                    plan=RefreshPlan.from_config(config.collection),
+                    max_secondaries=config.portal.max_secondary_accounts,
+                ),
                 settings=settings,
                 guard=CountingGuard(guard, "http", metrics),
                 import_max_lines=config.portal.import_max_lines,
@@ -280,6 +286,8 @@ class Daemon:
             "http": http.port,
         }
         self._write_ports(config.data_dir / "ports.json")
+        # Commands read it for the running daemon's address: it must not outlive the daemon.
+        stack.callback((config.data_dir / "ports.json").unlink, missing_ok=True)
 
     async def _refresh_named(
         self, database: Database, provider: str, provider_connection_id: str
@@ -385,7 +393,9 @@ class Daemon:
         return f"prêt ({ports})"
 
     def _write_ports(self, path: Path) -> None:
-        write_atomically(path, (json.dumps(self.ports) + "\n").encode())
+        """The ports in use, the public address links carry, and the daemon's process id."""
+        running = {**self.ports, "public_url": self.config.http.public_url, "pid": os.getpid()}
+        write_atomically(path, (json.dumps(running) + "\n").encode())
 
     async def run(self, on_ready: Callable[[Daemon], Awaitable[None] | None] | None = None) -> None:
         """Start everything, wait for SIGTERM/SIGINT (or :meth:`stop`), then stop in reverse.

@@ -38,7 +38,7 @@ MAX_USERNAME = 320
 
 
 async def verified_account(database: Database, login: str, password: str) -> PortalAccount | None:
-    """The account of ``login`` when ``password`` is its password, else ``None``.
+    """The active account of ``login`` when ``password`` is its password, else ``None``.
 
     An unknown login costs one hash too, so that timing does not tell which logins exist.
     """
@@ -49,7 +49,10 @@ async def verified_account(database: Database, login: str, password: str) -> Por
                 select(PortalAccount).where(PortalAccount.login == login)
             )
     valid = await verify_password(account.password_hash if account is not None else None, password)
-    return account if account is not None and valid and password else None
+    # A deactivated account costs the same check: its login is neither confirmed nor denied.
+    if account is None or not account.active or not valid or not password:
+        return None
+    return account
 
 
 class PortfolioAuthenticator:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import Select, func, select, true
+from sqlalchemy import ColumnElement, Select, func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -17,6 +18,7 @@ from releves_mailer.db.models import (
     ConnectionState,
     PortalAccount,
     Redevable,
+    SecureLink,
 )
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.accounts import family_ids
@@ -30,11 +32,13 @@ __all__ = [
     "SearchPage",
     "Written",
     "apply_input",
+    "collection_condition",
     "create_redevable",
     "deactivate_redevable",
     "find_by_siret",
     "find_redevable",
     "get_redevable",
+    "latest_link_in_state",
     "reactivate_redevable",
     "search_redevables",
     "update_redevable",
@@ -353,12 +357,50 @@ class RedevableSearch:
     name: str = ""
     #: Any part of an IBAN of one of the redevable's bank accounts (spaces ignored).
     iban: str = ""
-    #: ``"succes"``: every active connection is OK; ``"erreur"``: one is in error.
+    #: ``"succes"``: every active connection is OK; ``"erreur"``: one is in error;
+    #: ``"aucune"``: no active connection at all.
     collection_state: str = ""
+    #: ``"valide"`` or ``"expire"``: the state of the redevable's latest secure link.
+    link_state: str = ""
     include_inactive: bool = False
     include_secondaries: bool = False
     limit: int = 50
     offset: int = 0
+
+
+def collection_condition(state: str) -> ColumnElement[bool]:
+    """The "État de la collecte" filter on ``Redevable``: ``succes`` (every active connection
+    is OK), ``erreur`` (one is in error) or ``aucune`` (no active connection)."""
+    live = (BankConnection.redevable_id == Redevable.id) & BankConnection.active
+    failing = select(BankConnection.id).where(live, BankConnection.state == ConnectionState.ERROR)
+    if state == "erreur":
+        return failing.exists()
+    if state == "aucune":
+        return ~select(BankConnection.id).where(live).exists()
+    if state == "succes":
+        healthy = select(BankConnection.id).where(live, BankConnection.state == ConnectionState.OK)
+        return healthy.exists() & ~failing.exists()
+    raise UserError(
+        f"état de collecte inconnu « {state} » (succes, erreur ou aucune)", field="state"
+    )
+
+
+def latest_link_in_state(state: str, now: dt.datetime) -> ColumnElement[bool]:
+    """The redevable's most recent secure link is still valid, or expired unused."""
+    latest = (
+        select(SecureLink.id)
+        .where(SecureLink.redevable_id == Redevable.id)
+        .order_by(SecureLink.created_at.desc(), SecureLink.id.desc())
+        .limit(1)
+        .correlate(Redevable)
+        .scalar_subquery()
+    )
+    unused = select(SecureLink.id).where(SecureLink.id == latest, SecureLink.used_at.is_(None))
+    if state == "valide":
+        return unused.where(SecureLink.expires_at > now).exists()
+    if state == "expire":
+        return unused.where(SecureLink.expires_at <= now).exists()
+    raise UserError(f"état de jeton inconnu « {state} » (valide ou expire)", field="link")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,8 +410,12 @@ class SearchPage:
 
 
 async def search_redevables(
-    session: AsyncSession, viewer: PortalAccount, criteria: RedevableSearch
+    session: AsyncSession,
+    viewer: PortalAccount,
+    criteria: RedevableSearch,
+    now: dt.datetime | None = None,
 ) -> SearchPage:
+    """One page of the "Paramétrage" search; ``now`` dates the secure links' states."""
     if criteria.include_secondaries and not viewer.is_primary:
         raise UserError(
             "seul un compte principal peut afficher les redevables de ses comptes secondaires"
@@ -392,22 +438,11 @@ async def search_redevables(
             .exists()
         )
     if criteria.collection_state:
-        live = (BankConnection.redevable_id == Redevable.id) & BankConnection.active
-        failing = select(BankConnection.id).where(
-            live, BankConnection.state == ConnectionState.ERROR
-        )
-        if criteria.collection_state == "erreur":
-            query = query.where(failing.exists())
-        elif criteria.collection_state == "succes":
-            healthy = select(BankConnection.id).where(
-                live, BankConnection.state == ConnectionState.OK
-            )
-            query = query.where(healthy.exists(), ~failing.exists())
-        else:
-            raise UserError(
-                f"état de collecte inconnu « {criteria.collection_state} » (succes ou erreur)",
-                field="state",
-            )
+        query = query.where(collection_condition(criteria.collection_state))
+    if criteria.link_state:
+        if now is None:
+            raise ValueError("a search on link states needs the clock's now")
+        query = query.where(latest_link_in_state(criteria.link_state, now))
     query = query.where(true() if criteria.include_inactive else Redevable.active)
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = (

@@ -40,6 +40,7 @@ __all__ = [
     "BankAccountSearch",
     "BankAccountView",
     "Banks",
+    "BareConnectionRow",
     "ConnectionState",
     "ConnectionView",
     "EventView",
@@ -155,6 +156,23 @@ class AccountRow:
     link_state: str
     link_label: str
     link_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BareConnectionRow:
+    """A live connection without any bank account yet (e.g. it failed its very first check)."""
+
+    id: int
+    redevable_id: int
+    login: str
+    siren: str
+    nic: str
+    company: str
+    bank_name: str
+    connection_ok: bool
+    connection_state: str
+    connection_error: str
+    last_check_at: dt.datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -372,6 +390,70 @@ class Banks:
             ]
         return rows, total
 
+    async def bare_connections(
+        self, viewer: AccountView, criteria: BankAccountSearch, *, limit: int = 200
+    ) -> list[BareConnectionRow]:
+        """The live connections of the list's scope that hold no bank account, so that one
+        that failed its first check shows with its error (SIRET, name, state filters apply;
+        an IBAN or link filter matches none of them)."""
+        if criteria.iban.strip() or criteria.link:
+            return []
+        async with self.database.session() as session:
+            if criteria.include_secondaries and viewer.is_primary:
+                ids = await family_of(session, viewer)
+            else:
+                ids = [viewer.id]
+            query = (
+                select(BankConnection, Redevable, PortalAccount.login)
+                .join(Redevable, Redevable.id == BankConnection.redevable_id)
+                .join(PortalAccount, PortalAccount.id == Redevable.account_id)
+                .where(
+                    Redevable.account_id.in_(ids),
+                    BankConnection.active.is_(True),
+                    BankConnection.state != ConnectionState.CLOSED,
+                    ~select(BankAccount.id)
+                    .where(BankAccount.connection_id == BankConnection.id)
+                    .exists(),
+                )
+            )
+            siret = criteria.siret.replace(" ", "")
+            if siret:
+                query = query.where(
+                    (Redevable.siren + Redevable.nic).startswith(siret, autoescape=True)
+                )
+            if criteria.name:
+                full = func.lower(Redevable.company_name + " " + Redevable.company_name_2)
+                query = query.where(full.contains(criteria.name.lower(), autoescape=True))
+            if criteria.connection in _CONNECTION_FILTERS:
+                query = query.where(
+                    BankConnection.state == _CONNECTION_FILTERS[criteria.connection]
+                )
+            if not criteria.include_inactive:
+                query = query.where(Redevable.active.is_(True))
+            rows = await session.execute(
+                query.order_by(Redevable.company_name, Redevable.siren, BankConnection.id).limit(
+                    limit
+                )
+            )
+            return [
+                BareConnectionRow(
+                    id=connection.id,
+                    redevable_id=redevable.id,
+                    login=login,
+                    siren=redevable.siren,
+                    nic=redevable.nic,
+                    company=redevable.full_company_name,
+                    bank_name=connection.bank_name,
+                    connection_ok=connection.state is ConnectionState.OK,
+                    connection_state=connection.state.value,
+                    connection_error=describe_error(connection.error_code).message
+                    if connection.error_code
+                    else "",
+                    last_check_at=connection.last_check_at,
+                )
+                for connection, redevable, login in rows
+            ]
+
     async def in_scope(self, viewer: AccountView, account_id: int) -> BankAccountEntry | None:
         """A bank account ``viewer`` may see (None when unknown or another family's)."""
         async with self.database.session() as session:
@@ -389,11 +471,20 @@ class Banks:
                 redevable_view(redevable, login),
             )
 
-    async def entries(self, *, siren: str | None, include_inactive: bool) -> list[BankAccountEntry]:
-        """Every collected bank account (of one SIREN), by SIREN (``banks list``)."""
+    async def entries(
+        self,
+        *,
+        siren: str | None,
+        include_inactive: bool,
+        account_ids: Sequence[int] | None = None,
+    ) -> list[BankAccountEntry]:
+        """Every collected bank account (of one SIREN, of some portal accounts), by SIREN
+        (``banks list``)."""
         query = _entries_query().order_by(Redevable.siren, BankAccount.id)
         if siren is not None:
             query = query.where(Redevable.siren == siren)
+        if account_ids is not None:
+            query = query.where(Redevable.account_id.in_(account_ids))
         if not include_inactive:
             query = query.where(BankAccount.active.is_(True))
         async with self.database.session() as session:

@@ -64,6 +64,7 @@ class AccountView:
     terms_accepted_at: dt.datetime | None
     reception_mode: ReceptionMode
     created_at: dt.datetime
+    active: bool = True
 
 
 def account_view(account: PortalAccount) -> AccountView:
@@ -81,6 +82,7 @@ def account_view(account: PortalAccount) -> AccountView:
         terms_accepted_at=account.terms_accepted_at,
         reception_mode=account.reception_mode,
         created_at=account.created_at,
+        active=account.active,
     )
 
 
@@ -211,6 +213,15 @@ class Portfolio:
         async with self.database.session() as session:
             return account_view(await account_rules.get_account(session, login))
 
+    async def account_ids(self, login: str, *, secondaries: bool = False) -> list[int]:
+        """The id of account ``login`` and, with ``secondaries``, of its secondaries
+        (the ``--account LOGIN [--secondaries]`` options of the list commands)."""
+        async with self.database.session() as session:
+            account = await account_rules.get_account(session, login)
+            if secondaries:
+                return await account_rules.family_ids(session, account)
+            return [account.id]
+
     async def accounts(self) -> list[AccountView]:
         """Every portal account, by login."""
         async with self.database.session() as session:
@@ -284,7 +295,7 @@ class Portfolio:
         """The "Paramétrage" search; with ``count_accounts``, the active bank accounts too."""
         async with self.database.session() as session:
             found = await redevable_rules.search_redevables(
-                session, await _account(session, viewer.id), criteria
+                session, await _account(session, viewer.id), criteria, self.clock.now()
             )
             rows = [redevable_view(r, r.account.login) for r in found.rows]
             ids = [row.id for row in rows]

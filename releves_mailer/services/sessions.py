@@ -89,7 +89,8 @@ class SessionStore:
             if row is None:
                 return None
             stored, account = row
-            if now >= stored.expires_at or now - stored.last_seen_at >= IDLE_TIMEOUT:
+            expired = now >= stored.expires_at or now - stored.last_seen_at >= IDLE_TIMEOUT
+            if expired or not account.active:
                 await session.delete(stored)
                 return None
             if now - stored.last_seen_at >= TOUCH_EVERY:

@@ -9,7 +9,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import PARIS
@@ -39,6 +39,7 @@ __all__ = [
     "StatementState",
     "StatementView",
     "Statements",
+    "undelivered",
 ]
 
 _NEWEST_FIRST = (Statement.created_at.desc(), Statement.id.desc())
@@ -175,6 +176,19 @@ class StatementSearch:
     iban: str = ""
     state: StatementState | None = None
     include_secondaries: bool = False
+    #: Only the statements produced and still waiting for their delivery into a box.
+    undelivered: bool = False
+
+
+def undelivered() -> ColumnElement[bool]:
+    """A statement produced and still waiting for its delivery into a box.
+
+    ``delivery_box IS NULL`` as written in ``ix_statement_undelivered``'s WHERE, so that the
+    planner may read that small partial index; the state is compared through ``|| ''`` so
+    that SQLite does not prefer the state index (nearly every statement is produced).
+    """
+    state = Statement.state.op("||")(literal_column("''"))
+    return Statement.delivery_box.is_(None) & (state == StatementState.PRODUCED.value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -186,6 +200,8 @@ class StatementFilter:
     first: dt.date | None = None
     last: dt.date | None = None
     state: StatementState | None = None
+    #: Only the redevables of these portal accounts (``--account``); None: all.
+    account_ids: Sequence[int] | None = None
 
 
 def _conditions(criteria: StatementSearch, account_ids: list[int]) -> list[ColumnElement[bool]]:
@@ -222,6 +238,8 @@ def _conditions(criteria: StatementSearch, account_ids: list[int]) -> list[Colum
         )
     if criteria.state is not None:
         conditions.append(Statement.state == criteria.state)
+    if criteria.undelivered:
+        conditions.append(undelivered())
     return conditions
 
 
@@ -394,6 +412,8 @@ class Statements:
             )
         if criteria.state is not None:
             query = query.where(Statement.state == criteria.state)
+        if criteria.account_ids is not None:
+            query = query.where(Redevable.account_id.in_(criteria.account_ids))
         async with self.database.session() as session:
             return [
                 _view(statement, redevable) for statement, redevable in await session.execute(query)

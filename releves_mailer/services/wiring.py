@@ -7,6 +7,9 @@ daemon's collector, for the commands that collect).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ __all__ = [
     "load_keyring",
     "open_collection",
     "open_services",
+    "running_public_url",
     "upgrade_schema",
     "write_dovecot_setup",
 ]
@@ -123,8 +127,34 @@ def _outbox(config: Config, database: Database, clock: Clock) -> Outbox:
     )
 
 
+def running_public_url(config: Config) -> str | None:
+    """The public address of the daemon running on this data directory, or None.
+
+    ``serve`` writes it in ``ports.json`` with its process id and removes the file when it
+    stops; a file left by a killed daemon names a dead process and is ignored.
+    """
+    try:
+        running = json.loads((config.data_dir / "ports.json").read_text(encoding="utf-8"))
+        pid, url = int(running["pid"]), str(running["public_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return url
+
+
 def _composer(config: Config, clock: Clock) -> MailComposer:
-    return MailComposer(Renderer.from_config(config), PartnerSettings.from_config(config), clock)
+    """Mails built by a command carry the links of the running daemon's address (with
+    ``--http-port 0`` it differs from the config's)."""
+    settings = PartnerSettings.from_config(config)
+    url = running_public_url(config)
+    if url is not None:
+        settings = dataclasses.replace(settings, public_url=url.rstrip("/"))
+    return MailComposer(Renderer.from_config(config), settings, clock)
 
 
 @dataclass

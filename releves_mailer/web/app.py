@@ -18,7 +18,7 @@ from releves_mailer.partner.flow import PartnerFlow
 from releves_mailer.partner.mails import PartnerSettings
 from releves_mailer.render import Renderer
 
-__all__ = ["PAGES", "Pages", "add_security_headers", "create_app", "error_pages"]
+__all__ = ["ERRORS", "PAGES", "Pages", "add_security_headers", "create_app", "error_pages"]
 
 _log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
 
 
 #: French titles and messages of the error pages aiohttp would answer in English.
-_ERRORS: Mapping[int, tuple[str, str]] = {
+ERRORS: Mapping[int, tuple[str, str]] = {
     400: ("Requête invalide", "La demande est incomplète ou mal formée."),
     403: ("Accès refusé", "Vous n'avez pas accès à cette page."),
     404: ("Page introuvable", "Cette page n'existe pas ou n'existe plus."),
@@ -65,7 +65,7 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except web.HTTPException as error:
-        known = _ERRORS.get(error.status)
+        known = ERRORS.get(error.status)
         if known is None or error.text != f"{error.status}: {error.reason}":
             raise  # a redirect, or an answer that already says something of its own
         page = request.app[PAGES].error_page(*known, status=error.status)

@@ -56,7 +56,8 @@ def test_demo_serves_statements_to_a_mail_client(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the demo took more than 5 minutes to start"
             time.sleep(0.5)
         ports = json.loads(ports_file.read_text())
-        assert set(ports) == {"imap", "imaps", "smtp", "http"} and all(ports.values())
+        assert set(ports) == {"imap", "imaps", "smtp", "http", "public_url", "pid"}
+        assert all(ports.values())
 
         # The dedicated box of `demo`, over IMAPS with the self-signed certificate.
         context = ssl.create_default_context(cafile=str(data / "tls" / "cert.pem"))

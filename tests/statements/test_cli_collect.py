@@ -64,7 +64,8 @@ async def test_collect_simulate_list_download_audit(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert "0 relevé(s) produit(s), 0 passage(s) (54 déjà faits)" in again.stdout
     bad = run(config, "simulate", "--from", "2026-03-20", "--to", "2026-03-03")
-    assert bad.returncode != 0 and "--to précède --from" in bad.stderr
+    assert bad.returncode != 0
+    assert "--to 03/03/2026 est antérieur à --from 20/03/2026" in bad.stderr
 
     # list: JSON rows, newest first, all produced.
     listed = run(config, "statements", "list", "--json")

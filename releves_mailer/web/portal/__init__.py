@@ -16,8 +16,17 @@ from releves_mailer.portfolio.importer import DEFAULT_MAX_LINES
 from releves_mailer.portfolio.logins import LoginGuard
 from releves_mailer.services import Services
 from releves_mailer.web.app import PAGES
-from releves_mailer.web.portal import accounts, login, redevables, statements, subscription
+from releves_mailer.web.portal import (
+    accounts,
+    home,
+    login,
+    myaccount,
+    redevables,
+    statements,
+    subscription,
+)
 from releves_mailer.web.portal.common import PORTAL, Portal
+from releves_mailer.web.portal.errors import portal_errors
 
 __all__ = ["PORTAL", "Portal", "setup_portal"]
 
@@ -44,8 +53,11 @@ def setup_portal(
         guard=guard or PasswordGuard(services.clock, AuthSection(), settings.domain),
         import_max_lines=import_max_lines,
     )
+    app.middlewares.append(portal_errors)
     login.setup(app)
     subscription.setup(app)
     redevables.setup(app)
     statements.setup(app)
     accounts.setup(app)
+    home.setup(app)
+    myaccount.setup(app)

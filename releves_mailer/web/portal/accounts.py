@@ -12,6 +12,7 @@ from releves_mailer.web.portal.common import (
     PREFIX,
     Pagination,
     PortalRequest,
+    confirm_page,
     flag,
     int_param,
     open_link_page,
@@ -47,20 +48,20 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
     portal = request.portal
     criteria = _criteria(request.query)
     probe = Pagination(int_param(request.query, "page"), 0, criteria)
-    rows, total = await request.services.banks.search(
-        request.user,
-        BankAccountSearch(
-            siret=criteria["siret"],
-            name=criteria["nom"],
-            iban=criteria["iban"],
-            connection=criteria["connexion"],
-            link=criteria["jeton"],
-            include_inactive=bool(criteria["desactives"]),
-            include_secondaries=bool(criteria["secondaires"]),
-            limit=probe.size,
-            offset=probe.offset,
-        ),
+    search = BankAccountSearch(
+        siret=criteria["siret"],
+        name=criteria["nom"],
+        iban=criteria["iban"],
+        connection=criteria["connexion"],
+        link=criteria["jeton"],
+        include_inactive=bool(criteria["desactives"]),
+        include_secondaries=bool(criteria["secondaires"]),
+        limit=probe.size,
+        offset=probe.offset,
     )
+    rows, total = await request.services.banks.search(request.user, search)
+    # Connections without a bank account yet (failed at their first check), shown above.
+    bare = await request.services.banks.bare_connections(request.user, search)
     pagination = dataclasses.replace(probe, total=total)
     return portal.render(
         request,
@@ -70,6 +71,7 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
             "nav": "comptes",
             "criteria": criteria,
             "rows": rows,
+            "bare": bare,
             "pagination": pagination,
             "show_login": bool(criteria["secondaires"]) and request.user.is_primary,
         },
@@ -144,6 +146,24 @@ async def reactivate(request: PortalRequest) -> web.StreamResponse:
     return await _switch(request, True)
 
 
+async def send_update_link_confirm(request: PortalRequest) -> web.StreamResponse:
+    found = await bank_account_or_404(request, path_id(request))
+    redevable = found.redevable
+    return confirm_page(
+        request,
+        title="Transmettre un lien sécurisé",
+        nav="comptes",
+        question=(
+            f"Transmettre à {redevable.email or 'l’adresse email du redevable'} un lien "
+            f"sécurisé, valable 72 heures, pour que {redevable.full_company_name} mette à jour "
+            "les identifiants de cette connexion bancaire ?"
+        ),
+        action=f"{PREFIX}/comptes/{found.account.id}/lien",
+        confirm_label="Envoyer le lien",
+        back=f"{PREFIX}/comptes/{found.account.id}",
+    )
+
+
 async def send_update_link(request: PortalRequest) -> web.StreamResponse:
     """ "Mettre à jour les identifiants": mail a secure update link to the redevable."""
     account = (await bank_account_or_404(request, path_id(request))).account
@@ -170,5 +190,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/comptes/{{id}}/desactiver", page(deactivate_confirm))
     app.router.add_post(f"{PREFIX}/comptes/{{id}}/desactiver", page(deactivate))
     app.router.add_post(f"{PREFIX}/comptes/{{id}}/reactiver", page(reactivate))
+    app.router.add_get(f"{PREFIX}/comptes/{{id}}/lien", page(send_update_link_confirm))
     app.router.add_post(f"{PREFIX}/comptes/{{id}}/lien", page(send_update_link))
     app.router.add_post(f"{PREFIX}/comptes/{{id}}/ouvrir", page(open_update_link))

@@ -30,6 +30,7 @@ __all__ = [
     "Pagination",
     "Portal",
     "PortalRequest",
+    "confirm_page",
     "flag",
     "int_param",
     "open_link_page",
@@ -63,6 +64,14 @@ MESSAGES = {
     "lien": "Le lien sécurisé a été transmis au redevable par email (valide 72 heures).",
     "compte_desactive": "La réception des relevés sur ce compte bancaire est désactivée.",
     "compte_reactive": "La réception des relevés sur ce compte bancaire est réactivée.",
+    "mot_de_passe": (
+        "Votre mot de passe a été changé : il vaut dès maintenant pour le portail et pour "
+        "vos boîtes aux lettres ; vos autres sessions du portail ont été fermées."
+    ),
+    "secondaire_cree": "Le compte secondaire a été créé.",
+    "secondaire_desactive": "Le compte secondaire a été désactivé ; ses sessions sont fermées.",
+    "secondaire_reactive": "Le compte secondaire a été réactivé.",
+    "secondaire_mot_de_passe": "Le mot de passe du compte secondaire a été changé.",
 }
 
 
@@ -115,6 +124,8 @@ class PortalRequest:
     csrf: str
     form: Form | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The server-side id of the request's session (kept when the password changes).
+    session_id: str = ""
 
     @property
     def services(self) -> Services:
@@ -155,7 +166,16 @@ def page(
             check_token(found.csrf_token, form.get(CSRF_FIELD))
         if subscribed and not found.account.subscribed:
             raise web.HTTPFound(f"{PREFIX}/souscription")
-        return await handler(PortalRequest(request, portal, found.account, found.csrf_token, form))
+        return await handler(
+            PortalRequest(
+                request,
+                portal,
+                found.account,
+                found.csrf_token,
+                form,
+                session_id=found.session_id,
+            )
+        )
 
     return wrapped
 
@@ -244,4 +264,31 @@ async def open_link_page(
         request,
         "lien_ouvert",
         {"title": "Lien sécurisé", "nav": nav, "url": issued.url, "link": issued},
+    )
+
+
+def confirm_page(
+    request: PortalRequest,
+    *,
+    title: str,
+    nav: str,
+    question: str,
+    action: str,
+    confirm_label: str,
+    back: str,
+    hidden: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Ask before an action that cannot be taken back lightly: the form posts to ``action``."""
+    return request.portal.render(
+        request,
+        "confirmer",
+        {
+            "title": title,
+            "nav": nav,
+            "question": question,
+            "action": action,
+            "confirm_label": confirm_label,
+            "back": back,
+            "hidden": dict(hidden or {}),
+        },
     )

@@ -103,13 +103,7 @@ async def logout(request: PortalRequest) -> web.StreamResponse:
     raise response
 
 
-async def home(request: PortalRequest) -> web.StreamResponse:
-    raise web.HTTPFound(f"{PREFIX}/redevables")
-
-
 def setup(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/connexion", login_form)
     app.router.add_post(f"{PREFIX}/connexion", login_submit)
     app.router.add_post(f"{PREFIX}/deconnexion", page(logout, subscribed=False))
-    app.router.add_get(f"{PREFIX}/", page(home))
-    app.router.add_get(PREFIX, page(home))

@@ -16,6 +16,7 @@ from releves_mailer.web.portal.common import (
     PREFIX,
     Pagination,
     PortalRequest,
+    confirm_page,
     flag,
     int_param,
     open_link_page,
@@ -141,11 +142,13 @@ def _error_list(errors: list[UserError]) -> list[str]:
 
 def _criteria(query: Mapping[str, str]) -> dict[str, str]:
     state = query.get("etat", "")
+    link = query.get("jeton", "")
     return {
         "siret": query.get("siret", "").strip(),
         "nom": query.get("nom", "").strip(),
         "iban": query.get("iban", "").strip(),
-        "etat": state if state in ("succes", "erreur") else "",
+        "etat": state if state in ("succes", "erreur", "aucune") else "",
+        "jeton": link if link in ("valide", "expire") else "",
         "desactives": "1" if flag(query, "desactives") else "",
         "secondaires": "1" if flag(query, "secondaires") else "",
     }
@@ -163,6 +166,7 @@ async def list_page(request: PortalRequest) -> web.StreamResponse:
             name=criteria["nom"],
             iban=criteria["iban"],
             collection_state=criteria["etat"],
+            link_state=criteria["jeton"],
             include_inactive=bool(criteria["desactives"]),
             include_secondaries=secondaries,
             limit=probe.size,
@@ -310,12 +314,50 @@ async def _switch(request: PortalRequest, active: bool) -> web.StreamResponse:
     raise web.HTTPSeeOther(_back(request, "reactive" if active else "desactive"))
 
 
+async def deactivate_confirm(request: PortalRequest) -> web.StreamResponse:
+    redevable = await redevable_or_404(request, path_id(request))
+    back = request.query.get("retour", "")
+    if not back.startswith(f"{PREFIX}/redevables") or "//" in back:
+        back = f"{PREFIX}/redevables"
+    return confirm_page(
+        request,
+        title="Désactiver un redevable",
+        nav="redevables",
+        question=(
+            f"Voulez-vous vraiment désactiver le redevable {redevable.full_company_name} "
+            f"(SIRET {redevable.siret}) ? La collecte de ses comptes bancaires s'arrête et "
+            "aucun relevé ne sera plus produit pour lui jusqu'à sa réactivation."
+        ),
+        action=f"{PREFIX}/redevables/{redevable.id}/desactiver",
+        confirm_label="Confirmer la désactivation",
+        back=back,
+        hidden={"retour": back},
+    )
+
+
 async def deactivate(request: PortalRequest) -> web.StreamResponse:
     return await _switch(request, False)
 
 
 async def reactivate(request: PortalRequest) -> web.StreamResponse:
     return await _switch(request, True)
+
+
+async def send_link_confirm(request: PortalRequest) -> web.StreamResponse:
+    redevable = await redevable_or_404(request, path_id(request))
+    return confirm_page(
+        request,
+        title="Transmettre un lien sécurisé",
+        nav="redevables",
+        question=(
+            f"Transmettre à {redevable.email or 'l’adresse email du redevable'} un lien "
+            f"sécurisé, valable 72 heures, pour que {redevable.full_company_name} ajoute ses "
+            "comptes bancaires ?"
+        ),
+        action=f"{PREFIX}/redevables/{redevable.id}/lien",
+        confirm_label="Envoyer le lien",
+        back=f"{PREFIX}/redevables/{redevable.id}",
+    )
 
 
 async def send_link(request: PortalRequest) -> web.StreamResponse:
@@ -402,7 +444,9 @@ def setup(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/redevables/import", page(import_submit, upload=True))
     app.router.add_get(f"{PREFIX}/redevables/{{id}}", page(edit_form))
     app.router.add_post(f"{PREFIX}/redevables/{{id}}", page(update))
+    app.router.add_get(f"{PREFIX}/redevables/{{id}}/desactiver", page(deactivate_confirm))
     app.router.add_post(f"{PREFIX}/redevables/{{id}}/desactiver", page(deactivate))
     app.router.add_post(f"{PREFIX}/redevables/{{id}}/reactiver", page(reactivate))
+    app.router.add_get(f"{PREFIX}/redevables/{{id}}/lien", page(send_link_confirm))
     app.router.add_post(f"{PREFIX}/redevables/{{id}}/lien", page(send_link))
     app.router.add_post(f"{PREFIX}/redevables/{{id}}/ouvrir", page(open_link))

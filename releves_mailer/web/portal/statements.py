@@ -33,6 +33,8 @@ STATE_FILTERS = {
     "en_cours": StatementState.WAITING,
     "echec": StatementState.FAILED,
 }
+#: The "Non déposé" filter: produced, not yet in its box (the home page's figure).
+UNDELIVERED = "non_depose"
 #: Most statements one "Tout télécharger" ZIP holds.
 ZIP_LIMIT = 1000
 #: Days the search covers when no start date is given.
@@ -69,13 +71,19 @@ def _criteria(values: Mapping[str, Any], today: dt.date) -> dict[str, str]:
     first = _date(str(values.get("du", "")), "du")
     last = _date(str(values.get("au", "")), "au")
     state = str(values.get("etat", ""))
+    if first is not None and last is not None and last < first:
+        raise UserError(
+            f"La date « au » ({last:%d/%m/%Y}) est antérieure à la date « du » "
+            f"({first:%d/%m/%Y}) : saisissez une période dont la fin suit le début.",
+            field="au",
+        )
     return {
         "du": (first or today - dt.timedelta(days=DEFAULT_DAYS)).isoformat(),
         "au": last.isoformat() if last else "",
         "siret": str(values.get("siret", "")).strip(),
         "nom": str(values.get("nom", "")).strip(),
         "iban": str(values.get("iban", "")).strip(),
-        "etat": state if state in STATE_FILTERS else "",
+        "etat": state if state in STATE_FILTERS or state == UNDELIVERED else "",
         "secondaires": "1" if flag(values, "secondaires") else "",
     }
 
@@ -97,6 +105,7 @@ def _search(criteria: Mapping[str, str]) -> StatementSearch:
         name=criteria["nom"],
         iban=criteria["iban"],
         state=STATE_FILTERS.get(criteria["etat"]),
+        undelivered=criteria["etat"] == UNDELIVERED,
         include_secondaries=bool(criteria["secondaires"]),
     )
 
@@ -189,7 +198,13 @@ async def download_zip(request: PortalRequest) -> web.StreamResponse:
         }
         if not wanted or len(wanted) > ZIP_LIMIT:
             raise web.HTTPBadRequest(
-                text=f"Sélectionnez de 1 à {ZIP_LIMIT} relevés.", content_type="text/plain"
+                text=(
+                    f"Aucun relevé sélectionné : cochez de 1 à {ZIP_LIMIT} relevés dans la "
+                    "liste, ou utilisez « Tout télécharger »."
+                    if not wanted
+                    else f"Sélectionnez au plus {ZIP_LIMIT} relevés."
+                ),
+                content_type="text/plain",
             )
         selected = await statements.files_of_selection(request.user, wanted)
         if selected is None:

@@ -7,7 +7,7 @@ from aiohttp import web
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.services.portfolio import ReceptionMode
-from releves_mailer.web.portal.common import PREFIX, PortalRequest, flag, page
+from releves_mailer.web.portal.common import PORTAL, PREFIX, PortalRequest, flag, page
 
 __all__ = ["setup"]
 
@@ -79,6 +79,12 @@ async def submit(request: PortalRequest) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"{PREFIX}/souscription?msg=souscrit")
 
 
+async def terms(request: web.Request) -> web.StreamResponse:
+    """The CGAU (``web/cgau_texte.html``, which the admin may override); no login needed."""
+    return request.app[PORTAL].pages.render("cgau", {"title": "Conditions Générales"})
+
+
 def setup(app: web.Application) -> None:
+    app.router.add_get(f"{PREFIX}/cgau", terms)
     app.router.add_get(f"{PREFIX}/souscription", page(form, subscribed=False))
     app.router.add_post(f"{PREFIX}/souscription", page(submit, subscribed=False))

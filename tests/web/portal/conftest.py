@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.config import HttpSection, RelaySection
@@ -25,6 +26,7 @@ from releves_mailer.db.models import (
     Periodicity,
     PortalAccount,
     Redevable,
+    SecureLink,
     Statement,
     StatementFile,
     StatementState,
@@ -222,9 +224,15 @@ async def make_account(
 
 @contextlib.asynccontextmanager
 async def open_portal(
-    database: Database, clock: ManualClock, tmp_path: Path, guard: LoginGuard | None = None
+    database: Database,
+    clock: ManualClock,
+    tmp_path: Path,
+    guard: LoginGuard | None = None,
+    *,
+    max_secondaries: int = 10,
 ) -> AsyncIterator[PortalHarness]:
-    """The portfolio and the portal's HTTP server; ``guard`` shared with other servers."""
+    """The portfolio and the portal's HTTP server; ``guard`` shared with other servers;
+    ``max_secondaries`` is ``portal.max_secondary_accounts``."""
     primary = await make_account(database, clock, "cabinet", 1)
     secondary = await make_account(database, clock, "agence", 2, parent="cabinet")
     other = await make_account(database, clock, "autre", 3)
@@ -253,7 +261,7 @@ async def open_portal(
         setups=[
             functools.partial(
                 setup_portal,
-                services=Services(database, clock, links),
+                services=Services(database, clock, links, max_secondaries=max_secondaries),
                 settings=settings,
                 guard=guard,
             )
@@ -282,3 +290,172 @@ async def portal_account(database: Database, login: str) -> PortalAccount:
         found = await session.scalar(select(PortalAccount).where(PortalAccount.login == login))
     assert found is not None
     return found
+
+
+async def add_health_cases(portal: PortalHarness) -> dict[str, int]:
+    """Failing connections, pending and expired links, a redevable without a connection and a
+    delivered statement, on top of the fixture; returns the ids the tests look for.
+
+    The clock is 10/03/2026 10:30 Paris: last night's window is 23:00..05:00 UTC.
+    """
+    now = portal.clock.now()
+    night = dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC)
+    ids: dict[str, int] = {}
+    async with portal.database.session() as session:
+
+        def redevable(owner: Owned, index: int, name: str) -> Redevable:
+            siren = make_siren(index)
+            return Redevable(
+                account_id=owner.account_id,
+                family_id=portal.primary.account_id,
+                siren=siren,
+                nic=make_nic(siren),
+                company_name=name,
+                email=f"client{index}@example.com",
+                periodicity=Periodicity.JOURNALIERE,
+                created_at=now,
+                updated_at=now,
+            )
+
+        failing = redevable(portal.primary, 50, "MAUVAIS MOT DE PASSE")
+        first = redevable(portal.primary, 51, "PREMIERE VERIFICATION")
+        bare = redevable(portal.secondary, 52, "SANS CONNEXION SECONDAIRE")
+        expired = redevable(portal.primary, 53, "LIEN EXPIRE")
+        session.add_all([failing, first, bare, expired])
+        await session.flush()
+        wrong = BankConnection(
+            redevable_id=failing.id,
+            provider="testbank",
+            provider_connection_id="c50",
+            token_encrypted=b"x",
+            bank_name="Banque en erreur",
+            state=ConnectionState.ERROR,
+            error_code="wrongpass",
+            consecutive_failures=2,
+            last_check_at=night,
+            last_success_at=night - dt.timedelta(days=2),
+            created_at=now - dt.timedelta(days=5),
+            updated_at=now,
+        )
+        never = BankConnection(
+            redevable_id=first.id,
+            provider="testbank",
+            provider_connection_id="c51",
+            token_encrypted=b"x",
+            bank_name="Banque jamais vue",
+            state=ConnectionState.ERROR,
+            error_code="SCARequired",
+            consecutive_failures=1,
+            last_check_at=night + dt.timedelta(hours=1),
+            created_at=now - dt.timedelta(days=1),
+            updated_at=now,
+        )
+        session.add_all([wrong, never])
+        await session.flush()
+        session.add(
+            BankAccount(
+                redevable_id=failing.id,
+                connection_id=wrong.id,
+                provider_account_id="a50",
+                iban="FR7630004000000000000000050",
+                label="Compte courant",
+                type="checking",
+                activated_at=now - dt.timedelta(days=5),
+                created_at=now - dt.timedelta(days=5),
+                updated_at=now,
+            )
+        )
+        # The fixture's healthy connection of the primary was refreshed last night.
+        healthy = await session.scalar(
+            select(BankConnection)
+            .join(Redevable, Redevable.id == BankConnection.redevable_id)
+            .where(Redevable.account_id == portal.primary.account_id)
+            .order_by(BankConnection.id)
+        )
+        assert healthy is not None
+        healthy.last_check_at = night - dt.timedelta(minutes=30)
+        for target, created, used in (
+            (bare, now - dt.timedelta(hours=2), None),
+            (expired, now - dt.timedelta(days=4), None),
+            (failing, now - dt.timedelta(days=1), now - dt.timedelta(hours=20)),
+        ):
+            session.add(
+                SecureLink(
+                    redevable_id=target.id,
+                    kind="saisie",
+                    token_hash=f"{target.id:064d}",
+                    created_by="manual",
+                    recipient=target.email,
+                    created_at=created,
+                    expires_at=created + dt.timedelta(hours=72),
+                    used_at=used,
+                )
+            )
+        delivered = await session.get(Statement, portal.primary.statement_ids[0])
+        assert delivered is not None
+        delivered.delivery_box = "releves.cabinet@releves.example"
+        delivered.delivered_at = now
+        ids.update(failing=failing.id, first=first.id, bare=bare.id, expired=expired.id)
+        ids.update(never=never.id, wrong=wrong.id)
+    return ids
+
+
+async def expected_health(portal: PortalHarness, account_ids: set[int]) -> dict[str, int]:
+    """The home page's figures, counted here row by row in Python (not by the service's SQL)."""
+    now = portal.clock.now()
+    window = (
+        dt.datetime(2026, 3, 9, 23, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 10, 5, 0, tzinfo=dt.UTC),
+    )
+    async with portal.database.session() as session:
+        redevables = [
+            r
+            for r in (await session.scalars(select(Redevable))).all()
+            if r.account_id in account_ids and r.active
+        ]
+        ids = {r.id for r in redevables}
+        connections = [
+            c
+            for c in (await session.scalars(select(BankConnection))).all()
+            if c.redevable_id in ids and c.active and c.state is not ConnectionState.CLOSED
+        ]
+        links = (await session.scalars(select(SecureLink))).all()
+        statements = (await session.scalars(select(Statement))).all()
+        all_ids = {
+            r.id
+            for r in (await session.scalars(select(Redevable))).all()
+            if r.account_id in account_ids
+        }
+    failing = [c for c in connections if c.state is ConnectionState.ERROR]
+    latest: dict[int, SecureLink] = {}
+    for link in sorted(links, key=lambda item: (item.created_at, item.id)):
+        latest[link.redevable_id] = link
+    in_window = [
+        c for c in connections if c.last_check_at and window[0] <= c.last_check_at < window[1]
+    ]
+    return {
+        "connections_in_error": len(failing),
+        "first_check_failures": sum(1 for c in failing if c.last_success_at is None),
+        "redevables_in_error": len({c.redevable_id for c in failing}),
+        "without_connection": len(ids - {c.redevable_id for c in connections}),
+        "links_pending": sum(
+            1
+            for rid in ids
+            if rid in latest and latest[rid].used_at is None and latest[rid].expires_at > now
+        ),
+        "links_expired": sum(
+            1
+            for rid in ids
+            if rid in latest and latest[rid].used_at is None and latest[rid].expires_at <= now
+        ),
+        "undelivered": sum(
+            1
+            for s in statements
+            if s.redevable_id in all_ids
+            and s.state is StatementState.PRODUCED
+            and s.delivery_box is None
+        ),
+        "refreshed": sum(1 for c in in_window if c.state is ConnectionState.OK),
+        "failed": sum(1 for c in in_window if c.state is ConnectionState.ERROR),
+        "not_checked": len(connections) - len(in_window),
+    }

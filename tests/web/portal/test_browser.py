@@ -19,7 +19,14 @@ from sqlalchemy import select
 
 from releves_mailer.db.models import PortalAccount, ReceptionMode, Redevable
 from tests.factories import PASSWORD, make_nic, make_siren
-from tests.web.portal.conftest import PortalHarness, cfonb_bytes, make_account
+from tests.web.portal.conftest import (
+    PortalHarness,
+    add_health_cases,
+    cfonb_bytes,
+    expected_health,
+    make_account,
+)
+from tests.web.portal.test_home import FIGURES
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright_api = pytest.importorskip(
@@ -163,7 +170,7 @@ async def test_downloads_and_bank_account_detail(portal: PortalHarness, browser_
     page = browser_page
     base = portal.base_url
     await login(page, base, "cabinet")
-    await page.wait_for_url("**/portail/redevables")
+    await page.wait_for_url("**/portail/")
     await page.goto(f"{base}/portail/releves")
     assert await page.inner_text("#total") == "3"
     first = portal.primary.statement_ids[0]
@@ -202,3 +209,33 @@ async def test_downloads_and_bank_account_detail(portal: PortalHarness, browser_
         "text=La réception des relevés sur ce compte bancaire est désactivée"
     )
     assert "Date de désactivation" in await page.inner_text("#details")
+
+
+async def test_home_page_figures_match_the_database(
+    portal: PortalHarness, browser_page: Any
+) -> None:
+    page = browser_page
+    base = portal.base_url
+    await add_health_cases(portal)
+    expected = await expected_health(
+        portal, {portal.primary.account_id, portal.secondary.account_id}
+    )
+    await login(page, base, "cabinet")
+    await page.wait_for_url("**/portail/")
+    assert await page.inner_text("h1") == "Accueil"
+    for element_id, name in FIGURES.items():
+        link = await page.query_selector(f"a#{element_id}")
+        selector = f"#{element_id} .chiffre" if link is not None else f"#{element_id}"
+        assert int(await page.inner_text(selector)) == expected[name], element_id
+    errors = await page.inner_text("#erreurs")
+    assert "L'authentification au site de la banque a échoué" in errors
+    assert "authentification forte est nécessaire" in errors
+    # A figure leads to its list, with as many rows.
+    await page.click("#sans-connexion")
+    await page.wait_for_url("**etat=aucune**")
+    assert int(await page.inner_text("#total")) == expected["without_connection"]
+    await page.go_back()
+    await page.click("#connexions-erreur")
+    await page.wait_for_url("**connexion=erreur**")
+    bare = await page.inner_text("#connexions-seules")
+    assert "PREMIERE VERIFICATION" in bare and "authentification forte" in bare

@@ -1,6 +1,6 @@
 """mailbox: the UIDs expunged from each folder, with their MODSEQ (IMAP QRESYNC)
 
-Revision ID: 0013_imap_qresync
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-03
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013_imap_qresync"
+revision: str = "0013"
 down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
