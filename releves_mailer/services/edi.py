@@ -1,0 +1,208 @@
+"""EDI deposits for the portal, the command line and the mail path: filing files, analyses.
+
+Each file is read in a thread (parsing is CPU work) and filed in its own transaction: a bad
+file is refused whole and named, the others of the same batch are still filed. An analysis
+holds the account's lock, so two never run at once, whoever starts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import itertools
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from releves_mailer.clock import Clock
+from releves_mailer.db import Database
+from releves_mailer.db.models import EdiAnalysis, EdiAutoDiscovery, EdiDeposit, PortalAccount
+from releves_mailer.edi.discover import (
+    Discovery,
+    DiscoverySettings,
+    Found,
+    analysis_lock,
+    discover,
+)
+from releves_mailer.edi.read import EdiError, read_interchange
+from releves_mailer.edi.store import store_deposit
+from releves_mailer.errors import UserError
+
+__all__ = [
+    "MAX_FILES",
+    "AnalysisJobs",
+    "Discovery",
+    "DiscoverySettings",
+    "EdiOverview",
+    "EdiService",
+    "FiledFile",
+    "Found",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Files of one batch (an upload, a command, a mail).
+MAX_FILES = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FiledFile:
+    """What became of one file: filed (new or already there) or refused with the reason."""
+
+    file_name: str
+    ok: bool
+    new: bool = False
+    declarations: int = 0
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EdiOverview:
+    """An account's deposits at a glance, for the Paramétrage screen."""
+
+    deposits: int
+    last_analysis: dt.datetime | None
+    auto_discovery: bool
+
+
+async def _account(session: AsyncSession, account_id: int) -> PortalAccount:
+    account = await session.get(PortalAccount, account_id)
+    if account is None:
+        raise UserError(f"compte {account_id} introuvable")
+    return account
+
+
+class EdiService:
+    """Deposits and analyses of the accounts, each call its own transaction(s)."""
+
+    def __init__(
+        self, database: Database, clock: Clock, settings: DiscoverySettings | None = None
+    ) -> None:
+        self.database = database
+        self.clock = clock
+        self.settings = settings or DiscoverySettings()
+
+    async def file_deposits(
+        self, account_id: int, files: Sequence[tuple[str, bytes]], *, source: str
+    ) -> list[FiledFile]:
+        """Read and file each of ``files`` (name, bytes) for the account."""
+        if len(files) > MAX_FILES:
+            raise UserError(f"trop de fichiers ({len(files)}, {MAX_FILES} au plus par envoi)")
+        results = []
+        for name, data in files:
+            try:
+                read = await asyncio.to_thread(read_interchange, data, name)
+            except EdiError as error:
+                results.append(FiledFile(name, ok=False, error=str(error)))
+                continue
+            async with self.database.session() as session:
+                stored = await store_deposit(
+                    session,
+                    self.clock,
+                    await _account(session, account_id),
+                    file_name=name,
+                    data=data,
+                    read=read,
+                    source=source,
+                )
+            results.append(FiledFile(name, True, stored.new, stored.declarations))
+        return results
+
+    async def discover(self, account_id: int, *, dry_run: bool = False) -> Discovery:
+        """Analyse the account's deposits (refused while another analysis of it runs)."""
+        async with (
+            analysis_lock(self.database, self.clock, account_id),
+            self.database.session() as session,
+        ):
+            return await discover(
+                session,
+                self.clock,
+                await _account(session, account_id),
+                self.settings,
+                dry_run=dry_run,
+            )
+
+    async def overview(self, account_id: int) -> EdiOverview:
+        async with self.database.session() as session:
+            deposits = await session.scalar(
+                select(func.count()).where(EdiDeposit.account_id == account_id)
+            )
+            last = await session.scalar(
+                select(func.max(EdiAnalysis.analysed_at)).where(
+                    EdiAnalysis.account_id == account_id
+                )
+            )
+            auto = await session.get(EdiAutoDiscovery, account_id)
+        return EdiOverview(int(deposits or 0), last, auto is not None)
+
+    async def set_auto_discovery(self, account_id: int, enabled: bool) -> None:
+        """The subscription option "création automatique des redevables"."""
+        async with self.database.session() as session:
+            current = await session.get(EdiAutoDiscovery, account_id)
+            if enabled and current is None:
+                session.add(EdiAutoDiscovery(account_id=account_id, enabled_at=self.clock.now()))
+            elif not enabled and current is not None:
+                await session.execute(
+                    delete(EdiAutoDiscovery).where(EdiAutoDiscovery.account_id == account_id)
+                )
+
+    async def auto_discovery_accounts(self) -> list[int]:
+        async with self.database.session() as session:
+            return list(await session.scalars(select(EdiAutoDiscovery.account_id)))
+
+
+@dataclasses.dataclass
+class _Job:
+    account_id: int
+    task: asyncio.Task[Discovery]
+
+
+class AnalysisJobs:
+    """Analyses started from the portal, run as tasks of the daemon (not inside a request).
+
+    A job is looked up by its number and by the account that started it; finished jobs are
+    kept until read once more than ``keep`` jobs exist.
+    """
+
+    def __init__(self, service: EdiService, keep: int = 200) -> None:
+        self._service = service
+        self._jobs: dict[int, _Job] = {}
+        self._numbers = itertools.count(1)
+        self._keep = keep
+
+    def start(self, account_id: int) -> int:
+        for number, job in self._jobs.items():
+            if job.account_id == account_id and not job.task.done():
+                return number
+        number = next(self._numbers)
+        task = asyncio.get_running_loop().create_task(self._service.discover(account_id))
+        self._jobs[number] = _Job(account_id, task)
+        while len(self._jobs) > self._keep:
+            oldest = next(iter(self._jobs))
+            if not self._jobs[oldest].task.done():
+                break
+            del self._jobs[oldest]
+        return number
+
+    def result(self, account_id: int, number: int) -> Discovery | UserError | None:
+        """None while running; the report, or the refusal, once done; unknown job: refusal."""
+        job = self._jobs.get(number)
+        if job is None or job.account_id != account_id:
+            return UserError("analyse inconnue ou expirée")
+        if not job.task.done():
+            return None
+        error = job.task.exception()
+        if error is None:
+            return job.task.result()
+        if isinstance(error, UserError):
+            return error
+        _log.error("EDI analysis of account %d failed", account_id, exc_info=error)
+        return UserError("l'analyse a échoué sur une erreur inattendue ; réessayez plus tard")
+
+    async def close(self) -> None:
+        for job in self._jobs.values():
+            job.task.cancel()
+        await asyncio.gather(*(job.task for job in self._jobs.values()), return_exceptions=True)
