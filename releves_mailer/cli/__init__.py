@@ -16,6 +16,7 @@ from releves_mailer.cli.cfonb import cfonb
 from releves_mailer.cli.collect import collect, simulate, statements
 from releves_mailer.cli.common import AppContext
 from releves_mailer.cli.demo import demo
+from releves_mailer.cli.edi import edi
 from releves_mailer.cli.portfolio import accounts, redevables
 from releves_mailer.cli.serve import serve
 from releves_mailer.cli.tokens import tokens
@@ -89,5 +90,6 @@ for _command in (
     serve,
     demo,
     cfonb,
+    edi,
 ):
     main.add_command(_command)

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import Clock
+from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.models import EdiAnalysis, EdiAutoDiscovery, EdiDeposit, PortalAccount
 from releves_mailer.edi.discover import (
@@ -40,6 +41,7 @@ __all__ = [
     "EdiService",
     "FiledFile",
     "Found",
+    "discovery_settings",
 ]
 
 _log = logging.getLogger(__name__)
@@ -73,6 +75,11 @@ async def _account(session: AsyncSession, account_id: int) -> PortalAccount:
     if account is None:
         raise UserError(f"compte {account_id} introuvable")
     return account
+
+
+def discovery_settings(config: Config) -> DiscoverySettings:
+    """The schedule of created redevables, from ``[edi]``."""
+    return DiscoverySettings(config.edi.periodicity, config.edi.month, config.edi.day)
 
 
 class EdiService:
