@@ -46,11 +46,14 @@ from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
 from releves_mailer.render import Renderer
 from releves_mailer.services import Services
+from releves_mailer.services.edi import AnalysisJobs, EdiService, discovery_settings
+from releves_mailer.services.edi_mail import EdiMailbox
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
+from releves_mailer.web.portal.edi import setup as setup_edi_portal
 from releves_mailer.web.server import HttpServer
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
@@ -152,6 +155,7 @@ class Daemon:
         guard = PasswordGuard(self.clock, config.auth, config.portal.domain)
         imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=guard)
         await imap.start(stack)
+        edi = EdiService(database, self.clock, discovery_settings(config))
         handler = InboundHandler(
             authenticator,
             sink_deliverer(store, config.portal.domain),
@@ -160,6 +164,7 @@ class Daemon:
             guard=guard,
             usage=store.usage,
             config=config.smtp,
+            deposits=EdiMailbox(edi, store, config.portal.domain, self.clock),
         )
         smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
         await smtp.start(stack)
@@ -205,6 +210,9 @@ class Daemon:
                 import_max_lines=config.portal.import_max_lines,
             )
         ]
+        edi_jobs = AnalysisJobs(edi)
+        stack.push_async_callback(edi_jobs.close)
+        setups.append(functools.partial(setup_edi_portal, service=edi, jobs=edi_jobs))
         hooks = RouteHooks(refresh_named=functools.partial(self._refresh_named, database))
         setups.extend(aggregators.routes(hooks))
         flow = None
@@ -231,6 +239,7 @@ class Daemon:
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
         self._spawn(stack, self.collector.run(self._stop), "collection")
         self._spawn(stack, self._housekeeping(store), "housekeeping")
+        self._spawn(stack, edi.run(self._stop), "edi")
         self.ports = {
             "imap": imap.port,
             "imaps": imap.tls_port,

@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import Clock
@@ -31,6 +31,7 @@ from releves_mailer.edi.discover import (
 from releves_mailer.edi.read import EdiError, read_interchange
 from releves_mailer.edi.store import store_deposit
 from releves_mailer.errors import UserError
+from releves_mailer.waiting import wait_any
 
 __all__ = [
     "MAX_FILES",
@@ -48,6 +49,8 @@ _log = logging.getLogger(__name__)
 
 #: Files of one batch (an upload, a command, a mail).
 MAX_FILES = 100
+#: How often the subscription option analyses an account's new deposits.
+AUTO_EVERY = dt.timedelta(hours=24)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,9 +159,48 @@ class EdiService:
                     delete(EdiAutoDiscovery).where(EdiAutoDiscovery.account_id == account_id)
                 )
 
-    async def auto_discovery_accounts(self) -> list[int]:
+    async def due_auto_discoveries(self) -> list[int]:
+        """Accounts with the option on whose last analysis is a day old, or never ran."""
+        since = self.clock.now() - AUTO_EVERY
         async with self.database.session() as session:
-            return list(await session.scalars(select(EdiAutoDiscovery.account_id)))
+            last = (
+                select(func.max(EdiAnalysis.analysed_at))
+                .where(EdiAnalysis.account_id == EdiAutoDiscovery.account_id)
+                .scalar_subquery()
+            )
+            return list(
+                await session.scalars(
+                    select(EdiAutoDiscovery.account_id).where(or_(last.is_(None), last <= since))
+                )
+            )
+
+    async def run_auto_discoveries(self) -> int:
+        """One pass of the subscription option; returns how many analyses ran."""
+        done = 0
+        for account_id in await self.due_auto_discoveries():
+            try:
+                report = await self.discover(account_id)
+            except UserError as error:
+                _log.info("automatic EDI analysis of account %d skipped: %s", account_id, error)
+                continue
+            done += 1
+            _log.info(
+                "automatic EDI analysis of account %d: %d created, %d present, %d refused",
+                account_id,
+                len(report.created),
+                len(report.present),
+                len(report.refused),
+            )
+        return done
+
+    async def run(self, stop: asyncio.Event, *, every: float = 3600) -> None:
+        """The daemon's loop of the subscription option, until ``stop``."""
+        while not stop.is_set():
+            try:
+                await self.run_auto_discoveries()
+            except Exception:
+                _log.exception("automatic EDI analyses failed")
+            await wait_any(stop, seconds=every)
 
 
 @dataclasses.dataclass
