@@ -32,7 +32,8 @@ __all__ = [
     "read_interchange",
 ]
 
-#: The procedure code in UNH S009/0057 and the name of the DGFiP procedure it stands for.
+#: The procedure code in UNH S009/0057 and the name of the DGFiP procedure it stands for
+#: (the layout this project chose where the public material is silent: docs/edi.md).
 PROCEDURES = {
     "TDFC": "EDI-TDFC",
     "TVA": "EDI-TVA",
@@ -42,6 +43,9 @@ PROCEDURES = {
     "OGA": "EDI-OGA",
     "PART": "EDI-PART",
 }
+#: Association-assigned codes seen in public INFENT samples: two letters then the GUM
+#: version (``PD1501``: EDI-PAIEMENT, ``RD1301``: EDI-REQUETE).
+PROCEDURE_PREFIXES = {"PD": "EDI-PAIEMENT", "RD": "EDI-REQUETE"}
 #: Service messages that travel with the declarations and carry none (electronic security,
 #: syntax reports): skipped.
 SERVICE_MESSAGES = frozenset({"AUTACK", "CONTRL"})
@@ -53,6 +57,7 @@ CHARSETS = {
     "UNOD": "iso8859-2",
     "UNOE": "iso8859-5",
     "UNOF": "iso8859-7",
+    "UNOL": "iso8859-15",
     "UNOW": "utf-8",
     "UNOY": "utf-8",
 }
@@ -60,10 +65,16 @@ CHARSETS = {
 MAX_FILE_SIZE = 20 * 1024 * 1024
 MAX_DECLARATIONS = 20_000
 MAX_SEGMENTS = 2_000_000
-#: Date/time qualifiers (DTM C507/2005) read from a declaration.
-DEPOSIT_DATE, PERIOD_START, PERIOD_END = "137", "194", "206"
-#: The party qualifier (NAD 3035) of the declaring company.
-DECLARANT = "FR"
+#: Date/time qualifiers (DTM C507/2005) read from a declaration: the document's date (242,
+#: seen in public samples; 137 accepted too), the start and end of the period declared.
+DEPOSIT_DATES = ("242", "137")
+PERIOD_START, PERIOD_END = "194", "206"
+#: Party qualifiers (NAD 3035) of the declaring company, by preference: ``DT`` (the
+#: redevable in public EDI-PAIEMENT samples), ``AB`` (the taxpayer of an EDI-REQUETE).
+#: ``FR`` is the sender (the firm or EDI partner): never taken for the company.
+DECLARANTS = ("DT", "AB")
+#: C080 holds five name lines (3036) then a format code (3045), not part of the name.
+NAME_LINES = 5
 
 
 class EdiError(UserError):
@@ -209,6 +220,15 @@ class _Reader:
             pass
         raise self.fail(number, f"{what} invalide « {value} » (AAAAMMJJ attendu)")
 
+    def count(self, number: int, tag: str, announced: str, found: int, what: str) -> None:
+        """A control count (UNT, UNE, UNZ) must match what the file holds."""
+        if not announced.isdigit() or int(announced) != found:
+            raise self.fail(
+                number,
+                f"{tag} annonce {announced or '?'} {what}, l'échange en contient {found} "
+                "(fichier tronqué ?)",
+            )
+
     def read(self, data: bytes) -> Interchange:
         segments = self.segments(self.decode(data))
         first = segments[0]
@@ -220,30 +240,47 @@ class _Reader:
         if last.tag != "UNZ":
             raise self.fail(len(segments), "échange tronqué : le segment de fin UNZ manque")
         declarations: list[Declaration] = []
-        messages = 0
+        messages = groups = in_group = 0
+        group: tuple[int, str] | None = None
         index = 1
         while index < len(segments) - 1:
             segment = segments[index]
+            if segment.tag == "UNG":
+                if group is not None:
+                    raise self.fail(index + 1, "groupe UNG ouvert avant la fin du précédent (UNE)")
+                group, in_group = (index + 1, _component(segment, 4)), 0
+                groups += 1
+                index += 1
+                continue
+            if segment.tag == "UNE":
+                if group is None:
+                    raise self.fail(index + 1, "UNE sans groupe ouvert (UNG)")
+                self.count(index + 1, "UNE", _component(segment, 0), in_group, "message(s)")
+                if _component(segment, 1) != group[1]:
+                    raise self.fail(index + 1, "la référence de UNE diffère de celle de UNG")
+                group = None
+                index += 1
+                continue
             if segment.tag != "UNH":
                 raise self.fail(index + 1, f"UNH attendu, trouvé « {segment.tag} »")
             end = index + 1
-            while end < len(segments) - 1 and segments[end].tag not in ("UNT", "UNH"):
+            while end < len(segments) - 1 and segments[end].tag not in ("UNT", "UNH", "UNE"):
                 end += 1
             if segments[end].tag != "UNT":
                 raise self.fail(end + 1, "message non terminé : le segment UNT manque")
             messages += 1
+            in_group += 1
             if messages > MAX_DECLARATIONS:
                 raise self.fail(index + 1, f"plus de {MAX_DECLARATIONS} messages")
             declaration = self.message(segments, index, end, prepared_on)
             if declaration is not None:
                 declarations.append(declaration)
             index = end + 1
-        if _component(last, 0) != str(messages):
-            raise self.fail(
-                len(segments),
-                f"UNZ annonce {_component(last, 0) or '?'} message(s), l'échange en contient "
-                f"{messages} (fichier tronqué ?)",
-            )
+        if group is not None:
+            raise self.fail(len(segments), "échange tronqué : le groupe ouvert n'a pas de UNE")
+        # UNZ counts the functional groups when there are some, else the messages.
+        counted, what = (groups, "groupe(s)") if groups else (messages, "message(s)")
+        self.count(len(segments), "UNZ", _component(last, 0), counted, what)
         if _component(last, 1) != reference:
             raise self.fail(len(segments), "la référence de UNZ diffère de celle de UNB")
         if not declarations:
@@ -259,12 +296,7 @@ class _Reader:
         number = start + 1
         reference = _component(header, 0)
         kind = _component(header, 1, 0)
-        if _component(trailer, 0) != str(end - start + 1):
-            raise self.fail(
-                end + 1,
-                f"UNT annonce {_component(trailer, 0) or '?'} segment(s), le message en compte "
-                f"{end - start + 1}",
-            )
+        self.count(end + 1, "UNT", _component(trailer, 0), end - start + 1, "segment(s)")
         if _component(trailer, 1) != reference:
             raise self.fail(end + 1, "la référence de UNT diffère de celle de UNH")
         if kind in SERVICE_MESSAGES:
@@ -272,30 +304,37 @@ class _Reader:
         if kind != "INFENT":
             raise self.fail(number, f"type de message inconnu « {kind} » (INFENT attendu)")
         code = _component(header, 1, 4)
-        procedure = PROCEDURES.get(code)
+        procedure = PROCEDURES.get(code) or PROCEDURE_PREFIXES.get(
+            code[:2] if code[2:].isdigit() else ""
+        )
         if procedure is None:
             known = ", ".join(PROCEDURES)
             raise self.fail(number, f"téléprocédure inconnue « {code} » (attendu : {known})")
         form = ""
         dates: dict[str, dt.date] = {}
-        declarant: tuple[int, Segment] | None = None
+        parties: dict[str, tuple[int, Segment]] = {}
         for position in range(start + 1, end):
             segment = segments[position]
             if segment.tag == "BGM":
                 form = _component(segment, 0)
             elif segment.tag == "DTM":
                 qualifier = _component(segment, 0, 0)
-                if qualifier in (DEPOSIT_DATE, PERIOD_START, PERIOD_END):
+                if qualifier in (*DEPOSIT_DATES, PERIOD_START, PERIOD_END):
                     dates[qualifier] = self.date(
                         position + 1, _component(segment, 0, 1), f"date DTM+{qualifier}"
                     )
-            elif segment.tag == "NAD" and _component(segment, 0) == DECLARANT:
-                if declarant is not None:
-                    raise self.fail(position + 1, "deux entreprises déclarantes (NAD+FR)")
-                declarant = (position + 1, segment)
+            elif segment.tag == "NAD" and _component(segment, 0) in DECLARANTS:
+                qualifier = _component(segment, 0)
+                if qualifier in parties:
+                    raise self.fail(position + 1, f"deux entreprises déclarantes (NAD+{qualifier})")
+                parties[qualifier] = (position + 1, segment)
+        declarant = next((parties[q] for q in DECLARANTS if q in parties), None)
         if declarant is None:
-            raise self.fail(number, "le message ne désigne aucune entreprise déclarante (NAD+FR)")
+            raise self.fail(
+                number, "le message ne désigne aucune entreprise déclarante (NAD+DT ou NAD+AB)"
+            )
         siren, nic, name = self.company(*declarant)
+        deposited_on = next((dates[q] for q in DEPOSIT_DATES if q in dates), prepared_on)
         return Declaration(
             procedure=procedure,
             siren=siren,
@@ -304,7 +343,7 @@ class _Reader:
             form=form,
             period_start=dates.get(PERIOD_START),
             period_end=dates.get(PERIOD_END),
-            deposited_on=dates.get(DEPOSIT_DATE, prepared_on),
+            deposited_on=deposited_on,
             reference=reference,
         )
 
@@ -328,9 +367,10 @@ class _Reader:
                 raise self.fail(
                     number, f"SIRET invalide « {identifier} » : la clé de contrôle est fausse"
                 ) from None
-        name = " ".join(part.strip() for part in _components(segment, 3) if part.strip())
+        lines = _components(segment, 3)[:NAME_LINES]
+        name = " ".join(part.strip() for part in lines if part.strip())
         if not name:
-            raise self.fail(number, "raison sociale absente (NAD+FR, élément C080)")
+            raise self.fail(number, "raison sociale absente (NAD, élément C080)")
         return siren, nic, name
 
 

@@ -43,6 +43,10 @@ class Decl:
     name_2: str = ""
 
 
+#: The made-up firm sending the deposits (NAD+FR).
+FIRM_SIRET = make_siren(999) + make_nic(make_siren(999))
+
+
 def company(index: int, *, with_nic: bool = False) -> tuple[str, str]:
     """(SIREN, NIC) of made-up company ``index`` (NIC ``""`` unless asked)."""
     siren = make_siren(1000 + index)
@@ -52,13 +56,15 @@ def company(index: int, *, with_nic: bool = False) -> tuple[str, str]:
 def _message(reference: str, decl: Decl) -> list[Segment]:
     body = [Segment("BGM", FORMS.get(decl.procedure, "X"))]
     if decl.deposited_on is not None:
-        body.append(Segment("DTM", ["137", f"{decl.deposited_on:%Y%m%d}", "102"]))
+        body.append(Segment("DTM", ["242", f"{decl.deposited_on:%Y%m%d}", "102"]))
     if decl.period is not None:
         body.append(Segment("DTM", ["194", f"{decl.period[0]:%Y%m%d}", "102"]))
         body.append(Segment("DTM", ["206", f"{decl.period[1]:%Y%m%d}", "102"]))
-    names = [decl.name] + ([decl.name_2] if decl.name_2 else [])
-    body.append(Segment("NAD", "FR", [decl.siren + decl.nic, "100", "107"], "", names))
-    body.append(Segment("NAD", "EC", ["PARTENAIRE EDI TEST", "", "ZZZ"]))
+    # C080: name lines, then the name format code (3045) after the fifth line.
+    names = [decl.name, decl.name_2, "", "", "", "3"] if decl.name_2 else [decl.name]
+    body.append(Segment("NAD", "DT", [decl.siren + decl.nic, "100", "107"], "", names))
+    # The sender (the firm): its SIRET, never taken for the declaring company.
+    body.append(Segment("NAD", "FR", [FIRM_SIRET, "100", "107"], "", ["CABINET TEST"]))
     header = Segment("UNH", reference, ["INFENT", "D", "00A", "UN", decl.procedure])
     trailer = Segment("UNT", str(len(body) + 2), reference)
     return [header, *body, trailer]
@@ -71,8 +77,10 @@ def interchange(
     prepared_at: dt.datetime = dt.datetime(2026, 1, 15, 10, 30),
     charset: str = "UNOC",
     una: bool = True,
+    group: bool = False,
 ) -> bytes:
-    """An interchange holding one INFENT message per declaration."""
+    """An interchange holding one INFENT message per declaration (in one functional group
+    UNG ... UNE when ``group``)."""
     segments = [
         Segment(
             "UNB",
@@ -83,12 +91,27 @@ def interchange(
             reference,
         )
     ]
+    if group:
+        segments.append(
+            Segment(
+                "UNG",
+                "INFENT",
+                "PARTENAIREEDI",
+                "DGFIP",
+                [f"{prepared_at:%y%m%d}", "0000"],
+                "1",
+                "UN",
+                ["D", "00B"],
+            )
+        )
     for number, decl in enumerate(declarations, start=1):
         segments.extend(_message(f"M{number:05d}", decl))
-    segments.append(Segment("UNZ", str(len(declarations)), reference))
+    if group:
+        segments.append(Segment("UNE", str(len(declarations)), "1"))
+    segments.append(Segment("UNZ", "1" if group else str(len(declarations)), reference))
     text = RawSegmentCollection.from_segments(segments).serialize()
     prefix = "UNA:+.? '" if una else ""
-    encoding = "latin-1" if charset == "UNOC" else "utf-8"
+    encoding = {"UNOC": "latin-1", "UNOL": "iso8859-15"}.get(charset, "utf-8")
     return (prefix + text).encode(encoding)
 
 

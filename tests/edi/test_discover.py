@@ -148,7 +148,7 @@ async def test_bad_files_are_named_and_nothing_of_them_is_kept(
     primary, _ = family
     service = EdiService(database, clock)
     good = _file(_decl(1, dt.date(2026, 1, 5)))
-    truncated = good[: good.index(b"NAD+FR") + 8]
+    truncated = good[: good.index(b"NAD+DT") + 8]
     unknown = _file(_decl(2, dt.date(2026, 1, 5))).replace(b"UN:TVA'", b"UN:XYZ'")
     siren, _ = company(3)
     bad_key = _file(Decl(siren=siren[:8] + str((int(siren[8]) + 1) % 10), name="KO"))

@@ -69,7 +69,7 @@ def test_not_edifact() -> None:
 
 def test_truncated_inside_a_segment_names_the_segment() -> None:
     data = _good()
-    cut = data[: data.index(b"NAD+FR") + 10]
+    cut = data[: data.index(b"NAD+DT") + 10]
     error = _refused(cut)
     # UNB, UNH, BGM, 3 DTM are complete: the NAD is the 7th segment.
     assert error.segment == 7
@@ -113,12 +113,12 @@ def test_bad_siret_key() -> None:
 
 
 def test_missing_declarant_and_bad_date() -> None:
-    data = _good().replace(b"NAD+FR", b"NAD+XX", 1)
+    data = _good().replace(b"NAD+DT", b"NAD+XX", 1)
     error = _refused(data)
-    assert error.segment == 2 and "NAD+FR" in error.reason
-    data = _good().replace(b"DTM+137:20260115", b"DTM+137:20261315", 1)
+    assert error.segment == 2 and "NAD+DT ou NAD+AB" in error.reason
+    data = _good().replace(b"DTM+242:20260115", b"DTM+242:20261315", 1)
     error = _refused(data)
-    assert error.segment == 4 and "date DTM+137 invalide" in error.reason
+    assert error.segment == 4 and "date DTM+242 invalide" in error.reason
 
 
 def test_unt_count_and_unknown_message_type() -> None:
@@ -133,3 +133,29 @@ def test_bad_charset_bytes() -> None:
     data = _good().replace(b"UNOC", b"UNOA").replace(b"+A'", b"+\xe9'")
     error = _refused(data)
     assert "caractère invalide" in error.reason
+
+
+def test_functional_group_unol_and_name_format_code() -> None:
+    """The shape of the public EDI-PAIEMENT samples: UNOL, UNG/UNE, NAD+DT with a C080
+    format code, NAD+FR naming the sending firm, DTM+242, a PD1501 association code."""
+    siren, _ = company(9)
+    data = interchange(
+        [
+            Decl(siren=siren, name="SOCIÉTÉ €URO", name_2="SUITE", procedure="TDFC"),
+            Decl(siren=company(10)[0], name="AUTRE", procedure="OGA"),
+        ],
+        charset="UNOL",
+        group=True,
+    ).replace(b"UN:TDFC'", b"UN:PD1501'")
+    read = read_interchange(data, "groupe.edi")
+    assert [d.procedure for d in read.declarations] == ["EDI-PAIEMENT", "EDI-OGA"]
+    assert read.declarations[0].name == "SOCIÉTÉ €URO SUITE"
+    assert read.declarations[0].siren == siren  # not the firm of NAD+FR
+
+
+def test_functional_group_counts_and_truncation() -> None:
+    data = interchange([Decl(siren=company(11)[0], name="A")], group=True)
+    error = _refused(data.replace(b"UNE+1+1'", b"UNE+2+1'"))
+    assert "UNE annonce 2 message(s)" in error.reason and error.segment == 11
+    error = _refused(data[: data.index(b"UNE+")] + b"UNZ+1+ECH0001'")
+    assert "n'a pas de UNE" in error.reason
