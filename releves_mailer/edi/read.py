@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import warnings
 from collections.abc import Sequence
 
-from pydifact.exceptions import EDISyntaxError, MissingImplementationWarning
+from pydifact.constants import EDI_DEFAULT_DIRECTORY, EDI_DEFAULT_VERSION, Element
+from pydifact.exceptions import EDISyntaxError
+from pydifact.parser import Parser
 from pydifact.segmentcollection import RawSegmentCollection
-from pydifact.segments import Segment
+from pydifact.segments import Segment, SegmentFactory
 from stdnum.exceptions import ValidationError as StdnumError
 from stdnum.fr import siren as siren_number
 from stdnum.fr import siret as siret_number
@@ -154,6 +155,23 @@ def _complete_segments(text: str, terminator: str, release: str) -> int:
     return count
 
 
+class _Factory(SegmentFactory):
+    """Segments without pydifact's directory validation: it has no INFENT directory (it
+    would warn for each segment), and this reader checks what it reads itself."""
+
+    @staticmethod
+    def create_segment(
+        name: str,
+        *elements: Element,
+        validate: bool = True,
+        version: str = EDI_DEFAULT_VERSION,
+        directory: str = EDI_DEFAULT_DIRECTORY,
+    ) -> Segment:
+        return SegmentFactory.create_segment(
+            name, *elements, validate=False, version=version, directory=directory
+        )
+
+
 class _Reader:
     def __init__(self, file_name: str) -> None:
         self.file_name = file_name
@@ -187,16 +205,13 @@ class _Reader:
     def segments(self, text: str) -> list[Segment]:
         found: list[Segment] = []
         try:
-            with warnings.catch_warnings():
-                # pydifact ships no segment directories for the INFENT release: nothing lost.
-                warnings.simplefilter("ignore", MissingImplementationWarning)
-                collection = RawSegmentCollection.from_str(text)
-                for segment in collection.segments:
-                    if segment.tag == "UNA":
-                        continue
-                    found.append(segment)
-                    if len(found) > MAX_SEGMENTS:
-                        raise self.fail(len(found), f"plus de {MAX_SEGMENTS} segments")
+            collection = RawSegmentCollection.from_str(text, parser=Parser(factory=_Factory()))
+            for segment in collection.segments:
+                if segment.tag == "UNA":
+                    continue
+                found.append(segment)
+                if len(found) > MAX_SEGMENTS:
+                    raise self.fail(len(found), f"plus de {MAX_SEGMENTS} segments")
         except EDISyntaxError:
             terminator, release = "'", "?"
             if text.startswith("UNA") and len(text) >= 9:
