@@ -36,6 +36,7 @@ from releves_mailer.portfolio.redevables import create_redevable, validate_redev
 __all__ = [
     "LOCK_TIMEOUT",
     "WINDOW_MONTHS",
+    "AnalysisRunning",
     "Discovery",
     "DiscoverySettings",
     "Found",
@@ -99,6 +100,10 @@ def months_before(day: dt.date, months: int) -> dt.date:
     return dt.date(year, month, min(day.day, 28))
 
 
+class AnalysisRunning(UserError):
+    """Another analysis of the account holds its lock."""
+
+
 @asynccontextmanager
 async def analysis_lock(database: Database, clock: Clock, account_id: int) -> AsyncIterator[None]:
     """Hold the account's analysis lock, or refuse when another analysis runs."""
@@ -114,7 +119,7 @@ async def analysis_lock(database: Database, clock: Clock, account_id: int) -> As
         async with database.session() as session:
             session.add(EdiAnalysisLock(account_id=account_id, started_at=now))
     except IntegrityError:
-        raise UserError(
+        raise AnalysisRunning(
             "une analyse des dépôts EDI de ce compte est déjà en cours : réessayez dans "
             "quelques minutes"
         ) from None

@@ -22,6 +22,7 @@ from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.models import EdiAnalysis, EdiAutoDiscovery, EdiDeposit, PortalAccount
 from releves_mailer.edi.discover import (
+    AnalysisRunning,
     Discovery,
     DiscoverySettings,
     Found,
@@ -213,21 +214,43 @@ class AnalysisJobs:
     """Analyses started from the portal, run as tasks of the daemon (not inside a request).
 
     A job is looked up by its number and by the account that started it; finished jobs are
-    kept until read once more than ``keep`` jobs exist.
+    kept until read once more than ``keep`` jobs exist. While another analysis of the account
+    runs (the daemon's daily one, a command), the job waits for it, retrying every
+    ``retry_every`` seconds for at most ``wait_for`` seconds, instead of failing at once.
     """
 
-    def __init__(self, service: EdiService, keep: int = 200) -> None:
+    def __init__(
+        self,
+        service: EdiService,
+        keep: int = 200,
+        *,
+        retry_every: float = 1.0,
+        wait_for: float = 600.0,
+    ) -> None:
         self._service = service
         self._jobs: dict[int, _Job] = {}
         self._numbers = itertools.count(1)
         self._keep = keep
+        self._retry_every = retry_every
+        self._wait_for = wait_for
+
+    async def _run(self, account_id: int) -> Discovery:
+        waited = 0.0
+        while True:
+            try:
+                return await self._service.discover(account_id)
+            except AnalysisRunning:
+                if waited >= self._wait_for:
+                    raise
+            await asyncio.sleep(self._retry_every)
+            waited += self._retry_every
 
     def start(self, account_id: int) -> int:
         for number, job in self._jobs.items():
             if job.account_id == account_id and not job.task.done():
                 return number
         number = next(self._numbers)
-        task = asyncio.get_running_loop().create_task(self._service.discover(account_id))
+        task = asyncio.get_running_loop().create_task(self._run(account_id))
         self._jobs[number] = _Job(account_id, task)
         while len(self._jobs) > self._keep:
             oldest = next(iter(self._jobs))

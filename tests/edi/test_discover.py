@@ -20,7 +20,7 @@ from releves_mailer.db.models import (
 from releves_mailer.edi.discover import analysis_lock, months_before
 from releves_mailer.errors import UserError
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
-from releves_mailer.services.edi import EdiService
+from releves_mailer.services.edi import AnalysisJobs, EdiService
 from tests.edi.interchanges import ALL_PROCEDURES, Decl, company, interchange
 
 Family = tuple[PortalAccount, PortalAccount]
@@ -233,6 +233,26 @@ async def test_two_analyses_of_one_account_never_run_at_once(
     )
     assert sum(isinstance(r, UserError) for r in results) <= 1
     assert any(not isinstance(r, BaseException) for r in results)
+
+
+async def test_portal_job_waits_for_a_running_analysis_then_gives_up(
+    database: Database, clock: ManualClock, family: Family
+) -> None:
+    primary, _ = family
+    service = EdiService(database, clock)
+    jobs = AnalysisJobs(service, retry_every=0.01, wait_for=0.05)
+    try:
+        async with analysis_lock(database, clock, primary.id):
+            number = jobs.start(primary.id)
+            for _ in range(500):
+                outcome = jobs.result(primary.id, number)
+                if outcome is not None:
+                    break
+                await asyncio.sleep(0.01)
+        assert isinstance(outcome, UserError) and "déjà en cours" in outcome.message
+        assert isinstance(jobs.result(primary.id + 1, number), UserError)  # not its job
+    finally:
+        await jobs.close()
 
 
 def test_months_before_clamps() -> None:

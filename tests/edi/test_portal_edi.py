@@ -56,7 +56,7 @@ async def edi_portal(database: Database, clock: ManualClock) -> AsyncIterator[Ha
         support_phone="04 77 81 04 69",
     )
     service = EdiService(database, clock)
-    jobs = AnalysisJobs(service)
+    jobs = AnalysisJobs(service, retry_every=0.05)
     app = create_app(
         renderer=Renderer(),
         settings=settings,
@@ -132,27 +132,42 @@ async def test_upload_then_analysis_through_the_waiting_page(
         assert "tronque.edi : segment n° 18 : UNZ annonce 5 message(s)" in response.text
         assert (await edi_portal.service.overview(edi_portal.account_id)).deposits == 2
 
-        # Held lock: the analysis started from the portal is refused, and says why.
-        async with analysis_lock(database, edi_portal.service.clock, edi_portal.account_id):
+        # Another analysis of the account runs (its lock is held): the one started from the
+        # portal waits for it behind the manual's waiting page, then runs.
+        lock = analysis_lock(database, edi_portal.service.clock, edi_portal.account_id)
+        await lock.__aenter__()
+        try:
             started = await client.post(
-                "/portail/edi/analyse",
-                data={"csrf": csrf_of(page.text)},
-                follow_redirects=False,
+                "/portail/edi/analyse", data={"csrf": csrf_of(page.text)}, follow_redirects=False
             )
             assert started.status_code == 303
-            refused = await _wait_report(client, started.headers["Location"])
-            assert refused.status_code == 409
-            assert "déjà en cours" in refused.text
+            waiting = await client.get(started.headers["Location"])
+            assert waiting.status_code == 200 and waiting.headers["Refresh"] == "2"
+            assert (
+                "L'analyse de vos dépôts EDI pour la création automatique de vos redevables est "
+                "en cours... Cela peut prendre quelques minutes. Merci de patienter."
+            ) in waiting.text
+            # Clicking again while it waits joins the same job.
+            again = await client.post(
+                "/portail/edi/analyse", data={"csrf": csrf_of(page.text)}, follow_redirects=False
+            )
+            assert again.headers["Location"] == started.headers["Location"]
+        finally:
+            await lock.__aexit__(None, None, None)
+        report = await _wait_report(client, started.headers["Location"])
+        assert report.status_code == 200
+        assert "3 redevable(s) créé(s), 0 déjà présent(s), 0 refusé(s)" in report.text
+        for siren in sirens:
+            assert siren in report.text
 
+        # A second analysis: nothing deposited since the first.
         started = await client.post(
             "/portail/edi/analyse", data={"csrf": csrf_of(page.text)}, follow_redirects=False
         )
         report = await _wait_report(client, started.headers["Location"])
         assert report.status_code == 200
-        assert "3 redevable(s) créé(s), 0 déjà présent(s), 0 refusé(s)" in report.text
+        assert "0 redevable(s) créé(s)" in report.text
         assert "Retour au paramétrage" in report.text
-        for siren in sirens:
-            assert siren in report.text
     async with database.session() as session:
         made = set(await session.scalars(select(Redevable.siren)))
     assert made == set(sirens)
