@@ -239,7 +239,16 @@ async def test_in_chromium(database: Database, edi_portal: Harness, tmp_path: Pa
             await page.click("button:has-text('Enregistrer les dépôts')")
             await page.wait_for_selector("#depots")
             assert await page.locator("#depots tbody tr").count() == 2
-            await page.click("#remonter")
+            # Another analysis holds the account: the manual's waiting page shows, and the
+            # browser reloads it by itself (HTTP Refresh) until the report comes.
+            lock = analysis_lock(database, edi_portal.service.clock, edi_portal.account_id)
+            await lock.__aenter__()
+            try:
+                await page.click("#remonter")
+                await page.wait_for_selector("#attente")
+                assert "Merci de patienter" in await page.inner_text("#attente")
+            finally:
+                await lock.__aexit__(None, None, None)
             await page.wait_for_selector("#rapport")
             text = await page.inner_text("#rapport")
             assert "3 redevable(s) créé(s)" in text
