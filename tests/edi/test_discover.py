@@ -259,3 +259,26 @@ def test_months_before_clamps() -> None:
     assert months_before(dt.date(2026, 3, 10), 18) == dt.date(2024, 9, 10)
     assert months_before(dt.date(2026, 8, 31), 18) == dt.date(2025, 2, 28)
     assert months_before(dt.date(2026, 1, 15), 1) == dt.date(2025, 12, 15)
+
+
+async def test_deposits_spread_over_24_months(
+    database: Database, clock: ManualClock, family: Family
+) -> None:
+    """Every procedure, several declarations a file, deposit dates over 24 months: the first
+    analysis creates exactly the companies deposited in the last 18 months."""
+    from releves_mailer.edi.read import read_interchange
+    from tests.edi.interchanges import spread_deposits
+
+    primary, _ = family
+    files = spread_deposits(count=60, companies=40, until=dt.date(2026, 3, 9), seed=3)
+    floor = dt.date(2024, 9, 10)
+    declarations = [d for name, data in files for d in read_interchange(data, name).declarations]
+    assert {d.procedure for d in declarations} == {f"EDI-{p}" for p in ALL_PROCEDURES}
+    assert min(d.deposited_on for d in declarations) < floor  # some are too old
+    expected = {d.siren for d in declarations if d.deposited_on >= floor}
+    service = EdiService(database, clock)
+    results = await service.file_deposits(primary.id, files, source="command")
+    assert all(r.ok and r.new for r in results)
+    report = await service.discover(primary.id)
+    assert {f.siren for f in report.created} == expected
+    assert report.declarations == sum(d.deposited_on >= floor for d in declarations)
