@@ -261,6 +261,17 @@ class LoggingSection(Section):
     file: Path | None = None
 
 
+class EdiSection(Section):
+    """Redevables created from EDI deposits: their schedule (Annexe 1 fields 6 to 8)."""
+
+    periodicity: Literal[
+        "JOURNALIERE", "HEBDOMADAIRE", "MENSUELLE", "TRIMESTRIELLE", "SEMESTRIELLE", "ANNUELLE"
+    ] = "MENSUELLE"
+    month: int | None = Field(default=None, ge=1, le=12)
+    #: 0: the last day of the month.
+    day: int | None = Field(default=0, ge=0, le=31)
+
+
 class Config(Section):
     """The whole validated configuration. Relative paths are resolved against ``data_dir``."""
 
@@ -278,6 +289,7 @@ class Config(Section):
     aggregator: AggregatorSection = Field(default_factory=AggregatorSection)
     templates: TemplatesSection = Field(default_factory=TemplatesSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    edi: EdiSection = Field(default_factory=EdiSection)
 
     #: Where the file was read from (not a key of the file).
     source: Path | None = Field(default=None, exclude=True)

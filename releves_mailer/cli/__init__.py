@@ -19,6 +19,7 @@ from releves_mailer.cli.cfonb import cfonb
 from releves_mailer.cli.collect import collect, simulate, statements
 from releves_mailer.cli.common import AppContext
 from releves_mailer.cli.demo import demo
+from releves_mailer.cli.edi import edi
 from releves_mailer.cli.errors import french_message, os_error_message
 from releves_mailer.cli.portfolio import accounts, redevables
 from releves_mailer.cli.serve import serve
@@ -124,5 +125,6 @@ for _command in (
     cfonb,
     backup,
     restore,
+    edi,
 ):
     main.add_command(_command)

@@ -54,11 +54,14 @@ from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
 from releves_mailer.render import Renderer, RenderError
 from releves_mailer.services import Services
+from releves_mailer.services.edi import AnalysisJobs, EdiService, discovery_settings
+from releves_mailer.services.edi_mail import EdiMailbox
 from releves_mailer.signing.secrets import KeyRing
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
+from releves_mailer.web.portal.edi import setup as setup_edi_portal
 from releves_mailer.web.server import HttpServer
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
@@ -183,6 +186,7 @@ class Daemon:
         imap_guard = CountingGuard(guard, "imap", metrics)
         imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=imap_guard)
         await imap.start(stack)
+        edi = EdiService(database, self.clock, discovery_settings(config))
         handler = InboundHandler(
             authenticator,
             sink_deliverer(store, config.portal.domain),
@@ -191,6 +195,7 @@ class Daemon:
             guard=CountingGuard(guard, "smtp", metrics),
             usage=store.usage,
             config=config.smtp,
+            deposits=EdiMailbox(edi, store, config.portal.domain, self.clock),
         )
         smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
         await smtp.start(stack)
@@ -245,6 +250,9 @@ class Daemon:
         ]
         health, ops = ops_routes(config.http, database, self.clock, store.blob_dir, metrics)
         setups.append(ops)
+        edi_jobs = AnalysisJobs(edi)
+        stack.push_async_callback(edi_jobs.close)
+        setups.append(functools.partial(setup_edi_portal, service=edi, jobs=edi_jobs))
         hooks = RouteHooks(refresh_named=functools.partial(self._refresh_named, database))
         setups.extend(aggregators.routes(hooks))
         flow = None
@@ -279,6 +287,7 @@ class Daemon:
         interval = watchdog_interval()
         if self.notifier.enabled and interval is not None:
             self._spawn(stack, self.notifier.ping_watchdog(interval, self._stop), "watchdog")
+        self._spawn(stack, edi.run(self._stop), "edi")
         self.ports = {
             "imap": imap.port,
             "imaps": imap.tls_port,

@@ -8,6 +8,8 @@ Nobody may forge a statement through it:
   hold only what the daemon itself wrote (statements are stored directly, not over SMTP);
 - an authenticated sender writes only to the boxes of its own account family (a primary
   and its secondaries), with its own address as envelope sender and in ``From:``/``Sender:``;
+- an EDI deposit address ``edi.<login>@`` (when the daemon serves them) takes mail only from
+  an authenticated sender of the account's family, and files the attachments as deposits;
 - each box holds at most ``smtp.mailbox_quota`` bytes (552 beyond), each message at most
   ``smtp.max_message_size`` bytes (552), an envelope at most 100 recipients.
 
@@ -25,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, getaddresses, make_msgid
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
@@ -36,7 +38,7 @@ from releves_mailer.mailbox.sasl import SaslError, decode_response, parse_plain
 from releves_mailer.mailbox.sink import MailDelivery, MessageSink
 from releves_mailer.portfolio.logins import Authenticator, LoginGuard, LoginThrottled
 
-__all__ = ["InboundHandler", "SmtpServer", "sink_deliverer"]
+__all__ = ["DepositInbox", "InboundHandler", "SmtpServer", "sink_deliverer"]
 
 _log = logging.getLogger(__name__)
 # aiosmtpd logs at DEBUG an AUTH answer it cannot decode (a password a misconfigured client
@@ -50,6 +52,18 @@ UsageFunction = Callable[[str], Awaitable[int]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_RECIPIENTS = 100
+
+
+class DepositInbox(Protocol):
+    """Addresses that file their mail's attachments instead of storing it (EDI deposits)."""
+
+    async def family_of(self, address: str) -> int | None:
+        """The account family ``address`` files for, or ``None`` when it is not such one."""
+        ...
+
+    async def file(self, address: str, raw: bytes) -> object:
+        """File the message (answers the sender's account itself when an attachment is bad)."""
+        ...
 
 
 def sink_deliverer(sink: MessageSink, domain: str) -> DeliverFunction:
@@ -80,6 +94,8 @@ class InboundHandler:
         guard: the login guard shared with IMAP and the portal.
         usage: bytes a box holds, for the quota.
         config: ``[smtp]`` (trusted networks, quota).
+        deposits: the EDI deposit addresses (``edi.<login>@``), reached by an authenticated
+            sender of the same family only.
     """
 
     def __init__(
@@ -92,8 +108,10 @@ class InboundHandler:
         guard: LoginGuard,
         usage: UsageFunction,
         config: SmtpSection,
+        deposits: DepositInbox | None = None,
     ) -> None:
         self._authenticator = authenticator
+        self._deposits = deposits
         self._deliver = deliver
         self._clock = clock
         self._hostname = hostname
@@ -151,6 +169,8 @@ class InboundHandler:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
         box = await self._authenticator.local_box(address)
+        if box is None and self._deposits is not None:
+            return await self._deposit_rcpt(session, envelope, address)
         if box is None:
             return "550 5.7.1 Relaying denied: only local mailboxes are served here"
         if box.dedicated:
@@ -165,14 +185,44 @@ class InboundHandler:
         envelope.rcpt_tos.append(box.address)
         return "250 2.1.5 Recipient OK"
 
+    async def _deposit_rcpt(self, session: Session, envelope: Envelope, address: str) -> str:
+        assert self._deposits is not None
+        family = await self._deposits.family_of(address)
+        if family is None:
+            return "550 5.7.1 Relaying denied: only local mailboxes are served here"
+        sender = self._sender(session)
+        own = None if sender is None else await self._authenticator.local_box(sender)
+        if own is None or own.family_id != family:
+            return "550 5.7.1 Only an authenticated sender of the account may file deposits"
+        self._deposit_targets(envelope).append(address.lower())
+        envelope.rcpt_tos.append(address.lower())
+        return "250 2.1.5 Recipient OK"
+
+    @staticmethod
+    def _deposit_targets(envelope: Envelope) -> list[str]:
+        """The deposit addresses among ``envelope.rcpt_tos`` (kept on the envelope)."""
+        targets: list[str] = envelope.__dict__.setdefault("deposit_targets", [])
+        return targets
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         sender = self._sender(session)
         if sender is not None and not _headers_name_only(content, sender):
             return "550 5.7.1 From: and Sender: must be the address you authenticated as"
-        for address in envelope.rcpt_tos:
+        deposits = self._deposit_targets(envelope)
+        boxes = [address for address in envelope.rcpt_tos if address not in deposits]
+        for address in boxes:
             if await self._usage(address) + len(content) > self._quota:
                 return f"552 5.2.2 Mailbox full: the message does not fit in {address}"
+        for target in deposits:
+            assert self._deposits is not None
+            try:
+                await self._deposits.file(target, content)
+            except Exception:
+                _log.exception("filing of a mailed deposit failed")
+                return "451 4.3.0 Temporary failure, please retry later"
+        if not boxes:
+            return "250 2.0.0 Message accepted for filing"
         received = (
             f"Received: from {session.host_name or 'unknown'} ([{_peer_host(session)}])\r\n"
             f"\tby {self._hostname} (releves-mailer); "
@@ -180,13 +230,11 @@ class InboundHandler:
         ).encode("ascii", "replace")
         return_path = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode("ascii", "replace")
         try:
-            await self._deliver(envelope.rcpt_tos, return_path + received + content)
+            await self._deliver(boxes, return_path + received + content)
         except Exception:
             _log.exception("delivery of an inbound message failed")
             return "451 4.3.0 Temporary failure, please retry later"
-        _log.info(
-            "delivered a message of %d bytes to %d box(es)", len(content), len(envelope.rcpt_tos)
-        )
+        _log.info("delivered a message of %d bytes to %d box(es)", len(content), len(boxes))
         return "250 2.0.0 Message accepted for delivery"
 
     async def _check(self, server: SMTP, username: str, password: str) -> AuthResult:

@@ -10,6 +10,13 @@ from releves_mailer.db.models.collect import (
     ConnectionState,
     TransactionStatus,
 )
+from releves_mailer.db.models.edi import (
+    EdiAnalysis,
+    EdiAnalysisLock,
+    EdiAutoDiscovery,
+    EdiDeclaration,
+    EdiDeposit,
+)
 from releves_mailer.db.models.mailbox import (
     MailDelivered,
     MailExpunged,
@@ -39,6 +46,11 @@ __all__ = [
     "BankTransactionVersion",
     "ConnectionState",
     "ConnectionWatch",
+    "EdiAnalysis",
+    "EdiAnalysisLock",
+    "EdiAutoDiscovery",
+    "EdiDeclaration",
+    "EdiDeposit",
     "LineKind",
     "MailDelivered",
     "MailExpunged",

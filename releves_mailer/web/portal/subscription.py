@@ -8,14 +8,16 @@ from releves_mailer.errors import UserError
 from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.services.portfolio import ReceptionMode
 from releves_mailer.web.portal.common import PORTAL, PREFIX, PortalRequest, flag, page
+from releves_mailer.web.portal.edi import edi_option, set_edi_option
 
 __all__ = ["setup"]
 
 
-def _page(
+async def _page(
     request: PortalRequest, *, errors: list[str], mode: str, status: int = 200
 ) -> web.Response:
     user = request.user
+    edi_auto = await edi_option(request)
     domain = request.portal.settings.domain
     return request.portal.render(
         request,
@@ -25,6 +27,7 @@ def _page(
             "nav": "souscription",
             "errors": errors,
             "mode": mode,
+            "edi_auto": edi_auto,
             "modes": [
                 (
                     ReceptionMode.NONE.value,
@@ -51,7 +54,7 @@ def _page(
 
 
 async def form(request: PortalRequest) -> web.StreamResponse:
-    return _page(request, errors=[], mode=request.user.reception_mode.value)
+    return await _page(request, errors=[], mode=request.user.reception_mode.value)
 
 
 async def submit(request: PortalRequest) -> web.StreamResponse:
@@ -59,7 +62,7 @@ async def submit(request: PortalRequest) -> web.StreamResponse:
     try:
         mode = ReceptionMode(raw_mode)
     except ValueError:
-        return _page(
+        return await _page(
             request,
             errors=["Choisissez la boîte de réception des relevés."],
             mode=request.user.reception_mode.value,
@@ -70,12 +73,13 @@ async def submit(request: PortalRequest) -> web.StreamResponse:
             request.user.id, accept_terms=flag(request.form or {}, "cgau"), reception_mode=mode
         )
     except UserError as error:
-        return _page(
+        return await _page(
             request,
             errors=[error.message[:1].upper() + error.message[1:] + "."],
             mode=mode.value,
             status=422,
         )
+    await set_edi_option(request, flag(request.form or {}, "edi"))
     raise web.HTTPSeeOther(f"{PREFIX}/souscription?msg=souscrit")
 
 
