@@ -50,6 +50,7 @@ from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
+from releves_mailer.webmail import Webmail, endpoint_from_config, limits_from_config
 from releves_mailer.web.server import HttpServer
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
@@ -201,6 +202,13 @@ class Daemon:
                 settings=settings,
                 guard=guard,
                 import_max_lines=config.portal.import_max_lines,
+                webmail_engine=Webmail.create(
+                    endpoint_from_config(config, imap.port, imap.tls_port),
+                    keyring,
+                    self.clock,
+                    trusted=[signer.certificate],
+                    limits=limits_from_config(config),
+                ),
             )
         ]
         hooks = RouteHooks(refresh_named=functools.partial(self._refresh_named, database))

@@ -3,9 +3,10 @@
 Each domain has its module returning plain frozen dataclasses: ``portfolio`` (portal
 accounts, redevables, the family scope), ``banks`` (bank accounts, their history and
 transactions), ``statements`` (searches, detail, files), ``links`` (secure links),
-``sessions`` (portal logins). :class:`Services` gathers them over one database; ``wiring``
-builds them from the config for a command. ``web/`` and ``cli/`` import neither the
-database layer nor SQLAlchemy: they go through here.
+``sessions`` (portal logins), ``sent`` (mails sent to outside addresses).
+:class:`Services` gathers them over one database; ``wiring`` builds them from the config
+for a command. ``web/`` and ``cli/`` import neither the database layer nor SQLAlchemy: they
+go through here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from releves_mailer.partner.links import LinkService
 from releves_mailer.services.banks import Banks
 from releves_mailer.services.links import Links
 from releves_mailer.services.portfolio import Portfolio
+from releves_mailer.services.sent import SentMails
 from releves_mailer.services.sessions import SessionStore
 from releves_mailer.services.statements import Statements
 
@@ -37,3 +39,4 @@ class Services:
         self.statements = Statements(database)
         self.links = Links(database, clock, links)
         self.sessions = SessionStore(database, clock)
+        self.sent = SentMails(database)
