@@ -50,8 +50,8 @@ from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
-from releves_mailer.webmail import Webmail, endpoint_from_config, limits_from_config
 from releves_mailer.web.server import HttpServer
+from releves_mailer.webmail import Webmail, endpoint_from_config, limits_from_config
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
 

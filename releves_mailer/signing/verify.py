@@ -129,9 +129,7 @@ def _name(certificate: x509.Certificate) -> str:
     mail = first(NameOID.EMAIL_ADDRESS)
     if not mail:
         try:
-            extension = certificate.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            )
+            extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             mails = extension.value.get_values_for_type(x509.RFC822Name)
             mail = mails[0] if mails else ""
         except x509.ExtensionNotFound:
@@ -235,7 +233,7 @@ def check_signature(
     if signer is None:
         return _invalid("certificat du signataire absent de la signature")
     name = _name(signer)
-    digest = hashlib.new(algorithm.name, entity).digest()
+    digest = hashlib.new(algorithm().name, entity).digest()
     if digest != found_digest:
         return _invalid("signature invalide : le message a été modifié après sa signature", name)
     # The signature covers the DER of the signed attributes as a SET (not the [0] tag).

@@ -61,7 +61,9 @@ class Webmail:
         return cls(endpoint, pool, tuple(trusted), limits or WebmailLimits())
 
 
-def endpoint_from_config(config: Config, own_port: int | None, own_tls_port: int | None) -> ImapEndpoint:
+def endpoint_from_config(
+    config: Config, own_port: int | None, own_tls_port: int | None
+) -> ImapEndpoint:
     """Where the webmail finds the boxes: ``[webmail]``, or the daemon's own IMAP server
     (``own_port`` and ``own_tls_port`` are the ports it actually listens on)."""
     section = config.webmail
@@ -69,7 +71,8 @@ def endpoint_from_config(config: Config, own_port: int | None, own_tls_port: int
     host = section.imap_host
     if own:
         listen = config.imap.listen
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listen, listen)
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+        host = wildcard.get(listen, listen)
     port = section.imap_port or ((own_tls_port if section.tls == "imaps" else own_port) or 0)
     context = None
     if section.tls == "imaps":

@@ -205,7 +205,9 @@ def attachments_of(body: Any, prefix: str = "") -> list[Attachment]:
         return []
     if encoding == "base64":
         size = size * 3 // 4  # the decoded size, near enough for a list
-    return [Attachment(section, _text(name) or f"piece-{section}", f"{kind}/{subtype}", encoding, size)]
+    return [
+        Attachment(section, _text(name) or f"piece-{section}", f"{kind}/{subtype}", encoding, size)
+    ]
 
 
 def decode_part(data: bytes, encoding: str) -> bytes:
@@ -385,7 +387,9 @@ class ImapBox:
         for line in response.lines[:-1]:  # aioimaplib strips the leading "* SEARCH"
             if isinstance(line, bytes):
                 words = line.split()
-                uids.extend(int(v) for v in words[1 if words[:1] == [b"SEARCH"] else 0 :] if v.isdigit())
+                uids.extend(
+                    int(v) for v in words[1 if words[:1] == [b"SEARCH"] else 0 :] if v.isdigit()
+                )
         uids.sort()
         if criteria.attachment:
             uids = await self._with_attachment(uids, criteria.attachment)

@@ -63,7 +63,9 @@ class PasswordVault:
             return self._keyring.decrypt(found.token)
         except KeyRingError:
             self.forget(session_id)
-            raise NoPassword("Mot de passe de la messagerie illisible : reconnectez-vous.") from None
+            raise NoPassword(
+                "Mot de passe de la messagerie illisible : reconnectez-vous."
+            ) from None
 
     def forget(self, session_id: str) -> None:
         self._secrets.pop(session_id, None)

@@ -87,9 +87,7 @@ def _body(message: EmailMessage) -> tuple[str, str, bool]:
     return content, "", False
 
 
-def read_message(
-    raw: bytes, trusted: Sequence[x509.Certificate], at: dt.datetime
-) -> MessageView:
+def read_message(raw: bytes, trusted: Sequence[x509.Certificate], at: dt.datetime) -> MessageView:
     message = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(message, EmailMessage)
     inner: EmailMessage = message

@@ -34,7 +34,6 @@ import pytest
 import trustme
 from sqlalchemy import inspect, select, text
 
-from releves_mailer.notify.masking import MASK, readable_text
 from releves_mailer.clock import ManualClock
 from releves_mailer.config import SmtpSection
 from releves_mailer.db import Database
@@ -44,6 +43,7 @@ from releves_mailer.files import make_private_dir
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer
 from releves_mailer.mailbox.store import MessageStore
+from releves_mailer.notify.masking import MASK, readable_text
 from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from tests.factories import PASSWORD, make_nic, make_siren
 from tests.mailbox.conftest import imap_section, quick_guard

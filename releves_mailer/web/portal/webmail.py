@@ -143,9 +143,7 @@ def search_of(values: Mapping[str, Any], max_length: int) -> tuple[Search, dict[
     for name, label in labels.items():
         value = str(values.get(name, "")).strip()
         if len(value) > max_length:
-            raise UserError(
-                f"Le champ « {label} » dépasse {max_length} caractères.", field=name
-            )
+            raise UserError(f"Le champ « {label} » dépasse {max_length} caractères.", field=name)
         if any(ord(c) < 32 for c in value):
             raise UserError(f"Le champ « {label} » contient un caractère interdit.", field=name)
         texts[name] = value

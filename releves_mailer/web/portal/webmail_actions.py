@@ -58,13 +58,14 @@ async def download_attachment(request: PortalRequest) -> web.StreamResponse:
         folder = folder_param(request.query)
         async with open_box(request, box) as imap:
             summary = await imap.summary(folder, uid)
-            found = next(
-                (a for a in summary.attachments if a.section == section) if summary else (), None
-            )
+            attachments = summary.attachments if summary is not None else ()
+            found = next((a for a in attachments if a.section == section), None)
             if found is None:
                 raise web.HTTPNotFound()
             if found.size > webmail.limits.message_max_bytes:
-                return problem(request, "Pièce jointe trop volumineuse", "Taille maximale dépassée.", 413)
+                return problem(
+                    request, "Pièce jointe trop volumineuse", "Taille maximale dépassée.", 413
+                )
             content = await imap.part(folder, uid, found)
     except UserError as error:
         return problem(request, "Pièce jointe introuvable", error.message, status=400)
@@ -142,7 +143,9 @@ async def _zip_response(
             continue
         total += len(content)
         if total > limits.zip_max_bytes:
-            return problem(request, "Archive trop volumineuse", "Sélectionnez moins de messages.", 413)
+            return problem(
+                request, "Archive trop volumineuse", "Sélectionnez moins de messages.", 413
+            )
         files.append((safe_name(item.name), content))
     names = _unique([name for name, _ in files])
     body = await asyncio.to_thread(_zip, list(zip(names, [c for _, c in files], strict=True)))

@@ -3,7 +3,7 @@ portal reading it over IMAP (aioimaplib), as the daemon wires it.
 
 ``cabinet`` (reception: dedicated box) has three signed statement mails in
 ``releves.cabinet@releves.example`` and two mails (text, HTML with a remote image) in its own
-box; ``autre`` has one mail. Fixtures are imported by the test modules that use them.
+box; ``autre`` has one mail. The ``bed`` fixture is in this folder's ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
-import pytest
 from cryptography import x509
 from cryptography.fernet import Fernet
 from sqlalchemy import update
@@ -94,7 +93,9 @@ def signing_certificate(folder: Path, now: dt.datetime) -> SmimeSigner:
     return SmimeSigner.from_files(key, cert)
 
 
-async def deliver_mails(servers: MailServers, signer: SmimeSigner, when: dt.datetime) -> dict[str, bytes]:
+async def deliver_mails(
+    servers: MailServers, signer: SmimeSigner, when: dt.datetime
+) -> dict[str, bytes]:
     """Three signed statements in the dedicated box, two mails in the own box, one for autre."""
     renderer = Renderer()
     delivered = {}
@@ -203,12 +204,6 @@ async def open_bed(
             )
         finally:
             await http.stop()
-
-
-@pytest.fixture
-async def bed(database: Database, clock: ManualClock, tmp_path: Path) -> AsyncIterator[WebmailBed]:
-    async with open_bed(database, clock, tmp_path) as found:
-        yield found
 
 
 def certificate_of(bed: WebmailBed) -> x509.Certificate:

@@ -15,11 +15,10 @@ import pytest
 
 from tests.factories import PASSWORD
 from tests.web.portal.conftest import csrf_of
-from tests.web.portal.webmail_harness import (
+from tests.web.portal.webmail.harness import (
     DEDICATED,
     OWN,
     WebmailBed,
-    bed,  # noqa: F401  (fixture)
     cfonb_of,
     csv_of,
 )
@@ -97,9 +96,7 @@ async def test_the_list_shows_the_newest_first_with_attachments(bed: WebmailBed)
 
 async def test_search_by_subject_sender_date_and_attachment_name(bed: WebmailBed) -> None:
     async with bed.logged_in() as client:
-        by_subject = await client.get(
-            "/portail/webmail/releves", params={"objet": "SOCIETE 2"}
-        )
+        by_subject = await client.get("/portail/webmail/releves", params={"objet": "SOCIETE 2"})
         by_sender = await client.get("/portail/webmail/principale", params={"expediteur": "news"})
         by_attachment = await client.get(
             "/portail/webmail/releves", params={"piece": "Transactions_supprimees"}
@@ -166,7 +163,9 @@ async def test_each_attachment_downloads_with_the_exact_bytes(bed: WebmailBed) -
     reference = await asyncio.to_thread(imap_attachments, bed.imap_port, DEDICATED)
     async with bed.logged_in() as client:
         listing = await client.get("/portail/webmail/releves")
-        links = re.findall(r'href="(/portail/webmail/releves/\d+/pieces/[0-9.]+\?[^"]+)"', listing.text)
+        links = re.findall(
+            r'href="(/portail/webmail/releves/\d+/pieces/[0-9.]+\?[^"]+)"', listing.text
+        )
         downloads = {}
         for link in links:
             response = await client.get(link.replace("&amp;", "&"))
@@ -254,7 +253,9 @@ async def test_mark_move_and_delete_go_to_the_imap_server(bed: WebmailBed) -> No
     assert moved.status_code == 303 and deleted.status_code == 303
     assert await asyncio.to_thread(imap_folder_count, bed.imap_port, OWN, "INBOX") == 0
     assert await asyncio.to_thread(imap_folder_count, bed.imap_port, OWN, "Archives") == 1
-    assert await asyncio.to_thread(imap_folder_count, bed.imap_port, OWN, "Trash") == 1  # created when missing
+    assert (
+        await asyncio.to_thread(imap_folder_count, bed.imap_port, OWN, "Trash") == 1
+    )  # created when missing
     assert "Corbeille" in home.text
     assert bad_target.status_code == 400
 
