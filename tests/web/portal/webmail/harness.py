@@ -67,6 +67,7 @@ class WebmailBed:
     links: LinkService
     cabinet: Owned
     autre: Owned
+    folder: Path
     #: Raw statement mails as delivered, by Message-ID.
     statements: dict[str, bytes] = field(default_factory=dict)
 
@@ -200,7 +201,17 @@ async def open_bed(
         await http.start()
         try:
             yield WebmailBed(
-                database, clock, servers, http, webmail, signer, links, cabinet, autre, statements
+                database,
+                clock,
+                servers,
+                http,
+                webmail,
+                signer,
+                links,
+                cabinet,
+                autre,
+                folder,
+                statements,
             )
         finally:
             await http.stop()
