@@ -3,7 +3,7 @@
 Works against any IMAP4rev1 server (ours, Dovecot): only RFC 3501 commands plus MOVE when
 the server offers it (else COPY, STORE \\Deleted and UID EXPUNGE or EXPUNGE). A list page
 costs one ``UID SEARCH`` and one ``UID FETCH`` of the page's UIDs (ENVELOPE, RFC822.SIZE,
-BODYSTRUCTURE): never the whole box. Responses are parsed with imapclient's parser.
+BODYSTRUCTURE): never the whole box. Responses are parsed by :mod:`.parsing`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 
 import aioimaplib
 from imapclient import imap_utf7
-from imapclient.response_parser import parse_fetch_response, parse_response
+
+from releves_mailer.webmail.parsing import ParseError, parse_fetch, parse_internaldate, parse_line
 
 __all__ = [
     "Attachment",
@@ -132,6 +133,8 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
+    if "=?" not in str(value):
+        return str(value)
     try:
         return str(make_header(decode_header(str(value))))
     except (ValueError, LookupError):
@@ -139,19 +142,19 @@ def _text(value: Any) -> str:
 
 
 def _address(addresses: Any) -> str:
-    if not addresses:
+    """The first address of an ENVELOPE address list ``((name adl mailbox host) ...)``."""
+    if not isinstance(addresses, list) or not addresses or not isinstance(addresses[0], list):
         return ""
-    first = addresses[0]
-    mailbox = _text(first.mailbox)
-    host = _text(first.host)
-    return formataddr((_text(first.name), f"{mailbox}@{host}" if host else mailbox))
+    first = addresses[0] + [None] * 4
+    mailbox, host = _text(first[2]), _text(first[3])
+    return formataddr((_text(first[0]), f"{mailbox}@{host}" if host else mailbox))
 
 
 def _params(raw: Any) -> dict[str, str]:
     """Body parameters ``(k v k v)`` as a dict, RFC 2231 names decoded."""
-    if not isinstance(raw, tuple | list):
+    if not isinstance(raw, list):
         return {}
-    items = [_text(v) if not isinstance(v, bytes) else v.decode("utf-8", "replace") for v in raw]
+    items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in raw]
     pairs = [(items[i].lower(), items[i + 1]) for i in range(0, len(items) - 1, 2)]
     found = dict(pairs)
     starred = [(k, v) for k, v in pairs if "*" in k]
@@ -176,13 +179,15 @@ def decode_rfc2231_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 def attachments_of(body: Any, prefix: str = "") -> list[Attachment]:
     """The attachments of a BODYSTRUCTURE, with their IMAP section numbers."""
-    if not isinstance(body, tuple | list) or not body:
+    if not isinstance(body, list) or not body:
         return []
-    if isinstance(body[0], list):  # multipart: (parts..., subtype, ...)
+    if isinstance(body[0], list):  # multipart: (part part ... subtype ...)
         found = []
-        for index, part in enumerate(body[0], start=1):
+        for index, part in enumerate(_leading_lists(body), start=1):
             found.extend(attachments_of(part, f"{prefix}.{index}" if prefix else str(index)))
         return found
+    if len(body) < 7:
+        return []
     section = prefix or "1"
     kind = _text(body[0]).lower()
     subtype = _text(body[1]).lower()
@@ -195,7 +200,7 @@ def attachments_of(body: Any, prefix: str = "") -> list[Attachment]:
     disposition = body[extension] if len(body) > extension else None
     disposition_type = ""
     disposition_params: dict[str, str] = {}
-    if isinstance(disposition, tuple | list) and disposition:
+    if isinstance(disposition, list) and disposition:
         disposition_type = _text(disposition[0]).lower()
         disposition_params = _params(disposition[1]) if len(disposition) > 1 else {}
     name = disposition_params.get("filename") or params.get("name") or ""
@@ -210,6 +215,15 @@ def attachments_of(body: Any, prefix: str = "") -> list[Attachment]:
     ]
 
 
+def _leading_lists(body: list[Any]) -> list[list[Any]]:
+    parts = []
+    for item in body:
+        if not isinstance(item, list):
+            break
+        parts.append(item)
+    return parts
+
+
 def decode_part(data: bytes, encoding: str) -> bytes:
     """The exact bytes of a part from its transfer-encoded form."""
     if encoding == "base64":
@@ -220,32 +234,6 @@ def decode_part(data: bytes, encoding: str) -> bytes:
     if encoding == "quoted-printable":
         return quopri.decodestring(data)
     return data
-
-
-def _imaplib_shape(lines: Sequence[Any]) -> list[Any]:
-    """aioimaplib's FETCH lines in imaplib's shape (literal pairs), ``FETCH`` word removed."""
-    shaped: list[Any] = []
-    pending: bytes | None = None
-    for line in lines[:-1]:  # the last line is the tagged status text
-        if isinstance(line, bytearray):
-            if pending is not None:
-                shaped.append((pending, bytes(line)))
-                pending = None
-            continue
-        if pending is not None:
-            shaped.append(pending)
-            pending = None
-        text = bytes(line)
-        head, sep, rest = text.partition(b" FETCH ")
-        if sep and head.isdigit():
-            text = head + b" " + rest
-        if text.endswith(b"}"):
-            pending = text
-        else:
-            shaped.append(text)
-    if pending is not None:
-        shaped.append(pending)
-    return shaped
 
 
 @dataclass
@@ -319,13 +307,15 @@ class ImapBox:
             if not isinstance(line, bytes):
                 continue
             try:
-                flags, _, raw_name = parse_response([line])
-            except (ValueError, TypeError):
+                flags, _, raw_name = parse_line([line])[:3]
+            except (ParseError, ValueError):
                 continue
             if isinstance(raw_name, int):
                 raw_name = str(raw_name).encode()
-            name = imap_utf7.decode(raw_name) if isinstance(raw_name, bytes) else str(raw_name)
-            selectable = not any(f.lower() == b"\\noselect" for f in flags)
+            if not isinstance(raw_name, bytes) or not isinstance(flags, list):
+                continue
+            name = imap_utf7.decode(raw_name)
+            selectable = not any(bytes(f).lower() == b"\\noselect" for f in flags)
             names.append((name, selectable))
         names.sort(key=lambda item: (item[0].upper() != "INBOX", item[0].lower()))
         return names
@@ -334,8 +324,10 @@ class ImapBox:
         lines = await self._command("STATUS", mailbox_arg(name), "(MESSAGES UNSEEN)")
         for line in lines[:-1]:
             if isinstance(line, bytes) and b"(" in line:
-                values = parse_response([line[line.rindex(b"(") :]])[0]
-                pairs = dict(zip(values[::2], values[1::2], strict=False))
+                values = parse_line([line[line.rindex(b"(") :]])[0]
+                pairs = {
+                    bytes(k).upper(): v for k, v in zip(values[::2], values[1::2], strict=False)
+                }
                 return int(pairs.get(b"MESSAGES", 0)), int(pairs.get(b"UNSEEN", 0))
         return 0, 0
 
@@ -375,8 +367,6 @@ class ImapBox:
             keys += ["SINCE", _imap_date(criteria.since)]
         if criteria.before:
             keys += ["BEFORE", _imap_date(criteria.before + dt.timedelta(days=1))]
-        if criteria.attachment:
-            keys += ["TEXT", quote(criteria.attachment)]
         charset = "UTF-8" if any(not k.isascii() for k in keys) else None
         response = await self._run(
             self.client.protocol.search(*(keys or ["ALL"]), charset=charset, by_uid=True)
@@ -396,7 +386,12 @@ class ImapBox:
         return uids
 
     async def _with_attachment(self, uids: list[int], name: str) -> list[int]:
-        """Keep the messages having an attachment whose name contains ``name``."""
+        """Keep the messages having an attachment whose name contains ``name``.
+
+        IMAP SEARCH has no key for attachment names (TEXT would read every message whole):
+        the other criteria are searched by the server, then the structures of the newest
+        :data:`MAX_ATTACHMENT_CANDIDATES` results are read (computed at delivery on ours).
+        """
         wanted = name.lower()
         kept = []
         candidates = uids[-MAX_ATTACHMENT_CANDIDATES:]
@@ -416,10 +411,9 @@ class ImapBox:
         if response.result != "OK":
             raise WebmailError("Lecture refusée par le serveur de messagerie.")
         try:
-            parsed = parse_fetch_response(_imaplib_shape(response.lines), uid_is_key=True)
-        except (ValueError, TypeError) as error:
+            return parse_fetch(response.lines)
+        except (ParseError, ValueError, IndexError) as error:
             raise WebmailError(f"Réponse illisible du serveur de messagerie ({error}).") from None
-        return dict(parsed)
 
     async def summaries(self, folder: str, uids: Sequence[int]) -> list[Summary]:
         """The list lines of ``uids`` (in the order given)."""
@@ -449,7 +443,7 @@ class ImapBox:
 
     async def part(self, folder: str, uid: int, attachment: Attachment) -> bytes | None:
         await self.select(folder)
-        key = f"BODY[{attachment.section}]".encode()
+        key = f"BODY[{attachment.section}]".encode()  # the answer names BODY, not BODY.PEEK
         data = (await self._fetch([uid], f"(UID BODY.PEEK[{attachment.section}])")).get(uid)
         if data is None or data.get(key) is None:
             return None
@@ -484,21 +478,17 @@ class ImapBox:
 
 def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
     envelope = data.get(b"ENVELOPE")
-    flags = {f.lower() if isinstance(f, bytes) else f for f in data.get(b"FLAGS", ())}
-    date = None
-    if envelope is not None and isinstance(envelope.date, dt.datetime):
-        date = envelope.date
-    internal = data.get(b"INTERNALDATE")
-    if isinstance(internal, dt.datetime):
-        date = internal
-    if date is not None and date.tzinfo is None:
-        date = date.astimezone()
+    envelope = envelope + [None] * 10 if isinstance(envelope, list) else [None] * 10
+    flags = data.get(b"FLAGS")
+    seen = isinstance(flags, list) and any(bytes(f).lower() == b"\\seen" for f in flags)
+    date = parse_internaldate(data.get(b"INTERNALDATE"))
+    size = data.get(b"RFC822.SIZE")
     return Summary(
         uid=uid,
-        sender=_address(envelope.from_) if envelope is not None else "",
-        subject=_text(envelope.subject) if envelope is not None else "",
+        sender=_address(envelope[2]),
+        subject=_text(envelope[1]),
         date=date,
-        size=int(data.get(b"RFC822.SIZE", 0)),
-        seen=b"\\seen" in flags,
+        size=size if isinstance(size, int) else 0,
+        seen=seen,
         attachments=tuple(attachments_of(data.get(b"BODYSTRUCTURE"))),
     )

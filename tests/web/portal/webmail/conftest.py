@@ -25,10 +25,14 @@ CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 
 
+def chromium_present() -> bool:
+    return CHROMIUM.exists() or shutil.which("chromium") is not None
+
+
 @pytest.fixture
 async def chromium_page(tmp_path: Path) -> AsyncIterator[Any]:
     """A phone-sized page of Debian's Chromium; skipped when Chromium or Playwright is absent."""
-    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+    if not chromium_present():
         pytest.skip("Chromium is not installed (apt-get install chromium)")
     api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
     async with api.async_playwright() as playwright:
