@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from releves_mailer.clock import ManualClock
@@ -30,6 +31,7 @@ from tests.datadirs import initialised_data_dir
 from tests.delivery.conftest import statement_mail
 from tests.factories import PASSWORD, make_nic, make_siren
 from tests.mailservers import DOMAIN
+from tests.web.portal.conftest import log_in
 from tests.web.portal.webmail.harness import DEDICATED, cfonb_of, open_bed, signing_certificate
 
 pytestmark = pytest.mark.slow
@@ -95,6 +97,12 @@ async def test_the_webmail_reads_a_box_of_a_second_daemon_over_imaps(
     raw = await build_signed_statement_mail(mail, Renderer(), signer)
     async with other_daemon(config) as ports:
         await asyncio.to_thread(append, ports["imaps"], context, DEDICATED, raw)
+        # The second daemon's own portal reads its own IMAP server (ports picked at start).
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ports['http']}", timeout=30
+        ) as own_portal:
+            await log_in(own_portal, "cabinet", PASSWORD)
+            own_listing = await own_portal.get("/portail/webmail/releves")
         endpoint = ImapEndpoint("127.0.0.1", ports["imaps"], context)
         async with open_bed(database, clock, tmp_path / "bed", endpoint=endpoint) as bed:
             bed.webmail.trusted = [signer.certificate]
@@ -105,6 +113,7 @@ async def test_the_webmail_reads_a_box_of_a_second_daemon_over_imaps(
                 link = re.search(r'href="([^"]+/pieces/[^"]+)"', page.text)
                 assert link is not None
                 download = await client.get(link.group(1).replace("&amp;", "&"))
+    assert own_listing.status_code == 200 and "AILLEURS SA" in own_listing.text
     # Only the second server's box is shown (the bed's own server holds three other mails).
     assert "1 message(s)" in listing.text and "AILLEURS SA" in listing.text
     assert "SOCIETE 1" not in listing.text
