@@ -90,13 +90,21 @@ class WebmailPool:
         self.clock = clock
         self._open: dict[tuple[str, str], _Open] = {}
         self._opening = asyncio.Lock()
+        #: One lock per (session, box) while its connection is opened.
+        self._keys: dict[tuple[str, str], asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
     async def box(self, session_id: str, username: str) -> AsyncIterator[ImapBox]:
-        """The connection of ``session_id`` to ``username``'s box, locked for the caller."""
+        """The connection of ``session_id`` to ``username``'s box, locked for the caller.
+
+        Only bookkeeping is done under the pool's lock: a slow login to one box (a password
+        hash on the server) holds up that box alone.
+        """
         key = (session_id, username)
         async with self._opening:
             await self._close_idle()
+            opening = self._keys.setdefault(key, asyncio.Lock())
+        async with opening:
             found = self._open.get(key)
             if found is None or found.box.broken:
                 if found is not None:
@@ -115,10 +123,8 @@ class WebmailPool:
                 yield found.box
             finally:
                 found.last_used = self.clock.now()
-                if found.box.broken:
-                    async with self._opening:
-                        if self._open.get(key) is found:
-                            await self._drop(key)
+                if found.box.broken and self._open.get(key) is found:
+                    await self._drop(key)
 
     async def _drop(self, key: tuple[str, str]) -> None:
         found = self._open.pop(key, None)
@@ -134,6 +140,9 @@ class WebmailPool:
         for key in dict.fromkeys(stale):
             if not self._open[key].box.lock.locked():
                 await self._drop(key)
+        for key in [k for k, lock in self._keys.items() if k not in self._open]:
+            if not self._keys[key].locked():
+                del self._keys[key]
 
     async def end_session(self, session_id: str) -> None:
         """Logout: forget the password and close the session's connections."""

@@ -108,12 +108,16 @@ async def test_search_by_subject_sender_date_and_attachment_name(bed: WebmailBed
             "/portail/webmail/releves", params={"du": "2026-03-12", "au": "2026-03-11"}
         )
         too_long = await client.get("/portail/webmail/releves", params={"objet": "x" * 101})
+        accented = await client.get("/portail/webmail/releves", params={"objet": "Relevé"})
+        quoted = await client.get("/portail/webmail/releves", params={"objet": 'a"b\\'})
     assert "1 message(s)" in by_subject.text and "SOCIETE 2" in by_subject.text
     assert "1 message(s)" in by_sender.text and "Lettre d&#39;information" in by_sender.text
     assert "1 message(s)" in by_attachment.text and "SOCIETE 2" in by_attachment.text
     assert "0 message(s)" in by_date.text
     assert reversed_dates.status_code == 400 and "antérieure" in reversed_dates.text
     assert too_long.status_code == 400 and "100 caractères" in too_long.text
+    assert "3 message(s)" in accented.text
+    assert quoted.status_code == 200 and "0 message(s)" in quoted.text
 
 
 async def test_reading_a_statement_shows_its_valid_signature(bed: WebmailBed) -> None:
