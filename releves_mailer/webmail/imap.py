@@ -17,8 +17,9 @@ import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.utils import collapse_rfc2231_value, decode_rfc2231, formataddr
+from email.utils import formataddr
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import aioimaplib
 from imapclient import imap_utf7
@@ -165,15 +166,26 @@ def _params(raw: Any) -> dict[str, str]:
 
 
 def decode_rfc2231_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    parts: dict[str, list[tuple[int, str]]] = {}
+    """RFC 2231 parameters (``filename*=utf-8''x%C3%A9``, ``name*0*=...``) decoded."""
+    chunks: dict[str, list[tuple[int, str, bool]]] = {}
     for key, value in pairs:
-        name, _, index = key.partition("*")
-        number = index.rstrip("*")
-        parts.setdefault(name, []).append((int(number) if number.isdigit() else 0, value))
+        name, _, rest = key.partition("*")
+        number = rest.rstrip("*")
+        index = int(number) if number.isdigit() else 0
+        chunks.setdefault(name, []).append((index, value, key.endswith("*")))
     result = {}
-    for name, chunks in parts.items():
-        joined = "".join(v for _, v in sorted(chunks))
-        result[name] = collapse_rfc2231_value(decode_rfc2231(joined) if "'" in joined else joined)
+    for name, found in chunks.items():
+        found.sort()
+        charset = "utf-8"
+        data = b""
+        for position, (_, value, encoded) in enumerate(found):
+            if encoded and position == 0 and value.count("'") >= 2:
+                charset, _, value = value.split("'", 2)
+            data += unquote_to_bytes(value) if encoded else value.encode("utf-8")
+        try:
+            result[name] = data.decode(charset or "utf-8", "replace")
+        except LookupError:
+            result[name] = data.decode("utf-8", "replace")
     return result
 
 
