@@ -13,6 +13,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from releves_mailer.webmail import WebmailLimits
 from tests.factories import PASSWORD
 from tests.web.portal.conftest import csrf_of
 from tests.web.portal.webmail.harness import (
@@ -291,3 +292,16 @@ async def test_without_a_stored_password_the_page_says_to_log_in_again(bed: Webm
         page = await client.get("/portail/webmail/")
     assert page.status_code == 502
     assert "reconnectez-vous" in page.text
+
+
+async def test_a_message_over_the_size_limit_is_not_shown_but_its_attachments_are(
+    bed: WebmailBed,
+) -> None:
+    bed.webmail.limits = WebmailLimits(message_max_bytes=1024)
+    async with bed.logged_in() as client:
+        listing = await client.get("/portail/webmail/releves")
+        uid = UIDS.findall(listing.text)[0]
+        page = await client.get(f"/portail/webmail/releves/{uid}")
+    assert page.status_code == 200
+    assert "il n'est pas affiché" in page.text and 'id="signature"' not in page.text
+    assert 'class="piece"' in page.text
