@@ -17,7 +17,6 @@ import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.utils import formataddr
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -148,7 +147,9 @@ def _address(addresses: Any) -> str:
         return ""
     first = addresses[0] + [None] * 4
     mailbox, host = _text(first[2]), _text(first[3])
-    return formataddr((_text(first[0]), f"{mailbox}@{host}" if host else mailbox))
+    address = f"{mailbox}@{host}" if host else mailbox
+    name = _text(first[0]).replace('"', "").strip()
+    return f"{name} <{address}>" if name else address
 
 
 def _params(raw: Any) -> dict[str, str]:
@@ -221,7 +222,7 @@ def attachments_of(body: Any, prefix: str = "") -> list[Attachment]:
     if not name and disposition_type != "attachment":
         return []
     if encoding == "base64":
-        size = size * 3 // 4  # the decoded size, near enough for a list
+        size = size * 57 // 78  # lines of 76 characters and CRLF: 57 bytes each
     return [
         Attachment(section, _text(name) or f"piece-{section}", f"{kind}/{subtype}", encoding, size)
     ]

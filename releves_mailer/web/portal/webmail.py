@@ -240,8 +240,7 @@ async def message_page(request: PortalRequest) -> web.StreamResponse:
     too_big = False
     try:
         async with open_box(request, box) as imap:
-            folders = await imap.folders()
-            if folder not in {f.name for f in folders}:
+            if folder not in {name for name, _ in await imap.folder_names()}:
                 raise web.HTTPNotFound()
             summary = await imap.summary(folder, uid)
             if summary is None:
@@ -251,6 +250,7 @@ async def message_page(request: PortalRequest) -> web.StreamResponse:
                 raw = await imap.raw(folder, uid)
             else:
                 too_big = True
+            folders = await imap.folders()  # after the reading, which marked it read
     except WebmailError as error:
         return problem(request, "Messagerie indisponible", error.message)
     view = None
