@@ -170,6 +170,21 @@ class HttpSection(Section):
     health_collection_max_age_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
 
 
+class WebmailSection(Section):
+    """The portal's webmail: the IMAP server it reads the boxes from, and its limits."""
+
+    #: Empty: the daemon's own IMAP server (its plain port, over the loopback).
+    imap_host: str = ""
+    #: 0: the daemon's own port (``imap.port``, or ``imap.tls_port`` with ``tls = "imaps"``).
+    imap_port: Port = 0
+    tls: Literal["none", "imaps"] = "none"
+    #: CA certificates (PEM) trusted for IMAPS; empty: the system's, plus ``[tls]``'s own.
+    ca_file: Path | None = None
+    message_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    zip_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    search_max_length: int = Field(default=100, ge=1, le=1000)
+
+
 class TlsSection(Section):
     certificate: Path = Path("tls/cert.pem")
     key: Path = Path("tls/key.pem")
@@ -281,6 +296,7 @@ class Config(Section):
     smtp: SmtpSection = Field(default_factory=SmtpSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     http: HttpSection = Field(default_factory=HttpSection)
+    webmail: WebmailSection = Field(default_factory=WebmailSection)
     tls: TlsSection = Field(default_factory=TlsSection)
     signing: SigningSection = Field(default_factory=SigningSection)
     secrets: SecretsSection = Field(default_factory=SecretsSection)

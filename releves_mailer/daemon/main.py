@@ -63,6 +63,7 @@ from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.portal.edi import setup as setup_edi_portal
 from releves_mailer.web.server import HttpServer
+from releves_mailer.webmail import Webmail, endpoint_from_config, limits_from_config
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
 
@@ -246,6 +247,13 @@ class Daemon:
                 settings=settings,
                 guard=CountingGuard(guard, "http", metrics),
                 import_max_lines=config.portal.import_max_lines,
+                webmail_engine=Webmail.create(
+                    endpoint_from_config(config, imap.port, imap.tls_port),
+                    keyring,
+                    self.clock,
+                    trusted=[signer.certificate],
+                    limits=limits_from_config(config),
+                ),
             )
         ]
         health, ops = ops_routes(config.http, database, self.clock, store.blob_dir, metrics)

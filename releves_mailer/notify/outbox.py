@@ -14,7 +14,8 @@ is written under ``<data_dir>/outbox/`` (0600, for the admin to pass on); the lo
 
 A message's body leaves the database as soon as it is sent or given up: it may carry the
 clear token of a secure link. The row keeps the sending history (recipient, subject,
-Message-ID, dates, attempts, last error).
+Message-ID, dates, attempts, last error) and a plain-text copy with every token masked
+(:mod:`releves_mailer.notify.masking`), shown on the portal's "Messages envoyés" page.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.models import OutboxMessage, OutboxState
 from releves_mailer.files import make_private_dir, write_atomically
 from releves_mailer.mailbox.sink import MessageSink
+from releves_mailer.notify.masking import masked_copy
 from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.waiting import wait_any
 
@@ -213,7 +215,8 @@ class Outbox:
 
     async def _finish(self, row: OutboxMessage, **values: object) -> None:
         if values.get("state") in (OutboxState.SENT, OutboxState.FAILED):
-            values["raw"] = b""  # the body is not needed any more (see the module's doc)
+            # Only a copy with its tokens masked stays (see the module's doc).
+            values["raw"] = masked_copy(row.raw)
         async with self.database.session() as session:
             await session.execute(
                 update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)

@@ -4,9 +4,9 @@ Each domain has its module returning plain frozen dataclasses: ``portfolio`` (po
 accounts, redevables, the family scope), ``banks`` (bank accounts, their history and
 transactions), ``statements`` (searches, detail, files), ``links`` (secure links),
 ``sessions`` (portal logins), ``health`` (the home page's figures), ``family`` (secondary
-accounts, password changes). :class:`Services` gathers them over one database; ``wiring``
-builds them from the config for a command. ``web/`` and ``cli/`` import neither the
-database layer nor SQLAlchemy: they go through here.
+accounts, password changes), ``sent`` (mails sent to outside addresses). :class:`Services`
+gathers them over one database; ``wiring`` builds them from the config for a command.
+``web/`` and ``cli/`` import neither the database layer nor SQLAlchemy: they go through here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from releves_mailer.services.family import DEFAULT_MAX_SECONDARIES, Family
 from releves_mailer.services.health import Health
 from releves_mailer.services.links import Links
 from releves_mailer.services.portfolio import Portfolio
+from releves_mailer.services.sent import SentMails
 from releves_mailer.services.sessions import SessionStore
 from releves_mailer.services.statements import Statements
 
@@ -53,3 +54,4 @@ class Services:
         self.sessions = SessionStore(database, clock)
         self.health = Health(database, clock, plan or RefreshPlan())
         self.family = Family(database, clock, max_secondaries)
+        self.sent = SentMails(database)

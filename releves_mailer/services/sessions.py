@@ -19,7 +19,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount, PortalSession
 from releves_mailer.services.portfolio import AccountView, account_view
 
-__all__ = ["IDLE_TIMEOUT", "MAX_AGE", "SessionStore", "UserSession"]
+__all__ = ["IDLE_TIMEOUT", "MAX_AGE", "SessionStore", "UserSession", "session_id_of"]
 
 IDLE_TIMEOUT = dt.timedelta(minutes=30)
 MAX_AGE = dt.timedelta(hours=12)
@@ -29,6 +29,11 @@ TOUCH_EVERY = dt.timedelta(minutes=1)
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def session_id_of(cookie_value: str) -> str:
+    """The id under which the session named by a cookie value is stored."""
+    return _hash(cookie_value)
 
 
 @dataclass(frozen=True, slots=True)

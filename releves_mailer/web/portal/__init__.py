@@ -1,4 +1,4 @@
-"""The portal pages: login, subscription, redevables, bank accounts, reception tracking.
+"""The portal pages: login, subscription, redevables, accounts, reception, webmail, sent mails.
 
 Plain server-rendered HTML under ``/portail``, no JavaScript. Every page needs a login
 (the portal account's login and mailbox password); every form carries a CSRF token; every
@@ -22,11 +22,14 @@ from releves_mailer.web.portal import (
     login,
     myaccount,
     redevables,
+    sent,
     statements,
     subscription,
+    webmail,
 )
 from releves_mailer.web.portal.common import PORTAL, Portal
 from releves_mailer.web.portal.errors import portal_errors
+from releves_mailer.webmail import Webmail
 
 __all__ = ["PORTAL", "Portal", "setup_portal"]
 
@@ -38,13 +41,15 @@ def setup_portal(
     settings: PartnerSettings,
     guard: LoginGuard | None = None,
     import_max_lines: int = DEFAULT_MAX_LINES,
+    webmail_engine: Webmail | None = None,
 ) -> None:
     """Add the portal's routes to ``app`` (built by :func:`releves_mailer.web.app.create_app`).
 
     For ``create_app(setups=[...])``: ``functools.partial(setup_portal, services=...,
     settings=..., guard=...)``; ``services`` carry the link service. ``guard`` is the login
     guard shared with IMAP and SMTP AUTH; without it the portal gets one of its own, with
-    default limits.
+    default limits. ``webmail_engine`` reads the boxes for the webmail pages (without it,
+    they say the webmail is not configured).
     """
     app[PORTAL] = Portal(
         services=services,
@@ -61,3 +66,13 @@ def setup_portal(
     accounts.setup(app)
     home.setup(app)
     myaccount.setup(app)
+    if webmail_engine is not None:
+        app[webmail.WEBMAIL] = webmail_engine
+        engine = webmail_engine
+
+        async def close_webmail(app: web.Application) -> None:
+            await engine.pool.close()
+
+        app.on_cleanup.append(close_webmail)
+    webmail.setup(app)
+    sent.setup(app)

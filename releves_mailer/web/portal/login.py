@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from releves_mailer.portfolio.logins import LoginThrottled
+from releves_mailer.web.portal import webmail
 from releves_mailer.web.portal.common import PORTAL, PREFIX, Portal, PortalRequest, page
 from releves_mailer.web.portal.csrf import CSRF_FIELD, LOGIN_COOKIE, check_token, login_token
 from releves_mailer.web.portal.session import COOKIE_NAME, MAX_AGE
@@ -78,6 +79,7 @@ async def login_submit(request: web.Request) -> web.Response:
             portal, request, login=login, error="Identifiant ou mot de passe incorrect.", status=401
         )
     value = await portal.services.sessions.create(account.id)
+    webmail.remember_password(request.app, value, password)
     suite = form.get("suite", "")
     response = web.HTTPFound(_next_page(suite if isinstance(suite, str) else ""))
     response.set_cookie(
@@ -98,6 +100,7 @@ async def logout(request: PortalRequest) -> web.StreamResponse:
     found = await sessions.find(request.request.cookies.get(COOKIE_NAME, ""))
     if found is not None:
         await sessions.end(found.session_id)
+        await webmail.forget_session(request.request.app, found.session_id)
     response = web.HTTPFound(f"{PREFIX}/connexion")
     response.del_cookie(COOKIE_NAME, path=PREFIX)
     raise response

@@ -10,6 +10,7 @@ from releves_mailer.errors import UserError
 from releves_mailer.portfolio.boxes import box_address
 from releves_mailer.services.family import SecondaryInput
 from releves_mailer.services.portfolio import AccountView
+from releves_mailer.web.portal import webmail
 from releves_mailer.web.portal.common import PREFIX, PortalRequest, confirm_page, page, path_id
 
 __all__ = ["setup"]
@@ -68,6 +69,7 @@ async def change_password(request: PortalRequest) -> web.StreamResponse:
         )
     except UserError as error:
         return await _page(request, errors={"mot_de_passe": [_sentence(error)]}, status=422)
+    await webmail.password_changed(request.request.app, webmail.session_id(request), new)
     raise web.HTTPSeeOther(f"{BASE}?msg=mot_de_passe")
 
 
