@@ -109,6 +109,26 @@ class MigratedTemplate:
             await _admin_execute(self._url, f'DROP DATABASE "{name}"')
 
 
+#: Where the tests that need PostgreSQL itself (not just "the database") find a server.
+POSTGRES_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+@asynccontextmanager
+async def new_postgres_database(prefix: str) -> AsyncIterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards; the test is skipped,
+    saying why, when no server answers."""
+    admin = os.environ.get(POSTGRES_URL_VARIABLE) or POSTGRES_DEFAULT
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        await _admin_execute(admin, f'CREATE DATABASE "{name}"')
+    except Exception as error:  # the drivers' errors have no common base
+        pytest.skip(f"no PostgreSQL server answers at {admin} ({type(error).__name__})")
+    try:
+        yield _with_database(admin, name)
+    finally:
+        await _admin_execute(admin, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 async def _migrate(url: str) -> None:
     db = Database(url)
     try:

@@ -14,12 +14,16 @@ from releves_mailer.clock import Clock, SystemClock
 from releves_mailer.config import Config, load_config
 from releves_mailer.daemon.main import Daemon, ListenOverrides
 from releves_mailer.db import Database
+from releves_mailer.portfolio.accounts import AccountInput, create_account
+from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
+from releves_mailer.services.wiring import link_service
 from tests.datadirs import initialised_data_dir
-from tests.factories import add_subscribed_account
+from tests.factories import PASSWORD, add_subscribed_account, make_nic, make_siren
 from tests.fakes.powens_server import FakePowens
 from tests.web.portal.conftest import log_in
 
 __all__ = [
+    "a_redevable_with_a_link",
     "add_portal_account",
     "daemon_config",
     "portal_client",
@@ -112,3 +116,35 @@ async def portal_client(daemon: Daemon, login: str = "cabinet") -> AsyncIterator
     async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=60) as client:
         await log_in(client, login)
         yield client
+
+
+async def a_redevable_with_a_link(config: Config) -> str:
+    """Portal account ``cabinet`` (password PASSWORD), a remote-entry redevable: its link."""
+    clock = SystemClock()
+    database = Database(config.database_url)
+    try:
+        async with database.session() as session:
+            account = await create_account(
+                session,
+                clock,
+                AccountInput(
+                    login="cabinet",
+                    company_name="Cabinet",
+                    siret=make_siren(1) + make_nic(make_siren(1)),
+                    email="chef@cabinet.example",
+                ),
+                PASSWORD,
+            )
+            data, _ = validate_redevable(
+                siren=make_siren(40),
+                company_name="CLIENT POWENS",
+                email="client@ailleurs.example",
+                periodicity="JOURNALIERE",
+                remote_entry="1",
+            )
+            assert data is not None
+            redevable = await create_redevable(session, clock, account, data)
+        issued = await link_service(config, database).send(redevable.id)
+        return issued.url
+    finally:
+        await database.dispose()

@@ -25,13 +25,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from releves_mailer.aggregators.powens.webhooks import DATE_HEADER, SIGNATURE_HEADER, sign
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import Config
-from releves_mailer.db import Database
-from releves_mailer.portfolio.accounts import AccountInput, create_account
-from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
-from releves_mailer.services.wiring import link_service
-from tests.daemon.harness import daemon_config, powens_section
+from tests.daemon.harness import a_redevable_with_a_link, daemon_config, powens_section
 from tests.daemon.processes import start_serve, stop, wait_for_ports
-from tests.factories import PASSWORD, make_nic, make_siren
+from tests.factories import PASSWORD
 from tests.fakes.powens_server import FakePowens, WebviewOutcome
 from tests.web.portal.conftest import csrf_of, log_in
 
@@ -109,38 +105,6 @@ async def prepared(tmp_path: Path, fake: FakePowens, relay: AuthRelay, webhook: 
     text = text.replace('# file = "releves-mailer.log"', 'file = "daemon.log"', 1)
     config.source.write_text(text, encoding="utf-8")
     return config
-
-
-async def a_redevable_with_a_link(config: Config) -> str:
-    """Portal account ``cabinet`` (password PASSWORD), a remote-entry redevable: its link."""
-    clock = SystemClock()
-    database = Database(config.database_url)
-    try:
-        async with database.session() as session:
-            account = await create_account(
-                session,
-                clock,
-                AccountInput(
-                    login="cabinet",
-                    company_name="Cabinet",
-                    siret=make_siren(1) + make_nic(make_siren(1)),
-                    email="chef@cabinet.example",
-                ),
-                PASSWORD,
-            )
-            data, _ = validate_redevable(
-                siren=make_siren(40),
-                company_name="CLIENT POWENS",
-                email="client@ailleurs.example",
-                periodicity="JOURNALIERE",
-                remote_entry="1",
-            )
-            assert data is not None
-            redevable = await create_redevable(session, clock, account, data)
-        issued = await link_service(config, database).send(redevable.id)
-        return issued.url
-    finally:
-        await database.dispose()
 
 
 def imap_logins(port: int) -> None:

@@ -15,12 +15,7 @@ from releves_mailer.aggregators.powens.webhooks import DATE_HEADER, SIGNATURE_HE
 from releves_mailer.clock import SystemClock
 from releves_mailer.config import Config
 from releves_mailer.daemon.main import Daemon
-from releves_mailer.db import Database
-from releves_mailer.portfolio.accounts import AccountInput, create_account
-from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
-from releves_mailer.services.wiring import link_service
-from tests.daemon.harness import daemon_config, powens_section
-from tests.factories import PASSWORD, make_nic, make_siren
+from tests.daemon.harness import a_redevable_with_a_link, daemon_config, powens_section
 from tests.fakes.powens_server import FakePowens
 
 WEBHOOK_SECRET = secrets.token_hex(16)
@@ -39,30 +34,7 @@ async def powens_config(tmp_path: Path, fake: FakePowens) -> Config:
 async def test_daemon_serves_powens_links_and_webhooks(tmp_path: Path, fake: FakePowens) -> None:
     config = await powens_config(tmp_path, fake)
     clock = SystemClock()
-    database = Database(config.database_url)
-    async with database.session() as session:
-        account = await create_account(
-            session,
-            clock,
-            AccountInput(
-                login="cabinet",
-                company_name="Cabinet",
-                siret=make_siren(1) + make_nic(make_siren(1)),
-                email="chef@cabinet.example",
-            ),
-            PASSWORD,
-        )
-        data, _ = validate_redevable(
-            siren=make_siren(40),
-            company_name="CLIENT POWENS",
-            email="client@ailleurs.example",
-            periodicity="JOURNALIERE",
-            remote_entry="1",
-        )
-        assert data is not None
-        redevable = await create_redevable(session, clock, account, data)
-    issued = await link_service(config, database).send(redevable.id)
-    await database.dispose()
+    link = await a_redevable_with_a_link(config)
 
     daemon = Daemon(config, clock)
     ready = asyncio.Event()
@@ -72,7 +44,7 @@ async def test_daemon_serves_powens_links_and_webhooks(tmp_path: Path, fake: Fak
         base = f"http://127.0.0.1:{daemon.ports['http']}"
         async with aiohttp.ClientSession() as http:
             # The link opens the Powens webview (the fake's) with our client id and a state.
-            async with http.get(issued.url, allow_redirects=False) as answer:
+            async with http.get(link, allow_redirects=False) as answer:
                 assert answer.status in (302, 303), await answer.text()
                 target = urllib.parse.urlsplit(answer.headers["Location"])
             assert f"{target.scheme}://{target.netloc}/" == fake.webview_base.rstrip(

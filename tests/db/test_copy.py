@@ -7,17 +7,12 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import func, select
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.connections import build_test_bank
@@ -28,7 +23,7 @@ from releves_mailer.db.models import BankTransaction, Periodicity, PortalAccount
 from releves_mailer.portfolio.accounts import AccountInput, create_account
 from releves_mailer.signing.secrets import KeyRing
 from tests.commands import run_command, run_command_async
-from tests.conftest import POSTGRES_URL_VARIABLE
+from tests.conftest import new_postgres_database
 from tests.datadirs import initialised_data_dir
 from tests.factories import PASSWORD, make_nic, make_siren
 from tests.statements.scenario import Spec, build_portfolio, paris_night
@@ -39,7 +34,6 @@ SPECS = (
     Spec(Periodicity.JOURNALIERE, include_pending=True),
     Spec(Periodicity.MENSUELLE, day=10),
 )
-POSTGRES_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="module")
@@ -119,27 +113,10 @@ async def file_digests(url: str) -> list[tuple[int, str, str]]:
         await database.dispose()
 
 
-async def _admin(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def postgres_target() -> AsyncIterator[str]:
-    """A new, empty PostgreSQL database (dropped afterwards); skipped without a server."""
-    admin = os.environ.get(POSTGRES_URL_VARIABLE) or POSTGRES_DEFAULT
-    name = f"copy_{uuid.uuid4().hex[:12]}"
-    try:
-        await _admin(admin, f'CREATE DATABASE "{name}"')
-    except (OSError, Exception) as error:  # the driver's errors have no common base
-        pytest.skip(f"no PostgreSQL server answers at {admin} ({type(error).__name__})")
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    yield url.replace("postgresql+asyncpg://", "postgresql://")  # as an admin would type it
-    await _admin(admin, f'DROP DATABASE "{name}" WITH (FORCE)')
+    async with new_postgres_database("copy") as url:
+        yield url.replace("postgresql+asyncpg://", "postgresql://")  # as an admin would type it
 
 
 @pytest.fixture

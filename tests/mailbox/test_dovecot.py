@@ -10,15 +10,10 @@ import imaplib
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.config import Config
@@ -29,44 +24,29 @@ from releves_mailer.mailbox.dovecot.setup import DovecotSetup
 from releves_mailer.mailbox.sink import UnknownBox
 from releves_mailer.portfolio.accounts import create_account
 from tests.commands import run_command_async
-from tests.conftest import POSTGRES_URL_VARIABLE
+from tests.conftest import new_postgres_database
 from tests.datadirs import initialised_data_dir
 from tests.factories import CABINET, PASSWORD
 
 from .dovecot_instance import running_dovecot
 
 DOMAIN = "releves.localhost"
-POSTGRES_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-
-
-async def _admin(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
-    """A new PostgreSQL database with one account, ``cabinet``; skipped without a server."""
-    admin = os.environ.get(POSTGRES_URL_VARIABLE) or POSTGRES_DEFAULT
-    name = f"dovecot_{uuid.uuid4().hex[:12]}"
-    try:
-        await _admin(admin, f'CREATE DATABASE "{name}"')
-    except Exception as error:  # the driver's errors have no common base
-        pytest.skip(f"no PostgreSQL server answers at {admin} ({type(error).__name__})")
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    database = Database(url)
-    try:
-        await upgrade(database)
-        async with database.session() as session:
-            await create_account(session, ManualClock(dt.datetime.now(dt.UTC)), CABINET, PASSWORD)
-    finally:
-        await database.dispose()
-    yield url
-    await _admin(admin, f'DROP DATABASE "{name}" WITH (FORCE)')
+    """A new PostgreSQL database with one account, ``cabinet``."""
+    async with new_postgres_database("dovecot") as url:
+        database = Database(url)
+        try:
+            await upgrade(database)
+            async with database.session() as session:
+                await create_account(
+                    session, ManualClock(dt.datetime.now(dt.UTC)), CABINET, PASSWORD
+                )
+        finally:
+            await database.dispose()
+        yield url
 
 
 @pytest.fixture
