@@ -123,7 +123,7 @@ async def test_serve_speaks_the_notify_protocol(
         # SIGHUP: the file is re-read; the level applies, the relay needs a restart.
         text = config.source.read_text(encoding="utf-8")
         text = text.replace('level = "INFO"', 'level = "DEBUG"', 1)
-        text = text.replace('host = ""', 'host = "relais.example"', 1)
+        text = text.replace('\nhost = ""', '\nhost = "relais.example"', 1)  # [relay]'s
         config.source.write_text(text, encoding="utf-8")
         seen.clear()
         process.send_signal(signal.SIGHUP)
@@ -135,7 +135,7 @@ async def test_serve_speaks_the_notify_protocol(
             "log level DEBUG, log format json" in message and "templates reloaded" in message
             for message in messages
         ), messages
-        assert any("relay" in message and "restart" in message for message in messages)
+        assert any("relay" in message and "restart" in message for message in messages), messages
         assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
 
         # A file that no longer validates is refused; the daemon goes on with its config.

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import imaplib
 import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from releves_mailer.mailbox.dovecot.setup import DovecotPorts, DovecotSetup, write_dovecot_config
 
-__all__ = ["DOVECOT", "running_dovecot"]
+__all__ = ["DOVECOT", "auth_ready", "running_dovecot"]
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
@@ -30,6 +32,24 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def auth_ready(port: int, seconds: float = 60) -> None:
+    """Wait until Dovecot's IMAP on ``port`` answers logins: a listening port is not enough
+    on a loaded machine, where the auth process may still be starting and logins then get
+    ``NO [UNAVAILABLE]``. A login that cannot succeed is refused by a ready one."""
+    deadline = time.monotonic() + seconds  # a hang guard
+    while True:
+        try:
+            with imaplib.IMAP4("127.0.0.1", port, timeout=30) as client:
+                client.login("sonde-inexistante", "x")
+        except imaplib.IMAP4.error as error:
+            if "UNAVAILABLE" not in str(error):
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "Dovecot's logins did not become available"
+        time.sleep(0.2)
 
 
 async def _listening(port: int) -> bool:
@@ -76,6 +96,7 @@ async def running_dovecot(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("Dovecot did not listen within a minute")
+        await asyncio.to_thread(auth_ready, imap)
         try:
             yield setup
         except BaseException:

@@ -94,7 +94,10 @@ class LmtpSink:
             client.login(f"{box}*{MASTER_USER}", self._password)
         except imaplib.IMAP4.error as error:
             client.shutdown()
-            if b"AUTHENTICATIONFAILED" in str(error).encode() or "failed" in str(error).lower():
+            # The master login is refused for a box Dovecot does not know (AUTHORIZATION-,
+            # or AUTHENTICATIONFAILED for another domain); UNAVAILABLE and the rest are
+            # passing troubles, raised for the caller to retry.
+            if "AUTHORIZATIONFAILED" in str(error) or "AUTHENTICATIONFAILED" in str(error):
                 raise UnknownBox(box) from None
             raise
         return client

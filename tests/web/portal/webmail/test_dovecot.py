@@ -31,6 +31,7 @@ from releves_mailer.render import Renderer
 from releves_mailer.webmail.imap import ImapEndpoint
 from tests.delivery.conftest import statement_mail
 from tests.factories import PASSWORD
+from tests.mailbox.dovecot_instance import auth_ready
 from tests.mailservers import DOMAIN
 from tests.web.portal.conftest import csrf_of
 from tests.web.portal.webmail.harness import DEDICATED, OWN, cfonb_of, open_bed, signing_certificate
@@ -117,7 +118,9 @@ def start_dovecot() -> tuple[Path, Path, int] | str:
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return root, config, port
+                pass
+            auth_ready(port)
+            return root, config, port
         except OSError:
             assert time.monotonic() < deadline, "Dovecot did not listen"
             time.sleep(0.2)
