@@ -178,15 +178,20 @@ class PasswordGuard:
         )
         if ticket is None:
             raise LoginThrottled(username)
+        result: T | None = None
+        checked = False
         try:
             wait = await self.next_delay(login)
             if wait > 0:
                 await self._sleep(wait)
             result = await verify()
+            checked = True
         finally:
-            await self._store.leave(ticket)
-        if result is None:
-            await self._store.fail((pair, address, "login:" + login))
-        else:
-            await self._store.forget((pair, "login:" + login))
+            # No longer pending and counted in one step: parallel attempts see either.
+            if not checked:
+                await self._store.leave(ticket)
+            elif result is None:
+                await self._store.leave(ticket, fail=(pair, address, "login:" + login))
+            else:
+                await self._store.leave(ticket, forget=(pair, "login:" + login))
         return result

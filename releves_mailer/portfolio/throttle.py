@@ -35,20 +35,16 @@ class GuardStore(Protocol):
         otherwise count nothing and return ``None``."""
         ...
 
-    async def leave(self, ticket: object) -> None:
-        """The attempt of ``ticket`` is checked: it is no longer pending."""
+    async def leave(
+        self, ticket: object, *, fail: Sequence[str] = (), forget: Sequence[str] = ()
+    ) -> None:
+        """The attempt of ``ticket`` is checked: it is no longer pending, and in the same step
+        (no other attempt sees a count in between) a failure is counted on each key of
+        ``fail`` and the failures of each key of ``forget`` are forgotten."""
         ...
 
     async def failures(self, key: str) -> int:
         """Failures of ``key`` in the window."""
-        ...
-
-    async def fail(self, keys: Sequence[str]) -> None:
-        """Count a failure on each key."""
-        ...
-
-    async def forget(self, keys: Sequence[str]) -> None:
-        """Forget the failures of each key."""
         ...
 
 
@@ -104,23 +100,21 @@ class MemoryGuardStore:
         self._pending.update(keys)
         return keys
 
-    async def leave(self, ticket: object) -> None:
+    async def leave(
+        self, ticket: object, *, fail: Sequence[str] = (), forget: Sequence[str] = ()
+    ) -> None:
         assert isinstance(ticket, tuple)
         self._pending.subtract(ticket)
         for key in ticket:
             if self._pending[key] <= 0:
                 del self._pending[key]
+        for key in fail:
+            self._failures.add(key)
+        for key in forget:
+            self._failures.forget(key)
 
     async def failures(self, key: str) -> int:
         return self._failures.count(key)
-
-    async def fail(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self._failures.add(key)
-
-    async def forget(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self._failures.forget(key)
 
 
 class DatabaseGuardStore:
@@ -161,25 +155,51 @@ class DatabaseGuardStore:
                     )
                 ).scalars()
             )
-            counts = dict(
-                (
-                    await session.execute(
-                        select(LoginAttempt.key, func.count())
-                        .where(LoginAttempt.key.in_(keys), self._counted(now))  # type: ignore[arg-type]
-                        .group_by(LoginAttempt.key)
-                    )
-                ).tuples()
+            rows = await session.execute(
+                select(LoginAttempt.key, func.count())
+                .where(LoginAttempt.key.in_(keys), self._counted(now))  # type: ignore[arg-type]
+                .group_by(LoginAttempt.key)
             )
+            counts: dict[str, int] = {key: count for key, count in rows}
             # Our own pending rows are counted: one less.
             if any(counts.get(key, 0) - 1 >= limit for key, limit in limits):
                 await session.execute(delete(LoginAttempt).where(LoginAttempt.id.in_(ids)))
                 return None
         return tuple(ids)
 
-    async def leave(self, ticket: object) -> None:
+    async def leave(
+        self, ticket: object, *, fail: Sequence[str] = (), forget: Sequence[str] = ()
+    ) -> None:
         assert isinstance(ticket, tuple)
+        now = self._clock.now()
         async with self._database.session() as session:
             await session.execute(delete(LoginAttempt).where(LoginAttempt.id.in_(ticket)))
+            if fail:
+                await session.execute(
+                    insert(LoginAttempt),
+                    [{"key": key, "at": now, "pending": False} for key in fail],
+                )
+                # Rows out of every window go as new ones come (indexed on ``at``).
+                await session.execute(
+                    delete(LoginAttempt).where(
+                        or_(
+                            and_(
+                                LoginAttempt.pending.is_(False),
+                                LoginAttempt.at <= now - self._window,
+                            ),
+                            and_(
+                                LoginAttempt.pending.is_(True),
+                                LoginAttempt.at <= now - PENDING_LEASE,
+                            ),
+                        )
+                    )
+                )
+            if forget:
+                await session.execute(
+                    delete(LoginAttempt).where(
+                        LoginAttempt.key.in_(list(forget)), LoginAttempt.pending.is_(False)
+                    )
+                )
 
     async def failures(self, key: str) -> int:
         now = self._clock.now()
@@ -192,31 +212,3 @@ class DatabaseGuardStore:
                 )
             )
         return int(count or 0)
-
-    async def fail(self, keys: Sequence[str]) -> None:
-        now = self._clock.now()
-        async with self._database.session() as session:
-            await session.execute(
-                insert(LoginAttempt), [{"key": key, "at": now, "pending": False} for key in keys]
-            )
-            # Rows out of every window go as new ones come (indexed on ``at``).
-            await session.execute(
-                delete(LoginAttempt).where(
-                    or_(
-                        and_(
-                            LoginAttempt.pending.is_(False), LoginAttempt.at <= now - self._window
-                        ),
-                        and_(
-                            LoginAttempt.pending.is_(True), LoginAttempt.at <= now - PENDING_LEASE
-                        ),
-                    )
-                )
-            )
-
-    async def forget(self, keys: Sequence[str]) -> None:
-        async with self._database.session() as session:
-            await session.execute(
-                delete(LoginAttempt).where(
-                    LoginAttempt.key.in_(list(keys)), LoginAttempt.pending.is_(False)
-                )
-            )
