@@ -293,7 +293,10 @@ class CollectionService:
 
     async def _refresh_claimed(self, ids: list[int], report: RunReport) -> list[RefreshResult]:
         try:
-            return await self.refresh(ids)
+            results = await self.refresh(ids)
+            # Which worker refreshed what: several daemons share the nights.
+            log.debug("worker %s refreshed connections %s", self.worker, ids)
+            return results
         except Exception:
             log.warning("batch refresh of %s failed, retrying one by one", ids, exc_info=True)
         results = []
