@@ -48,14 +48,13 @@ from tests.conftest import POSTGRES_URL_VARIABLE
 from tests.daemon.test_kill_during_delivery import PASSWORD, add_daily_redevables
 from tests.datadirs import initialised_data_dir
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.environ.get(POSTGRES_URL_VARIABLE),
-        reason="several daemons share a PostgreSQL database (set "
-        f"{POSTGRES_URL_VARIABLE}); SQLite runs one daemon per data directory",
-    ),
-]
+# Not marked slow (about 90 s, most of it the survivors' next round a minute later): slow
+# tests run on SQLite only, and this one is for PostgreSQL.
+pytestmark = pytest.mark.skipif(
+    not os.environ.get(POSTGRES_URL_VARIABLE),
+    reason="several daemons share a PostgreSQL database (set "
+    f"{POSTGRES_URL_VARIABLE}); SQLite runs one daemon per data directory",
+)
 
 #: The night window of the test: the whole day, so that the night is due whenever it runs.
 WINDOW = {"window_start": "00:00", "window_end": "23:59"}
