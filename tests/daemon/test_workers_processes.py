@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,7 +96,25 @@ async def build(directory: Path, url: str) -> Config:
     return config
 
 
-def start_daemon(data_dir: Path, url: str) -> subprocess.Popen[bytes]:
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports, all probed at once (three daemons picking their HTTP port with
+    ``--http-port 0`` at the same instant may pick the same one)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def port_taken(data_dir: Path) -> bool:
+    log = data_dir / "daemon.log"
+    return log.exists() and "Address already in use" in log.read_text(errors="replace")
+
+
+def start_daemon(data_dir: Path, url: str, http_port: int = 0) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELEVES_MAILER")}
     env["RELEVES_MAILER_CONFIG"] = str(data_dir / "releves-mailer.toml")
     env["RELEVES_MAILER__DATABASE__URL"] = url
@@ -105,7 +124,8 @@ def start_daemon(data_dir: Path, url: str) -> subprocess.Popen[bytes]:
     for key, value in WINDOW.items():
         env[f"RELEVES_MAILER__COLLECTION__{key.upper()}"] = value
     command = [sys.executable, "-m", "releves_mailer", "serve", "--listen", "127.0.0.1"]
-    command += ["--imap-port", "0", "--imaps-port", "0", "--smtp-port", "0", "--http-port", "0"]
+    command += ["--imap-port", "0", "--imaps-port", "0", "--smtp-port", "0"]
+    command += ["--http-port", str(http_port)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -185,7 +205,10 @@ async def test_three_daemons_share_a_night_and_finish_a_killed_one(
         )
     assert len(connection_ids) == DAILY + 6 and (to_deliver or 0) > 100
 
-    daemons = [start_daemon(folder, url) for folder in folders]
+    daemons = [
+        start_daemon(folder, url, port)
+        for folder, port in zip(folders, free_ports(len(folders)), strict=True)
+    ]
     victim = daemons[0]
     try:
         # Kill the first daemon as soon as it holds claims while work remains.
@@ -210,8 +233,12 @@ async def test_three_daemons_share_a_night_and_finish_a_killed_one(
             work = await remaining(database, since, yesterday)
             if not any(work.values()):
                 break
-            for daemon in daemons[1:]:
-                assert daemon.poll() is None, "a surviving daemon stopped on its own"
+            for index in (1, 2):
+                if daemons[index].poll() is not None and port_taken(folders[index]):
+                    # Another process took its HTTP port between the probe and the bind.
+                    (folders[index] / "daemon.log").unlink()
+                    daemons[index] = start_daemon(folders[index], url, free_ports(1)[0])
+                assert daemons[index].poll() is None, "a surviving daemon stopped on its own"
             await asyncio.sleep(1)
         assert not any(work.values()), work
     finally:
