@@ -6,7 +6,8 @@ another worker is claiming right now are skipped, not waited for), then marks th
 ``claimed_by`` this worker until ``claimed_until`` (the lease) with a conditional update, so
 a row is claimed only when nobody holds it or its lease has expired. A worker that dies
 leaves its claims behind; they expire after the lease and another worker takes the work
-over. Finished work releases its claims.
+over (at once when the dead worker ran on the same host: its process is gone). Finished
+work releases its claims.
 
 On SQLite (one daemon per data directory, single writer) there is no ``SKIP LOCKED``: the
 conditional update alone, inside SQLite's serialised write transactions, is the claim.
@@ -57,12 +58,39 @@ class Claimable:
     claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
-def _free(model: Any, worker: str, now: dt.datetime) -> Any:
-    return or_(
+def _free(model: Any, worker: str, now: dt.datetime, dead: Sequence[str] = ()) -> Any:
+    conditions = [
         model.claimed_until.is_(None),
         model.claimed_until <= now,
         model.claimed_by == worker,
-    )
+    ]
+    if dead:
+        conditions.append(model.claimed_by.in_(list(dead)))
+    return or_(*conditions)
+
+
+def _dead_here(workers: Iterable[str | None]) -> list[str]:
+    """The workers of this host whose process is gone (a killed daemon or command).
+
+    Their claims need not wait for the lease: a ``simulate`` restarted after a kill redoes
+    the same simulated instant at once. A process that cannot be signalled but exists
+    counts as alive; a pid reused since only makes us wait for the lease.
+    """
+    host = socket.gethostname()[:80]
+    dead = []
+    for name in workers:
+        if name is None:
+            continue
+        parts = name.rsplit(":", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            dead.append(name)
+        except OSError:
+            continue  # exists, someone else's
+    return dead
 
 
 async def claim_rows(
@@ -87,9 +115,15 @@ async def claim_rows(
     for start in range(0, len(wanted), CHUNK):
         part = wanted[start : start + CHUNK]
         async with database.session() as session:
+            holders = await session.scalars(
+                select(model.claimed_by)
+                .where(model.id.in_(part), model.claimed_until > now, model.claimed_by != worker)
+                .distinct()
+            )
+            dead = _dead_here(holders.all())
             query = (
                 select(model.id, *columns)
-                .where(model.id.in_(part), _free(model, worker, now))
+                .where(model.id.in_(part), _free(model, worker, now, dead))
                 .order_by(model.id)
             )
             if database.is_sqlite:
@@ -111,7 +145,7 @@ async def claim_rows(
             # lock); on PostgreSQL the rows are already locked by this transaction.
             result = await session.execute(
                 update(model)
-                .where(model.id.in_(candidates), _free(model, worker, now))
+                .where(model.id.in_(candidates), _free(model, worker, now, dead))
                 .values(claimed_by=worker, claimed_until=now + lease)
                 .returning(model.id)
                 .execution_options(synchronize_session=False)

@@ -32,7 +32,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import Table, case, literal, or_, select, update
+from sqlalchemy import Table, case, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import Clock
@@ -115,12 +115,6 @@ class StatementDelivery:
                 .where(
                     Statement.state == StatementState.PRODUCED,
                     Statement.delivery_box.is_(None),
-                    # Not the statements another worker is delivering.
-                    or_(
-                        Statement.claimed_until.is_(None),
-                        Statement.claimed_until <= self.clock.now(),
-                        Statement.claimed_by == self.worker,
-                    ),
                 )
                 .order_by(Statement.id)
                 .limit(limit)
@@ -269,6 +263,9 @@ class StatementDelivery:
                 columns=(Statement.delivery_box,),
                 keep=lambda row: row[1] is None,
             )
+            if not claimed_ids:
+                # Every one of them is another worker's, being delivered: theirs to finish.
+                return report
             mine = set(claimed_ids)
             jobs = [job for job in jobs if job.statement_id in mine]
             # Built in worker threads while the groups before are stored: composition and

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import socket
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -322,3 +324,42 @@ async def test_claims_of_a_dead_worker_are_taken_over_after_the_lease(
     clock.advance(dt.timedelta(seconds=LEASE_SECONDS + 1))
     assert (await survivor.delivery.deliver_due()).delivered == 2
     assert all(box is not None for _, _, box in await produced(database))
+
+
+async def test_claims_of_a_dead_process_of_this_host_are_taken_over_at_once(
+    database: Database,
+    clock: ManualClock,
+    keyring: KeyRing,
+    workers: tuple[list[Worker], CountingBank, Relay],
+) -> None:
+    team, bank, _relay = workers
+    await make_portfolio(database, clock, keyring, bank.bank, 3)
+    clock.set(dt.datetime(2026, 3, 3, 4, 0, tzinfo=dt.UTC))
+    async with database.session() as session:
+        ids = list((await session.scalars(select(BankConnection.id))).all())
+        await session.execute(
+            update(BankConnection).values(last_check_at=clock.now() - dt.timedelta(days=2))
+        )
+    # A process of this host that claimed the connections and was killed (it has exited).
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await child.wait()
+    dead = f"{socket.gethostname()[:80]}:{child.pid}:0badc0de"
+    lease = dt.timedelta(seconds=LEASE_SECONDS)
+    assert await claim_rows(
+        database, BankConnection, ids, worker=dead, now=clock.now(), lease=lease
+    )
+    bank.refreshes.clear()
+    report = await team[0].collection.run_due()
+    assert sorted(result.connection_id for result in report.refreshed) == sorted(ids)
+    assert set(bank.refreshes.values()) == {1}
+    # A live process of this host (this one) keeps its claims until the lease passes.
+    alive = f"{socket.gethostname()[:80]}:{os.getpid()}:0badc0de"
+    clock.advance(dt.timedelta(days=1))
+    async with database.session() as session:
+        await session.execute(
+            update(BankConnection).values(last_check_at=clock.now() - dt.timedelta(days=2))
+        )
+    assert await claim_rows(
+        database, BankConnection, ids, worker=alive, now=clock.now(), lease=lease
+    )
+    assert (await team[0].collection.run_due()).refreshed == []
