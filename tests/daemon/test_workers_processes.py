@@ -3,9 +3,10 @@
 A portfolio of test bank connections with a simulated week behind it; its night is due
 (every connection to refresh, yesterday's statements to cut, the week's statements to
 deliver). Three daemons, each with its own data directory (same keys and configuration),
-share the night; one is SIGKILLed while it holds claims. The other two finish its work once
-its leases (3 s here) have passed: each connection refreshed once, each statement cut once
-and delivered once.
+share the night; one is SIGKILLed while it holds claims. The other two finish its work:
+here at once, since its process is gone from this host (on another host they would wait
+for its leases, 3 s here; ``tests/collect/test_workers.py`` shows that path): each
+connection refreshed once, each statement cut once and delivered once.
 
 Refreshes are counted from the daemons' logs (each worker logs the connections it refreshed,
 after their write is committed). PostgreSQL only: SQLite runs one daemon per data directory.
@@ -49,8 +50,8 @@ from tests.conftest import POSTGRES_URL_VARIABLE
 from tests.daemon.test_kill_during_delivery import PASSWORD, add_daily_redevables
 from tests.datadirs import initialised_data_dir
 
-# Not marked slow (about 90 s, most of it the survivors' next round a minute later): slow
-# tests run on SQLite only, and this one is for PostgreSQL.
+# Not marked slow (about 20 s; slow tests run on SQLite only, and this one is for
+# PostgreSQL).
 pytestmark = pytest.mark.skipif(
     not os.environ.get(POSTGRES_URL_VARIABLE),
     reason="several daemons share a PostgreSQL database (set "
