@@ -152,6 +152,10 @@ class AuthSection(Section):
     first_delay_seconds: float = Field(default=1.0, ge=0, le=60)
     max_delay_seconds: float = Field(default=15.0, ge=0, le=120)
 
+    @property
+    def window(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.window_minutes)
+
 
 class HttpSection(Section):
     listen: str = "127.0.0.1"
@@ -205,6 +209,8 @@ class CollectionSection(Section):
     refresh_hours: int = Field(default=24, ge=1)
     jitter_hours: int = Field(default=3, ge=0)
     max_concurrency_per_provider: int = Field(default=4, ge=1)
+    #: Lease of a worker's claim on a refresh, a cut or a delivery (several daemons).
+    claim_lease_seconds: int = Field(default=300, ge=1, le=86_400)
 
     @model_validator(mode="after")
     def _window(self) -> CollectionSection:

@@ -55,6 +55,8 @@ class RefreshPlan:
     retry_minutes: int = 60
     #: Connections refreshed in one write transaction.
     refresh_batch: int = REFRESH_BATCH
+    #: Lease of a worker's claim on a refresh or a cut (several daemons on one database).
+    claim_lease_seconds: int = 300
 
     @classmethod
     def from_config(cls, section: CollectionSection) -> RefreshPlan:
@@ -64,6 +66,7 @@ class RefreshPlan:
             refresh_hours=section.refresh_hours,
             jitter_hours=section.jitter_hours,
             max_concurrency_per_provider=section.max_concurrency_per_provider,
+            claim_lease_seconds=section.claim_lease_seconds,
         )
 
     @property
@@ -76,6 +79,10 @@ class RefreshPlan:
         """UTC start and end of the window opening on the Paris date ``night``."""
         start = dt.datetime.combine(night, self.window_start, tzinfo=PARIS).astimezone(dt.UTC)
         return start, start + dt.timedelta(seconds=self.window_seconds)
+
+    @property
+    def lease(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.claim_lease_seconds)
 
     @property
     def timing(self) -> StatementTiming:

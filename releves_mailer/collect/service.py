@@ -9,6 +9,11 @@ the tests call :meth:`CollectionService.refresh`, :meth:`~CollectionService.run_
 it refreshes the due connections (concurrently, at most ``max_concurrency_per_provider`` at a
 time per provider; one failure never stops the others), then cuts every statement due before
 today. It is idempotent at a given clock time.
+
+Several workers (daemons sharing one PostgreSQL database) may run it at once: each batch of
+due connections is claimed first (:mod:`releves_mailer.db.claims`), and a connection whose
+refresh another worker has done since it was found due is left alone, so each refresh is
+done once; the cut claims its accounts the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -40,6 +46,7 @@ from releves_mailer.collect.sync import (
     write_pulls,
 )
 from releves_mailer.db import Database
+from releves_mailer.db.claims import claim_rows, release_rows, worker_identity
 from releves_mailer.db.models.collect import BankConnection, ConnectionState
 from releves_mailer.db.models.portfolio import Redevable
 from releves_mailer.logs import log_context
@@ -98,8 +105,11 @@ class CollectionService:
         settings: SyncSettings | None = None,
         after_refresh: AfterRefresh | None = None,
         metrics: Metrics | None = None,
+        worker: str | None = None,
     ) -> None:
         self.database = database
+        #: This worker's name on its claims (the daemon's; a command's own otherwise).
+        self.worker = worker or worker_identity()
         self.metrics = metrics
         self.clock = clock
         self.providers = providers
@@ -180,7 +190,8 @@ class CollectionService:
                 redevable_id=redevable_id,
                 refresh_now=frozenset(refresh_now),
             )
-            await self._refresh_all(due, report)
+            forced = {connection_id for connection_id, _ in due} if force_refresh else set()
+            await self._refresh_all(due, report, forced | set(refresh_now))
             if self.metrics is not None:
                 self._count_refreshes(dict(due), report, self.metrics)
             if self.after_refresh is not None:
@@ -193,7 +204,12 @@ class CollectionService:
                             "after-refresh hook of connection %s failed", result.connection_id
                         )
         report.statements = await cut_due_statements(
-            self.database, clock=self.clock, timing=self.plan.timing, redevable_id=redevable_id
+            self.database,
+            clock=self.clock,
+            timing=self.plan.timing,
+            redevable_id=redevable_id,
+            worker=self.worker,
+            lease=self.plan.lease,
         )
         if self.metrics is not None:
             self.metrics.cut(report.statements_cut)
@@ -210,11 +226,45 @@ class CollectionService:
             configured = provider in self.providers
             metrics.refreshed(provider, "internal_error" if configured else "no_provider")
 
-    async def _refresh_all(self, due: Sequence[tuple[int, str]], report: RunReport) -> None:
+    async def _claim(self, ids: list[int], forced: Collection[int]) -> list[int]:
+        """Claim the connections of a batch still due (another worker may have refreshed
+        some since they were found due, or hold them now)."""
+        now = self.clock.now()
+        plan = self.plan
+
+        def still_due(row: Any) -> bool:
+            connection_id: int = row[0]
+            checked: dt.datetime | None = row[1]
+            succeeded: dt.datetime | None = row[2]
+            return connection_id in forced or is_refresh_due(
+                ConnectionClock(connection_id, checked, succeeded), now, plan
+            )
+
+        return await claim_rows(
+            self.database,
+            BankConnection,
+            ids,
+            worker=self.worker,
+            now=now,
+            lease=plan.lease,
+            columns=(BankConnection.last_check_at, BankConnection.last_success_at),
+            keep=still_due,
+        )
+
+    async def _release(self, ids: list[int]) -> None:
+        try:
+            await release_rows(self.database, BankConnection, ids, worker=self.worker)
+        except Exception:  # the lease ends by itself
+            log.warning("claims of connections %s not released", ids, exc_info=True)
+
+    async def _refresh_all(
+        self, due: Sequence[tuple[int, str]], report: RunReport, forced: Collection[int] = ()
+    ) -> None:
         """Refresh in batches (one write transaction each), a few batches at once per provider.
 
-        A batch that fails as a whole (a database error) is retried connection by connection,
-        so that one connection never sinks the others.
+        Each batch is claimed first and released after its write; a batch that fails as a
+        whole (a database error) is retried connection by connection, so that one connection
+        never sinks the others.
         """
         by_provider: dict[str, list[int]] = {}
         for connection_id, provider in due:
@@ -225,22 +275,13 @@ class CollectionService:
 
         async def batch(ids: list[int], semaphore: asyncio.Semaphore) -> None:
             async with semaphore:
+                ids = await self._claim(ids, forced)
+                if not ids:
+                    return
                 try:
-                    results = await self.refresh(ids)
-                except Exception:
-                    log.warning(
-                        "batch refresh of %s failed, retrying one by one", ids, exc_info=True
-                    )
-                    results = []
-                    for connection_id in ids:
-                        try:
-                            with log_context(connection_id=connection_id):
-                                results.append(await self.refresh_one(connection_id))
-                        except Exception as error:  # one connection never sinks the batch
-                            log.exception("refresh of connection %s failed", connection_id)
-                            report.refresh_errors[connection_id] = (
-                                f"{type(error).__name__}: {error}"
-                            )
+                    results = await self._refresh_claimed(ids, report)
+                finally:
+                    await self._release(ids)
             report.refreshed.extend(results)
 
         plan = self.plan
@@ -252,6 +293,24 @@ class CollectionService:
                 tasks.append(batch(ids[start : start + plan.refresh_batch], semaphore))
         await asyncio.gather(*tasks)
         report.refreshed.sort(key=lambda result: result.connection_id)
+
+    async def _refresh_claimed(self, ids: list[int], report: RunReport) -> list[RefreshResult]:
+        try:
+            results = await self.refresh(ids)
+            # Which worker refreshed what: several daemons share the nights.
+            log.debug("worker %s refreshed connections %s", self.worker, ids)
+            return results
+        except Exception:
+            log.warning("batch refresh of %s failed, retrying one by one", ids, exc_info=True)
+        results = []
+        for connection_id in ids:
+            try:
+                with log_context(connection_id=connection_id):
+                    results.append(await self.refresh_one(connection_id))
+            except Exception as error:  # one connection never sinks the batch
+                log.exception("refresh of connection %s failed", connection_id)
+                report.refresh_errors[connection_id] = f"{type(error).__name__}: {error}"
+        return results
 
     # -- simulated nights ----------------------------------------------------------------------
 

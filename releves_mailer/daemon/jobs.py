@@ -48,6 +48,7 @@ class Collector:
         *,
         period: float = 60.0,
         metrics: Metrics | None = None,
+        worker: str | None = None,
     ) -> None:
         self.collection = CollectionService(
             database,
@@ -57,6 +58,7 @@ class Collector:
             plan=plan,
             after_refresh=alerts.after_refresh,
             metrics=metrics,
+            worker=worker,
         )
         self.metrics = metrics
         self.clock = clock

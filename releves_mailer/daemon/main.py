@@ -37,6 +37,7 @@ from releves_mailer.daemon.jobs import Collector
 from releves_mailer.daemon.lock import DataDirLock
 from releves_mailer.daemon.systemd import Notifier, watchdog_interval
 from releves_mailer.db import Database
+from releves_mailer.db.claims import worker_identity
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
@@ -52,6 +53,7 @@ from releves_mailer.partner.flow import PartnerFlow
 from releves_mailer.partner.links import LinkService
 from releves_mailer.partner.mails import MailComposer, PartnerSettings
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
+from releves_mailer.portfolio.throttle import DatabaseGuardStore
 from releves_mailer.render import Renderer, RenderError
 from releves_mailer.services import Services
 from releves_mailer.services.edi import AnalysisJobs, EdiService, discovery_settings
@@ -182,7 +184,12 @@ class Daemon:
         await store.start(stack)
         authenticator = PortfolioAuthenticator(database, config.portal.domain)
         # One guard for IMAP, SMTP AUTH and the portal: no protocol is a softer door.
-        guard = PasswordGuard(self.clock, config.auth, config.portal.domain)
+        guard = PasswordGuard(
+            self.clock,
+            config.auth,
+            config.portal.domain,
+            store=DatabaseGuardStore(database, self.clock, config.auth.window),
+        )
         metrics = self.metrics
         imap_guard = CountingGuard(guard, "imap", metrics)
         imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=imap_guard)
@@ -204,8 +211,18 @@ class Daemon:
         signer = SmimeSigner.from_files(
             config.path(config.signing.key), config.path(config.signing.certificate)
         )
+        # Several daemons may share one PostgreSQL database: each claims its work by name.
+        worker, lease = worker_identity(), RefreshPlan.from_config(config.collection).lease
         self.delivery = StatementDelivery(
-            database, store, self.renderer, signer, self.clock, config.portal, metrics=metrics
+            database,
+            store,
+            self.renderer,
+            signer,
+            self.clock,
+            config.portal,
+            metrics=metrics,
+            worker=worker,
+            lease=lease,
         )
         self.outbox = Outbox(
             database,
@@ -215,6 +232,7 @@ class Daemon:
             data_dir=config.data_dir,
             local_sink=store,
             signer=signer,
+            worker=worker,
         )
         keyring = KeyRing.from_file(config.path(config.secrets.key_file))
         aggregators = await stack.enter_async_context(open_aggregators(config, self.clock))
@@ -233,6 +251,7 @@ class Daemon:
             self.alerts,
             self.delivery,
             metrics=metrics,
+            worker=worker,
         )
         setups: list[Callable[[web.Application], None]] = [
             functools.partial(

@@ -17,12 +17,18 @@ the delivery leaves neither the messages nor the marks; a crash between the deli
 commit leaves the messages without their marks, and the next run delivers them again, which
 the box absorbs (same Message-ID); a crash after leaves both. A restart therefore neither
 delivers twice nor skips a statement.
+
+Several workers (daemons sharing one PostgreSQL database) claim the statements they are
+about to deliver (:mod:`releves_mailer.db.claims`): each statement is built, signed and
+stored by one worker; a worker that dies leaves its claims to expire, and the next worker
+delivers them again, which the box absorbs as above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Sequence
 
@@ -32,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from releves_mailer.clock import Clock
 from releves_mailer.config import PortalSection
 from releves_mailer.db import Database
+from releves_mailer.db.claims import DEFAULT_LEASE, claim_rows, release_rows, worker_identity
 from releves_mailer.db.models import (
     BankAccount,
     BankConnection,
@@ -83,8 +90,12 @@ class StatementDelivery:
         concurrency: int = 4,
         group: int = 25,
         metrics: Metrics | None = None,
+        worker: str | None = None,
+        lease: dt.timedelta = DEFAULT_LEASE,
     ) -> None:
         self.metrics = metrics
+        self.worker = worker or worker_identity()
+        self.lease = lease
         self.database = database
         self.sink = sink
         self.renderer = renderer
@@ -228,6 +239,12 @@ class StatementDelivery:
             await self.sink.prepare(raw)
         return raw
 
+    async def _release(self, ids: list[int]) -> None:
+        try:
+            await release_rows(self.database, Statement, ids, worker=self.worker)
+        except Exception:  # the lease ends by itself
+            _log.warning("claims of statements %s not released", ids, exc_info=True)
+
     async def deliver_due(self, *, batch: int = 200) -> DeliveryReport:
         """Deliver every cut statement not yet decided; safe to run from several processes."""
         report = DeliveryReport()
@@ -237,6 +254,22 @@ class StatementDelivery:
                 jobs = await self._jobs(session, batch)
             if not jobs:
                 return report
+            full = len(jobs) == batch
+            claimed_ids = await claim_rows(
+                self.database,
+                Statement,
+                [job.statement_id for job in jobs],
+                worker=self.worker,
+                now=self.clock.now(),
+                lease=self.lease,
+                columns=(Statement.delivery_box,),
+                keep=lambda row: row[1] is None,
+            )
+            if not claimed_ids:
+                # Every one of them is another worker's, being delivered: theirs to finish.
+                return report
+            mine = set(claimed_ids)
+            jobs = [job for job in jobs if job.statement_id in mine]
             # Built in worker threads while the groups before are stored: composition and
             # signature overlap the database and the fsyncs.
             builds = [asyncio.ensure_future(self._build(job, gate)) for job in jobs]
@@ -267,5 +300,6 @@ class StatementDelivery:
                 for build in builds:
                     build.cancel()
                 await asyncio.gather(*builds, return_exceptions=True)
-            if len(jobs) < batch:
+                await self._release(claimed_ids)
+            if not full:
                 return report

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from releves_mailer.clock import Clock
 from releves_mailer.config import RelaySection
 from releves_mailer.db import Database
+from releves_mailer.db.claims import worker_identity
 from releves_mailer.db.models import OutboxMessage, OutboxState
 from releves_mailer.files import make_private_dir, write_atomically
 from releves_mailer.mailbox.sink import MessageSink
@@ -84,8 +85,10 @@ class Outbox:
         local_sink: MessageSink | None = None,
         signer: SmimeSigner | None = None,
         timeout: float = 30.0,
+        worker: str | None = None,
     ) -> None:
         self.database = database
+        self.worker = worker or worker_identity()
         self.clock = clock
         self.relay = relay
         self.domain = domain
@@ -147,10 +150,17 @@ class Outbox:
         return row.id
 
     async def _claim(self) -> OutboxMessage | None:
-        """Reserve the oldest due message for :data:`LEASE` (safe across processes)."""
+        """Reserve the oldest due message for :data:`LEASE` (safe across processes).
+
+        The lease is ``next_attempt_at`` moved :data:`LEASE` ahead (a sender that dies leaves
+        the message due again once it passes), noted in ``claimed_by``/``claimed_until``.
+        On PostgreSQL the candidate row is locked ``SKIP LOCKED``: concurrent senders take
+        different messages instead of queueing for the same one; on SQLite the conditional
+        update is the claim.
+        """
         now = self.clock.now()
         async with self.database.session() as session:
-            candidate = await session.scalar(
+            query = (
                 select(OutboxMessage)
                 .where(
                     OutboxMessage.state == OutboxState.PENDING,
@@ -159,6 +169,9 @@ class Outbox:
                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
                 .limit(1)
             )
+            if not self.database.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            candidate = await session.scalar(query)
             if candidate is None:
                 return None
             claimed = await session.execute(
@@ -168,7 +181,11 @@ class Outbox:
                     OutboxMessage.state == OutboxState.PENDING,
                     OutboxMessage.next_attempt_at == candidate.next_attempt_at,
                 )
-                .values(next_attempt_at=now + LEASE)
+                .values(
+                    next_attempt_at=now + LEASE,
+                    claimed_by=self.worker,
+                    claimed_until=now + LEASE,
+                )
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return None
@@ -214,6 +231,7 @@ class Outbox:
         return where
 
     async def _finish(self, row: OutboxMessage, **values: object) -> None:
+        values["claimed_until"] = None
         if values.get("state") in (OutboxState.SENT, OutboxState.FAILED):
             # Only a copy with its tokens masked stays (see the module's doc).
             values["raw"] = masked_copy(row.raw)

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.collect.errors import describe_error
@@ -318,7 +319,12 @@ class AlertService:
             except ProviderError as error:
                 _log.info("consent of connection %d unknown: %s", connection_id, error.code)
                 continue
-            if await self._consent(connection_id, expiry, now):
+            try:
+                notified = await self._consent(connection_id, expiry, now)
+            except IntegrityError:
+                # Another daemon created the connection's watch meanwhile: read it again.
+                notified = await self._consent(connection_id, expiry, now)
+            if notified:
                 sent += 1
         return sent
 
@@ -326,7 +332,8 @@ class AlertService:
         self, connection_id: int, expiry: dt.datetime | None, now: dt.datetime
     ) -> bool:
         async with self.database.session() as session:
-            connection = await session.get(BankConnection, connection_id)
+            # Locked: daemons sharing the database check consents each day; one notice each.
+            connection = await session.get(BankConnection, connection_id, with_for_update=True)
             if connection is None:
                 return False
             watch = await self._watch(session, connection_id)

@@ -8,9 +8,7 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ipaddress
-from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -23,6 +21,7 @@ from releves_mailer.db.models import PortalAccount
 from releves_mailer.portfolio.boxes import box_address, split_address
 from releves_mailer.portfolio.logins import LocalBox, LoginThrottled
 from releves_mailer.portfolio.passwords import verify_password
+from releves_mailer.portfolio.throttle import GuardStore, MemoryGuardStore
 
 __all__ = [
     "PasswordGuard",
@@ -107,40 +106,6 @@ def address_key(peer: str) -> str:
     return str(ip)
 
 
-class _Failures:
-    """Recent failure times per key, bounded in keys (least recently failed go first)."""
-
-    def __init__(self, clock: Clock, window: dt.timedelta, max_keys: int = 100_000) -> None:
-        self._clock = clock
-        self._window = window
-        self._max_keys = max_keys
-        self._times: OrderedDict[str, deque[dt.datetime]] = OrderedDict()
-
-    def count(self, key: str) -> int:
-        times = self._times.get(key)
-        if times is None:
-            return 0
-        horizon = self._clock.now() - self._window
-        while times and times[0] <= horizon:
-            times.popleft()
-        if not times:
-            del self._times[key]
-        return len(times)
-
-    def add(self, key: str) -> None:
-        times = self._times.get(key)
-        if times is None:
-            times = self._times[key] = deque(maxlen=1024)
-        else:
-            self._times.move_to_end(key)
-        times.append(self._clock.now())
-        while len(self._times) > self._max_keys:  # a spray of logins cannot exhaust memory
-            self._times.popitem(last=False)
-
-    def forget(self, key: str) -> None:
-        self._times.pop(key, None)
-
-
 class PasswordGuard:
     """The one login guard (``LoginGuard`` contract) of IMAP, SMTP AUTH and the portal.
 
@@ -155,8 +120,11 @@ class PasswordGuard:
       down but cannot shut him out.
 
     A success forgets the failures of that login (from that address and in all). Logins
-    are counted by account, whatever the form (``demo``, ``releves.demo@domain``). State is
-    in memory: a restart forgets it, which gives an attacker only a few more tries.
+    are counted by account, whatever the form (``demo``, ``releves.demo@domain``). The
+    counts live in ``store``: in memory by default (a restart forgets them, which gives an
+    attacker only a few more tries); the daemon keeps them in the database
+    (:class:`~releves_mailer.portfolio.throttle.DatabaseGuardStore`), so that several
+    daemons sharing it count the same attempts.
     """
 
     def __init__(
@@ -166,31 +134,36 @@ class PasswordGuard:
         domain: str,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        store: GuardStore | None = None,
     ) -> None:
         self.config = config
         self._domain = domain
         self._sleep = sleep
-        self._failures = _Failures(clock, dt.timedelta(minutes=config.window_minutes))
-        self._pending: Counter[str] = Counter()
+        self._store = store or MemoryGuardStore(clock, config.window)
 
     def login_key(self, username: str) -> str:
         name = username[:MAX_USERNAME]
         parts = split_address(name, self._domain)
         return parts[0] if parts is not None else name.strip().lower()
 
-    def delay(self, username: str) -> float:
-        """Seconds the next attempt on ``username`` waits before its password is checked."""
+    def _delay(self, failures: int) -> float:
         config = self.config
-        extra = self._failures.count("login:" + self.login_key(username))
-        extra -= config.delay_after_failures
+        extra = failures - config.delay_after_failures
         if extra < 0:
             return 0.0
         return float(
             min(config.first_delay_seconds * 2 ** min(extra, 32), config.max_delay_seconds)
         )
 
-    def _refused(self, key: str, limit: int) -> bool:
-        return self._failures.count(key) + self._pending[key] >= limit
+    def delay(self, username: str) -> float:
+        """Seconds the next attempt on ``username`` waits (the in-memory store only)."""
+        if not isinstance(self._store, MemoryGuardStore):
+            raise TypeError("delay() reads the in-memory store; use next_delay()")
+        return self._delay(self._store.count("login:" + self.login_key(username)))
+
+    async def next_delay(self, username: str) -> float:
+        """Seconds the next attempt on ``username`` waits before its password is checked."""
+        return self._delay(await self._store.failures("login:" + self.login_key(username)))
 
     async def attempt(
         self, peer: str, username: str, verify: Callable[[], Awaitable[T | None]]
@@ -199,26 +172,29 @@ class PasswordGuard:
         address = "ip:" + address_key(peer)
         pair = f"{address} login:{login}"
         config = self.config
-        if self._refused(pair, config.max_failures_per_login_and_address) or self._refused(
-            address, config.max_failures_per_address
-        ):
+        # Checked and counted as pending in one step: parallel attempts see each other.
+        ticket = await self._store.enter(
+            (
+                (pair, config.max_failures_per_login_and_address),
+                (address, config.max_failures_per_address),
+            )
+        )
+        if ticket is None:
             raise LoginThrottled(username)
-        # No await between the check above and this count: parallel attempts see each other.
-        self._pending.update((pair, address))
+        result: T | None = None
+        checked = False
         try:
-            wait = self.delay(login)
+            wait = await self.next_delay(login)
             if wait > 0:
                 await self._sleep(wait)
             result = await verify()
+            checked = True
         finally:
-            self._pending.subtract((pair, address))
-            for key in (pair, address):
-                if self._pending[key] <= 0:
-                    del self._pending[key]
-        if result is None:
-            for key in (pair, address, "login:" + login):
-                self._failures.add(key)
-        else:
-            self._failures.forget(pair)
-            self._failures.forget("login:" + login)
+            # No longer pending and counted in one step: parallel attempts see either.
+            if not checked:
+                await self._store.leave(ticket)
+            elif result is None:
+                await self._store.leave(ticket, fail=(pair, address, "login:" + login))
+            else:
+                await self._store.leave(ticket, forget=(pair, "login:" + login))
         return result

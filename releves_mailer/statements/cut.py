@@ -2,6 +2,10 @@
 
 See the package docstring for the rules. A statement without fresh data waits (a row says so
 once the night after its due date is over); one that cannot be built gets a ``failed`` row.
+
+Workers sharing the database claim the accounts of each chunk before cutting them
+(:mod:`releves_mailer.db.claims`): an account another worker holds is left to it. The
+unique (account, due date) constraint stays the last guard: a statement is cut once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from releves_mailer.clock import PARIS, Clock
 from releves_mailer.collect.errors import describe_error
 from releves_mailer.db import Database
+from releves_mailer.db.claims import DEFAULT_LEASE, claim_rows, release_rows, worker_identity
 from releves_mailer.db.models.collect import BankAccount, BankConnection, ConnectionState
 from releves_mailer.db.models.portfolio import Redevable
 from releves_mailer.db.models.statements import Statement, StatementState
@@ -216,6 +221,13 @@ async def _cut_chunk(
     return results
 
 
+async def _release(database: Database, ids: list[int], worker: str) -> None:
+    try:
+        await release_rows(database, BankAccount, ids, worker=worker)
+    except Exception:  # the lease ends by itself
+        log.warning("claims of accounts %s not released", ids, exc_info=True)
+
+
 async def cut_due_statements(
     database: Database,
     *,
@@ -223,14 +235,19 @@ async def cut_due_statements(
     timing: StatementTiming | None = None,
     redevable_id: int | None = None,
     batch: int = CUT_BATCH,
+    worker: str | None = None,
+    lease: dt.timedelta = DEFAULT_LEASE,
 ) -> CutReport:
     """Cut every statement due before today (Paris) and not produced yet, oldest first.
 
     After downtime the missed due dates are caught up in order. An account whose data is not
     fresh waits (a row says so once the night is over); the others go on. The statements are
     cut ``batch`` accounts per transaction (each statement complete in its transaction), one
-    due date per account per round, rounds until every account is done or must wait.
+    due date per account per round, rounds until every account is done or must wait. Each
+    chunk's accounts are claimed by ``worker`` for ``lease`` first; those another worker
+    holds are skipped (that worker cuts them).
     """
+    worker = worker or worker_identity()
     timing = timing or StatementTiming()
     now = clock.now()
     report = CutReport()
@@ -241,7 +258,17 @@ async def cut_due_statements(
         results: list[CutResult] = []
         for start in range(0, len(items), max(1, batch)):
             chunk = dict(items[start : start + max(1, batch)])
-            results.extend(await _cut_chunk(database, chunk, now, timing))
+            claimed = await claim_rows(
+                database, BankAccount, chunk, worker=worker, now=clock.now(), lease=lease
+            )
+            if not claimed:
+                continue
+            try:
+                results.extend(
+                    await _cut_chunk(database, {key: chunk[key] for key in claimed}, now, timing)
+                )
+            finally:
+                await _release(database, claimed, worker)
         following: dict[int, list[dt.date]] = {}
         for result in results:
             report.results.append(result)

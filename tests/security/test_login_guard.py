@@ -26,6 +26,7 @@ from releves_mailer.clock import ManualClock
 from releves_mailer.config import AuthSection
 from releves_mailer.db import Database
 from releves_mailer.portfolio.auth import PasswordGuard, PortfolioAuthenticator
+from releves_mailer.portfolio.throttle import DatabaseGuardStore
 from tests.factories import PASSWORD
 from tests.mailservers import DOMAIN, MailServers, mail_servers, smtp_client
 from tests.web.portal.conftest import PortalHarness, csrf_of, open_portal
@@ -69,10 +70,16 @@ class World:
 
 
 def world_fixture(**limits: float) -> Callable[..., AsyncIterator[World]]:
-    async def make(database: Database, clock: ManualClock, tmp_path: Path) -> AsyncIterator[World]:
+    async def make(
+        database: Database, clock: ManualClock, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> AsyncIterator[World]:
         gate = Gate()
         config = AuthSection(max_failures_per_login_and_address=LIMIT, **limits)  # type: ignore[arg-type]
-        guard = PasswordGuard(clock, config, DOMAIN, sleep=gate.sleep)
+        # The daemon's store (the database, shared by every daemon) and the in-memory one.
+        store = None
+        if request.param == "database":
+            store = DatabaseGuardStore(database, clock, config.window)
+        guard = PasswordGuard(clock, config, DOMAIN, sleep=gate.sleep, store=store)
         authenticator = CountingAuthenticator(database, DOMAIN)
         async with (
             open_portal(database, clock, tmp_path, guard=guard) as portal,
@@ -87,6 +94,8 @@ def world_fixture(**limits: float) -> Callable[..., AsyncIterator[World]]:
 
 #: Every attempt sleeps (a gate to hold them in flight): no free failure before the delay.
 gated = pytest.fixture(
+    params=["memory", "database"],
+)(
     world_fixture(
         delay_after_failures=0,
         first_delay_seconds=0.01,
@@ -95,7 +104,7 @@ gated = pytest.fixture(
     )
 )
 #: The delay starts after one failure of a login, doubles from 0.05 s, at most 2 s.
-delayed = pytest.fixture(
+delayed = pytest.fixture(params=["memory", "database"])(
     world_fixture(delay_after_failures=1, first_delay_seconds=0.05, max_delay_seconds=2)
 )
 
@@ -227,13 +236,13 @@ async def test_an_attacker_slows_the_owner_down_but_cannot_lock_him_out(delayed:
     # Another user behind the attacker's address is not shut out.
     assert await asyncio.to_thread(imaplib_login, port, "agence", PASSWORD) == "OK"
     # The owner, from ::1, logs in after the (grown) delay.
-    expected = delayed.guard.delay("cabinet")
+    expected = await delayed.guard.next_delay("cabinet")
     assert expected == 0.8
     started = time.monotonic()
     assert await asyncio.to_thread(imaplib_login, port6, "cabinet", PASSWORD, "::1") == "OK"
     assert time.monotonic() - started >= expected
     assert delayed.gate.delays[-1] == expected
-    assert delayed.guard.delay("cabinet") == 0.0  # his success ends the delay
+    assert await delayed.guard.next_delay("cabinet") == 0.0  # his success ends the delay
     # The attacker stays refused until his failures leave the window.
     assert "[UNAVAILABLE]" in await asyncio.to_thread(imaplib_login, port, "cabinet", "again")
     delayed.clock.advance(dt.timedelta(minutes=delayed.guard.config.window_minutes))

@@ -26,7 +26,7 @@ from releves_mailer.db.models.mailbox import (
 )
 from releves_mailer.db.models.notify import OutboxMessage, OutboxState
 from releves_mailer.db.models.partner import ConnectionWatch, SecureLink
-from releves_mailer.db.models.portal import PortalSession
+from releves_mailer.db.models.portal import LoginAttempt, PortalSession
 from releves_mailer.db.models.portfolio import Periodicity, PortalAccount, ReceptionMode, Redevable
 from releves_mailer.db.models.statements import (
     LineKind,
@@ -52,6 +52,7 @@ __all__ = [
     "EdiDeclaration",
     "EdiDeposit",
     "LineKind",
+    "LoginAttempt",
     "MailDelivered",
     "MailExpunged",
     "MailFolder",

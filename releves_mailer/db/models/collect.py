@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
+from releves_mailer.db.claims import Claimable
 from releves_mailer.enums import BankEventKind, ConnectionState, TransactionStatus
 
 __all__ = [
@@ -43,7 +44,7 @@ def _enum(enum_type: type[enum.Enum], name: str) -> Enum:
     return Enum(enum_type, name=name, values_callable=_enum_values, native_enum=False, length=24)
 
 
-class BankConnection(Base):
+class BankConnection(Claimable, Base):
     """A redevable's access to one bank through one provider."""
 
     __tablename__ = "bank_connection"
@@ -75,7 +76,7 @@ class BankConnection(Base):
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
-class BankAccount(Base):
+class BankAccount(Claimable, Base):
     """A bank account of a redevable; identity is the normalised IBAN within the redevable."""
 
     __tablename__ = "bank_account"

@@ -8,12 +8,13 @@ from sqlalchemy import Enum, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
+from releves_mailer.db.claims import Claimable
 from releves_mailer.enums import OutboxState
 
 __all__ = ["OutboxMessage", "OutboxState"]
 
 
-class OutboxMessage(Base):
+class OutboxMessage(Claimable, Base):
     """One mail to send, kept until the relay accepts it; survives restarts."""
 
     __tablename__ = "outbox_message"

@@ -1,16 +1,17 @@
-"""Tables of the web portal: the server-side login sessions, and the indexes of its lists."""
+"""Tables of the web portal: the server-side login sessions, the login guard's attempts, and
+the indexes of its lists."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import Boolean, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
 from releves_mailer.db.models.statements import Statement
 
-__all__ = ["PortalSession"]
+__all__ = ["LoginAttempt", "PortalSession"]
 
 
 class PortalSession(Base):
@@ -32,6 +33,24 @@ class PortalSession(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class LoginAttempt(Base):
+    """A failed login, or one being checked (``pending``), counted by the login guard.
+
+    Kept in the database so that every daemon sharing it counts the same attempts. Rows
+    older than the guard's window are deleted as new failures come; a ``pending`` row left
+    by a worker that died is ignored after a few minutes.
+    """
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (Index("ix_login_attempt_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: ``ip:ADDRESS``, ``ip:ADDRESS login:LOGIN`` or ``login:LOGIN``.
+    key: Mapped[str] = mapped_column(String(400))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    pending: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 #: The tracking page: newest first, filtered by redevable and state, read from the index alone

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from releves_mailer.db.base import Base, UTCDateTime
+from releves_mailer.db.claims import Claimable
 from releves_mailer.enums import LineKind, StatementState, WindowKind
 
 __all__ = [
@@ -47,7 +48,7 @@ def _enum(enum_type: type[enum.Enum], name: str) -> Enum:
     return Enum(enum_type, name=name, values_callable=_enum_values, native_enum=False, length=16)
 
 
-class Statement(Base):
+class Statement(Claimable, Base):
     """One statement of one bank account for one due date."""
 
     __tablename__ = "statement"
