@@ -98,6 +98,9 @@ def start_dovecot() -> tuple[Path, Path, int] | str:
     (root / "mail").chmod(0o777)
     users = "".join(f"{address}:{{PLAIN}}{PASSWORD}\n" for address in (DEDICATED, OWN))
     (root / "users").write_text(users, encoding="utf-8")
+    # Dovecot's auth process reads it as its own user, whatever umask this process has (the
+    # command line, run in-process by other tests, sets 077).
+    (root / "users").chmod(0o644)
     port = free_port()
     config = root / "dovecot.conf"
     config.write_text(CONFIG.format(root=root, port=port), encoding="utf-8")
