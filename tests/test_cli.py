@@ -42,22 +42,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
         assert word in result.stderr
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("cli") / "data"
-    result = run(directory, "init", str(directory))
-    assert "Dossier de données prêt" in result.stdout
-    for name in (
-        "releves-mailer.toml",
-        "keys/secrets.key",
-        "tls/cert.pem",
-        "tls/key.pem",
-        "signing/portal-cert.pem",
-        "signing/portal-key.pem",
-        "releves.sqlite3",
-    ):
-        assert (directory / name).is_file(), name
-    assert oct((directory / "keys/secrets.key").stat().st_mode & 0o777) == "0o600"
+def add_cabinet(directory: Path) -> None:
+    """The subscribed account ``cabinet`` in the data directory, through the command."""
     password = directory.parent / "password"
     password.write_text("un mot de passe solide\n")
     run(
@@ -75,6 +61,25 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(password),
         "--accept-cgau",
     )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("cli") / "data"
+    result = run(directory, "init", str(directory))
+    assert "Dossier de données prêt" in result.stdout
+    for name in (
+        "releves-mailer.toml",
+        "keys/secrets.key",
+        "tls/cert.pem",
+        "tls/key.pem",
+        "signing/portal-cert.pem",
+        "signing/portal-key.pem",
+        "releves.sqlite3",
+    ):
+        assert (directory / name).is_file(), name
+    assert oct((directory / "keys/secrets.key").stat().st_mode & 0o777) == "0o600"
+    add_cabinet(directory)
     run(
         directory,
         "accounts",
@@ -91,7 +96,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--reception",
         "dedicated",
         "--password-file",
-        str(password),
+        str(directory.parent / "password"),
     )
     return directory
 

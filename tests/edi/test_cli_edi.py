@@ -9,31 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.edi.interchanges import Decl, company, interchange
-from tests.factories import make_nic, make_siren
-from tests.test_cli import assert_one_line_error, run
+from tests.test_cli import add_cabinet, assert_one_line_error, run
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("cli-edi") / "data"
     run(directory, "init", str(directory))
-    password = directory.parent / "password"
-    password.write_text("un mot de passe solide\n")
-    run(
-        directory,
-        "accounts",
-        "add",
-        "cabinet",
-        "--siret",
-        make_siren(1) + make_nic(make_siren(1)),
-        "--name",
-        "Cabinet Martin",
-        "--email",
-        "chef@cabinet.example",
-        "--password-file",
-        str(password),
-        "--accept-cgau",
-    )
+    add_cabinet(directory)
     return directory
 
 
