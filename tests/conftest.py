@@ -52,6 +52,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.db)
         if not soak and item.get_closest_marker("soak") is not None:
             item.add_marker(pytest.mark.skip(reason="soak test: run with --soak"))
+    items[:] = long_tests_first(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+def long_tests_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The order that keeps a long test from starting last: pytest-xdist's worksteal hands
+    each worker one contiguous share of the list, so the long (``slow``) tests are dealt out
+    to the heads of the shares, a file's together (module fixtures are built once), each file
+    to the share with the fewest so far; the other tests keep their order."""
+    workers = max(1, workers)
+    files: dict[str, list[pytest.Item]] = {}
+    others: list[pytest.Item] = []
+    for item in items:
+        if item.get_closest_marker("slow") is None:
+            others.append(item)
+        else:
+            files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for tests in files.values():
+        min(heads, key=len).extend(tests)
+    ordered: list[pytest.Item] = []
+    start = 0
+    for worker, head in enumerate(heads):
+        # Each worker's share ends where worksteal cuts the list: len // workers remaining.
+        count = max(0, (len(items) - len(ordered)) // (workers - worker) - len(head))
+        ordered += head + others[start : start + count]
+        start += count
+    return ordered + others[start:]
 
 
 def database_url_for_tests(tmp_path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import sys
@@ -12,28 +13,53 @@ from typing import Any
 
 import click
 
-from releves_mailer.cli.admin import check_config, db, dovecot_config, init
-from releves_mailer.cli.backup import backup, restore
-from releves_mailer.cli.banks import banks
-from releves_mailer.cli.cfonb import cfonb
-from releves_mailer.cli.collect import collect, simulate, statements
 from releves_mailer.cli.common import AppContext
-from releves_mailer.cli.demo import demo
-from releves_mailer.cli.edi import edi
 from releves_mailer.cli.errors import french_message, os_error_message
-from releves_mailer.cli.portfolio import accounts, redevables
-from releves_mailer.cli.serve import serve
-from releves_mailer.cli.tokens import tokens
 from releves_mailer.config import ConfigError
 from releves_mailer.errors import UserError
 from releves_mailer.signing.secrets import KeyRingError
 from releves_mailer.signing.smime import SigningError
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
+
+#: Each command and the module that holds it, in the order of the help. A module is imported
+#: when its command runs (or the help lists it): a command loads only the rooms it uses.
+COMMANDS = {
+    "init": "admin",
+    "check-config": "admin",
+    "db": "admin",
+    "dovecot-config": "admin",
+    "accounts": "portfolio",
+    "redevables": "portfolio",
+    "banks": "banks",
+    "tokens": "tokens",
+    "collect": "collect",
+    "simulate": "collect",
+    "statements": "collect",
+    "serve": "serve",
+    "demo": "demo",
+    "cfonb": "cfonb",
+    "backup": "backup",
+    "restore": "backup",
+    "edi": "edi",
+}
 
 
 class MainGroup(click.Group):
-    """Turns every refusal into one French line on stderr and a non-zero exit."""
+    """Turns every refusal into one French line on stderr and a non-zero exit; loads a
+    command's module only when the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        found = importlib.import_module(f"releves_mailer.cli.{module}")
+        command = getattr(found, cmd_name.replace("-", "_"))
+        assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
+        return command
 
     def main(
         self,
@@ -106,25 +132,3 @@ def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
-
-
-for _command in (
-    init,
-    check_config,
-    db,
-    dovecot_config,
-    accounts,
-    redevables,
-    banks,
-    tokens,
-    collect,
-    simulate,
-    statements,
-    serve,
-    demo,
-    cfonb,
-    backup,
-    restore,
-    edi,
-):
-    main.add_command(_command)

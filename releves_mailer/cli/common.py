@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import update_wrapper
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
-from releves_mailer.clock import PARIS
-from releves_mailer.collect.service import RunReport
+from releves_mailer.clock import PARIS, Clock
 from releves_mailer.config import Config, find_config_path, load_config
 from releves_mailer.errors import UserError
 from releves_mailer.render import format_montant
-from releves_mailer.services import Services
-from releves_mailer.services.portfolio import RedevableView
-from releves_mailer.services.wiring import open_collection, open_services
+
+if TYPE_CHECKING:
+    from releves_mailer.collect.service import RunReport
+    from releves_mailer.services import Services
+    from releves_mailer.services.portfolio import RedevableView
+    from releves_mailer.services.wiring import Collection
 
 __all__ = [
     "REFRESH_FAILED",
@@ -44,6 +47,28 @@ REFRESH_FAILED = 3
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+# The wiring imports every room of the daemon: loaded when a command opens it, so that a
+# command starts with only what it uses (and --help at once).
+@asynccontextmanager
+async def open_services(
+    config: Config, clock: Clock | None = None, *, links: bool = False
+) -> AsyncIterator[Services]:
+    """:func:`releves_mailer.services.wiring.open_services`."""
+    from releves_mailer.services import wiring
+
+    async with wiring.open_services(config, clock, links=links) as services:
+        yield services
+
+
+@asynccontextmanager
+async def open_collection(config: Config, clock: Clock) -> AsyncIterator[Collection]:
+    """:func:`releves_mailer.services.wiring.open_collection`."""
+    from releves_mailer.services import wiring
+
+    async with wiring.open_collection(config, clock) as collection:
+        yield collection
 
 
 @dataclass

@@ -207,6 +207,7 @@ async def test_other_accounts_cannot_read_a_job_and_option_is_saved(
     assert await edi_portal.service.due_auto_discoveries() == []
 
 
+@pytest.mark.once
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed")
 async def test_in_chromium(database: Database, edi_portal: Harness, tmp_path: Path) -> None:
     playwright_api = pytest.importorskip("playwright.async_api")

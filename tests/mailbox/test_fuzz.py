@@ -19,6 +19,8 @@ from releves_mailer.mailbox.store import MessageStore
 
 from .conftest import DOMAIN, RawClient, put, sample_message
 
+pytestmark = pytest.mark.once
+
 FUZZ_SECONDS = 4.0
 
 TEMPLATES = [

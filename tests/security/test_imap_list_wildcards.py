@@ -16,6 +16,8 @@ from tests.mailbox.conftest import (  # noqa: F401  (fixtures)
     store,
 )
 
+pytestmark = pytest.mark.once
+
 LONG = "a" * 300
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from releves_mailer.config import ImapSection
 from releves_mailer.mailbox.imap.server import ImapServer
 from tests.mailbox.conftest import (  # noqa: F401  (fixtures)
@@ -15,6 +17,8 @@ from tests.mailbox.conftest import (  # noqa: F401  (fixtures)
     server_ssl,
     store,
 )
+
+pytestmark = pytest.mark.once
 
 
 async def rest_until_closed(client: RawClient) -> list[bytes]:

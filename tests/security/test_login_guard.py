@@ -93,9 +93,9 @@ def world_fixture(**limits: float) -> Callable[..., AsyncIterator[World]]:
 
 
 #: Every attempt sleeps (a gate to hold them in flight): no free failure before the delay.
-gated = pytest.fixture(
-    params=["memory", "database"],
-)(
+#: The in-memory store checks no SQL: its variant runs once, not again on PostgreSQL.
+STORES = [pytest.param("memory", marks=pytest.mark.once), "database"]
+gated = pytest.fixture(params=STORES)(
     world_fixture(
         delay_after_failures=0,
         first_delay_seconds=0.01,
@@ -104,7 +104,7 @@ gated = pytest.fixture(
     )
 )
 #: The delay starts after one failure of a login, doubles from 0.05 s, at most 2 s.
-delayed = pytest.fixture(params=["memory", "database"])(
+delayed = pytest.fixture(params=STORES)(
     world_fixture(delay_after_failures=1, first_delay_seconds=0.05, max_delay_seconds=2)
 )
 

@@ -33,10 +33,13 @@ playwright_api = pytest.importorskip(
     "playwright.async_api",
     reason="the playwright package is not installed (pip install playwright)",
 )
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and shutil.which("chromium") is None,
-    reason="Chromium is not installed (apt-get install chromium)",
-)
+pytestmark = [
+    pytest.mark.once,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and shutil.which("chromium") is None,
+        reason="Chromium is not installed (apt-get install chromium)",
+    ),
+]
 
 LAUNCH_ARGS = [
     "--headless",

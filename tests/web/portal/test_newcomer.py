@@ -15,6 +15,8 @@ from releves_mailer.render import Renderer
 from releves_mailer.resources import templates_dir
 from tests.web.portal.conftest import PortalHarness, csrf_of
 
+pytestmark = pytest.mark.once
+
 HEADING = re.compile(r"<h([1-6])\b")
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from releves_mailer.config import load_config
 from releves_mailer.webmail import endpoint_from_config
 from tests.factories import PASSWORD
 from tests.web.portal.webmail.harness import WebmailBed
+
+pytestmark = pytest.mark.once
 
 
 async def test_connections_are_reused_then_closed_when_idle(bed: WebmailBed) -> None:

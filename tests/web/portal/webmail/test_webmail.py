@@ -24,7 +24,7 @@ from tests.web.portal.webmail.harness import (
     csv_of,
 )
 
-pytestmark = pytest.mark.db
+pytestmark = [pytest.mark.db, pytest.mark.once]
 
 UIDS = re.compile(r'name="uids" value="(\d+)"')
 

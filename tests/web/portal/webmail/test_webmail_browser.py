@@ -15,7 +15,7 @@ from tests.factories import PASSWORD
 from tests.web.portal.webmail.harness import DEDICATED, WebmailBed, cfonb_of, csv_of
 from tests.web.portal.webmail.test_webmail import create_folder, imap_attachments, imap_folder_count
 
-pytestmark = pytest.mark.db
+pytestmark = [pytest.mark.db, pytest.mark.once]
 
 
 async def read_bytes(path: Any) -> bytes:
