@@ -125,6 +125,14 @@ class ImapSection(Section):
     max_connections_per_address: int = Field(default=50, ge=1)
 
 
+class MailboxSection(Section):
+    """Which engine holds the boxes: the daemon's own store and IMAP server, or Dovecot."""
+
+    engine: Literal["builtin", "dovecot"] = "builtin"
+    #: With ``engine = "dovecot"``: the folder ``releves-mailer dovecot-config`` wrote.
+    dovecot_dir: Path = Path("dovecot")
+
+
 class SmtpSection(Section):
     listen: str = "127.0.0.1"
     port: Port = 2525
@@ -299,6 +307,7 @@ class Config(Section):
     portal: PortalSection = Field(default_factory=PortalSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     imap: ImapSection = Field(default_factory=ImapSection)
+    mailbox: MailboxSection = Field(default_factory=MailboxSection)
     smtp: SmtpSection = Field(default_factory=SmtpSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     http: HttpSection = Field(default_factory=HttpSection)

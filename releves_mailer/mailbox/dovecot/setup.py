@@ -10,6 +10,7 @@ into a box as a master user (``box*releves-mailer``) when a crash left a deliver
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import secrets
@@ -25,11 +26,20 @@ from releves_mailer.errors import UserError
 from releves_mailer.files import PRIVATE_FILE, write_atomically
 from releves_mailer.resources import templates_dir
 
-__all__ = ["MASTER_USER", "DovecotPorts", "DovecotSetup", "write_dovecot_config"]
+__all__ = [
+    "MASTER_USER",
+    "SETUP_FILE",
+    "DovecotPorts",
+    "DovecotSetup",
+    "load_dovecot_setup",
+    "write_dovecot_config",
+]
 
 #: The daemon's master login in Dovecot (it opens any box: ``box*releves-mailer``).
 MASTER_USER = "releves-mailer"
 _FILES = ("dovecot.conf", "dovecot-sql.conf.ext")
+#: What the daemon reads back to reach the instance (addresses, ports, domain, certificate).
+SETUP_FILE = "releves-mailer-setup.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,4 +156,44 @@ def write_dovecot_config(
         internal = pwd.getpwnam(internal_user)
         for name in ("dovecot-sql.conf.ext", "master-users"):
             os.chown(folder / name, internal.pw_uid, internal.pw_gid)
-    return DovecotSetup(folder.resolve(), listen, ports, domain, certificate.resolve())
+    setup = DovecotSetup(folder.resolve(), listen, ports, domain, certificate.resolve())
+    description = {
+        "listen": setup.listen,
+        "ports": {"imap": ports.imap, "imaps": ports.imaps, "lmtp": ports.lmtp},
+        "domain": setup.domain,
+        "certificate": str(setup.certificate),
+    }
+    write_atomically(folder / SETUP_FILE, (json.dumps(description, indent=2) + "\n").encode())
+    return setup
+
+
+def load_dovecot_setup(folder: Path) -> DovecotSetup:
+    """Read back what :func:`write_dovecot_config` wrote into ``folder``.
+
+    Raises :class:`UserError` naming the file and the field when it is missing or damaged."""
+    path = folder / SETUP_FILE
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(
+            f"{path} : fichier absent ; écrivez d'abord la configuration de Dovecot "
+            f"(releves-mailer dovecot-config {folder})"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} : illisible ({error})") from None
+    try:
+        ports = description["ports"]
+        setup = DovecotSetup(
+            folder.resolve(),
+            str(description["listen"]),
+            DovecotPorts(int(ports["imap"]), int(ports["imaps"]), int(ports["lmtp"])),
+            str(description["domain"]),
+            Path(description["certificate"]),
+        )
+    except KeyError as error:
+        raise UserError(f"{path} : champ {error.args[0]!r} manquant") from None
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{path} : valeur invalide ({error})") from None
+    if not setup.master_password_file.is_file():
+        raise UserError(f"{setup.master_password_file} : fichier absent")
+    return setup
