@@ -383,5 +383,5 @@ async def test_kills_during_lmtp_delivery_leave_every_statement_once_in_dovecot(
         found = await asyncio.to_thread(message_ids, inst.setup, {box for box, _ in expected})
 
     assert len(expected) > 100
-    assert found == Counter(expected), observed
+    assert found == Counter(expected.keys()), observed
     assert max(found.values()) == 1
