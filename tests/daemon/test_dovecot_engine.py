@@ -24,6 +24,7 @@ import random
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,10 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
+import aiosmtplib
 import httpx
 import pytest
 from sqlalchemy import select
@@ -255,6 +258,27 @@ async def wait_until_decided(
 
 
 DEDICATED_BOX = f"releves.{DEMO_LOGIN}@{DOMAIN}"
+SECONDARY_BOX = f"{SECONDARY_LOGIN}@{DOMAIN}"
+SMTP_MAIL_ID = "<essai-smtp@ailleurs.example>"
+
+
+async def send_mail(inst: Installation, port: int, message_id: str) -> None:
+    """Log in to the daemon's SMTP (STARTTLS) as the demo account and write to its
+    secondary's box."""
+    mail = EmailMessage()
+    mail["From"] = f"{DEMO_LOGIN}@{DOMAIN}"
+    mail["To"] = SECONDARY_BOX
+    mail["Subject"] = "Essai par SMTP"
+    mail["Message-ID"] = message_id
+    mail.set_content("Bonjour")
+    tls = ssl.create_default_context(cafile=inst.config.path(inst.config.tls.certificate))
+    tls.check_hostname = False
+    async with aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=port, tls_context=tls, start_tls=True, timeout=60
+    ) as client:
+        await client.login(DEMO_LOGIN, PASSWORD)
+        errors, _ = await client.send_message(mail)
+    assert errors == {}
 
 
 async def test_a_month_through_dovecot_read_back_with_the_portal_password(
@@ -269,6 +293,8 @@ async def test_a_month_through_dovecot_read_back_with_the_portal_password(
             try:
                 ports = await asyncio.to_thread(wait_for_ports, daemon, inst.config.data_dir)
                 await wait_until_decided(inst, database, daemon)
+                # A mail of the account to its secondary's box, through the daemon's SMTP.
+                await send_mail(inst, ports["smtp"], SMTP_MAIL_ID)
                 base = f"http://127.0.0.1:{ports['http']}"
                 async with httpx.AsyncClient(base_url=base, timeout=60) as client:
                     health = (await client.get("/health")).json()
@@ -279,7 +305,7 @@ async def test_a_month_through_dovecot_read_back_with_the_portal_password(
             expected = await mailed_statements(database)
         finally:
             await database.dispose()
-        boxes = {box for box, _ in expected}
+        boxes = {box for box, _ in expected} | {SECONDARY_BOX}
         read = {
             box: await asyncio.to_thread(read_box, inst.setup, box, whole=True) for box in boxes
         }
@@ -292,6 +318,9 @@ async def test_a_month_through_dovecot_read_back_with_the_portal_password(
     # Every statement read back, once, with its CFONB file as the portal built it.
     assert len(expected) > 50 and DEDICATED_BOX in boxes
     got: dict[tuple[str, str], list[bytes]] = {}
+    smtp_mail = [raw for raw in read[SECONDARY_BOX] if SMTP_MAIL_ID.encode() in raw]
+    assert len(smtp_mail) == 1 and b"Subject: Essai par SMTP" in smtp_mail[0]
+    read[SECONDARY_BOX].remove(smtp_mail[0])
     for box, messages in read.items():
         for raw in messages:
             match = _MESSAGE_ID.search(raw.split(b"\r\n\r\n", 1)[0])
@@ -353,7 +382,7 @@ async def test_kills_during_lmtp_delivery_leave_every_statement_once_in_dovecot(
     # has about 150 a month and each daily redevable adds about 90.
     async with installation(tmp_path, days=30, extra_daily=kills // 2) as inst:
         database = Database(inst.url)
-        boxes = {DEDICATED_BOX, f"{SECONDARY_LOGIN}@{DOMAIN}"}
+        boxes = {DEDICATED_BOX, SECONDARY_BOX}
         counter = await asyncio.to_thread(BoxCounter, inst.setup, boxes)
         try:
             before = await progress(database)
