@@ -379,8 +379,8 @@ async def test_kills_during_lmtp_delivery_leave_every_statement_once_in_dovecot(
     tmp_path: Path, kills: int
 ) -> None:
     # A kill costs some 30 statements (25 are decided per transaction); the demo portfolio
-    # has about 150 a month and each daily redevable adds about 90.
-    async with installation(tmp_path, days=30, extra_daily=kills // 2) as inst:
+    # has about 100 in 20 days and each daily redevable adds about 50.
+    async with installation(tmp_path, days=20, extra_daily=kills // 2) as inst:
         database = Database(inst.url)
         boxes = {DEDICATED_BOX, SECONDARY_BOX}
         counter = await asyncio.to_thread(BoxCounter, inst.setup, boxes)
