@@ -55,7 +55,7 @@ from tests.conftest import new_postgres_database
 from tests.daemon.processes import stop, wait_for_ports
 from tests.daemon.test_kill_during_delivery import add_daily_redevables
 from tests.datadirs import initialised_data_dir
-from tests.mailbox.dovecot_instance import running_dovecot
+from tests.mailbox.dovecot_instance import DOVECOT, running_dovecot
 from tests.web.portal.conftest import log_in
 
 pytestmark = pytest.mark.slow
@@ -65,6 +65,7 @@ PASSWORD = "mot de passe des tests"
 #: Kills of the soak run (``--soak``); the default run kills :data:`DEFAULT_KILLS` times.
 KILLS = 20
 DEFAULT_KILLS = 4
+NO_DOVECOT = "apt-get install dovecot-imapd dovecot-lmtpd dovecot-pgsql"
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -104,6 +105,8 @@ async def installation(
     """A new PostgreSQL database with the demo portfolio (and ``extra_daily`` daily
     redevables) whose last ``days`` days are simulated up to yesterday (statements cut, none
     delivered), and a Dovecot reading its accounts."""
+    if not os.path.exists(DOVECOT):  # noqa: ASYNC240  (once, before anything runs)
+        pytest.skip(f"Dovecot is not installed ({NO_DOVECOT})")
     async with new_postgres_database("engine") as url:
         config = await initialised_data_dir(directory / "data", DOMAIN)
         # Dovecot asks the accounts' table from its first login: migrated before it starts.
