@@ -85,6 +85,8 @@ async def test_the_webmail_and_the_readers_use_dovecot(tmp_path: Path) -> None:
     part = await engine.health.check()
     assert engine.health.name == "dovecot" and part["etat"] == "panne"
     assert f"lmtp 127.0.0.1:{lmtp}" in part["erreur"] and f"imap 127.0.0.1:{imap}" in part["erreur"]
+    # The quota's measure does not fail the SMTP dialogue: the delivery then says 451.
+    assert await engine.usage(f"demo@{config.portal.domain}") == 0
 
     imaps = config.model_copy(
         update={"webmail": config.webmail.model_copy(update={"tls": "imaps"})}

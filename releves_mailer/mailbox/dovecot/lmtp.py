@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import email
 import imaplib
+import logging
 import re
 import smtplib
 import socket
@@ -33,6 +34,8 @@ from releves_mailer.mailbox.sink import DeliveryReceipt, MailDelivery, UnknownBo
 from releves_mailer.portfolio.boxes import box_address, split_address
 
 __all__ = ["DovecotMasterRefused", "LmtpSink"]
+
+_log = logging.getLogger(__name__)
 
 #: Seconds a conversation with Dovecot may take before the delivery fails (and is retried).
 TIMEOUT = 60.0
@@ -103,12 +106,17 @@ class LmtpSink:
 
     async def usage(self, address: str) -> int:
         """Bytes the box of ``address`` holds, all its folders (0 for a box Dovecot does not
-        know); the SMTP server's quota check."""
+        know, or when Dovecot does not answer); the SMTP server's quota check."""
         try:
             box = self._box(address)
         except UnknownBox:
             return 0
-        return await asyncio.to_thread(self._usage_sync, box)
+        try:
+            return await asyncio.to_thread(self._usage_sync, box)
+        except (OSError, imaplib.IMAP4.error) as error:
+            # Dovecot unreachable: the delivery that follows fails too, and says so (451).
+            _log.warning("size of %s not known to Dovecot: %s", box, error)
+            return 0
 
     async def unreachable(self) -> list[str]:
         """The services of Dovecot the daemon uses that do not greet it (empty: all do)."""
