@@ -185,9 +185,11 @@ class HttpSection(Section):
 class WebmailSection(Section):
     """The portal's webmail: the IMAP server it reads the boxes from, and its limits."""
 
-    #: Empty: the daemon's own IMAP server (its plain port, over the loopback).
+    #: Empty: the engine holding the boxes: the daemon's own IMAP server (its plain port,
+    #: over the loopback), or with ``[mailbox] engine = "dovecot"`` Dovecot's.
     imap_host: str = ""
-    #: 0: the daemon's own port (``imap.port``, or ``imap.tls_port`` with ``tls = "imaps"``).
+    #: 0: the engine's port (``imap.port``, or ``imap.tls_port`` with ``tls = "imaps"``;
+    #: Dovecot's IMAP or IMAPS port).
     imap_port: Port = 0
     tls: Literal["none", "imaps"] = "none"
     #: CA certificates (PEM) trusted for IMAPS; empty: the system's, plus ``[tls]``'s own.

@@ -3,9 +3,11 @@
 A part is down when (see ``docs/metrics.md``):
 
 * ``base_de_donnees``: ``SELECT 1`` fails or takes more than 5 seconds;
-* ``stockage_messages``: the message folder (or, before the first delivery makes it, the
-  data folder) is missing or not writable, or its file system has less than
-  :data:`MIN_FREE_BYTES` free;
+* ``stockage_messages`` (the built-in engine): the message folder (or, before the first
+  delivery makes it, the data folder) is missing or not writable, or its file system has
+  less than :data:`MIN_FREE_BYTES` free;
+* ``dovecot`` (``[mailbox] engine = "dovecot"``, in its place): Dovecot's LMTP or IMAP
+  service does not greet the daemon;
 * ``imap``, ``smtp``, ``http``: a listener is closed or its accept loop has ended;
 * ``file_envoi`` (the outbox of mails to outside addresses): a mail has been waiting longer
   than ``[http] health_outbox_max_age_minutes`` (relay down or refusing), or the queue
@@ -39,7 +41,16 @@ from releves_mailer.metrics import Metrics
 from releves_mailer.services.monitoring import Monitoring
 from releves_mailer.web.ops import setup_ops
 
-__all__ = ["MIN_FREE_BYTES", "HealthCheck", "Serving", "database_figures", "ops_routes"]
+__all__ = [
+    "MIN_FREE_BYTES",
+    "EnginePart",
+    "HealthCheck",
+    "Serving",
+    "database_figures",
+    "dovecot_part",
+    "ops_routes",
+    "store_folder_part",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -80,20 +91,69 @@ def _seconds(delta: dt.timedelta | None) -> float | None:
     return None if delta is None else round(delta.total_seconds(), 3)
 
 
+@dataclass(frozen=True)
+class EnginePart:
+    """The mailbox engine's part of the document: its name and its check."""
+
+    name: str
+    check: Callable[[], Awaitable[dict[str, Any]]]
+
+
+def store_folder_part(store_dir: Path) -> EnginePart:
+    """The built-in store's part: its folder writable, with room for a statement."""
+
+    def inspect() -> tuple[bool, int]:
+        # The folder is made by the first delivery: until then, where it will be made.
+        folder = store_dir if store_dir.exists() else store_dir.parent
+        usable = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+        return usable, shutil.disk_usage(folder).free if usable else 0
+
+    async def check() -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                usable, free = await asyncio.to_thread(inspect)
+        except (OSError, TimeoutError) as error:
+            return _part(False, erreur=f"dossier des messages illisible ({type(error).__name__})")
+        if not usable:
+            return _part(False, erreur="dossier des messages absent ou non modifiable")
+        if free < MIN_FREE_BYTES:
+            return _part(False, espace_libre_octets=free, erreur="espace disque insuffisant")
+        return _part(True, espace_libre_octets=free)
+
+    return EnginePart("stockage_messages", check)
+
+
+def dovecot_part(unreachable: Callable[[], Awaitable[list[str]]]) -> EnginePart:
+    """Dovecot's part: its LMTP and IMAP services greet the daemon (``unreachable`` names
+    those that do not)."""
+
+    async def check() -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT * 2):
+                missing = await unreachable()
+        except TimeoutError:
+            missing = ["pas de réponse"]
+        if missing:
+            return _part(False, erreur=f"Dovecot injoignable : {', '.join(missing)}")
+        return _part(True)
+
+    return EnginePart("dovecot", check)
+
+
 class HealthCheck:
     """Checks every part at once; :meth:`check` gives (all up, the JSON document)."""
 
     def __init__(
         self,
         monitoring: Monitoring,
-        store_dir: Path,
+        engine: EnginePart,
         metrics: Metrics,
         *,
         outbox_max_age: dt.timedelta,
         collection_max_age: dt.timedelta,
     ) -> None:
         self.monitoring = monitoring
-        self.store_dir = store_dir
+        self.engine = engine
         self.listening: dict[str, Listening] = {}
         self.metrics = metrics
         self.outbox_max_age = outbox_max_age
@@ -105,12 +165,12 @@ class HealthCheck:
         self.listening[protocol] = Listening(server, limiter)
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
-        database, store, outbox = await asyncio.gather(
-            self._database(), self._store(), self._outbox()
+        database, engine, outbox = await asyncio.gather(
+            self._database(), self.engine.check(), self._outbox()
         )
         parts: dict[str, dict[str, Any]] = {
             "base_de_donnees": database,
-            "stockage_messages": store,
+            self.engine.name: engine,
         }
         for name, listening in sorted(self.listening.items()):
             parts[name] = _part(listening.server.serving, connexions=listening.limiter.count)
@@ -127,24 +187,6 @@ class HealthCheck:
             _log.warning("health: the database does not answer: %s", type(error).__name__)
             return _part(False, erreur=f"la base ne répond pas ({type(error).__name__})")
         return _part(True)
-
-    async def _store(self) -> dict[str, Any]:
-        def inspect() -> tuple[bool, int]:
-            # The folder is made by the first delivery: until then, where it will be made.
-            folder = self.store_dir if self.store_dir.exists() else self.store_dir.parent
-            usable = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
-            return usable, shutil.disk_usage(folder).free if usable else 0
-
-        try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
-                usable, free = await asyncio.to_thread(inspect)
-        except (OSError, TimeoutError) as error:
-            return _part(False, erreur=f"dossier des messages illisible ({type(error).__name__})")
-        if not usable:
-            return _part(False, erreur="dossier des messages absent ou non modifiable")
-        if free < MIN_FREE_BYTES:
-            return _part(False, espace_libre_octets=free, erreur="espace disque insuffisant")
-        return _part(True, espace_libre_octets=free)
 
     async def _outbox(self) -> dict[str, Any]:
         limit = self.outbox_max_age
@@ -205,14 +247,14 @@ def database_figures(monitoring: Monitoring, metrics: Metrics) -> Callable[[], A
 
 
 def ops_routes(
-    config: HttpSection, database: Database, clock: Clock, store_dir: Path, metrics: Metrics
+    config: HttpSection, database: Database, clock: Clock, engine: EnginePart, metrics: Metrics
 ) -> tuple[HealthCheck, Callable[[web.Application], None]]:
     """The daemon's health check (servers to :meth:`~HealthCheck.watch` once started) and
     the setup adding ``/health`` and ``/metrics`` to its HTTP application."""
     monitoring = Monitoring(database, clock)
     health = HealthCheck(
         monitoring,
-        store_dir,
+        engine,
         metrics,
         outbox_max_age=dt.timedelta(minutes=config.health_outbox_max_age_minutes),
         collection_max_age=dt.timedelta(minutes=config.health_collection_max_age_minutes),

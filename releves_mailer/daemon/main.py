@@ -32,6 +32,7 @@ from releves_mailer.clock import Clock
 from releves_mailer.collect.connections import connections_named
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.config import Config, ConfigError, LoggingSection, load_config
+from releves_mailer.daemon.engine import open_engine
 from releves_mailer.daemon.health import ops_routes
 from releves_mailer.daemon.jobs import Collector
 from releves_mailer.daemon.lock import DataDirLock
@@ -42,10 +43,8 @@ from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
 from releves_mailer.logs import configure_logging, secrets_of
-from releves_mailer.mailbox.contracts import MailboxLimits
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
-from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.metrics import CountingGuard, LoopMonitor, Metrics
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
@@ -65,7 +64,7 @@ from releves_mailer.web.app import create_app
 from releves_mailer.web.portal import setup_portal
 from releves_mailer.web.portal.edi import setup as setup_edi_portal
 from releves_mailer.web.server import HttpServer
-from releves_mailer.webmail import Webmail, endpoint_from_config, limits_from_config
+from releves_mailer.webmail import Webmail, limits_from_config
 
 __all__ = ["Daemon", "ListenOverrides", "server_ssl_context"]
 
@@ -134,7 +133,7 @@ def server_ssl_context(config: Config) -> ssl.SSLContext:
 
 
 class Daemon:
-    """The running service: database, message store, IMAP and SMTP servers."""
+    """The running service: database, mailbox engine, SMTP and HTTP servers."""
 
     #: What SIGHUP applies from the re-read config file; other sections need a restart.
     RELOADED_SECTIONS = ("logging", "templates")
@@ -179,9 +178,6 @@ class Daemon:
         except SchemaOutOfDate as error:
             raise ConfigError(str(error), file=config.source) from None
         context = server_ssl_context(config)
-        limits = MailboxLimits(config.smtp.mailbox_quota, config.imap.max_folders_per_user)
-        store = MessageStore(database, config.data_dir / "messages", self.clock, limits=limits)
-        await store.start(stack)
         authenticator = PortfolioAuthenticator(database, config.portal.domain)
         # One guard for IMAP, SMTP AUTH and the portal: no protocol is a softer door.
         guard = PasswordGuard(
@@ -191,19 +187,27 @@ class Daemon:
             store=DatabaseGuardStore(database, self.clock, config.auth.window),
         )
         metrics = self.metrics
-        imap_guard = CountingGuard(guard, "imap", metrics)
-        imap = ImapServer(config.imap, store, authenticator, context, self.clock, guard=imap_guard)
-        await imap.start(stack)
+        # The boxes: the built-in store and IMAP server, or Dovecot (``[mailbox] engine``).
+        engine = await open_engine(
+            config,
+            database,
+            self.clock,
+            stack,
+            tls=context,
+            authenticator=authenticator,
+            guard=CountingGuard(guard, "imap", metrics),
+        )
+        self.mailbox, sink = engine, engine.sink
         edi = EdiService(database, self.clock, discovery_settings(config))
         handler = InboundHandler(
             authenticator,
-            sink_deliverer(store, config.portal.domain),
+            sink_deliverer(sink, config.portal.domain),
             self.clock,
             config.portal.domain,
             guard=CountingGuard(guard, "smtp", metrics),
-            usage=store.usage,
+            usage=engine.usage,
             config=config.smtp,
-            deposits=EdiMailbox(edi, store, config.portal.domain, self.clock),
+            deposits=EdiMailbox(edi, sink, config.portal.domain, self.clock),
         )
         smtp = SmtpServer(config.smtp, handler, context, config.portal.domain)
         await smtp.start(stack)
@@ -215,7 +219,7 @@ class Daemon:
         worker, lease = worker_identity(), RefreshPlan.from_config(config.collection).lease
         self.delivery = StatementDelivery(
             database,
-            store,
+            sink,
             self.renderer,
             signer,
             self.clock,
@@ -230,7 +234,7 @@ class Daemon:
             config.relay,
             domain=config.portal.domain,
             data_dir=config.data_dir,
-            local_sink=store,
+            local_sink=sink,
             signer=signer,
             worker=worker,
         )
@@ -267,7 +271,7 @@ class Daemon:
                 guard=CountingGuard(guard, "http", metrics),
                 import_max_lines=config.portal.import_max_lines,
                 webmail_engine=Webmail.create(
-                    endpoint_from_config(config, imap.port, imap.tls_port),
+                    engine.webmail,
                     keyring,
                     self.clock,
                     trusted=[signer.certificate],
@@ -275,7 +279,7 @@ class Daemon:
                 ),
             )
         ]
-        health, ops = ops_routes(config.http, database, self.clock, store.blob_dir, metrics)
+        health, ops = ops_routes(config.http, database, self.clock, engine.health, metrics)
         setups.append(ops)
         edi_jobs = AnalysisJobs(edi)
         stack.push_async_callback(edi_jobs.close)
@@ -303,21 +307,25 @@ class Daemon:
         )
         http = HttpServer(config.http, app)
         await http.start(stack)
-        self.imap, self.smtp, self.http = imap, smtp, http
-        for name, server in (("imap", imap), ("smtp", smtp), ("http", http)):
+        self.imap, self.smtp, self.http = engine.imap, smtp, http
+        servers: dict[str, ImapServer | SmtpServer | HttpServer] = {"smtp": smtp, "http": http}
+        if engine.imap is not None:
+            servers["imap"] = engine.imap
+        for name, server in sorted(servers.items()):
             health.watch(name, server, server.limiter)
-        metrics.watch_listeners({"imap": imap.limiter, "smtp": smtp.limiter, "http": http.limiter})
+        metrics.watch_listeners({name: server.limiter for name, server in servers.items()})
         self._spawn(stack, LoopMonitor(metrics).run(self._stop), "event-loop monitor")
         self._spawn(stack, self.outbox.run(self._stop), "outbox")
         self._spawn(stack, self.collector.run(self._stop), "collection")
-        self._spawn(stack, self._housekeeping(store), "housekeeping")
+        if engine.housekeeping is not None:
+            self._spawn(stack, self._housekeeping(engine.housekeeping), "housekeeping")
         interval = watchdog_interval()
         if self.notifier.enabled and interval is not None:
             self._spawn(stack, self.notifier.ping_watchdog(interval, self._stop), "watchdog")
         self._spawn(stack, edi.run(self._stop), "edi")
+        # With Dovecot, its IMAP ports: where the boxes are read.
         self.ports = {
-            "imap": imap.port,
-            "imaps": imap.tls_port,
+            **engine.ports,
             "smtp": smtp.port,
             "http": http.port,
         }
@@ -334,11 +342,11 @@ class Daemon:
             self.collector.refresh_soon(connection_id)
         return found
 
-    async def _housekeeping(self, store: MessageStore) -> None:
+    async def _housekeeping(self, collect_garbage: Callable[[], Awaitable[int]]) -> None:
         """Hourly: remove message files left without a row by rolled-back deliveries."""
         while not self._stop.is_set():
             try:
-                removed = await store.collect_garbage()
+                removed = await collect_garbage()
                 if removed:
                     _log.info("removed %d orphan message file(s)", removed)
             except Exception:

@@ -27,7 +27,7 @@ from releves_mailer.aggregators.testbank import parse_error_schedule
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.connections import build_test_bank, connect_test_bank
 from releves_mailer.config import HttpSection
-from releves_mailer.daemon.health import HealthCheck
+from releves_mailer.daemon.health import HealthCheck, store_folder_part
 from releves_mailer.daemon.main import Daemon
 from releves_mailer.db import Database
 from releves_mailer.db.models import OutboxMessage, OutboxState
@@ -304,7 +304,7 @@ async def test_health_says_database_down(tmp_path: Path) -> None:
     metrics = Metrics()
     check = HealthCheck(
         Monitoring(dead, ManualClock(dt.datetime(2026, 3, 10, tzinfo=dt.UTC)), timeout=10),
-        tmp_path,
+        store_folder_part(tmp_path),
         metrics,
         outbox_max_age=dt.timedelta(hours=1),
         collection_max_age=dt.timedelta(hours=1),

@@ -19,9 +19,9 @@ from releves_mailer.clock import ManualClock
 from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
-from releves_mailer.mailbox.dovecot.lmtp import LmtpSink
+from releves_mailer.mailbox.dovecot.lmtp import DovecotMasterRefused, LmtpSink
 from releves_mailer.mailbox.dovecot.setup import DovecotSetup
-from releves_mailer.mailbox.sink import UnknownBox
+from releves_mailer.mailbox.sink import MailDelivery, UnknownBox
 from releves_mailer.portfolio.accounts import create_account
 from tests.commands import run_command_async
 from tests.conftest import new_postgres_database
@@ -163,3 +163,67 @@ async def test_dovecot_config_needs_postgresql(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "Dovecot lit les comptes dans la base PostgreSQL" in done.stderr
     assert not (tmp_path / "dovecot" / "dovecot.conf").exists()
+
+
+def master_logins(setup: DovecotSetup) -> int:
+    """The IMAP logins Dovecot logged so far (the sink's, until the test reads a box)."""
+    log = setup.folder / "log" / "dovecot-info.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum(1 for line in text.splitlines() if "imap-login: Info: Login:" in line)
+
+
+async def test_a_batch_opens_each_box_once_and_stores_each_message_id_once(
+    dovecot: DovecotSetup,
+) -> None:
+    sink = LmtpSink(dovecot)
+    own, dedicated = f"cabinet@{DOMAIN}", f"releves.cabinet@{DOMAIN}"
+    before = master_logins(dovecot)
+    items = [
+        MailDelivery(
+            dedicated if index % 2 else own,
+            statement(f"R{index}", f"<b{index}@t>"),
+            f"<b{index}@t>",
+        )
+        for index in range(6)
+    ]
+    # The same Message-ID twice in one batch, and one already in the box.
+    await sink.deliver(own, statement("R0", "<b0@t>"), "<b0@t>")
+    after_one = master_logins(dovecot)
+    items.append(MailDelivery(dedicated, statement("R1 again", "<b1@t>"), "<b1@t>"))
+    receipts = await sink.deliver_many(items)
+    assert [receipt.stored for receipt in receipts] == [False, True, True, True, True, True, False]
+    assert [receipt.box for receipt in receipts] == [own, dedicated] * 3 + [dedicated]
+    assert after_one - before == 1
+    assert master_logins(dovecot) - after_one == 2  # one per box, not one per message
+    own_box = await asyncio.to_thread(read_box, dovecot, own, PASSWORD)
+    dedicated_box = await asyncio.to_thread(read_box, dovecot, dedicated, PASSWORD)
+    assert len(own_box) == 3 and len(dedicated_box) == 3
+    # An unknown box refuses the whole batch before anything is stored.
+    with pytest.raises(UnknownBox):
+        await sink.deliver_many(
+            [
+                MailDelivery(own, statement("new", "<new@t>"), "<new@t>"),
+                MailDelivery(f"releves.personne@{DOMAIN}", statement("x", "<x@t>"), "<x@t>"),
+            ]
+        )
+    assert len(await asyncio.to_thread(read_box, dovecot, own, PASSWORD)) == 3
+    # The quota's measure: the bytes of every folder, as Dovecot counts them.
+    await sink.deliver(own, statement("archive", "<a@t>"), "<a@t>", folder="Archives")
+    sizes = [len(raw) for raw in await asyncio.to_thread(read_box, dovecot, own, PASSWORD)]
+    archived = await asyncio.to_thread(read_box, dovecot, own, PASSWORD, "Archives")
+    assert await sink.usage(own) == sum(sizes) + sum(len(raw) for raw in archived)
+    assert await sink.usage(f"personne@{DOMAIN}") == 0
+
+
+async def test_a_refused_master_password_is_not_an_unknown_box(dovecot: DovecotSetup) -> None:
+    right = dovecot.master_password_file.read_text(encoding="utf-8")
+    dovecot.master_password_file.write_text("pas le bon\n", encoding="utf-8")
+    try:
+        sink = LmtpSink(dovecot)
+    finally:
+        dovecot.master_password_file.write_text(right, encoding="utf-8")
+    with pytest.raises(DovecotMasterRefused) as caught:
+        await sink.deliver(f"cabinet@{DOMAIN}", statement("R", "<r@t>"), "<r@t>")
+    assert not isinstance(caught.value, UnknownBox)
+    assert "master-password" in str(caught.value) and "dovecot-config" in str(caught.value)
+    assert await asyncio.to_thread(read_box, dovecot, "cabinet", PASSWORD) == []
