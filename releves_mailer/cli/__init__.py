@@ -21,6 +21,7 @@ from releves_mailer.cli.common import AppContext
 from releves_mailer.cli.demo import demo
 from releves_mailer.cli.edi import edi
 from releves_mailer.cli.errors import french_message, os_error_message
+from releves_mailer.cli.mailbox import mailbox
 from releves_mailer.cli.portfolio import accounts, redevables
 from releves_mailer.cli.serve import serve
 from releves_mailer.cli.tokens import tokens
@@ -113,6 +114,7 @@ for _command in (
     check_config,
     db,
     dovecot_config,
+    mailbox,
     accounts,
     redevables,
     banks,
