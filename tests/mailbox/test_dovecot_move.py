@@ -25,6 +25,7 @@ from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
 from releves_mailer.mailbox.contracts import AppendItem
+from releves_mailer.mailbox.dovecot.lmtp import LmtpSink
 from releves_mailer.mailbox.dovecot.move import crlf_size, message_id_of, move_to_dovecot
 from releves_mailer.mailbox.dovecot.setup import MASTER_USER, DovecotSetup
 from releves_mailer.mailbox.store import MessageStore
@@ -258,6 +259,22 @@ async def test_move_keeps_bytes_flags_dates_and_resumes_once(
 
             for box in (dedicated, f"cabinet@{DOMAIN}", f"agence@{DOMAIN}"):
                 assert dovecot_contents(setup, box) == await store_contents(store, box), box
+            # A statement delivered over LMTP (Dovecot's lines on top: another size) that
+            # the store holds too is found by its Message-ID, not appended a second time.
+            agence = f"agence@{DOMAIN}"
+            raw, message_id = mail(500), f"<m500.3500@{DOMAIN}>"
+            await store.deliver(agence, raw, message_id)
+            await LmtpSink(setup).deliver(agence, raw, message_id)
+            last = await move_to_dovecot(store, setup)
+            assert (last.moved, last.found) == (0, total + 1)
+            lmtp_client = master_client(setup, agence)
+            try:
+                lmtp_client.select("INBOX", readonly=True)
+                _, hits = lmtp_client.search(None, "HEADER", "Message-ID", message_id)
+                assert len((hits[0] or b"").split()) == 1
+            finally:
+                lmtp_client.logout()
+
             client = master_client(setup, f"cabinet@{DOMAIN}")
             try:
                 _, subscribed = client.lsub('""', "*")

@@ -9,8 +9,10 @@ what that Dovecot folder already holds, keyed by (Message-ID, internal date to t
 size in CRLF form) and counted, so a message already there is matched instead of appended
 again, and two identical messages of one folder are both kept. The key needs no progress
 table, works for messages without a Message-ID, and covers the one message a crash leaves
-in doubt (appended, the run killed before it went on). A message found again gets its
-flags brought back in line with the store's.
+in doubt (appended, the run killed before it went on). The messages left unmatched are then
+looked for by Message-ID alone, as :class:`~.lmtp.LmtpSink` does (one delivered over LMTP
+has Dovecot's lines on top). A message found again gets its flags brought back in line
+with the store's.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import imaplib
 import re
 import ssl
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from releves_mailer.mailbox.contracts import MessageRecord
 from releves_mailer.mailbox.dovecot.setup import MASTER_USER, DovecotSetup
 from releves_mailer.mailbox.sink import UnknownBox
 from releves_mailer.mailbox.store import MessageStore
@@ -116,10 +119,43 @@ def _canonical(flags: Sequence[str]) -> frozenset[str]:
 class _Held:
     uid: int
     flags: frozenset[str]
+    taken: bool = False
 
 
 #: What a Dovecot folder holds, by key (a list: identical messages may be there twice).
 _Holding = dict[MessageKey, list[_Held]]
+
+
+class _Matcher:
+    """Pairs the store's messages with what a Dovecot folder holds, each held message once:
+    by the exact key first, then, for the messages left, by Message-ID alone (a message
+    delivered over LMTP carries Dovecot's ``Return-Path`` and ``Delivered-To`` lines on top,
+    so its size differs; the Message-ID in the folder is what :class:`LmtpSink` trusts too)."""
+
+    def __init__(self, held: _Holding) -> None:
+        self.exact = held
+        self.by_id: dict[str, list[_Held]] = defaultdict(list)
+        for (message_id, _date, _size), found in held.items():
+            if message_id:
+                self.by_id[message_id].extend(found)
+
+    def __bool__(self) -> bool:
+        return bool(self.exact)
+
+    @staticmethod
+    def _take(candidates: list[_Held] | None) -> _Held | None:
+        while candidates:
+            found = candidates.pop()
+            if not found.taken:
+                found.taken = True
+                return found
+        return None
+
+    def exactly(self, key: MessageKey) -> _Held | None:
+        return self._take(self.exact.get(key))
+
+    def by_message_id(self, key: MessageKey) -> _Held | None:
+        return self._take(self.by_id.get(key[0])) if key[0] else None
 
 
 class _DovecotBox:
@@ -288,7 +324,36 @@ async def _move_folder(
     on_message: Callable[[int], None] | None,
 ) -> None:
     _info, metas = await store.load_view(folder_id)
-    uids = [meta.uid for meta in metas]
+    matcher = _Matcher(held)
+    pending = [meta.uid for meta in metas]
+    if matcher:
+        # Exact matches first, over the whole folder, so that the Message-ID fallback of
+        # one message never takes the exact twin of another.
+        unmatched: list[int] = []
+        async for record, raw, key in _records(store, folder_id, pending):
+            found = matcher.exactly(key)
+            if found is None:
+                unmatched.append(record.uid)
+            else:
+                await _found(box, found, record.flags, len(raw), report, on_message)
+        pending = unmatched
+    async for record, raw, key in _records(store, folder_id, pending):
+        found = matcher.by_message_id(key) if matcher else None
+        if found is not None:
+            await _found(box, found, record.flags, len(raw), report, on_message)
+            continue
+        assert record.internal_date is not None
+        await asyncio.to_thread(box.append, name, raw, record.flags, record.internal_date)
+        report.moved += 1
+        report.moved_bytes += len(raw)
+        if on_message is not None:
+            on_message(len(raw))
+
+
+async def _records(
+    store: MessageStore, folder_id: int, uids: list[int]
+) -> AsyncIterator[tuple[MessageRecord, bytes, MessageKey]]:
+    """The messages ``uids`` of a folder with their bytes and keys, a batch in memory."""
     for start in range(0, len(uids), _BATCH):
         records = await store.fetch_records(
             folder_id, uids[start : start + _BATCH], ["flags", "internal_date", "blob", "header"]
@@ -296,18 +361,21 @@ async def _move_folder(
         contents = await store.read_blobs([record.blob for record in records])
         for record, raw in zip(records, contents, strict=True):
             assert record.internal_date is not None
-            key = key_of(raw, record.header, record.internal_date)
-            twins = held.get(key)
-            if twins:
-                found = twins.pop()
-                if found.flags != _canonical(record.flags):
-                    await asyncio.to_thread(box.set_flags, found.uid, record.flags)
-                    report.flags_updated += 1
-                report.found += 1
-                report.found_bytes += len(raw)
-            else:
-                await asyncio.to_thread(box.append, name, raw, record.flags, record.internal_date)
-                report.moved += 1
-                report.moved_bytes += len(raw)
-            if on_message is not None:
-                on_message(len(raw))
+            yield record, raw, key_of(raw, record.header, record.internal_date)
+
+
+async def _found(
+    box: _DovecotBox,
+    found: _Held,
+    flags: Sequence[str],
+    size: int,
+    report: MoveReport,
+    on_message: Callable[[int], None] | None,
+) -> None:
+    if found.flags != _canonical(flags):
+        await asyncio.to_thread(box.set_flags, found.uid, flags)
+        report.flags_updated += 1
+    report.found += 1
+    report.found_bytes += size
+    if on_message is not None:
+        on_message(size)
