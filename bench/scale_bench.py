@@ -3,31 +3,34 @@ delivery into Dovecot over LMTP next to the built-in store.
 
 Part 1, workers. Creates a fresh PostgreSQL database (dropped at the end) holding 20,000
 redevables, each with one test bank connection, none refreshed yet (every one is due at
-once). Then runs the nightly refresh at one clock time with 1 worker process for
-``--seconds``, stops it, and runs 2 worker processes for ``--seconds`` on the connections
-still due. Each worker is a process of its own running ``CollectionService.run_due`` (the
-collector's real claim path: ``FOR UPDATE SKIP LOCKED``, leases) in a loop. The refreshes are
-counted in the database (``last_check_at`` set) twice a second; the rate is taken from the
-first refresh seen to the end of the phase (process start-up left out). Both phases do the
-same work: first refreshes of connections of the same mix.
+once), and starts two worker processes, each running ``CollectionService.run_due`` (the
+collector's real claim path: ``FOR UPDATE SKIP LOCKED``, leases) in a loop at one night's
+clock time. The second worker is stopped (SIGSTOP) and let go (SIGCONT) in turn:
+``--cycles`` pairs of ``--seconds`` windows, one with 1 worker running, one with 2. Windows
+alternate because the machine is shared: a load from outside that comes and goes falls on
+both, where two long phases one after the other would each get a different share of it.
+Refreshes are counted in the database (``last_check_at`` set) at each window's ends; the
+windows open at the first refresh (process start-up left out). All windows do the same
+work: first refreshes of connections of one mix.
 
-While a phase runs, the bench samples where the time goes: CPU seconds of the workers and of
-this database's PostgreSQL backends (``/proc/PID/stat``), the machine's busy share of its
-cores (``/proc/stat``: another program's load shows there), and what the backends of the
-database are doing or waiting for (``pg_stat_activity``, five times a second: CPU, ``Lock``
-waits, ``IO`` or ``LWLock`` waits, client reads = waiting for the worker).
+During each window the bench takes where the time goes: CPU seconds of the workers and of
+this database's PostgreSQL backends (``/proc/PID/stat``), the machine's busy cores
+(``/proc/stat``: other programs' load shows there), and what the database's backends are
+doing or waiting for (``pg_stat_activity`` five times a second: running, ``Lock`` waits,
+``IO`` or ``LWLock`` waits, idle in a transaction while their worker computes).
 
-Part 2, delivery. The same ``--messages`` statement-sized mails delivered one at a time into
-one box: into the built-in store (``MessageStore.deliver``, on this PostgreSQL database) and
-into a private Dovecot (``LmtpSink.deliver``: a Message-ID lookup over IMAP, then LMTP), then
-the built-in store's messages moved into another box of the Dovecot by ``mailbox move``'s
-code (``move_to_dovecot``). Prints messages/s for each.
+Part 2, delivery. The same ``--messages`` statement-sized mails delivered one at a time,
+each way into a box of its own: into the built-in store (``MessageStore.deliver`` on this
+PostgreSQL database), into a private Dovecot through ``LmtpSink.deliver`` (a Message-ID
+lookup over IMAP, then LMTP), over one bare LMTP session (no lookup: LMTP's own ceiling),
+and the built-in store's box moved into Dovecot by ``mailbox move``'s code
+(``move_to_dovecot``). Prints messages/s for each.
 
 Usage::
 
-    python bench/scale_bench.py                          # 20,000 connections, 90 s a phase
-    python bench/scale_bench.py --connections 2000 --seconds 20 --messages 100   # quick look
-    python bench/scale_bench.py --skip-workers           # delivery only
+    python bench/scale_bench.py                                  # 20,000 connections
+    python bench/scale_bench.py --connections 2000 --cycles 2 --messages 100   # quick look
+    python bench/scale_bench.py --skip-workers                   # delivery only
 
 Needs PostgreSQL on 127.0.0.1:5432 (``--admin-url``) and, for part 2, Dovecot 2.3.
 """
@@ -46,6 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import func, select, text
@@ -106,74 +110,50 @@ def machine_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-class Sampler:
-    """Refresh counts, CPU of workers and backends, and the backends' wait events."""
+@dataclass
+class Mode:
+    """What the bench saw while ``workers`` worker processes ran."""
 
-    def __init__(self, url: str, workers: list[int]) -> None:
-        self.engine = create_async_engine(url, poolclass=NullPool)
-        self.workers = workers
-        self.counts: list[tuple[float, int]] = []
-        self.backend_cpu: dict[int, tuple[float, float]] = {}  # pid: (first, last)
-        self.worker_cpu: dict[int, tuple[float, float]] = {}
-        self.waits: collections.Counter[str] = collections.Counter()
-        self.samples = 0
-        self.machine_start = machine_ticks()
-        self.machine_end = self.machine_start
+    workers: int
+    refreshes: int = 0
+    seconds: float = 0.0
+    workers_cpu: float = 0.0
+    backends_cpu: float = 0.0
+    busy_ticks: int = 0
+    total_ticks: int = 0
+    waits: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        tick = 0
-        async with self.engine.connect() as connection:
-            while not stop.is_set():
-                rows = (
-                    await connection.execute(
-                        text(
-                            "SELECT pid, state, wait_event_type, wait_event FROM "
-                            "pg_stat_activity WHERE datname = current_database() "
-                            "AND pid <> pg_backend_pid()"
-                        )
-                    )
-                ).all()
-                self.samples += 1
-                for pid, state, kind, event in rows:
-                    if state == "active":
-                        self.waits[f"{kind}:{event}" if kind else "CPU (running)"] += 1
-                    elif state == "idle in transaction":
-                        self.waits["idle in transaction (waiting for the worker)"] += 1
-                    else:
-                        self.waits["idle (no work asked)"] += 1
-                    self._cpu(self.backend_cpu, pid)
-                for pid in self.workers:
-                    self._cpu(self.worker_cpu, pid)
-                if tick % 2 == 0:
-                    count = await connection.scalar(
-                        text("SELECT count(*) FROM bank_connection WHERE last_check_at IS NOT NULL")
-                    )
-                    await connection.commit()
-                    self.counts.append((time.monotonic(), int(count or 0)))
-                    self.machine_end = machine_ticks()
-                tick += 1
-                await asyncio.sleep(0.2)
-        await self.engine.dispose()
+    @property
+    def rate(self) -> float:
+        return self.refreshes / self.seconds if self.seconds else 0.0
 
-    @staticmethod
-    def _cpu(table: dict[int, tuple[float, float]], pid: int) -> None:
-        seconds = cpu_seconds(pid)
-        if seconds is not None:
-            first = table.get(pid, (seconds, seconds))[0]
-            table[pid] = (first, seconds)
+    def show(self) -> None:
+        cores = os.cpu_count() or 1
+        span = self.seconds or 1.0
+        busy = self.busy_ticks / max(self.total_ticks, 1) * cores
+        others = max(busy - (self.workers_cpu + self.backends_cpu) / span, 0.0)
+        print(f"\n{self.workers} worker process(es) running, {self.seconds:.0f} s in all")
+        print(f"  refreshes          {self.refreshes} = {self.rate:.1f} refreshes/s")
+        print(
+            f"  workers CPU        {self.workers_cpu:.1f} s ({self.workers_cpu / span:.2f} cores)"
+        )
+        print(
+            f"  PostgreSQL CPU     {self.backends_cpu:.1f} s ({self.backends_cpu / span:.2f} cores,"
+            " this database's backends)"
+        )
+        print(f"  CPU per refresh    {self.per_refresh:.1f} ms (workers + PostgreSQL backends)")
+        print(
+            f"  machine            {busy:.2f} of {cores} cores busy, {others:.2f} of them not "
+            "this bench's (other programs, PostgreSQL's own processes)"
+        )
+        total = sum(self.waits.values()) or 1
+        print("  database backends, sampled 5 times a second:")
+        for what, count in self.waits.most_common(8):
+            print(f"    {100 * count / total:5.1f} %  {what}")
 
-    def rate(self) -> tuple[int, float]:
-        """Refreshes and seconds from the first refresh seen to the last sample."""
-        if not self.counts:
-            return 0, 0.0
-        base = self.counts[0][1]
-        moving = [(t, c) for t, c in self.counts if c > base]
-        if not moving:
-            return 0, 0.0
-        # From the last sample before the first refresh (the refresh started in between).
-        start = max((t for t, c in self.counts if c == base), default=moving[0][0])
-        end_t, end_c = self.counts[-1]
-        return end_c - base, end_t - start
+    @property
+    def per_refresh(self) -> float:
+        return 1000 * (self.workers_cpu + self.backends_cpu) / max(self.refreshes, 1)
 
 
 # -- part 1: workers -------------------------------------------------------------------------
@@ -241,57 +221,82 @@ async def worker(url: str, data: Path) -> None:
         await database.dispose()
 
 
-async def phase(url: str, data: Path, processes: int, seconds: float) -> dict[str, float]:
-    command = [sys.executable, __file__, "--worker", url, "--data", str(data)]
-    procs = [await asyncio.create_subprocess_exec(*command) for _ in range(processes)]
-    sampler = Sampler(url, [proc.pid for proc in procs])
-    stop = asyncio.Event()
-    sampling = asyncio.create_task(sampler.run(stop))
-    waits = [asyncio.create_task(proc.wait()) for proc in procs]
-    # The phase ends after ``seconds``, or earlier when the workers ran out of work.
-    await asyncio.wait(waits, timeout=seconds)
-    stop.set()
-    await sampling
-    for proc in procs:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    await asyncio.gather(*waits)
-    done, elapsed = sampler.rate()
-    busy0, total0 = sampler.machine_start
-    busy1, total1 = sampler.machine_end
-    worker_cpu = sum(last - first for first, last in sampler.worker_cpu.values())
-    backend_cpu = sum(last - first for first, last in sampler.backend_cpu.values())
-    span = sampler.counts[-1][0] - sampler.counts[0][0] if sampler.counts else 1.0
-    rate = done / elapsed if elapsed else 0.0
-    print(f"\n{processes} worker process(es), {seconds:.0f} s")
-    print(f"  refreshes          {done} in {elapsed:.1f} s = {rate:.1f} refreshes/s")
-    print(
-        f"  workers CPU        {worker_cpu:.1f} s ({worker_cpu / span:.2f} cores, "
-        f"{1000 * worker_cpu / max(done, 1):.1f} ms per refresh)"
-    )
-    print(
-        f"  PostgreSQL CPU     {backend_cpu:.1f} s ({backend_cpu / span:.2f} cores, "
-        f"{1000 * backend_cpu / max(done, 1):.1f} ms per refresh; this database's backends)"
-    )
-    cores = os.cpu_count() or 1
-    busy = (busy1 - busy0) / max(total1 - total0, 1)
-    others = max(busy * cores - (worker_cpu + backend_cpu) / span, 0.0)
-    print(
-        f"  machine            {busy * 100:.0f} % busy of {cores} cores ({busy * cores:.2f} "
-        f"cores, of which {others:.2f} not this bench's: other programs, PostgreSQL's own)"
-    )
-    total = sum(sampler.waits.values()) or 1
-    print(f"  backends sampled   {sampler.samples} times (what each backend was doing):")
-    for what, count in sampler.waits.most_common(8):
-        print(f"    {100 * count / total:5.1f} %  {what}")
-    return {
-        "rate": rate,
-        "workers_cpu": worker_cpu / span,
-        "pg_cpu": backend_cpu / span,
-        "busy": busy,
-        "others": others,
-        "per_refresh": 1000 * (worker_cpu + backend_cpu) / max(done, 1),
-    }
+_ACTIVITY = text(
+    "SELECT pid, state, wait_event_type, wait_event FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+_REFRESHED = text("SELECT count(*) FROM bank_connection WHERE last_check_at IS NOT NULL")
+
+
+async def alternate(
+    url: str, data: Path, cycles: int, seconds: float, nice: int
+) -> tuple[Mode, Mode]:
+    """Two worker processes; the second one stopped (SIGSTOP) during the 1-worker windows
+    and let go (SIGCONT) during the 2-worker windows, alternately, so that a change of the
+    machine's load from outside falls on both."""
+    command = [sys.executable, __file__, "--worker", url, "--data", str(data), "--nice", str(nice)]
+    first, second = [await asyncio.create_subprocess_exec(*command) for _ in range(2)]
+    modes = {1: Mode(1), 2: Mode(2)}
+    backends: set[int] = set()
+    engine = create_async_engine(url, poolclass=NullPool)
+
+    def backends_cpu() -> float:
+        return sum(cpu_seconds(pid) or 0.0 for pid in backends)
+
+    try:
+        async with engine.connect() as connection:
+
+            async def refreshed() -> int:
+                count = await connection.scalar(_REFRESHED)
+                await connection.commit()
+                return int(count or 0)
+
+            # Start-up (imports, first claims) left out: the windows open at the first refresh.
+            base = await refreshed()
+            while await refreshed() == base:  # noqa: ASYNC110  (polling another process)
+                await asyncio.sleep(0.2)
+            for _cycle in range(cycles):
+                for workers in (1, 2):
+                    mode = modes[workers]
+                    second.send_signal(signal.SIGSTOP if workers == 1 else signal.SIGCONT)
+                    for row in (await connection.execute(_ACTIVITY)).all():
+                        backends.add(row[0])
+                    start = (
+                        time.monotonic(),
+                        await refreshed(),
+                        (cpu_seconds(first.pid) or 0.0) + (cpu_seconds(second.pid) or 0.0),
+                        backends_cpu(),
+                        machine_ticks(),
+                    )
+                    while time.monotonic() - start[0] < seconds:
+                        for pid, state, kind, event in (await connection.execute(_ACTIVITY)).all():
+                            backends.add(pid)
+                            if state == "active":
+                                what = f"{kind}:{event}" if kind else "CPU (running)"
+                            elif state == "idle in transaction":
+                                what = "idle in transaction (waiting for its worker)"
+                            else:
+                                what = "idle (no work asked)"
+                            mode.waits[what] += 1
+                        await connection.commit()
+                        await asyncio.sleep(0.2)
+                    end_ticks = machine_ticks()
+                    mode.seconds += time.monotonic() - start[0]
+                    mode.refreshes += await refreshed() - start[1]
+                    mode.workers_cpu += (
+                        (cpu_seconds(first.pid) or 0.0) + (cpu_seconds(second.pid) or 0.0)
+                    ) - start[2]
+                    mode.backends_cpu += backends_cpu() - start[3]
+                    mode.busy_ticks += end_ticks[0] - start[4][0]
+                    mode.total_ticks += end_ticks[1] - start[4][1]
+    finally:
+        await engine.dispose()
+        for proc in (first, second):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+    return modes[1], modes[2]
 
 
 async def workers_part(args: argparse.Namespace, url: str, data: Path) -> None:
@@ -301,27 +306,26 @@ async def workers_part(args: argparse.Namespace, url: str, data: Path) -> None:
         f"portfolio          {args.connections} redevables, one test bank connection each "
         f"({time.perf_counter() - started:.1f} s to build)"
     )
-    one = await phase(url, data, 1, args.seconds)
-    two = await phase(url, data, 2, args.seconds)
-    ratio = two["rate"] / one["rate"] if one["rate"] else 0.0
+    print(
+        f"refresh windows    {args.cycles} x ({args.seconds:.0f} s with 1 worker, "
+        f"{args.seconds:.0f} s with 2), alternately"
+    )
+    if args.nice:
+        print(f"workers' priority  nice {args.nice} (the machine's other programs at 0)")
+    one, two = await alternate(url, data, args.cycles, args.seconds, args.nice)
+    one.show()
+    two.show()
+    ratio = two.rate / one.rate if one.rate else 0.0
     verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
     print(f"\nratio 2 workers / 1 worker: {ratio:.2f}x (target {TARGET_RATIO}x: {verdict})")
     print(
-        f"  CPU per refresh (workers + PostgreSQL backends): {one['per_refresh']:.1f} ms with "
-        f"1 worker, {two['per_refresh']:.1f} ms with 2 (the work does not grow with workers "
-        "when these are equal: what remains is cores)"
+        f"  CPU per refresh: {one.per_refresh:.1f} ms with 1 worker, {two.per_refresh:.1f} ms "
+        "with 2 (equal: a second worker adds no work per refresh, no lock contention)"
     )
-    print("  where the time goes (cores used on average during each phase):")
-    for label, figures in (("1 worker ", one), ("2 workers", two)):
-        print(
-            f"    {label}  workers {figures['workers_cpu']:.2f}, PostgreSQL backends "
-            f"{figures['pg_cpu']:.2f}, not this bench {figures['others']:.2f}, machine "
-            f"{figures['busy'] * 100:.0f} % busy"
-        )
     if ratio < TARGET_RATIO:
         print(
-            "  short of the target: with equal CPU per refresh, the second worker lacked a "
-            "core (see 'not this bench'); lock waits would show as Lock:* above"
+            "  short of the target: where the 2-worker windows' cores went is above (workers, "
+            "PostgreSQL, other programs); lock waits show as Lock:* among the backends"
         )
 
 
@@ -463,15 +467,24 @@ def main(argv: list[str] | None = None) -> int:
         help="a PostgreSQL database to create and drop the bench's database from",
     )
     parser.add_argument("--connections", type=int, default=20_000)
-    parser.add_argument("--seconds", type=float, default=90.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each window")
+    parser.add_argument("--cycles", type=int, default=6, help="pairs of windows (1 then 2)")
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--message-size", type=int, default=20_000)
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="the workers' priority (negative, as root: ahead of the machine's other programs)",
+    )
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--skip-delivery", action="store_true")
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
+        if args.nice:
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
         asyncio.run(worker(args.worker, args.data))
         return 0
     return asyncio.run(run(args))
