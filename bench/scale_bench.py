@@ -235,7 +235,12 @@ async def alternate(
     and let go (SIGCONT) during the 2-worker windows, alternately, so that a change of the
     machine's load from outside falls on both."""
     command = [sys.executable, __file__, "--worker", url, "--data", str(data), "--nice", str(nice)]
-    first, second = [await asyncio.create_subprocess_exec(*command) for _ in range(2)]
+    # Each worker in a session of its own, as each daemon is a service of its own: with the
+    # kernel's autogroups, CPU is shared fairly between sessions, so workers started in the
+    # bench's session would share one session's share of a busy machine between them.
+    first, second = [
+        await asyncio.create_subprocess_exec(*command, start_new_session=True) for _ in range(2)
+    ]
     modes = {1: Mode(1), 2: Mode(2)}
     backends: set[int] = set()
     engine = create_async_engine(url, poolclass=NullPool)
