@@ -29,6 +29,7 @@ COMMANDS = {
     "check-config": "admin",
     "db": "admin",
     "dovecot-config": "admin",
+    "mailbox": "mailbox",
     "accounts": "portfolio",
     "redevables": "portfolio",
     "banks": "banks",

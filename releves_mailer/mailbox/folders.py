@@ -258,6 +258,22 @@ class FolderStore:
         except IntegrityError:
             pass  # another connection of the same user created it first
 
+    async def owners(self) -> list[str]:
+        """Every address that has a folder in the store, sorted."""
+        async with self._session() as session:
+            rows = await session.execute(select(MailFolder.owner).distinct())
+            return sorted(owner for (owner,) in rows)
+
+    async def totals(self) -> tuple[int, int]:
+        """Messages of the whole store and their bytes."""
+        async with self._session() as session:
+            row = (
+                await session.execute(
+                    select(func.count(MailMessage.id), func.coalesce(func.sum(MailMessage.size), 0))
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
     async def list_folders(self, owner: str) -> list[FolderInfo]:
         async with self._session() as session:
             rows = (
