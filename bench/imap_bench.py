@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/imap_bench.py [--count 10000] [--clients 50] [--repeat 3]
     .venv/bin/python bench/imap_bench.py --serve --data DIR --port 1143   # for imaptest
+    .venv/bin/python bench/imap_bench.py --serve-dovecot --data DIR --port 1144
 
 The data set is statement-like mails of about 4 KB (a short French text body and one
 base64 CFONB attachment) with internal dates spread over 400 days. Our server runs in a
@@ -215,8 +216,9 @@ def free_port() -> int:
 
 
 def start_dovecot(
-    base: Path, mails: list[tuple[bytes, dt.datetime]]
+    base: Path, mails: list[tuple[bytes, dt.datetime]], port: int = 0
 ) -> tuple[subprocess.Popen[bytes], int] | None:
+    """A private Dovecot over a Maildir holding ``mails``, on ``port`` (0: a free one)."""
     binary = shutil.which("dovecot") or (
         "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
     )
@@ -238,7 +240,7 @@ def start_dovecot(
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
     for directory in (base.parent, base):
         directory.chmod(0o755)  # the mail user (nobody) must reach the Maildir
-    port = free_port()
+    port = port or free_port()
     config = base / "dovecot.conf"
     config.write_text(
         f"""
@@ -287,6 +289,25 @@ mail_max_userip_connections = 1000
     process.kill()
     print("Dovecot did not start; see", base / "dovecot.log")
     return None
+
+
+def serve_dovecot(data: Path, port: int, ready: Path | None) -> None:
+    """Run an empty private Dovecot until SIGTERM (imaptest's yardstick)."""
+    started = start_dovecot(data, [], port)
+    if started is None:
+        raise SystemExit("Dovecot: not installed or did not start")
+    process, bound = started
+    if ready is not None:
+        ready.write_text(str(bound))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5) and process.poll() is None:
+            pass
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 # endregion
@@ -390,6 +411,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--serve", action="store_true", help="only run our server")
+    parser.add_argument(
+        "--serve-dovecot", action="store_true", help="only run an empty private Dovecot"
+    )
     parser.add_argument("--data", type=Path)
     parser.add_argument("--port", type=int, default=1143)
     parser.add_argument("--ready", type=Path)
@@ -400,6 +424,11 @@ def main() -> None:
         data = args.data or Path(tempfile.mkdtemp(prefix="imap-serve-"))
         data.mkdir(parents=True, exist_ok=True)
         asyncio.run(serve(data, args.port, args.ready))
+        return
+    if args.serve_dovecot:
+        data = args.data or Path(tempfile.mkdtemp(prefix="imap-dovecot-"))
+        data.mkdir(parents=True, exist_ok=True)
+        serve_dovecot(data, args.port, args.ready)
         return
 
     base = Path(tempfile.mkdtemp(prefix="imap-bench-"))
