@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import cProfile
 import datetime as dt
 import imaplib
 import os
+import pstats
 import pwd
 import random
 import shutil
@@ -171,22 +173,14 @@ async def serve(data: Path, port: int, ready: Path | None = None) -> None:
     await database.dispose()
 
 
-def start_ours(data: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_ours(data: Path, profile: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
     ready = data / "port"
     ready.unlink(missing_ok=True)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--serve",
-            "--data",
-            str(data),
-            "--port",
-            "0",
-            "--ready",
-            str(ready),
-        ]
-    )
+    command = [sys.executable, __file__, "--serve", "--data", str(data), "--port", "0"]
+    command += ["--ready", str(ready)]
+    if profile is not None:
+        command += ["--profile", str(profile)]
+    process = subprocess.Popen(command)
     for _ in range(600):
         if ready.exists() and ready.read_text():
             return process, int(ready.read_text())
@@ -364,6 +358,7 @@ def measure(port: int, clients: int) -> dict[str, float]:
         results["sorted"] = len(data[0].split())
 
     results["SORT by date"] = timed(sort_by_date)
+    results["QRESYNC resync after 100 changes"] = qresync_resync(client, port)
     client.logout()
 
     def one_client() -> None:
@@ -383,6 +378,47 @@ def measure(port: int, clients: int) -> dict[str, float]:
 
     results[f"{clients} concurrent clients"] = timed(concurrent)
     return results
+
+
+def qresync_resync(changer: imaplib.IMAP4, port: int) -> float:
+    """SELECT (QRESYNC (uidvalidity modseq)) after 90 flag changes and 10 expunges.
+
+    ``changer`` has the box selected and makes the changes; the timed client knew the box's
+    UIDVALIDITY and HIGHESTMODSEQ from before them, as a client coming back online does."""
+    # The keyword of earlier runs goes first, so that every run's 90 stores are changes.
+    typ, _ = changer.uid("STORE", "1:*", "-FLAGS.SILENT", "($Bench)")
+    assert typ == "OK"
+    client = connect(port)
+    typ, _ = client.enable("QRESYNC")
+    assert typ == "OK"
+    typ, data = client.status("INBOX", "(UIDVALIDITY HIGHESTMODSEQ)")
+    assert typ == "OK"
+    words = data[0].decode().replace("(", " ").replace(")", " ").split()
+    uidvalidity = words[words.index("UIDVALIDITY") + 1]
+    modseq = words[words.index("HIGHESTMODSEQ") + 1]
+    typ, data = changer.uid("SEARCH", None, "ALL")
+    uids = data[0].split()
+    rng = random.Random(len(uids))
+    chosen = rng.sample(uids, 100)
+    for uid in chosen[:90]:
+        typ, _ = changer.uid("STORE", uid.decode(), "+FLAGS.SILENT", "($Bench)")
+        assert typ == "OK"
+    doomed = b",".join(chosen[90:]).decode()
+    typ, _ = changer.uid("STORE", doomed, "+FLAGS.SILENT", "(\\Deleted)")
+    assert typ == "OK"
+    typ, _ = changer.uid("EXPUNGE", doomed)
+    assert typ == "OK"
+
+    def resync() -> None:
+        typ, _ = client.select(f"INBOX (QRESYNC ({uidvalidity} {modseq}))")
+        assert typ == "OK"
+
+    elapsed = timed(resync)
+    fetches = client.untagged_responses.get("FETCH", [])
+    vanished = client.untagged_responses.get("VANISHED", [])
+    assert len(fetches) >= 90 and vanished, (len(fetches), vanished)
+    client.logout()
+    return elapsed
 
 
 def run_series(name: str, port: int, clients: int, repeat: int) -> dict[str, list[float]]:
@@ -418,12 +454,20 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=1143)
     parser.add_argument("--ready", type=Path)
     parser.add_argument("--no-dovecot", action="store_true")
+    parser.add_argument(
+        "--profile", type=Path, help="profile our server (cProfile) into this file; print it"
+    )
     args = parser.parse_args()
 
     if args.serve:
         data = args.data or Path(tempfile.mkdtemp(prefix="imap-serve-"))
         data.mkdir(parents=True, exist_ok=True)
-        asyncio.run(serve(data, args.port, args.ready))
+        if args.profile is None:
+            asyncio.run(serve(data, args.port, args.ready))
+            return
+        profiler = cProfile.Profile()
+        profiler.runcall(asyncio.run, serve(data, args.port, args.ready))
+        profiler.dump_stats(args.profile)
         return
     if args.serve_dovecot:
         data = args.data or Path(tempfile.mkdtemp(prefix="imap-dovecot-"))
@@ -442,13 +486,15 @@ def main() -> None:
         elapsed = timed(lambda: asyncio.run(populate(ours_dir, mails)))
         print(f"Delivered into our store in {elapsed:.1f} s ({args.count / elapsed:.0f} msg/s)")
 
-        process, port = start_ours(ours_dir)
+        process, port = start_ours(ours_dir, args.profile)
         try:
             ours = run_series("ours", port, args.clients, args.repeat)
             peak = peak_rss_kb(process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
+        if args.profile is not None:
+            pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(30)
         show("releves-mailer IMAP server", ours)
         print(f"  peak memory (server process RSS)   {peak / 1024:.0f} MB")
 
@@ -468,7 +514,7 @@ def main() -> None:
         show("Dovecot (same data, same client)", theirs)
         print("\nratio ours / Dovecot (medians)")
         for key, values in ours.items():
-            if key in theirs and key not in ("bodies MB", "search hits"):
+            if key in theirs and key not in ("bodies MB", "search hits", "sorted"):
                 ratio = statistics.median(values) / max(statistics.median(theirs[key]), 1e-9)
                 print(f"  {key:<34} {ratio:5.2f}x")
     finally:

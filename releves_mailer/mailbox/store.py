@@ -61,6 +61,8 @@ _POOL = "mailbox"
 _DELIVERY_ATTEMPTS = 3
 _VIEW_CACHE_SIZE = 64
 _FIXED_CACHE_SIZE = 16
+#: The columns of a message that never change, kept in memory per folder.
+_FIXED_COLUMNS = frozenset({"blob", "internal_date", "size"})
 
 
 class BoxDirectory(Protocol):
@@ -355,19 +357,33 @@ class MessageStore(FolderStore):
 
     async def load_view(self, folder_id: int) -> tuple[FolderInfo, list[MessageMeta]]:
         """The folder and its messages; the list is shared, callers must not change it."""
+        cached = self._views.get(folder_id)
+        if cached is not None and cached[0].highestmodseq > 0:
+            # A MODSEQ bump comes with any change: from the last list, only what changed
+            # since is read (an index range), the whole list of UIDs only after expunges.
+            changes = await self.changes(folder_id, cached[0].highestmodseq)
+            if changes is None:
+                raise NoSuchFolder("Mailbox does not exist")
+            current = changes.info
+            # Another process may have deleted the folder and made one of the same id: its
+            # counters would not be past the cached ones (or its UIDVALIDITY differs).
+            if (
+                current.uidvalidity == cached[0].uidvalidity
+                and current.highestmodseq >= cached[0].highestmodseq
+                and current.uidnext >= cached[0].uidnext
+            ):
+                if (current.highestmodseq, current.uidnext) == (
+                    cached[0].highestmodseq,
+                    cached[0].uidnext,
+                ):
+                    # Many clients polling one big box share one list.
+                    return current, cached[1]
+                metas = _merged(cached[1], changes.changed, changes.all_uids)
+                return current, self._keep_view(current, metas)
         async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
-            cached = self._views.get(folder_id)
-            if cached is not None and (
-                cached[0].highestmodseq,
-                cached[0].uidnext,
-                cached[0].uidvalidity,
-            ) == (info.highestmodseq, info.uidnext, info.uidvalidity):
-                # Nothing changed since the last load (a MODSEQ bump comes with any change):
-                # many clients polling one big box share one list.
-                return info, cached[1]
             rows = (
                 await session.execute(
                     select(MailMessage.uid, MailMessage.flags, MailMessage.modseq)
@@ -376,11 +392,15 @@ class MessageStore(FolderStore):
                 )
             ).all()
         metas = [MessageMeta(uid, flags_of(flags), modseq) for uid, flags, modseq in rows]
+        return info, self._keep_view(info, metas)
+
+    def _keep_view(self, info: FolderInfo, metas: list[MessageMeta]) -> list[MessageMeta]:
+        folder_id = info.id
         self._views.pop(folder_id, None)
         self._views[folder_id] = (info, metas)
         while len(self._views) > _VIEW_CACHE_SIZE:
             del self._views[next(iter(self._views))]
-        return info, metas
+        return metas
 
     async def folder_head(self, folder_id: int) -> tuple[int, int] | None:
         async with self._sessionmaker() as session:
@@ -445,24 +465,27 @@ class MessageStore(FolderStore):
         if not uids:
             return []
         ordered = sorted(uids)
-        if wanted and set(wanted) <= {"internal_date", "size"}:
+        if wanted and set(wanted) <= _FIXED_COLUMNS:
             return await self._fixed_columns(folder_id, ordered)
         return await self._query_records(folder_id, ordered, wanted)
 
     def _forget_folder(self, folder_id: int) -> None:
+        # SQLite gives a deleted folder's id to the next one created.
         self._fixed.pop(folder_id, None)
+        self._views.pop(folder_id, None)
 
     async def _fixed_columns(self, folder_id: int, ordered: list[int]) -> list[MessageRecord]:
-        # Internal date and size never change: SEARCH SINCE/LARGER over a big box is served
-        # from memory after the first time instead of re-reading (and re-parsing) every row.
-        # The records handed out are shared: callers only read them.
+        # Internal date, size and file never change: SEARCH SINCE/LARGER and the FETCH of
+        # whole messages over a big box are served from memory after the first time instead
+        # of re-reading (and re-parsing) every row. The records handed out are shared:
+        # callers only read them.
         cache = self._fixed.pop(folder_id, None) or {}
         self._fixed[folder_id] = cache
         while len(self._fixed) > _FIXED_CACHE_SIZE:
             del self._fixed[next(iter(self._fixed))]
         missing = [uid for uid in ordered if uid not in cache]
         if missing:
-            for record in await self._query_records(folder_id, missing, ["internal_date", "size"]):
+            for record in await self._query_records(folder_id, missing, sorted(_FIXED_COLUMNS)):
                 cache[record.uid] = record
         return [cache[uid] for uid in ordered if uid in cache]
 
@@ -628,6 +651,23 @@ class MessageStore(FolderStore):
         return target.uidvalidity, mapping
 
     # endregion
+
+
+def _merged(
+    old: list[MessageMeta], changed: list[MessageMeta], present: list[int] | None
+) -> list[MessageMeta]:
+    """A folder's message list (by UID) from an older one, the messages changed or added
+    since, and, after expunges, every UID it still holds."""
+    by_uid = {meta.uid: meta for meta in changed}
+    keep = None if present is None else set(present)
+    metas = [by_uid.pop(meta.uid, meta) for meta in old if keep is None or meta.uid in keep]
+    added = sorted(
+        (meta for meta in by_uid.values() if keep is None or meta.uid in keep),
+        key=lambda meta: meta.uid,
+    )
+    if added and metas and added[0].uid < metas[-1].uid:
+        return sorted(metas + added, key=lambda meta: meta.uid)
+    return metas + added
 
 
 def _conforms(store: MessageStore) -> tuple[MessageSink, MailStore]:

@@ -5,8 +5,9 @@ RFC 3516 BINARY through :mod:`.binary`)."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
@@ -125,9 +126,12 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
             item.section and not item.peek
         ):
             sets_seen = True
+    # The header of a message left in its file is read apart (see load): most messages are
+    # read whole, and their file, size and date are cached by the store.
+    header_asked = "header" in columns
     if need_blob:
-        # Size and header: to leave large messages in their files and send them in pieces.
-        columns |= {"blob", "size", "header"}
+        # Size: to leave large messages in their files and send them in pieces.
+        columns |= {"blob", "size"}
     sets_seen = sets_seen and not view.readonly
     folder_id = view.folder_id
     threshold = session.config.spool_threshold
@@ -148,10 +152,16 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
                 if found is not None and found.size <= min(threshold, budget):
                     present.append(uid)
                     budget -= found.size
-            contents = await session.mailbox.read_blobs([records[u].blob for u in present])
-            blobs = dict(zip(present, contents, strict=True))
+            blobs = await _read_blobs(session, records, present)
+            in_file = [u for u in batch if u in records and u not in blobs]
+            if in_file and not header_asked:
+                # Their sections are ranges of the file: where the text starts is needed.
+                for found in await session.mailbox.fetch_records(folder_id, in_file, ["header"]):
+                    if found.uid in records:
+                        records[found.uid] = replace(records[found.uid], header=found.header)
         return records, blobs
 
+    plan = _plan(items, session.condstore)
     batches = [uids[i : i + _FETCH_BATCH] for i in range(0, len(uids), _FETCH_BATCH)]
     # Pipeline: the next batch is read from the database and the files while this one is
     # formatted and sent.
@@ -175,6 +185,10 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
                     for meta in updated:
                         view.set_meta(meta)
                     newly_seen = {m.uid for m in updated}
+            if plan is not None and not newly_seen:
+                batch = _send_planned(
+                    session, view, plan, batch, records, blobs, need_blob, bool(columns)
+                )
             for uid in batch:
                 if uid not in view.meta:
                     continue
@@ -193,6 +207,125 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
         if upcoming is not None and not upcoming.done():
             upcoming.cancel()
     session.ok(context, "Fetch completed")
+
+
+# The kinds of item of a plan (see _plan).
+_UID, _FLAGS, _MODSEQ, _DATE, _SIZE, _STORED, _WHOLE = range(7)
+_STORED_COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
+_NO_RECORD = MessageRecord(0)
+_Plan = list[tuple[int, bytes, str]]
+
+
+def _plan(items: list[FetchAttribute], condstore: bool) -> _Plan | None:
+    """The common FETCH items (flags, dates, sizes, stored structures, whole messages) as
+    (kind, label, stored column) triples, formatted by :func:`_send_planned` with no per-item
+    dispatch; ``None`` when an item needs :func:`_fetch_one`."""
+    plan: _Plan = []
+    for item in items:
+        name = item.name
+        if name == "UID":
+            plan.append((_UID, b"UID", ""))
+        elif name == "FLAGS":
+            plan.append((_FLAGS, b"FLAGS", ""))
+        elif name == "MODSEQ":
+            plan.append((_MODSEQ, b"MODSEQ", ""))
+        elif name == "INTERNALDATE":
+            plan.append((_DATE, b"INTERNALDATE", ""))
+        elif name == "RFC822.SIZE":
+            plan.append((_SIZE, b"RFC822.SIZE", ""))
+        elif name in _STORED_COLUMNS and not item.section:
+            plan.append((_STORED, name.encode(), _STORED_COLUMNS[name]))
+        elif name == "RFC822" or (
+            name == "BODY"
+            and item.section
+            and not item.path
+            and item.text == ""
+            and item.partial is None
+        ):
+            plan.append((_WHOLE, item.label if item.section else b"RFC822", ""))
+        else:
+            return None
+    kinds = {kind for kind, _, _ in plan}
+    if condstore and _FLAGS in kinds and _MODSEQ not in kinds:
+        plan.append((_MODSEQ, b"MODSEQ", ""))
+    return plan
+
+
+def _send_planned(
+    session: ImapSession,
+    view: SelectedView,
+    plan: _Plan,
+    batch: list[int],
+    records: dict[int, MessageRecord],
+    blobs: dict[int, bytes],
+    need_blob: bool,
+    has_columns: bool,
+) -> list[int]:
+    """Send the FETCH responses of ``batch`` that ``plan`` covers; the UIDs left for
+    :func:`_fetch_one` (messages left in their files)."""
+    left: list[int] = []
+    out = session.out
+    metas = view.meta
+    uids = view.uids
+    recent = view.recent
+    seq = 0
+    for uid in batch:
+        meta = metas.get(uid)
+        if meta is None:
+            continue
+        record = records.get(uid)
+        if record is None:
+            if has_columns:
+                continue  # expunged by another session meanwhile
+            record = _NO_RECORD
+        raw = blobs.get(uid)
+        if need_blob and raw is None:
+            left.append(uid)  # left in its file
+            continue
+        # Sequence numbers: the batch is in mailbox order, mostly consecutive.
+        if seq < len(uids) and uids[seq] == uid:
+            seq += 1
+        else:
+            seq = bisect.bisect_left(uids, uid) + 1
+        parts: list[bytes] = []
+        for kind, label, column in plan:
+            if kind == _UID:
+                parts.append(b"UID %d" % uid)
+            elif kind == _WHOLE:
+                assert raw is not None
+                parts.append(b"%s {%d}\r\n%s" % (label, len(raw), raw))
+            elif kind == _FLAGS:
+                flags = " ".join(meta.flags + (("\\Recent",) if uid in recent else ()))
+                parts.append(b"FLAGS (" + flags.encode() + b")")
+            elif kind == _MODSEQ:
+                parts.append(b"MODSEQ (%d)" % meta.modseq)
+            elif kind == _DATE:
+                assert record.internal_date is not None
+                parts.append(b"INTERNALDATE " + format_internal_date(record.internal_date))
+            elif kind == _SIZE:
+                parts.append(b"RFC822.SIZE %d" % record.size)
+            else:
+                parts.append(label + b" " + getattr(record, column))
+        out += b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
+    return left
+
+
+async def _read_blobs(
+    session: ImapSession, records: dict[int, MessageRecord], uids: list[int]
+) -> dict[int, bytes]:
+    """The files of ``uids``; one expunged meanwhile and swept away is left out (its
+    FETCH response then is too, as when its row is gone)."""
+    try:
+        contents = await session.mailbox.read_blobs([records[u].blob for u in uids])
+    except FileNotFoundError:
+        found: dict[int, bytes] = {}
+        for uid in uids:
+            try:
+                found[uid] = await session.mailbox.read_blob(records[uid].blob)
+            except FileNotFoundError:
+                records.pop(uid, None)
+        return found
+    return dict(zip(uids, contents, strict=True))
 
 
 def _fetch_one(
