@@ -111,8 +111,9 @@ class ImapConnection:
 
     async def flush(self) -> None:
         if self.out:
-            data = bytes(self.out)
-            self.out.clear()
+            # Handed over, not copied: the transport sends it or copies what is left.
+            data = self.out
+            self.out = bytearray()
             self.writer.write(data)
             await self.writer.drain()
 

@@ -287,26 +287,32 @@ def _send_planned(
             seq += 1
         else:
             seq = bisect.bisect_left(uids, uid) + 1
-        parts: list[bytes] = []
+        # Written straight into the output: a message's octets are copied once.
+        out += b"* %d FETCH (" % seq
+        space = False
         for kind, label, column in plan:
+            if space:
+                out += b" "
+            space = True
             if kind == _UID:
-                parts.append(b"UID %d" % uid)
+                out += b"UID %d" % uid
             elif kind == _WHOLE:
                 assert raw is not None
-                parts.append(b"%s {%d}\r\n%s" % (label, len(raw), raw))
+                out += b"%s {%d}\r\n" % (label, len(raw))
+                out += raw
             elif kind == _FLAGS:
                 flags = " ".join(meta.flags + (("\\Recent",) if uid in recent else ()))
-                parts.append(b"FLAGS (" + flags.encode() + b")")
+                out += b"FLAGS (" + flags.encode() + b")"
             elif kind == _MODSEQ:
-                parts.append(b"MODSEQ (%d)" % meta.modseq)
+                out += b"MODSEQ (%d)" % meta.modseq
             elif kind == _DATE:
                 assert record.internal_date is not None
-                parts.append(b"INTERNALDATE " + format_internal_date(record.internal_date))
+                out += b"INTERNALDATE " + format_internal_date(record.internal_date)
             elif kind == _SIZE:
-                parts.append(b"RFC822.SIZE %d" % record.size)
+                out += b"RFC822.SIZE %d" % record.size
             else:
-                parts.append(label + b" " + getattr(record, column))
-        out += b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
+                out += label + b" " + getattr(record, column)
+        out += b")\r\n"
     return left
 
 
