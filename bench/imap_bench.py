@@ -10,7 +10,8 @@ The data set is statement-like mails of about 4 KB (a short French text body and
 base64 CFONB attachment) with internal dates spread over 400 days. Our server runs in a
 child process (so that client and server do not share a GIL); Dovecot, when Debian's
 ``dovecot-imapd`` is installed, runs privately on a high loopback port over a Maildir with the
-same messages and the same internal dates. Both get one warm-up pass before timing.
+same messages and the same internal dates. Both get one warm-up pass before timing, then
+are measured in turns.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from releves_mailer.clock import SystemClock  # noqa: E402
 from releves_mailer.config import AuthSection, ImapSection  # noqa: E402
+from releves_mailer.daemon.gc_tuning import tune_garbage_collector  # noqa: E402
 from releves_mailer.db import Database  # noqa: E402
 from releves_mailer.db.migrate import upgrade  # noqa: E402
 from releves_mailer.mailbox.imap.server import ImapServer  # noqa: E402
@@ -160,6 +162,7 @@ async def serve(data: Path, port: int, ready: Path | None = None) -> None:
     )
     guard = PasswordGuard(SystemClock(), lenient, DOMAIN)
     server = ImapServer(config, store, AnyUser(), None, SystemClock(), guard=guard)
+    tune_garbage_collector()  # as the daemon does
     await server.start()
     if ready is not None:
         ready.write_text(str(server.port))  # noqa: ASYNC240  (tiny, once)
@@ -421,12 +424,18 @@ def qresync_resync(changer: imaplib.IMAP4, port: int) -> float:
     return elapsed
 
 
-def run_series(name: str, port: int, clients: int, repeat: int) -> dict[str, list[float]]:
-    measure(port, 5)  # warm-up: Dovecot builds its index, we fill the OS cache
-    series: dict[str, list[float]] = {}
+def run_series(
+    ports: dict[str, int], clients: int, repeat: int
+) -> dict[str, dict[str, list[float]]]:
+    """Each server measured ``repeat`` times, in turns (ours, Dovecot, ours, ...), so that a
+    change of the machine's load weighs on both alike."""
+    for port in ports.values():
+        measure(port, 5)  # warm-up: Dovecot builds its index, we fill the OS cache
+    series: dict[str, dict[str, list[float]]] = {name: {} for name in ports}
     for _ in range(repeat):
-        for key, value in measure(port, clients).items():
-            series.setdefault(key, []).append(value)
+        for name, port in ports.items():
+            for key, value in measure(port, clients).items():
+                series[name].setdefault(key, []).append(value)
     return series
 
 
@@ -487,30 +496,33 @@ def main() -> None:
         print(f"Delivered into our store in {elapsed:.1f} s ({args.count / elapsed:.0f} msg/s)")
 
         process, port = start_ours(ours_dir, args.profile)
+        ports = {"ours": port}
+        dovecot = None
         try:
-            ours = run_series("ours", port, args.clients, args.repeat)
+            if args.no_dovecot:
+                print("Dovecot: skipped (--no-dovecot)")
+            else:
+                started = start_dovecot(base / "dovecot", mails)
+                if started is None:
+                    print("Dovecot: not installed (apt-get install dovecot-imapd), ours only")
+                else:
+                    dovecot, ports["dovecot"] = started
+            series = run_series(ports, args.clients, args.repeat)
             peak = peak_rss_kb(process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
+            if dovecot is not None:
+                dovecot.terminate()
+                dovecot.wait(30)
         if args.profile is not None:
             pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(30)
+        ours = series["ours"]
         show("releves-mailer IMAP server", ours)
         print(f"  peak memory (server process RSS)   {peak / 1024:.0f} MB")
-
-        if args.no_dovecot:
-            print("\nDovecot: skipped (--no-dovecot)")
+        if "dovecot" not in series:
             return
-        started = start_dovecot(base / "dovecot", mails)
-        if started is None:
-            print("\nDovecot: not installed (apt-get install dovecot-imapd), no side-by-side run")
-            return
-        dovecot, dport = started
-        try:
-            theirs = run_series("dovecot", dport, args.clients, args.repeat)
-        finally:
-            dovecot.terminate()
-            dovecot.wait(30)
+        theirs = series["dovecot"]
         show("Dovecot (same data, same client)", theirs)
         print("\nratio ours / Dovecot (medians)")
         for key, values in ours.items():
