@@ -23,7 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
-from releves_mailer.db.models.mailbox import MailDelivered, MailFolder, MailMessage
+from releves_mailer.db.models.mailbox import (
+    MailDelivered,
+    MailExpunged,
+    MailFolder,
+    MailMessage,
+)
 from releves_mailer.mailbox.blobs import Analysis, BlobFiles, retrieve
 from releves_mailer.mailbox.contracts import (
     AppendItem,
@@ -358,41 +363,53 @@ class MessageStore(FolderStore):
     async def load_view(self, folder_id: int) -> tuple[FolderInfo, list[MessageMeta]]:
         """The folder and its messages; the list is shared, callers must not change it."""
         cached = self._views.get(folder_id)
-        if cached is not None and cached[0].highestmodseq > 0:
-            # A MODSEQ bump comes with any change: from the last list, only what changed
-            # since is read (an index range), the whole list of UIDs only after expunges.
-            changes = await self.changes(folder_id, cached[0].highestmodseq)
-            if changes is None:
-                raise NoSuchFolder("Mailbox does not exist")
-            current = changes.info
-            # Another process may have deleted the folder and made one of the same id: its
-            # counters would not be past the cached ones (or its UIDVALIDITY differs).
-            if (
-                current.uidvalidity == cached[0].uidvalidity
-                and current.highestmodseq >= cached[0].highestmodseq
-                and current.uidnext >= cached[0].uidnext
-            ):
-                if (current.highestmodseq, current.uidnext) == (
-                    cached[0].highestmodseq,
-                    cached[0].uidnext,
-                ):
-                    # Many clients polling one big box share one list.
-                    return current, cached[1]
-                metas = _merged(cached[1], changes.changed, changes.all_uids)
-                return current, self._keep_view(current, metas)
         async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
-            rows = (
-                await session.execute(
-                    select(MailMessage.uid, MailMessage.flags, MailMessage.modseq)
-                    .where(MailMessage.folder_id == folder_id)
-                    .order_by(MailMessage.uid)
-                )
-            ).all()
-        metas = [MessageMeta(uid, flags_of(flags), modseq) for uid, flags, modseq in rows]
+            if cached is not None:
+                known, old = cached
+                # Another process may have deleted the folder and made one of the same id:
+                # its counters would not be past the cached ones (or its UIDVALIDITY differs).
+                if (
+                    info.uidvalidity == known.uidvalidity
+                    and info.highestmodseq >= known.highestmodseq
+                    and info.uidnext >= known.uidnext
+                ):
+                    if (info.highestmodseq, info.uidnext) == (known.highestmodseq, known.uidnext):
+                        # Nothing changed (a MODSEQ bump comes with any change): many
+                        # clients polling one big box share one list.
+                        return info, old
+                    # Only what changed since the cached list: two index ranges.
+                    changed = await self._metas_since(session, folder_id, known.highestmodseq)
+                    gone: set[int] = set()
+                    if info.expunge_modseq > known.highestmodseq:
+                        gone = set(
+                            (
+                                await session.execute(
+                                    select(MailExpunged.uid).where(
+                                        MailExpunged.folder_id == folder_id,
+                                        MailExpunged.modseq > known.highestmodseq,
+                                    )
+                                )
+                            ).scalars()
+                        )
+                    return info, self._keep_view(info, _merged(old, changed, gone))
+            metas = await self._metas_since(session, folder_id, None)
         return info, self._keep_view(info, metas)
+
+    async def _metas_since(
+        self, session: AsyncSession, folder_id: int, since_modseq: int | None
+    ) -> list[MessageMeta]:
+        """The messages of a folder (changed after ``since_modseq`` if given), by UID."""
+        columns = MESSAGES.c
+        query = select(columns.uid, columns.flags, columns.modseq).where(
+            columns.folder_id == folder_id
+        )
+        if since_modseq is not None:
+            query = query.where(columns.modseq > since_modseq)
+        rows = (await session.execute(query.order_by(columns.uid))).all()
+        return [MessageMeta(uid, flags_of(flags), modseq) for uid, flags, modseq in rows]
 
     def _keep_view(self, info: FolderInfo, metas: list[MessageMeta]) -> list[MessageMeta]:
         folder_id = info.id
@@ -492,22 +509,24 @@ class MessageStore(FolderStore):
     async def _query_records(
         self, folder_id: int, ordered: list[int], wanted: Sequence[str]
     ) -> list[MessageRecord]:
-        selected = [MailMessage.uid] + [getattr(MailMessage, name) for name in wanted]
+        # Core columns, not ORM attributes: rows come back without the ORM's loading.
+        columns = MESSAGES.c
+        selected = [columns.uid] + [columns[name] for name in wanted]
         records: list[MessageRecord] = []
         async with self._session() as session:
             # A contiguous UID range is one indexed range scan, not a long IN list.
             if ordered[-1] - ordered[0] + 1 <= len(ordered) * 2:
-                condition = and_(MailMessage.uid >= ordered[0], MailMessage.uid <= ordered[-1])
+                condition = and_(columns.uid >= ordered[0], columns.uid <= ordered[-1])
                 batches: list[Any] = [condition]
                 keep: set[int] | None = set(ordered)
             else:
-                batches = [MailMessage.uid.in_(list(chunk)) for chunk in chunks(ordered)]
+                batches = [columns.uid.in_(list(chunk)) for chunk in chunks(ordered)]
                 keep = None
             for condition in batches:
                 result = await session.execute(
                     select(*selected)
-                    .where(MailMessage.folder_id == folder_id, condition)
-                    .order_by(MailMessage.uid)
+                    .where(columns.folder_id == folder_id, condition)
+                    .order_by(columns.uid)
                 )
                 for row in result:
                     if keep is not None and row[0] not in keep:
@@ -654,17 +673,14 @@ class MessageStore(FolderStore):
 
 
 def _merged(
-    old: list[MessageMeta], changed: list[MessageMeta], present: list[int] | None
+    old: list[MessageMeta], changed: list[MessageMeta], gone: set[int]
 ) -> list[MessageMeta]:
     """A folder's message list (by UID) from an older one, the messages changed or added
-    since, and, after expunges, every UID it still holds."""
-    by_uid = {meta.uid: meta for meta in changed}
-    keep = None if present is None else set(present)
-    metas = [by_uid.pop(meta.uid, meta) for meta in old if keep is None or meta.uid in keep]
-    added = sorted(
-        (meta for meta in by_uid.values() if keep is None or meta.uid in keep),
-        key=lambda meta: meta.uid,
-    )
+    since, and the UIDs expunged since (every expunge is recorded, see
+    :meth:`FolderStore._record_expunged`)."""
+    by_uid = {meta.uid: meta for meta in changed if meta.uid not in gone}
+    metas = [by_uid.pop(meta.uid, meta) for meta in old if meta.uid not in gone]
+    added = sorted(by_uid.values(), key=lambda meta: meta.uid)
     if added and metas and added[0].uid < metas[-1].uid:
         return sorted(metas + added, key=lambda meta: meta.uid)
     return metas + added

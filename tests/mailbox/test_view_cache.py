@@ -1,0 +1,56 @@
+"""MessageStore.load_view from its cached list: only the changes are read, and the list is
+the one a fresh load gives, after flag changes, expunges, moves and new messages."""
+
+from __future__ import annotations
+
+from releves_mailer.clock import ManualClock
+from releves_mailer.db import Database
+from releves_mailer.mailbox.store import MessageStore
+
+from .conftest import DOMAIN, put, sample_message
+
+ADDRESS = f"demo@{DOMAIN}"
+
+
+async def fresh_view(database: Database, store: MessageStore, folder_id: int) -> list[tuple]:
+    """The folder's list as a store with nothing cached reads it."""
+    other = MessageStore(database, store.blobs.blob_dir, ManualClock(store.clock.now()))
+    try:
+        _, metas = await other.load_view(folder_id)
+    finally:
+        await other.close()
+    return [(m.uid, m.flags, m.modseq) for m in metas]
+
+
+async def test_cached_view_follows_every_kind_of_change(
+    store: MessageStore, database: Database
+) -> None:
+    uids = [await put(store, ADDRESS, sample_message(f"m{n}")) for n in range(12)]
+    inbox = await store.get_folder(ADDRESS, "INBOX")
+    archive = await store.create_folder(ADDRESS, "Archive")
+    assert inbox is not None
+    info, first = await store.load_view(inbox.id)
+    assert [m.uid for m in first] == uids
+
+    await store.store_flags(inbox.id, uids[1:4], "add", ["\\Flagged", "$Todo"])
+    await store.store_flags(inbox.id, uids[5:7], "add", ["\\Deleted"])
+    await store.expunge(inbox.id)
+    await store.copy(inbox.id, [uids[9]], archive.id, move=True)
+    added = await put(store, ADDRESS, sample_message("late"))
+    await store.store_flags(inbox.id, [uids[2]], "remove", ["$Todo"])
+
+    info, metas = await store.load_view(inbox.id)
+    seen = [(m.uid, m.flags, m.modseq) for m in metas]
+    assert seen == await fresh_view(database, store, inbox.id)
+    expected = [u for u in uids if u not in (uids[5], uids[6], uids[9])] + [added]
+    assert [m.uid for m in metas] == expected
+    flags = {m.uid: m.flags for m in metas}
+    assert set(flags[uids[1]]) == {"\\Flagged", "$Todo"}
+    assert set(flags[uids[2]]) == {"\\Flagged"}
+    assert info.highestmodseq == max(m.modseq for m in metas)
+    # The earlier list, shared with the sessions that hold it, is left as it was.
+    assert [m.uid for m in first] == uids
+
+    # Nothing changed since: the same list, not a copy.
+    _, again = await store.load_view(inbox.id)
+    assert again is metas
