@@ -185,11 +185,26 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
                     for meta in updated:
                         view.set_meta(meta)
                     newly_seen = {m.uid for m in updated}
-            if plan is not None and not newly_seen:
-                batch = _send_planned(
-                    session, view, plan, batch, records, blobs, need_blob, bool(columns)
-                )
-            for uid in batch:
+            planned = plan if not newly_seen else None
+            position = 0
+            while position < len(batch):
+                if planned is not None:
+                    # Up to the first message the plan cannot send (one left in its file).
+                    position = _send_planned(
+                        session,
+                        view,
+                        planned,
+                        batch,
+                        position,
+                        records,
+                        blobs,
+                        need_blob,
+                        bool(columns),
+                    )
+                    if position == len(batch):
+                        break
+                uid = batch[position]
+                position += 1
                 if uid not in view.meta:
                     continue
                 record = records.get(uid)
@@ -256,20 +271,22 @@ def _send_planned(
     view: SelectedView,
     plan: _Plan,
     batch: list[int],
+    start: int,
     records: dict[int, MessageRecord],
     blobs: dict[int, bytes],
     need_blob: bool,
     has_columns: bool,
-) -> list[int]:
-    """Send the FETCH responses of ``batch`` that ``plan`` covers; the UIDs left for
-    :func:`_fetch_one` (messages left in their files)."""
-    left: list[int] = []
+) -> int:
+    """Send the FETCH responses of ``batch`` from ``start`` on, in order, up to the first
+    message that ``plan`` does not cover (one left in its file, for :func:`_fetch_one`);
+    that message's index, or the batch's length."""
     out = session.out
     metas = view.meta
     uids = view.uids
     recent = view.recent
     seq = 0
-    for uid in batch:
+    for index in range(start, len(batch)):
+        uid = batch[index]
         meta = metas.get(uid)
         if meta is None:
             continue
@@ -280,8 +297,7 @@ def _send_planned(
             record = _NO_RECORD
         raw = blobs.get(uid)
         if need_blob and raw is None:
-            left.append(uid)  # left in its file
-            continue
+            return index  # left in its file
         # Sequence numbers: the batch is in mailbox order, mostly consecutive.
         if seq < len(uids) and uids[seq] == uid:
             seq += 1
@@ -313,7 +329,7 @@ def _send_planned(
             else:
                 out += label + b" " + getattr(record, column)
         out += b")\r\n"
-    return left
+    return len(batch)
 
 
 async def _read_blobs(
