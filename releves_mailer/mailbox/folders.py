@@ -386,6 +386,8 @@ class FolderStore:
         self, session: AsyncSession, folder_id: int, uids: Sequence[int], modseq: int
     ) -> None:
         """Keep the expunged UIDs with their MODSEQ, for QRESYNC's VANISHED."""
+        if not uids:
+            return
         await session.execute(
             insert(MailExpunged),
             [{"folder_id": folder_id, "uid": uid, "modseq": modseq} for uid in uids],

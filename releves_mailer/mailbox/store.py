@@ -610,14 +610,26 @@ class MessageStore(FolderStore):
             if not gone:
                 return []
             _, modseq = await self._bump(session, folder_id, expunge=True)
-            for chunk in chunks(gone):
-                await session.execute(
-                    delete(MailMessage).where(
-                        MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
-                    )
-                )
+            # Another session may have expunged some of them meanwhile: only what this
+            # transaction deleted is recorded (imaptest's stress mode found the race).
+            gone = await self._delete_messages(session, folder_id, gone)
             await self._record_expunged(session, folder_id, gone, modseq)
         return gone
+
+    async def _delete_messages(
+        self, session: AsyncSession, folder_id: int, uids: Sequence[int]
+    ) -> list[int]:
+        """Delete these messages of a folder; the UIDs that were still there, sorted."""
+        deleted: list[int] = []
+        for chunk in chunks(uids):
+            deleted += (
+                await session.execute(
+                    delete(MESSAGES)
+                    .where(MESSAGES.c.folder_id == folder_id, MESSAGES.c.uid.in_(list(chunk)))
+                    .returning(MESSAGES.c.uid)
+                )
+            ).scalars()
+        return sorted(deleted)
 
     async def copy(
         self, folder_id: int, uids: Sequence[int], target_id: int, *, move: bool = False
@@ -648,6 +660,16 @@ class MessageStore(FolderStore):
                 ).all()
             if not rows:
                 return target.uidvalidity, []
+            if move:
+                # Taken from the source first: what another session moved or expunged
+                # meanwhile is neither copied nor recorded twice.
+                _, expunge_modseq = await self._bump(session, folder_id, expunge=True)
+                moved = await self._delete_messages(session, folder_id, [r.uid for r in rows])
+                await self._record_expunged(session, folder_id, moved, expunge_modseq)
+                still = set(moved)
+                rows = [row for row in rows if row.uid in still]
+                if not rows:
+                    return target.uidvalidity, []
             first, modseq = await self._bump(session, target_id, uids=len(rows))
             mapping: list[tuple[int, int]] = []
             values = []
@@ -657,16 +679,6 @@ class MessageStore(FolderStore):
                 item.update(folder_id=target_id, uid=first + offset, modseq=modseq)
                 values.append(item)
             await session.execute(insert(MailMessage), values)
-            if move:
-                _, expunge_modseq = await self._bump(session, folder_id, expunge=True)
-                moved = [old for old, _ in mapping]
-                for chunk in chunks(moved):
-                    await session.execute(
-                        delete(MailMessage).where(
-                            MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
-                        )
-                    )
-                await self._record_expunged(session, folder_id, moved, expunge_modseq)
         return target.uidvalidity, mapping
 
     # endregion

@@ -3,6 +3,8 @@ the one a fresh load gives, after flag changes, expunges, moves and new messages
 
 from __future__ import annotations
 
+import asyncio
+
 from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
 from releves_mailer.mailbox.store import MessageStore
@@ -54,3 +56,26 @@ async def test_cached_view_follows_every_kind_of_change(
     # Nothing changed since: the same list, not a copy.
     _, again = await store.load_view(inbox.id)
     assert again is metas
+
+
+async def test_concurrent_expunges_and_moves_of_the_same_messages(store: MessageStore) -> None:
+    """Two sessions expunging (or moving) the same messages at once: each message goes once,
+    is recorded expunged once, and is copied once (imaptest's stress mode found the race)."""
+    uids = [await put(store, ADDRESS, sample_message(f"m{n}")) for n in range(20)]
+    inbox = await store.get_folder(ADDRESS, "INBOX")
+    archive = await store.create_folder(ADDRESS, "Archive")
+    assert inbox is not None
+    await store.store_flags(inbox.id, uids[:10], "add", ["\\Deleted"])
+    results = await asyncio.gather(*(store.expunge(inbox.id) for _ in range(4)))
+    assert sorted(uid for result in results for uid in result) == uids[:10]
+    assert await store.vanished(inbox.id, 1) == [(uids[0], uids[9])]
+
+    moves = await asyncio.gather(
+        *(store.copy(inbox.id, uids[10:], archive.id, move=True) for _ in range(4))
+    )
+    moved = sorted(old for _, mapping in moves for old, _ in mapping)
+    assert moved == uids[10:]
+    _, in_archive = await store.load_view(archive.id)
+    assert len(in_archive) == 10
+    _, left = await store.load_view(inbox.id)
+    assert left == []
