@@ -7,6 +7,8 @@ import asyncio
 
 from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
+from releves_mailer.mailbox.contracts import MessageMeta
+from releves_mailer.mailbox.imap.view import ViewSeeds
 from releves_mailer.mailbox.store import MessageStore
 
 from .conftest import DOMAIN, put, sample_message
@@ -79,3 +81,24 @@ async def test_concurrent_expunges_and_moves_of_the_same_messages(store: Message
     assert len(in_archive) == 10
     _, left = await store.load_view(inbox.id)
     assert left == []
+
+
+def test_view_seeds_are_copies_and_follow_the_list() -> None:
+    seeds = ViewSeeds(size=2)
+    metas = [
+        MessageMeta(1, ("\\Seen",), 1),
+        MessageMeta(2, ("$Todo",), 2),
+        MessageMeta(5, ("\\Seen", "$Done"), 3),
+    ]
+    uids, meta, keywords, first_unseen = seeds.seed(7, metas)
+    assert (uids, sorted(meta), first_unseen) == ([1, 2, 5], [1, 2, 5], 2)
+    assert keywords == {"$Todo", "$Done"}
+    # A session changes its own view: the next one starts from the list again.
+    uids.append(9)
+    del meta[1]
+    keywords.add("$New")
+    again = seeds.seed(7, metas)
+    assert again == ([1, 2, 5], dict(zip([1, 2, 5], metas, strict=True)), {"$Todo", "$Done"}, 2)
+    # Another list of the folder (the store saw changes): derived from it.
+    changed = [MessageMeta(1, ("\\Seen",), 1), MessageMeta(5, ("\\Seen",), 4)]
+    assert seeds.seed(7, changed) == ([1, 5], dict(zip([1, 5], changed, strict=True)), set(), None)
