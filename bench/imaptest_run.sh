@@ -104,7 +104,7 @@ summarise() {
           if (failed > 0) { bad++; failures = failures " " $1 }
           else if (executed > 0) passed++ }
         END {
-          printf "%s: %d groups, %d executed commands, %d passed, %d failed, %d executed nothing\n",
+          printf "%s: %d groups: %d executed commands, %d passed, %d failed, %d executed nothing\n",
               name, total, ran, passed, bad, total - ran
           printf "%s: base protocol %d/%d commands failed, extensions %d/%d commands failed\n",
               name, base_failed, base, ext_failed, ext
