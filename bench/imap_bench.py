@@ -407,6 +407,9 @@ def steps(server: Server, clients: int) -> list[tuple[str, Callable[[], object]]
         own.logout()
 
     def concurrent() -> None:
+        if server.client is not None:  # as many connections as clients, no more
+            server.client.logout()
+            server.client = None
         threads = [threading.Thread(target=one_client) for _ in range(clients)]
         for thread in threads:
             thread.start()

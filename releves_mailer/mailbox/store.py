@@ -66,6 +66,8 @@ _POOL = "mailbox"
 _DELIVERY_ATTEMPTS = 3
 _VIEW_CACHE_SIZE = 64
 _FIXED_CACHE_SIZE = 16
+#: Octets of ENVELOPE data kept in memory, all folders together.
+ENVELOPE_CACHE_BYTES = 32 * 1024 * 1024
 #: The columns of a message that never change, kept in memory per folder.
 _FIXED_COLUMNS = frozenset({"blob", "internal_date", "size"})
 
@@ -111,6 +113,8 @@ class MessageStore(FolderStore):
         self.blob_dir = self.blobs.blob_dir
         self.boxes = boxes
         self._views: dict[int, tuple[FolderInfo, list[MessageMeta]]] = {}
+        self._envelopes: dict[int, dict[int, MessageRecord]] = {}
+        self._envelope_bytes = 0
         self._fixed: dict[int, dict[int, MessageRecord]] = {}
 
     async def start(self, stack: AsyncExitStack) -> None:
@@ -484,12 +488,37 @@ class MessageStore(FolderStore):
         ordered = sorted(uids)
         if wanted and set(wanted) <= _FIXED_COLUMNS:
             return await self._fixed_columns(folder_id, ordered)
+        if wanted == ["envelope"]:
+            return await self._envelope_column(folder_id, ordered)
         return await self._query_records(folder_id, ordered, wanted)
 
     def _forget_folder(self, folder_id: int) -> None:
         # SQLite gives a deleted folder's id to the next one created.
         self._fixed.pop(folder_id, None)
         self._views.pop(folder_id, None)
+        self._drop_envelopes(folder_id)
+
+    def _drop_envelopes(self, folder_id: int) -> None:
+        dropped = self._envelopes.pop(folder_id, None)
+        if dropped:
+            self._envelope_bytes -= sum(len(record.envelope) for record in dropped.values())
+
+    async def _envelope_column(self, folder_id: int, ordered: list[int]) -> list[MessageRecord]:
+        # A message's ENVELOPE never changes either, and mail clients fetch it for whole
+        # boxes (message lists): kept per folder within ENVELOPE_CACHE_BYTES in all, the
+        # folders used least recently dropped first; a folder larger than that alone is
+        # read from the database each time. The records are shared: callers only read them.
+        cache = self._envelopes.pop(folder_id, None) or {}
+        self._envelopes[folder_id] = cache
+        missing = [uid for uid in ordered if uid not in cache]
+        if missing:
+            for record in await self._query_records(folder_id, missing, ["envelope"]):
+                cache[record.uid] = record
+                self._envelope_bytes += len(record.envelope)
+        found = [cache[uid] for uid in ordered if uid in cache]
+        while self._envelope_bytes > ENVELOPE_CACHE_BYTES and self._envelopes:
+            self._drop_envelopes(next(iter(self._envelopes)))
+        return found
 
     async def _fixed_columns(self, folder_id: int, ordered: list[int]) -> list[MessageRecord]:
         # Internal date, size and file never change: SEARCH SINCE/LARGER and the FETCH of

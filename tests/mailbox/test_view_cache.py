@@ -1,12 +1,16 @@
-"""MessageStore.load_view from its cached list: only the changes are read, and the list is
-the one a fresh load gives, after flag changes, expunges, moves and new messages."""
+"""The store's caches: load_view from its cached list (only the changes are read; the list is
+the one a fresh load gives), SELECT's seeds, envelopes within their budget; concurrent
+expunges and moves of the same messages."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
+from releves_mailer.mailbox import store as store_module
 from releves_mailer.mailbox.contracts import MessageMeta
 from releves_mailer.mailbox.imap.view import ViewSeeds
 from releves_mailer.mailbox.store import MessageStore
@@ -102,3 +106,21 @@ def test_view_seeds_are_copies_and_follow_the_list() -> None:
     # Another list of the folder (the store saw changes): derived from it.
     changed = [MessageMeta(1, ("\\Seen",), 1), MessageMeta(5, ("\\Seen",), 4)]
     assert seeds.seed(7, changed) == ([1, 5], dict(zip([1, 5], changed, strict=True)), set(), None)
+
+
+async def test_envelopes_kept_within_their_budget(
+    store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uids = [await put(store, ADDRESS, sample_message(f"m{n}")) for n in range(5)]
+    inbox = await store.get_folder(ADDRESS, "INBOX")
+    assert inbox is not None
+    first = await store.fetch_records(inbox.id, uids, ["envelope"])
+    assert [r.uid for r in first] == uids
+    assert all(b'"m' in r.envelope for r in first)
+    again = await store.fetch_records(inbox.id, uids[1:3], ["envelope"])
+    assert again == first[1:3] and again[0] is first[1]  # from memory
+    # Over the budget, the folder is dropped: read again, equal, not the same objects.
+    monkeypatch.setattr(store_module, "ENVELOPE_CACHE_BYTES", 10)
+    third = await store.fetch_records(inbox.id, uids, ["envelope"])
+    fourth = await store.fetch_records(inbox.id, uids, ["envelope"])
+    assert third == fourth == first and fourth[0] is not third[0]
