@@ -33,6 +33,7 @@ from releves_mailer.collect.connections import connections_named
 from releves_mailer.collect.scheduler import RefreshPlan
 from releves_mailer.config import Config, ConfigError, LoggingSection, load_config
 from releves_mailer.daemon.engine import open_engine
+from releves_mailer.daemon.gc_tuning import tune_garbage_collector
 from releves_mailer.daemon.health import ops_routes
 from releves_mailer.daemon.jobs import Collector
 from releves_mailer.daemon.lock import DataDirLock
@@ -453,6 +454,7 @@ class Daemon:
             self.lock.acquire()
         if self.config.source is not None and self._file_config is None:
             self._file_config = self._read_config_file()
+        tune_garbage_collector()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)

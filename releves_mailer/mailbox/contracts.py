@@ -177,9 +177,17 @@ class MailboxSession(Protocol):
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None: ...
 
     async def vanished(
-        self, folder_id: int, since_modseq: int, within: Sequence[tuple[int, int]] | None = None
+        self,
+        folder_id: int,
+        since_modseq: int,
+        within: Sequence[tuple[int, int]] | None = None,
+        *,
+        snapshot: tuple[Sequence[int], int] | None = None,
     ) -> list[tuple[int, int]]:
-        """UID ranges expunged after ``since_modseq``, among ``within`` if given (QRESYNC)."""
+        """UID ranges expunged after ``since_modseq``, among ``within`` if given (QRESYNC).
+
+        ``snapshot``: the folder's UIDs (sorted) and UIDNEXT as the caller just loaded them,
+        instead of reading them again; what was expunged after it is left out."""
         ...
 
     async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:

@@ -402,13 +402,20 @@ class FolderStore:
         self, session: AsyncSession, folder_id: int, uids: Sequence[int], modseq: int
     ) -> None:
         """Keep the expunged UIDs with their MODSEQ, for QRESYNC's VANISHED."""
+        if not uids:
+            return
         await session.execute(
             insert(MailExpunged),
             [{"folder_id": folder_id, "uid": uid, "modseq": modseq} for uid in uids],
         )
 
     async def vanished(
-        self, folder_id: int, since_modseq: int, within: Sequence[tuple[int, int]] | None = None
+        self,
+        folder_id: int,
+        since_modseq: int,
+        within: Sequence[tuple[int, int]] | None = None,
+        *,
+        snapshot: tuple[Sequence[int], int] | None = None,
     ) -> list[tuple[int, int]]:
         """UID ranges expunged after ``since_modseq`` (among ``within`` when given).
 
@@ -418,18 +425,22 @@ class FolderStore:
         which RFC 7162 allows (a client ignores UIDs it does not know).
         """
         async with self._session() as session:
-            info = await self._folder_by_id(session, folder_id)
-            if info is None:
-                raise NoSuchFolder("Mailbox does not exist")
-            present = list(
-                (
-                    await session.execute(
-                        select(MailMessage.uid)
-                        .where(MailMessage.folder_id == folder_id)
-                        .order_by(MailMessage.uid)
-                    )
-                ).scalars()
-            )
+            if snapshot is not None:
+                present, uidnext = snapshot
+            else:
+                info = await self._folder_by_id(session, folder_id)
+                if info is None:
+                    raise NoSuchFolder("Mailbox does not exist")
+                uidnext = info.uidnext
+                present = list(
+                    (
+                        await session.execute(
+                            select(MailMessage.uid)
+                            .where(MailMessage.folder_id == folder_id)
+                            .order_by(MailMessage.uid)
+                        )
+                    ).scalars()
+                )
             known_gone = set(
                 (
                     await session.execute(
@@ -440,13 +451,13 @@ class FolderStore:
                     )
                 ).scalars()
             )
-        return _gaps(present, known_gone, info.uidnext, within)
+        return _gaps(present, known_gone, uidnext, within)
 
     # endregion
 
 
 def _gaps(
-    present: list[int],
+    present: Sequence[int],
     known_gone: set[int],
     uidnext: int,
     within: Sequence[tuple[int, int]] | None,

@@ -23,7 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
-from releves_mailer.db.models.mailbox import MailDelivered, MailFolder, MailMessage
+from releves_mailer.db.models.mailbox import (
+    MailDelivered,
+    MailExpunged,
+    MailFolder,
+    MailMessage,
+)
 from releves_mailer.mailbox.blobs import Analysis, BlobFiles, retrieve
 from releves_mailer.mailbox.contracts import (
     AppendItem,
@@ -61,6 +66,10 @@ _POOL = "mailbox"
 _DELIVERY_ATTEMPTS = 3
 _VIEW_CACHE_SIZE = 64
 _FIXED_CACHE_SIZE = 16
+#: Octets of ENVELOPE data kept in memory, all folders together.
+ENVELOPE_CACHE_BYTES = 32 * 1024 * 1024
+#: The columns of a message that never change, kept in memory per folder.
+_FIXED_COLUMNS = frozenset({"blob", "internal_date", "size"})
 
 
 class BoxDirectory(Protocol):
@@ -104,6 +113,8 @@ class MessageStore(FolderStore):
         self.blob_dir = self.blobs.blob_dir
         self.boxes = boxes
         self._views: dict[int, tuple[FolderInfo, list[MessageMeta]]] = {}
+        self._envelopes: dict[int, dict[int, MessageRecord]] = {}
+        self._envelope_bytes = 0
         self._fixed: dict[int, dict[int, MessageRecord]] = {}
 
     async def start(self, stack: AsyncExitStack) -> None:
@@ -355,32 +366,62 @@ class MessageStore(FolderStore):
 
     async def load_view(self, folder_id: int) -> tuple[FolderInfo, list[MessageMeta]]:
         """The folder and its messages; the list is shared, callers must not change it."""
+        cached = self._views.get(folder_id)
         async with self._session() as session:
             info = await self._folder_by_id(session, folder_id)
             if info is None:
                 raise NoSuchFolder("Mailbox does not exist")
-            cached = self._views.get(folder_id)
-            if cached is not None and (
-                cached[0].highestmodseq,
-                cached[0].uidnext,
-                cached[0].uidvalidity,
-            ) == (info.highestmodseq, info.uidnext, info.uidvalidity):
-                # Nothing changed since the last load (a MODSEQ bump comes with any change):
-                # many clients polling one big box share one list.
-                return info, cached[1]
-            rows = (
-                await session.execute(
-                    select(MailMessage.uid, MailMessage.flags, MailMessage.modseq)
-                    .where(MailMessage.folder_id == folder_id)
-                    .order_by(MailMessage.uid)
-                )
-            ).all()
-        metas = [MessageMeta(uid, flags_of(flags), modseq) for uid, flags, modseq in rows]
+            if cached is not None:
+                known, old = cached
+                # Another process may have deleted the folder and made one of the same id:
+                # its counters would not be past the cached ones (or its UIDVALIDITY differs).
+                if (
+                    info.uidvalidity == known.uidvalidity
+                    and info.highestmodseq >= known.highestmodseq
+                    and info.uidnext >= known.uidnext
+                ):
+                    if (info.highestmodseq, info.uidnext) == (known.highestmodseq, known.uidnext):
+                        # Nothing changed (a MODSEQ bump comes with any change): many
+                        # clients polling one big box share one list.
+                        return info, old
+                    # Only what changed since the cached list: two index ranges.
+                    changed = await self._metas_since(session, folder_id, known.highestmodseq)
+                    gone: set[int] = set()
+                    if info.expunge_modseq > known.highestmodseq:
+                        gone = set(
+                            (
+                                await session.execute(
+                                    select(MailExpunged.uid).where(
+                                        MailExpunged.folder_id == folder_id,
+                                        MailExpunged.modseq > known.highestmodseq,
+                                    )
+                                )
+                            ).scalars()
+                        )
+                    return info, self._keep_view(info, _merged(old, changed, gone))
+            metas = await self._metas_since(session, folder_id, None)
+        return info, self._keep_view(info, metas)
+
+    async def _metas_since(
+        self, session: AsyncSession, folder_id: int, since_modseq: int | None
+    ) -> list[MessageMeta]:
+        """The messages of a folder (changed after ``since_modseq`` if given), by UID."""
+        columns = MESSAGES.c
+        query = select(columns.uid, columns.flags, columns.modseq).where(
+            columns.folder_id == folder_id
+        )
+        if since_modseq is not None:
+            query = query.where(columns.modseq > since_modseq)
+        rows = (await session.execute(query.order_by(columns.uid))).all()
+        return [MessageMeta(uid, flags_of(flags), modseq) for uid, flags, modseq in rows]
+
+    def _keep_view(self, info: FolderInfo, metas: list[MessageMeta]) -> list[MessageMeta]:
+        folder_id = info.id
         self._views.pop(folder_id, None)
         self._views[folder_id] = (info, metas)
         while len(self._views) > _VIEW_CACHE_SIZE:
             del self._views[next(iter(self._views))]
-        return info, metas
+        return metas
 
     async def folder_head(self, folder_id: int) -> tuple[int, int] | None:
         async with self._sessionmaker() as session:
@@ -445,46 +486,76 @@ class MessageStore(FolderStore):
         if not uids:
             return []
         ordered = sorted(uids)
-        if wanted and set(wanted) <= {"internal_date", "size"}:
+        if wanted and set(wanted) <= _FIXED_COLUMNS:
             return await self._fixed_columns(folder_id, ordered)
+        if wanted == ["envelope"]:
+            return await self._envelope_column(folder_id, ordered)
         return await self._query_records(folder_id, ordered, wanted)
 
     def _forget_folder(self, folder_id: int) -> None:
+        # SQLite gives a deleted folder's id to the next one created.
         self._fixed.pop(folder_id, None)
+        self._views.pop(folder_id, None)
+        self._drop_envelopes(folder_id)
+
+    def _drop_envelopes(self, folder_id: int) -> None:
+        dropped = self._envelopes.pop(folder_id, None)
+        if dropped:
+            self._envelope_bytes -= sum(len(record.envelope) for record in dropped.values())
+
+    async def _envelope_column(self, folder_id: int, ordered: list[int]) -> list[MessageRecord]:
+        # A message's ENVELOPE never changes either, and mail clients fetch it for whole
+        # boxes (message lists): kept per folder within ENVELOPE_CACHE_BYTES in all, the
+        # folders used least recently dropped first; a folder larger than that alone is
+        # read from the database each time. The records are shared: callers only read them.
+        cache = self._envelopes.pop(folder_id, None) or {}
+        self._envelopes[folder_id] = cache
+        missing = [uid for uid in ordered if uid not in cache]
+        if missing:
+            for record in await self._query_records(folder_id, missing, ["envelope"]):
+                cache[record.uid] = record
+                self._envelope_bytes += len(record.envelope)
+        found = [cache[uid] for uid in ordered if uid in cache]
+        while self._envelope_bytes > ENVELOPE_CACHE_BYTES and self._envelopes:
+            self._drop_envelopes(next(iter(self._envelopes)))
+        return found
 
     async def _fixed_columns(self, folder_id: int, ordered: list[int]) -> list[MessageRecord]:
-        # Internal date and size never change: SEARCH SINCE/LARGER over a big box is served
-        # from memory after the first time instead of re-reading (and re-parsing) every row.
-        # The records handed out are shared: callers only read them.
+        # Internal date, size and file never change: SEARCH SINCE/LARGER and the FETCH of
+        # whole messages over a big box are served from memory after the first time instead
+        # of re-reading (and re-parsing) every row. The records handed out are shared:
+        # callers only read them.
         cache = self._fixed.pop(folder_id, None) or {}
         self._fixed[folder_id] = cache
         while len(self._fixed) > _FIXED_CACHE_SIZE:
             del self._fixed[next(iter(self._fixed))]
         missing = [uid for uid in ordered if uid not in cache]
         if missing:
-            for record in await self._query_records(folder_id, missing, ["internal_date", "size"]):
+            for record in await self._query_records(folder_id, missing, sorted(_FIXED_COLUMNS)):
                 cache[record.uid] = record
         return [cache[uid] for uid in ordered if uid in cache]
 
     async def _query_records(
         self, folder_id: int, ordered: list[int], wanted: Sequence[str]
     ) -> list[MessageRecord]:
-        selected = [MailMessage.uid] + [getattr(MailMessage, name) for name in wanted]
+        # Core columns, not ORM attributes: rows come back without the ORM's loading.
+        columns = MESSAGES.c
+        selected = [columns.uid] + [columns[name] for name in wanted]
         records: list[MessageRecord] = []
         async with self._session() as session:
             # A contiguous UID range is one indexed range scan, not a long IN list.
             if ordered[-1] - ordered[0] + 1 <= len(ordered) * 2:
-                condition = and_(MailMessage.uid >= ordered[0], MailMessage.uid <= ordered[-1])
+                condition = and_(columns.uid >= ordered[0], columns.uid <= ordered[-1])
                 batches: list[Any] = [condition]
                 keep: set[int] | None = set(ordered)
             else:
-                batches = [MailMessage.uid.in_(list(chunk)) for chunk in chunks(ordered)]
+                batches = [columns.uid.in_(list(chunk)) for chunk in chunks(ordered)]
                 keep = None
             for condition in batches:
                 result = await session.execute(
                     select(*selected)
-                    .where(MailMessage.folder_id == folder_id, condition)
-                    .order_by(MailMessage.uid)
+                    .where(columns.folder_id == folder_id, condition)
+                    .order_by(columns.uid)
                 )
                 for row in result:
                     if keep is not None and row[0] not in keep:
@@ -568,14 +639,26 @@ class MessageStore(FolderStore):
             if not gone:
                 return []
             _, modseq = await self._bump(session, folder_id, expunge=True)
-            for chunk in chunks(gone):
-                await session.execute(
-                    delete(MailMessage).where(
-                        MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
-                    )
-                )
+            # Another session may have expunged some of them meanwhile: only what this
+            # transaction deleted is recorded (imaptest's stress mode found the race).
+            gone = await self._delete_messages(session, folder_id, gone)
             await self._record_expunged(session, folder_id, gone, modseq)
         return gone
+
+    async def _delete_messages(
+        self, session: AsyncSession, folder_id: int, uids: Sequence[int]
+    ) -> list[int]:
+        """Delete these messages of a folder; the UIDs that were still there, sorted."""
+        deleted: list[int] = []
+        for chunk in chunks(uids):
+            deleted += (
+                await session.execute(
+                    delete(MESSAGES)
+                    .where(MESSAGES.c.folder_id == folder_id, MESSAGES.c.uid.in_(list(chunk)))
+                    .returning(MESSAGES.c.uid)
+                )
+            ).scalars()
+        return sorted(deleted)
 
     async def copy(
         self, folder_id: int, uids: Sequence[int], target_id: int, *, move: bool = False
@@ -606,6 +689,16 @@ class MessageStore(FolderStore):
                 ).all()
             if not rows:
                 return target.uidvalidity, []
+            if move:
+                # Taken from the source first: what another session moved or expunged
+                # meanwhile is neither copied nor recorded twice.
+                _, expunge_modseq = await self._bump(session, folder_id, expunge=True)
+                moved = await self._delete_messages(session, folder_id, [r.uid for r in rows])
+                await self._record_expunged(session, folder_id, moved, expunge_modseq)
+                still = set(moved)
+                rows = [row for row in rows if row.uid in still]
+                if not rows:
+                    return target.uidvalidity, []
             first, modseq = await self._bump(session, target_id, uids=len(rows))
             mapping: list[tuple[int, int]] = []
             values = []
@@ -615,19 +708,23 @@ class MessageStore(FolderStore):
                 item.update(folder_id=target_id, uid=first + offset, modseq=modseq)
                 values.append(item)
             await session.execute(insert(MailMessage), values)
-            if move:
-                _, expunge_modseq = await self._bump(session, folder_id, expunge=True)
-                moved = [old for old, _ in mapping]
-                for chunk in chunks(moved):
-                    await session.execute(
-                        delete(MailMessage).where(
-                            MailMessage.folder_id == folder_id, MailMessage.uid.in_(list(chunk))
-                        )
-                    )
-                await self._record_expunged(session, folder_id, moved, expunge_modseq)
         return target.uidvalidity, mapping
 
     # endregion
+
+
+def _merged(
+    old: list[MessageMeta], changed: list[MessageMeta], gone: set[int]
+) -> list[MessageMeta]:
+    """A folder's message list (by UID) from an older one, the messages changed or added
+    since, and the UIDs expunged since (every expunge is recorded, see
+    :meth:`FolderStore._record_expunged`)."""
+    by_uid = {meta.uid: meta for meta in changed if meta.uid not in gone}
+    metas = [by_uid.pop(meta.uid, meta) for meta in old if meta.uid not in gone]
+    added = sorted(by_uid.values(), key=lambda meta: meta.uid)
+    if added and metas and added[0].uid < metas[-1].uid:
+        return sorted(metas + added, key=lambda meta: meta.uid)
+    return metas + added
 
 
 def _conforms(store: MessageStore) -> tuple[MessageSink, MailStore]:

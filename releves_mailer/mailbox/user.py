@@ -78,9 +78,14 @@ class UserMailbox:
         return await self._store.changes(folder_id, since_modseq)
 
     async def vanished(
-        self, folder_id: int, since_modseq: int, within: Sequence[tuple[int, int]] | None = None
+        self,
+        folder_id: int,
+        since_modseq: int,
+        within: Sequence[tuple[int, int]] | None = None,
+        *,
+        snapshot: tuple[Sequence[int], int] | None = None,
     ) -> list[tuple[int, int]]:
-        return await self._store.vanished(folder_id, since_modseq, within)
+        return await self._store.vanished(folder_id, since_modseq, within, snapshot=snapshot)
 
     async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:
         return await self._store.claim_recent(folder_id)

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from releves_mailer.config import ImapSection
+from releves_mailer.mailbox.imap.connection import PREAUTH_ID_MAX_LINE
 from releves_mailer.mailbox.imap.server import ImapServer
 from tests.mailbox.conftest import (  # noqa: F401  (fixtures)
     PASSWORD,
@@ -153,4 +154,41 @@ async def test_logged_in_session_keeps_the_long_timeout(server_factory) -> None:
     client = await RawClient.connect(server.port)
     await asyncio.sleep(2.5)
     await client.ok("b NOOP")
+    await client.close()
+
+
+def largest_lawful_id() -> bytes:
+    """RFC 2971's largest ID: 30 pairs of a 30-octet field and a 1024-octet value."""
+    pairs = b" ".join(b'"%s" "%s"' % (b"f%029d" % n, b"v" * 1024) for n in range(30))
+    return b"a ID (" + pairs + b")"
+
+
+async def test_long_id_before_login_is_answered_and_other_lines_still_get_bye(
+    server_factory,  # noqa: F811
+) -> None:
+    """Before login an ID line may reach 32 KiB (RFC 2971's maxima); nothing else may."""
+    server: ImapServer = await server_factory()
+    line = largest_lawful_id()
+    assert 31_000 < len(line) < PREAUTH_ID_MAX_LINE
+    client = await RawClient.connect(server.port, login=False)
+    lines = await client.command(line)
+    assert lines[0].startswith(b"* ID ("), lines
+    assert lines[-1].startswith(b"a OK"), lines
+    # The session goes on, with the ordinary limit for every other command.
+    await client.send(b"b LOGIN demo " + b"x" * 9000 + b"\r\n")
+    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
+    await client.close()
+
+    # Past 32 KiB, an ID line is refused like any other.
+    client = await RawClient.connect(server.port, login=False)
+    await client.send(b'a ID ("name" "' + b"n" * PREAUTH_ID_MAX_LINE + b'")\r\n')
+    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
+    await client.close()
+
+    # A literal's continuation line that looks like an ID command gets no larger limit.
+    client = await RawClient.connect(server.port, login=False)
+    await client.send(b"a LOGIN {0}\r\n")
+    assert (await client.line()).startswith(b"+ ")
+    await client.send(b"x ID " + b"y" * 9000 + b"\r\n")
+    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
     await client.close()

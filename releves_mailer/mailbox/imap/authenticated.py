@@ -89,6 +89,7 @@ async def _select(
         raise CommandError("NO", "[NONEXISTENT] Mailbox does not exist")
     event = session.mailbox.watch(info.id)
     info, metas = await session.mailbox.load_view(info.id)
+    uids, meta, keywords, first_unseen = session.server.view_seeds.seed(info.id, metas)
     view = SelectedView(
         folder_id=info.id,
         name=name,
@@ -96,10 +97,10 @@ async def _select(
         uidvalidity=info.uidvalidity,
         uidnext=info.uidnext,
         modseq=info.highestmodseq,
-        uids=[m.uid for m in metas],
-        meta={m.uid: m for m in metas},
+        uids=uids,
+        meta=meta,
         recent=set(),
-        keywords={f for m in metas for f in m.flags if not f.startswith("\\")},
+        keywords=keywords,
         event=event,
         vanished=session.qresync,
     )
@@ -118,9 +119,6 @@ async def _select(
     view.send_flags(session.send)
     session.send(b"* %d EXISTS" % len(view.uids))
     session.send(b"* %d RECENT" % len(view.recent))
-    first_unseen = next(
-        (i for i, u in enumerate(view.uids, 1) if "\\Seen" not in view.meta[u].flags), None
-    )
     if first_unseen is not None:
         session.send(b"* OK [UNSEEN %d] First unseen" % first_unseen)
     session.send(b"* OK [UIDVALIDITY %d] UIDs valid" % view.uidvalidity)

@@ -25,6 +25,12 @@ __all__ = [
 ]
 
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,19})(\+?)\}\r?\n$")
+#: Before login, an ID command (RFC 2971) may be longer than the other lines: its largest
+#: lawful form (30 pairs of a 30-octet field and a 1024-octet value, quoted) is about 31.9 KB.
+#: The stream buffers up to ``max_line_length`` before any check anyway, so this costs no
+#: memory; the ordinary pre-login line limit stays as it is for every other command.
+PREAUTH_ID_MAX_LINE = 32 * 1024
+_ID_COMMAND = re.compile(rb"[\x21-\x7e]{1,64} ID ", re.IGNORECASE)
 _FLUSH_AT = 256 * 1024
 #: Octets of a large literal read before they are written to its file, in a thread.
 _SPOOL_CHUNK = 1024 * 1024
@@ -105,8 +111,9 @@ class ImapConnection:
 
     async def flush(self) -> None:
         if self.out:
-            data = bytes(self.out)
-            self.out.clear()
+            # Handed over, not copied: the transport sends it or copies what is left.
+            data = self.out
+            self.out = bytearray()
             self.writer.write(data)
             await self.writer.drain()
 
@@ -135,11 +142,12 @@ class ImapConnection:
         self.send(b"* BYE Autologout; idle for too long")
         return Disconnect()
 
-    async def readline(self, limits: Limits) -> bytes:
+    async def readline(self, limits: Limits, *, command_start: bool = False) -> bytes:
         """One line (CRLF included) of at most ``limits.line`` octets.
 
         Too long a line is ``BAD`` once logged in (the rest of the line is skipped); before
-        login it ends the connection, as nothing of it is worth reading."""
+        login it ends the connection, as nothing of it is worth reading, unless it is the
+        first line of an ID command (``command_start``) within ``PREAUTH_ID_MAX_LINE``."""
         try:
             line = await asyncio.wait_for(self.reader.readuntil(b"\n"), limits.timeout)
         except asyncio.LimitOverrunError as exc:
@@ -158,6 +166,8 @@ class ImapConnection:
             raise Disconnect() from exc
         if len(line) > limits.line:
             if not limits.authenticated:
+                if command_start and len(line) <= PREAUTH_ID_MAX_LINE and _ID_COMMAND.match(line):
+                    return line
                 raise self._line_too_long_bye()
             raise CommandError("BAD", "Command line too long")
         return line
@@ -185,7 +195,7 @@ class ImapConnection:
         data = bytearray()
         literal_total = 0
         while True:
-            line = await self.readline(limits)
+            line = await self.readline(limits, command_start=not data)
             data += line
             match = _LITERAL_AT_END.search(line)
             if match is None:

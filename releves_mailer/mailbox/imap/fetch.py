@@ -5,8 +5,9 @@ RFC 3516 BINARY through :mod:`.binary`)."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
 from releves_mailer.mailbox.contracts import FetchColumn, MessageRecord
@@ -125,9 +126,12 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
             item.section and not item.peek
         ):
             sets_seen = True
+    # The header of a message left in its file is read apart (see load): most messages are
+    # read whole, and their file, size and date are cached by the store.
+    header_asked = "header" in columns
     if need_blob:
-        # Size and header: to leave large messages in their files and send them in pieces.
-        columns |= {"blob", "size", "header"}
+        # Size: to leave large messages in their files and send them in pieces.
+        columns |= {"blob", "size"}
     sets_seen = sets_seen and not view.readonly
     folder_id = view.folder_id
     threshold = session.config.spool_threshold
@@ -148,10 +152,16 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
                 if found is not None and found.size <= min(threshold, budget):
                     present.append(uid)
                     budget -= found.size
-            contents = await session.mailbox.read_blobs([records[u].blob for u in present])
-            blobs = dict(zip(present, contents, strict=True))
+            blobs = await _read_blobs(session, records, present)
+            in_file = [u for u in batch if u in records and u not in blobs]
+            if in_file and not header_asked:
+                # Their sections are ranges of the file: where the text starts is needed.
+                for found in await session.mailbox.fetch_records(folder_id, in_file, ["header"]):
+                    if found.uid in records:
+                        records[found.uid] = replace(records[found.uid], header=found.header)
         return records, blobs
 
+    plan = _plan(items, session.condstore)
     batches = [uids[i : i + _FETCH_BATCH] for i in range(0, len(uids), _FETCH_BATCH)]
     # Pipeline: the next batch is read from the database and the files while this one is
     # formatted and sent.
@@ -175,7 +185,26 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
                     for meta in updated:
                         view.set_meta(meta)
                     newly_seen = {m.uid for m in updated}
-            for uid in batch:
+            planned = plan if not newly_seen else None
+            position = 0
+            while position < len(batch):
+                if planned is not None:
+                    # Up to the first message the plan cannot send (one left in its file).
+                    position = _send_planned(
+                        session,
+                        view,
+                        planned,
+                        batch,
+                        position,
+                        records,
+                        blobs,
+                        need_blob,
+                        bool(columns),
+                    )
+                    if position == len(batch):
+                        break
+                uid = batch[position]
+                position += 1
                 if uid not in view.meta:
                     continue
                 record = records.get(uid)
@@ -193,6 +222,132 @@ async def cmd_fetch(session: ImapSession, context: CommandContext, parser: Parse
         if upcoming is not None and not upcoming.done():
             upcoming.cancel()
     session.ok(context, "Fetch completed")
+
+
+# The kinds of item of a plan (see _plan).
+_UID, _FLAGS, _MODSEQ, _DATE, _SIZE, _STORED, _WHOLE = range(7)
+_STORED_COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
+_NO_RECORD = MessageRecord(0)
+_Plan = list[tuple[int, bytes, str]]
+
+
+def _plan(items: list[FetchAttribute], condstore: bool) -> _Plan | None:
+    """The common FETCH items (flags, dates, sizes, stored structures, whole messages) as
+    (kind, label, stored column) triples, formatted by :func:`_send_planned` with no per-item
+    dispatch; ``None`` when an item needs :func:`_fetch_one`."""
+    plan: _Plan = []
+    for item in items:
+        name = item.name
+        if name == "UID":
+            plan.append((_UID, b"UID", ""))
+        elif name == "FLAGS":
+            plan.append((_FLAGS, b"FLAGS", ""))
+        elif name == "MODSEQ":
+            plan.append((_MODSEQ, b"MODSEQ", ""))
+        elif name == "INTERNALDATE":
+            plan.append((_DATE, b"INTERNALDATE", ""))
+        elif name == "RFC822.SIZE":
+            plan.append((_SIZE, b"RFC822.SIZE", ""))
+        elif name in _STORED_COLUMNS and not item.section:
+            plan.append((_STORED, name.encode(), _STORED_COLUMNS[name]))
+        elif name == "RFC822" or (
+            name == "BODY"
+            and item.section
+            and not item.path
+            and item.text == ""
+            and item.partial is None
+        ):
+            plan.append((_WHOLE, item.label if item.section else b"RFC822", ""))
+        else:
+            return None
+    kinds = {kind for kind, _, _ in plan}
+    if condstore and _FLAGS in kinds and _MODSEQ not in kinds:
+        plan.append((_MODSEQ, b"MODSEQ", ""))
+    return plan
+
+
+def _send_planned(
+    session: ImapSession,
+    view: SelectedView,
+    plan: _Plan,
+    batch: list[int],
+    start: int,
+    records: dict[int, MessageRecord],
+    blobs: dict[int, bytes],
+    need_blob: bool,
+    has_columns: bool,
+) -> int:
+    """Send the FETCH responses of ``batch`` from ``start`` on, in order, up to the first
+    message that ``plan`` does not cover (one left in its file, for :func:`_fetch_one`);
+    that message's index, or the batch's length."""
+    out = session.out
+    metas = view.meta
+    uids = view.uids
+    recent = view.recent
+    seq = 0
+    for index in range(start, len(batch)):
+        uid = batch[index]
+        meta = metas.get(uid)
+        if meta is None:
+            continue
+        record = records.get(uid)
+        if record is None:
+            if has_columns:
+                continue  # expunged by another session meanwhile
+            record = _NO_RECORD
+        raw = blobs.get(uid)
+        if need_blob and raw is None:
+            return index  # left in its file
+        # Sequence numbers: the batch is in mailbox order, mostly consecutive.
+        if seq < len(uids) and uids[seq] == uid:
+            seq += 1
+        else:
+            seq = bisect.bisect_left(uids, uid) + 1
+        # Written straight into the output: a message's octets are copied once.
+        out += b"* %d FETCH (" % seq
+        space = False
+        for kind, label, column in plan:
+            if space:
+                out += b" "
+            space = True
+            if kind == _UID:
+                out += b"UID %d" % uid
+            elif kind == _WHOLE:
+                assert raw is not None
+                out += b"%s {%d}\r\n" % (label, len(raw))
+                out += raw
+            elif kind == _FLAGS:
+                flags = " ".join(meta.flags + (("\\Recent",) if uid in recent else ()))
+                out += b"FLAGS (" + flags.encode() + b")"
+            elif kind == _MODSEQ:
+                out += b"MODSEQ (%d)" % meta.modseq
+            elif kind == _DATE:
+                assert record.internal_date is not None
+                out += b"INTERNALDATE " + format_internal_date(record.internal_date)
+            elif kind == _SIZE:
+                out += b"RFC822.SIZE %d" % record.size
+            else:
+                out += label + b" " + getattr(record, column)
+        out += b")\r\n"
+    return len(batch)
+
+
+async def _read_blobs(
+    session: ImapSession, records: dict[int, MessageRecord], uids: list[int]
+) -> dict[int, bytes]:
+    """The files of ``uids``; one expunged meanwhile and swept away is left out (its
+    FETCH response then is too, as when its row is gone)."""
+    try:
+        contents = await session.mailbox.read_blobs([records[u].blob for u in uids])
+    except FileNotFoundError:
+        found: dict[int, bytes] = {}
+        for uid in uids:
+            try:
+                found[uid] = await session.mailbox.read_blob(records[uid].blob)
+            except FileNotFoundError:
+                records.pop(uid, None)
+        return found
+    return dict(zip(uids, contents, strict=True))
 
 
 def _fetch_one(

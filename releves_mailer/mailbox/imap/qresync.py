@@ -71,7 +71,9 @@ async def resync(session: ImapSession, view: SelectedView, params: QresyncParams
         return
     largest = max(view.uidnext - 1, 1)
     within = params.known_uids.resolve(largest) if params.known_uids is not None else None
-    gone = await session.mailbox.vanished(view.folder_id, params.modseq, within)
+    gone = await session.mailbox.vanished(
+        view.folder_id, params.modseq, within, snapshot=(view.uids, view.uidnext)
+    )
     if gone:
         session.send(b"* VANISHED (EARLIER) " + format_ranges(gone))
     for seq, uid in enumerate(view.uids, 1):

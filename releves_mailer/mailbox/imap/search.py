@@ -333,6 +333,9 @@ async def find_messages(
 ) -> list[tuple[int, int]]:
     """``(sequence number, UID)`` of the messages matching ``program``, in mailbox order;
     among the UIDs ``only`` when given (a search kept up to date looks at those changed)."""
+    if program.name == "ALL" and only is None:
+        # SORT and THREAD of a whole box: nothing to look at.
+        return list(enumerate(view.uids, 1))
     columns = columns_needed(program)
     count = len(view.uids)
     largest_uid = view.uids[-1] if view.uids else 0

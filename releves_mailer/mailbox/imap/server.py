@@ -15,6 +15,7 @@ from releves_mailer.listeners import ConnectionLimiter, Listener
 from releves_mailer.mailbox.contracts import MailStore
 from releves_mailer.mailbox.imap.session import ImapSession
 from releves_mailer.mailbox.imap.sort import SortKeyCache
+from releves_mailer.mailbox.imap.view import ViewSeeds
 from releves_mailer.portfolio.logins import Authenticator, LoginGuard
 
 __all__ = ["ImapServer"]
@@ -65,6 +66,7 @@ class ImapServer:
         self._per_login: dict[str, set[ImapSession]] = defaultdict(set)
         #: SORT keys of the messages already sorted, shared by every session.
         self.sort_keys = SortKeyCache()
+        self.view_seeds = ViewSeeds()
 
     @staticmethod
     def is_loopback(host: str) -> bool:

@@ -278,7 +278,8 @@ async def sort_keys(
     missing ones computed from the stored columns they need."""
     cache: SortKeyCache = session.server.sort_keys
     out = {name: cache.keys(view.folder_id, view.uidvalidity, name) for name in names}
-    missing = sorted({uid for keys in out.values() for uid in uids if uid not in keys})
+    wanted = set(uids)
+    missing = sorted(set().union(*(wanted.difference(keys) for keys in out.values())))
     if missing:
         columns: set[FetchColumn] = set()
         for name in names:
@@ -300,13 +301,15 @@ def sort_found(
     found: list[tuple[int, int]], keys: dict[str, dict[int, Any]], criteria: list[Criterion]
 ) -> list[tuple[int, int]]:
     """``found`` (in mailbox order) sorted by ``criteria``; ties keep mailbox order."""
-    ordered = list(found)
+    uids = [uid for _, uid in found]
+    order = list(range(len(found)))
     # Stable sorts from the last criterion to the first; a reversed sort stays stable, so
-    # equal messages keep their sequence order whatever REVERSE says.
+    # equal messages keep their sequence order whatever REVERSE says. The keys are looked
+    # up once per message and the sorts compare positions by C-level lookups.
     for criterion in reversed(criteria):
-        of = keys[criterion.name]
-        ordered.sort(key=lambda item: of[item[1]], reverse=criterion.reverse)
-    return ordered
+        of = list(map(keys[criterion.name].__getitem__, uids))
+        order.sort(key=of.__getitem__, reverse=criterion.reverse)
+    return [found[index] for index in order]
 
 
 @dataclass(slots=True)
@@ -406,5 +409,5 @@ async def cmd_sort(session: ImapSession, context: CommandContext, parser: Parser
             line = esearch_line(context.tag, context.uid, shown, numbers, None, options.partial)
             session.send(line)
     else:
-        session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+        session.send(b"* SORT" + "".join(map(" {}".format, numbers)).encode())
     session.ok(context, "Sort completed")

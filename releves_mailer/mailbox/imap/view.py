@@ -20,7 +20,7 @@ from releves_mailer.mailbox.imap.response import compress
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.context import SearchUpdate
 
-__all__ = ["SYSTEM_FLAGS", "SelectedView"]
+__all__ = ["SYSTEM_FLAGS", "SelectedView", "ViewSeeds"]
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
@@ -174,3 +174,45 @@ class SelectedView:
         self.modseq = max(self.modseq, changes.info.highestmodseq)
         self.uidnext = max(self.uidnext, changes.info.uidnext)
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Seed:
+    metas: list[MessageMeta]
+    uids: list[int]
+    meta: dict[int, MessageMeta]
+    keywords: frozenset[str]
+    first_unseen: int | None
+
+
+class ViewSeeds:
+    """What a SELECT derives from a folder's message list (UIDs, flags by UID, keywords, the
+    first unseen message), kept per folder for as long as the store hands out the same
+    list: the sessions selecting a big unchanged box copy them (C-level copies) instead of
+    walking ten thousand messages each."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._seeds: dict[int, _Seed] = {}
+
+    def seed(
+        self, folder_id: int, metas: list[MessageMeta]
+    ) -> tuple[list[int], dict[int, MessageMeta], set[str], int | None]:
+        """Fresh copies for a new view of ``metas`` (the store's shared list)."""
+        seed = self._seeds.pop(folder_id, None)
+        if seed is None or seed.metas is not metas:
+            uids = [m.uid for m in metas]
+            first_unseen = next(
+                (i for i, m in enumerate(metas, 1) if "\\Seen" not in m.flags), None
+            )
+            seed = _Seed(
+                metas,
+                uids,
+                dict(zip(uids, metas, strict=True)),
+                frozenset(f for m in metas for f in m.flags if not f.startswith("\\")),
+                first_unseen,
+            )
+        self._seeds[folder_id] = seed
+        while len(self._seeds) > self.size:
+            del self._seeds[next(iter(self._seeds))]
+        return list(seed.uids), dict(seed.meta), set(seed.keywords), seed.first_unseen
