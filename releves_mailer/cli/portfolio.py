@@ -640,3 +640,8 @@ async def redevables_import(
                 f"{report.links_sent} lien(s) sécurisé(s) de saisie des identifiants bancaires "
                 "transmis par mail (valides 72 heures) ; les mails partent avec le démon."
             )
+
+
+# ``redevables discover-edi`` is declared with the EDI commands it shares its body with; the
+# group is complete once they are loaded (commands are loaded on demand, see cli/__init__).
+import releves_mailer.cli.edi  # noqa: E402, F401
