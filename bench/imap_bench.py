@@ -22,6 +22,7 @@ import base64
 import cProfile
 import datetime as dt
 import imaplib
+import itertools
 import os
 import pstats
 import pwd
@@ -367,6 +368,7 @@ def dovecot_pids(master: int) -> Callable[[], list[int]]:
 
 def steps(server: Server, clients: int) -> list[tuple[str, Callable[[], object]]]:
     """The measures, in order; each leaves what the next needs on ``server``."""
+    tags = itertools.count(1)
 
     def login_select() -> None:
         client = connect(server.port)
@@ -387,6 +389,28 @@ def steps(server: Server, clients: int) -> list[tuple[str, Callable[[], object]]
         assert typ == "OK"
         size = sum(len(item[1]) for item in data if isinstance(item, tuple))
         server.series["bodies MB"] = [size / 1e6]
+
+    def raw(command: str) -> Callable[[], None]:
+        """``command`` on the shared connection, its answer read as bytes and not parsed:
+        what the server alone takes (imaplib's parsing bounds the lines above)."""
+
+        def run() -> None:
+            client = shared()
+            tag = b"RAW" + str(next(tags)).encode()
+            client.sock.sendall(tag + b" " + command.encode() + b"\r\n")
+            tail, size = b"", 0
+            while True:
+                chunk = client.sock.recv(1 << 20)
+                assert chunk, "connection closed"
+                size += len(chunk)
+                tail = (tail + chunk)[-300:]
+                end = tail.rfind(b"\r\n" + tag + b" ")
+                if end >= 0 and tail.endswith(b"\r\n"):
+                    assert tail[end + len(tag) + 3 :].startswith(b"OK"), tail
+                    break
+            server.series.setdefault(f"{command[:20]} bytes MB", [size / 1e6])
+
+        return run
 
     def search() -> None:
         typ, data = shared().uid("SEARCH", None, "SINCE", SINCE)
@@ -420,6 +444,8 @@ def steps(server: Server, clients: int) -> list[tuple[str, Callable[[], object]]
         ("login+select", login_select),
         ("UID FETCH 1:* (FLAGS ENVELOPE)", envelopes),
         ("FETCH all bodies", bodies),
+        ("same envelopes, raw client", raw("UID FETCH 1:* (FLAGS ENVELOPE)")),
+        ("same bodies, raw client", raw("UID FETCH 1:* (BODY.PEEK[])")),
         ("UID SEARCH SINCE", search),
         ("SORT by date", sort_by_date),
         # Timed inside: only the SELECT, not the changes made before it.
@@ -499,7 +525,13 @@ def run_series(servers: list[Server], clients: int, repeat: int) -> None:
                 server.client = None
 
 
-_COUNTS = ("bodies MB", "search hits", "sorted")
+_COUNTS = (
+    "bodies MB",
+    "search hits",
+    "sorted",
+    "UID FETCH 1:* (FLAGS bytes MB",
+    "UID FETCH 1:* (BODY. bytes MB",
+)
 
 
 def show(title: str, server: Server) -> None:
