@@ -22,12 +22,10 @@ import imaplib
 import os
 import random
 import re
-import shutil
 import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -55,7 +53,7 @@ from tests.conftest import new_postgres_database
 from tests.daemon.processes import stop, wait_for_ports
 from tests.daemon.test_kill_during_delivery import add_daily_redevables
 from tests.datadirs import initialised_data_dir
-from tests.mailbox.dovecot_instance import DOVECOT, running_dovecot
+from tests.mailbox.dovecot_instance import DOVECOT, dovecot_for
 from tests.web.portal.conftest import log_in
 
 pytestmark = pytest.mark.slow
@@ -111,21 +109,8 @@ async def installation(
         config = await initialised_data_dir(directory / "data", DOMAIN)
         # Dovecot asks the accounts' table from its first login: migrated before it starts.
         await simulate(config, url, days=days, extra_daily=extra_daily)
-        # Dovecot's own processes run as another user: its folder must be reachable by it,
-        # which pytest's private temporary folders are not.
-        folder = Path(tempfile.mkdtemp(prefix="releves-dovecot-"))
-        os.chmod(folder, 0o755)
-        try:
-            async with running_dovecot(
-                folder,
-                database_url=url,
-                domain=DOMAIN,
-                certificate=config.path(config.tls.certificate),
-                key=config.path(config.tls.key),
-            ) as setup:
-                yield Installation(config, url, setup)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        async with dovecot_for(config, url) as setup:
+            yield Installation(config, url, setup)
 
 
 async def simulate(config: Config, url: str, *, days: int, extra_daily: int) -> None:

@@ -10,15 +10,17 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from releves_mailer.config import Config
 from releves_mailer.mailbox.dovecot.setup import DovecotPorts, DovecotSetup, write_dovecot_config
 
-__all__ = ["DOVECOT", "auth_ready", "running_dovecot"]
+__all__ = ["DOVECOT", "auth_ready", "dovecot_for", "reachable_folder", "running_dovecot"]
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
@@ -112,3 +114,29 @@ async def running_dovecot(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+def reachable_folder() -> Path:
+    """A new folder Dovecot's own processes can reach: they run as another user, and
+    pytest's private temporary folders are not theirs. The caller removes it."""
+    folder = Path(tempfile.mkdtemp(prefix="releves-dovecot-"))
+    os.chmod(folder, 0o755)
+    return folder
+
+
+@contextlib.asynccontextmanager
+async def dovecot_for(config: Config, database_url: str) -> AsyncIterator[DovecotSetup]:
+    """A private Dovecot for the installation of ``config`` (its domain, its certificate)
+    on ``database_url``, in a folder of its own removed afterwards."""
+    folder = reachable_folder()
+    try:
+        async with running_dovecot(
+            folder,
+            database_url=database_url,
+            domain=config.portal.domain,
+            certificate=config.path(config.tls.certificate),
+            key=config.path(config.tls.key),
+        ) as setup:
+            yield setup
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

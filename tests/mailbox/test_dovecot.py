@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import imaplib
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +25,7 @@ from tests.conftest import new_postgres_database
 from tests.datadirs import initialised_data_dir
 from tests.factories import CABINET, PASSWORD
 
-from .dovecot_instance import running_dovecot
+from .dovecot_instance import dovecot_for
 
 DOMAIN = "releves.localhost"
 
@@ -52,21 +49,8 @@ async def postgres_url() -> AsyncIterator[str]:
 @pytest.fixture
 async def dovecot(tmp_path: Path, postgres_url: str) -> AsyncIterator[DovecotSetup]:
     config: Config = await initialised_data_dir(tmp_path / "data", DOMAIN)
-    # Dovecot's own processes run as another user: its folder must be reachable by it,
-    # which pytest's private temporary folders are not.
-    folder = Path(tempfile.mkdtemp(prefix="releves-dovecot-"))
-    os.chmod(folder, 0o755)
-    try:
-        async with running_dovecot(
-            folder,
-            database_url=postgres_url,
-            domain=DOMAIN,
-            certificate=config.path(config.tls.certificate),
-            key=config.path(config.tls.key),
-        ) as setup:
-            yield setup
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    async with dovecot_for(config, postgres_url) as setup:
+        yield setup
 
 
 def statement(subject: str, message_id: str) -> bytes:

@@ -8,11 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import imaplib
-import os
 import re
 import shutil
 import ssl
-import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -36,7 +34,7 @@ from tests.datadirs import initialised_data_dir
 from tests.db.test_copy import pointing_at, table_counts
 from tests.factories import CABINET, PASSWORD, make_nic, make_siren
 
-from .dovecot_instance import running_dovecot
+from .dovecot_instance import reachable_folder, running_dovecot
 
 pytestmark = pytest.mark.slow
 
@@ -194,13 +192,6 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
 
 
-def dovecot_folder() -> Path:
-    # Dovecot's own processes run as another user: pytest's private folders are not theirs.
-    folder = Path(tempfile.mkdtemp(prefix="releves-dovecot-"))
-    os.chmod(folder, 0o755)
-    return folder
-
-
 class Interrupted(Exception):
     pass
 
@@ -211,7 +202,7 @@ async def test_move_keeps_bytes_flags_dates_and_resumes_once(
     config: Config = await initialised_data_dir(tmp_path / "data", DOMAIN)
     database = Database(postgres_url)
     store = MessageStore(database, tmp_path / "messages", ManualClock(START))
-    folder = dovecot_folder()
+    folder = reachable_folder()
     try:
         await populate(store)
         async with running_dovecot(
@@ -312,7 +303,7 @@ async def test_demo_round_trip_db_copy_then_mailbox_move(
         config = pointing_at(source, url, tmp_path / "pg")
         refused = await run_command_async(source, "mailbox", "move", "--to", "dovecot")
         assert refused.returncode != 0 and "db copy" in refused.stderr, refused.stderr
-        folder = dovecot_folder()
+        folder = reachable_folder()
         try:
             async with running_dovecot(
                 folder,
