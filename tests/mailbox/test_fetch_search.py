@@ -6,6 +6,7 @@ import imaplib
 
 from releves_mailer.mailbox.imap import mime
 from releves_mailer.mailbox.imap.server import ImapServer
+from releves_mailer.mailbox.sink import MailDelivery
 from releves_mailer.mailbox.store import MessageStore
 
 from .conftest import DOMAIN, PASSWORD, RawClient, in_thread, put, sample_message
@@ -195,3 +196,47 @@ async def test_imaplib_append_with_flags_and_date_then_expunge(
         client.logout()
 
     await in_thread(conversation)
+
+
+async def test_fetch_sees_messages_delivered_since_the_last_command(
+    server: ImapServer, store: MessageStore
+) -> None:
+    """FETCH reads its first batch before the view is brought up to date: a delivery in
+    between must still be fetched, and a sequence number valid only after it accepted."""
+    await put(store, ADDRESS, sample_message(subject="first"))
+    client = await RawClient.connect(server.port)
+    await client.ok("a SELECT INBOX")
+    await put(store, ADDRESS, sample_message(subject="second"))
+    lines = await client.ok("b FETCH 2 (FLAGS ENVELOPE)")
+    assert b"* 2 EXISTS\r\n" in lines
+    assert [line for line in lines if b"FETCH (" in line and b'"second"' in line]
+    await put(store, ADDRESS, sample_message(subject="third"))
+    lines = await client.ok("c UID FETCH 1:* (ENVELOPE)")
+    fetched = [line for line in lines if b" FETCH (" in line]
+    assert len(fetched) == 3
+    for line, subject in zip(fetched, (b'"first"', b'"second"', b'"third"'), strict=True):
+        assert subject in line
+    lines = await client.command("d FETCH 4 (FLAGS)")
+    assert lines[-1].startswith(b"d BAD")
+    await client.close()
+
+
+async def test_fetch_across_its_batches_sends_every_message_once_in_order(
+    server: ImapServer, store: MessageStore
+) -> None:
+    """The first batch is short and sent at once, the others are long: every message is
+    fetched once, in order, whatever batch it falls in."""
+    count = 620  # a short first batch, a long one, and a partial last one
+    await store.deliver_many(
+        [
+            MailDelivery(ADDRESS, sample_message(subject=f"n{index}"), f"<k{index}@t>")
+            for index in range(count)
+        ]
+    )
+    client = await RawClient.connect(server.port)
+    await client.ok("a SELECT INBOX")
+    for command in ("b FETCH 1:* (ENVELOPE)", "c UID FETCH 1:* (FLAGS)", "d FETCH 1:* FAST"):
+        lines = await client.ok(command)
+        numbers = [int(line.split()[1]) for line in lines if line.startswith(b"* ")]
+        assert numbers == list(range(1, count + 1)), command
+    await client.close()

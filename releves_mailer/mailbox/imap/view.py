@@ -66,10 +66,15 @@ class SelectedView:
             return [u for u in self.saved if u in self.meta]
         if uid:
             largest = self.uids[-1] if self.uids else 0
+            spans = [
+                (bisect.bisect_left(self.uids, low), bisect.bisect_right(self.uids, high))
+                for low, high in sequence.resolve(largest)
+            ]
+            if len(spans) == 1:  # the usual 1:* or n:m, already in order
+                start, end = spans[0]
+                return self.uids[start:end]
             out: set[int] = set()
-            for low, high in sequence.resolve(largest):
-                start = bisect.bisect_left(self.uids, low)
-                end = bisect.bisect_right(self.uids, high)
+            for start, end in spans:
                 out.update(self.uids[start:end])
             return sorted(out)
         count = len(self.uids)
