@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +73,9 @@ class AnyUser:
 
     async def local_box(self, address: str) -> LocalBox | None:
         return LocalBox(address.lower(), 1, False)
+
+    async def credential_stamps(self, addresses: Collection[str]) -> dict[str, bytes]:
+        return dict.fromkeys(addresses, b"bench")
 
 
 def statement_mail(index: int, rng: random.Random) -> tuple[bytes, dt.datetime]:

@@ -112,6 +112,8 @@ class ImapSection(Section):
     max_literal_size: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_connections_per_login: int = Field(default=20, ge=1)
     idle_timeout_seconds: int = Field(default=1800, ge=60)
+    #: Seconds between checks that logged-in sessions' passwords and accounts are unchanged.
+    credentials_check_seconds: int = Field(default=30, ge=1, le=3600)
     # Before login: the smallest limits (an unauthenticated peer costs next to nothing).
     preauth_max_line_length: int = Field(default=8192, ge=512)
     preauth_max_literal_size: int = Field(default=8192, ge=512)

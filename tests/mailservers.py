@@ -68,6 +68,7 @@ async def mail_servers(
     guard: PasswordGuard | None = None,
     authenticator: Authenticator | None = None,
     ipv6: bool = False,
+    credentials_check_seconds: int = 30,
 ) -> AsyncIterator[MailServers]:
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -89,7 +90,17 @@ async def mail_servers(
     servers = [SmtpServer(section, handler, context, DOMAIN)]
     imaps = [
         ImapServer(
-            ImapSection(listen=host, port=0, tls_port=0), store, auth, context, clock, guard=guard
+            ImapSection(
+                listen=host,
+                port=0,
+                tls_port=0,
+                credentials_check_seconds=credentials_check_seconds,
+            ),
+            store,
+            auth,
+            context,
+            clock,
+            guard=guard,
         )
         for host in (["127.0.0.1", "::1"] if ipv6 else ["127.0.0.1"])
     ]

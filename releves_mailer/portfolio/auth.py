@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
 from sqlalchemy import select
@@ -87,6 +88,31 @@ class PortfolioAuthenticator:
         account_id, parent_id = row
         address = box_address(parts[0], self._domain, dedicated=parts[1])
         return LocalBox(address, parent_id or account_id, parts[1])
+
+    async def credential_stamps(self, addresses: Collection[str]) -> dict[str, bytes]:
+        logins: dict[str, list[str]] = {}
+        for address in addresses:
+            parts = split_address(address, self._domain) if len(address) <= MAX_USERNAME else None
+            if parts is not None:
+                logins.setdefault(parts[0], []).append(address)
+        names = list(logins)
+        rows: list[tuple[str, str]] = []
+        async with self._database.session() as session:
+            for start in range(0, len(names), 500):  # bound the statement's parameters
+                result = await session.execute(
+                    select(PortalAccount.login, PortalAccount.password_hash).where(
+                        PortalAccount.login.in_(names[start : start + 500]),
+                        PortalAccount.active.is_(True),
+                    )
+                )
+                rows += [(login, password_hash) for login, password_hash in result]
+        stamps: dict[str, bytes] = {}
+        for login, password_hash in rows:
+            # A digest of the hash: the session holds nothing a password could be checked on.
+            stamp = hashlib.sha256(password_hash.encode()).digest()[:16]
+            for address in logins.get(login, ()):
+                stamps[address] = stamp
+        return stamps
 
 
 def address_key(peer: str) -> str:

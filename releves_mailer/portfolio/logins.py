@@ -7,7 +7,7 @@ call them, and the daemon hands them the implementations.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import NamedTuple, Protocol, TypeVar
 
 __all__ = ["Authenticator", "LocalBox", "LoginGuard", "LoginThrottled"]
@@ -39,6 +39,15 @@ class Authenticator(Protocol):
 
     async def local_box(self, address: str) -> LocalBox | None:
         """The box ``address`` names, or ``None`` when it is not one of ours."""
+        ...
+
+    async def credential_stamps(self, addresses: Collection[str]) -> dict[str, bytes]:
+        """An opaque stamp of the current credentials of each address (as ``authenticate``
+        returned it); an address whose account is gone or deactivated is left out.
+
+        A mailbox session keeps the stamp of its login and ends when it changes: a
+        password changed or an account deactivated closes the sessions it had opened.
+        """
         ...
 
 

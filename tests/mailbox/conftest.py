@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,15 @@ class StaticAuthenticator:
         if domain != DOMAIN or base not in self.users:
             return None
         return LocalBox(f"{local}@{DOMAIN}", sorted(self.users).index(base), base != local)
+
+    async def credential_stamps(self, addresses: Collection[str]) -> dict[str, bytes]:
+        """One unchanging password: a user removed from ``users`` loses its sessions."""
+        stamps = {}
+        for address in addresses:
+            local, _, domain = address.partition("@")
+            if domain == DOMAIN and local.removeprefix("releves.") in self.users:
+                stamps[address] = b"static"
+        return stamps
 
 
 def quick_guard(clock: ManualClock, **limits: Any) -> PasswordGuard:

@@ -120,8 +120,13 @@ async def _login(session: ImapSession, context: CommandContext, user: str, passw
     if address is None:
         raise CommandError("NO", "[AUTHENTICATIONFAILED] Authentication failed")
     address = address.lower()
+    # Read after the password check: a change in between ends the session at the next check.
+    stamp = (await authenticator.credential_stamps([address])).get(address)
+    if stamp is None:  # deactivated meanwhile
+        raise CommandError("NO", "[AUTHENTICATIONFAILED] Authentication failed")
     if not session.server.register_login(session, address):
         raise CommandError("NO", "[LIMIT] Too many connections for this user")
+    session.credential_stamp = stamp
     await session.open_mailbox(address)
     session.ok(context, "Logged in", "CAPABILITY " + " ".join(session.capabilities()))
 

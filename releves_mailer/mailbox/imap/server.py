@@ -64,6 +64,7 @@ class ImapServer:
         self._sessions: set[ImapSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_login: dict[str, set[ImapSession]] = defaultdict(set)
+        self._credentials_task: asyncio.Task[None] | None = None
         #: SORT keys of the messages already sorted, shared by every session.
         self.sort_keys = SortKeyCache()
         self.view_seeds = ViewSeeds()
@@ -137,6 +138,7 @@ class ImapServer:
             await secure.start(self.config.listen, self.config.tls_port)
             self.tls_port = secure.port
             _log.info("IMAPS listening on %s", secure.where())
+        self._credentials_task = asyncio.create_task(self._check_credentials_forever())
         if stack is not None:
             stack.push_async_callback(self.stop)
 
@@ -145,8 +147,37 @@ class ImapServer:
         """Every listener (IMAP, IMAPS) bound and accepting (for ``/health``)."""
         return bool(self._listeners) and all(listener.serving for listener in self._listeners)
 
+    async def check_credentials(self) -> int:
+        """End the sessions whose password changed or whose account was deactivated since
+        they logged in (the change may come from any process); how many were ended."""
+        addresses = list(self._per_login)
+        if not addresses:
+            return 0
+        stamps = await self.authenticator.credential_stamps(addresses)
+        ended = 0
+        for address in addresses:
+            stamp = stamps.get(address)
+            for session in list(self._per_login.get(address, ())):
+                if session.credential_stamp != stamp and not session.closing:
+                    await session.shutdown(b"Credentials changed or account deactivated")
+                    ended += 1
+        if ended:
+            _log.info("IMAP: %d session(s) ended, credentials changed", ended)
+        return ended
+
+    async def _check_credentials_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.credentials_check_seconds)
+            try:
+                await self.check_credentials()
+            except Exception:  # a database hiccup: the sessions stay, the next check retries
+                _log.exception("IMAP: could not check the sessions' credentials")
+
     async def stop(self) -> None:
         """Stop listening, say BYE to every session and wait for them to end."""
+        if self._credentials_task is not None:
+            self._credentials_task.cancel()
+            self._credentials_task = None
         for listener in self._listeners:
             await listener.close()
         self._listeners.clear()

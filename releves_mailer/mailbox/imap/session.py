@@ -82,6 +82,8 @@ class ImapSession(ImapConnection):
         self.peer_host: str = peer[0] if isinstance(peer, tuple) else str(peer or "")
         self.state = State.NOT_AUTHENTICATED
         self.user: str | None = None
+        #: The login's credentials when the session opened (see ``ImapServer.check_credentials``).
+        self.credential_stamp: bytes | None = None
         self._mailbox: MailboxSession | None = None
         self.view: SelectedView | None = None
         self.condstore = False
@@ -193,11 +195,11 @@ class ImapSession(ImapConnection):
         except (ConnectionError, OSError, TimeoutError):
             pass
 
-    async def shutdown(self) -> None:
-        """Server stopping: say BYE and close."""
+    async def shutdown(self, reason: bytes = b"Server shutting down") -> None:
+        """Say BYE and close (server stopping, credentials changed)."""
         self.closing = True
         try:
-            self.writer.write(b"* BYE Server shutting down\r\n")
+            self.writer.write(b"* BYE " + reason + b"\r\n")
             await asyncio.wait_for(self.writer.drain(), 2)
         except (ConnectionError, OSError, TimeoutError):
             pass
