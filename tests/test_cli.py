@@ -227,7 +227,13 @@ def test_password_never_on_command_line_and_prompted(data_dir: Path) -> None:
         "accounts",
         "passwd",
         "cabinet",
-        stdin="encore un mot de passe\nencore un mot de passe\n",
+        stdin="un premier essai\nune faute de frappe\nencore un mot de passe\n"
+        "encore un mot de passe\n",
     )
     assert "changé" in result.stdout
-    assert "encore un mot de passe" not in result.stdout + result.stderr
+    # A mismatch is said in French and asked again; the prompts go to stderr.
+    assert result.stderr.count("Les deux mots de passe diffèrent, recommencez.") == 1
+    assert result.stderr.count("Confirmez le mot de passe") == 2
+    assert "Error" not in result.stderr and "Repeat" not in result.stderr
+    for secret in ("un premier essai", "une faute de frappe", "encore un mot de passe"):
+        assert secret not in result.stdout + result.stderr

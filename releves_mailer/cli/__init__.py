@@ -15,6 +15,7 @@ import click
 
 from releves_mailer.cli.common import AppContext
 from releves_mailer.cli.errors import french_message, os_error_message
+from releves_mailer.cli.help import FrenchContext, in_french
 from releves_mailer.config import ConfigError
 from releves_mailer.errors import UserError
 from releves_mailer.signing.secrets import KeyRingError
@@ -48,7 +49,9 @@ COMMANDS = {
 
 class MainGroup(click.Group):
     """Turns every refusal into one French line on stderr and a non-zero exit; loads a
-    command's module only when the command is asked for."""
+    command's module only when the command is asked for; every help page is in French."""
+
+    context_class = FrenchContext
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -60,7 +63,7 @@ class MainGroup(click.Group):
         found = importlib.import_module(f"releves_mailer.cli.{module}")
         command = getattr(found, cmd_name.replace("-", "_"))
         assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
-        return command
+        return in_french(command)
 
     def main(
         self,
@@ -118,7 +121,7 @@ class MainGroup(click.Group):
     "sinon ./releves-data/releves-mailer.toml).",
 )
 @click.option("--debug", is_flag=True, help="Affiche la trace complète des erreurs inattendues.")
-@click.version_option(package_name="releves-mailer")
+@click.version_option(package_name="releves-mailer", help="Affiche la version et quitte.")
 @click.pass_context
 def main(ctx: click.Context, config_option: Path | None, debug: bool) -> None:
     """releves-mailer : relevés bancaires CFONB120 livrés dans vos boîtes IMAP."""

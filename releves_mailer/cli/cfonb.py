@@ -56,9 +56,11 @@ def cfonb() -> None:
 
 
 @cfonb.command(name="check")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, metavar="FICHIER...", type=click.Path(path_type=Path)
+)
 def check_command(files: tuple[Path, ...]) -> None:
-    """Contrôle FILES à la lettre de la norme CFONB120 et liste chaque écart.
+    """Contrôle chaque FICHIER à la lettre de la norme CFONB120 et liste chaque écart.
 
     Chaque écart est affiché sous la forme FICHIER:LIGNE:COLONNE: message. Code de
     sortie 0 si tous les fichiers sont conformes, 1 sinon.
@@ -161,10 +163,10 @@ def _show_text(result: ReadResult) -> None:
 
 
 @cfonb.command(name="show")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", metavar="FICHIER", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Sortie JSON (montants en unités mineures).")
 def show_command(file: Path, as_json: bool) -> None:
-    """Affiche les relevés de FILE : compte, dates, soldes, mouvements et compléments.
+    """Affiche les relevés de FICHIER : compte, dates, soldes, mouvements et compléments.
 
     Lit aussi les variantes des banques (CRLF, sans séparateur, minuscules...). Code de
     sortie 1 si une partie du fichier n'a pas pu être lue.

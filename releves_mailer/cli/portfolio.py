@@ -34,8 +34,14 @@ def read_password(password_file: Path | None, *, confirm: bool = True) -> str:
         if not lines or not lines[0]:
             raise UserError(f"{password_file} : le fichier de mot de passe est vide")
         return lines[0]
-    value: str = click.prompt("Mot de passe", hide_input=True, confirmation_prompt=confirm)
-    return value
+    # click's own confirmation would answer a mismatch in English: asked here instead.
+    while True:
+        value: str = click.prompt("Mot de passe", hide_input=True, err=True)
+        if not confirm or value == click.prompt(
+            "Confirmez le mot de passe", hide_input=True, err=True
+        ):
+            return value
+        click.echo("Les deux mots de passe diffèrent, recommencez.", err=True)
 
 
 def account_json(account: AccountView, parent_login: str | None) -> dict[str, Any]:
