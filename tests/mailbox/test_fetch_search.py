@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import imaplib
 
+import pytest
+
+from releves_mailer.mailbox.contracts import FolderChanges
 from releves_mailer.mailbox.imap import mime
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.sink import MailDelivery
@@ -240,3 +243,45 @@ async def test_fetch_across_its_batches_sends_every_message_once_in_order(
         numbers = [int(line.split()[1]) for line in lines if line.startswith(b"* ")]
         assert numbers == list(range(1, count + 1)), command
     await client.close()
+
+
+async def test_an_expunge_by_another_session_waits_and_is_read_once(
+    server: ImapServer, store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expunge made by another session is not told during FETCH, STORE or SEARCH (RFC
+    3501 section 7.4.1) but at the next NOOP; meanwhile the session's commands do not read
+    every UID of the folder again, one command after the other."""
+    for index in range(5):
+        await put(store, ADDRESS, sample_message(subject=f"n{index}"))
+    whole_reads = []
+    changes = store.changes
+
+    async def spy(folder_id: int, since_modseq: int) -> FolderChanges | None:
+        found = await changes(folder_id, since_modseq)
+        if found is not None and found.all_uids is not None:
+            whole_reads.append(since_modseq)
+        return found
+
+    monkeypatch.setattr(store, "changes", spy)
+    reader = await RawClient.connect(server.port)
+    await reader.ok("a SELECT INBOX")
+    other = await RawClient.connect(server.port)
+    await other.ok("a SELECT INBOX")
+    await other.ok("b STORE 2 +FLAGS (\\Deleted)")
+    await other.ok("c EXPUNGE")
+    await other.close()
+    whole_reads.clear()  # the other session's own
+
+    untagged = []
+    for number, command in enumerate(
+        ["STORE 1 +FLAGS.SILENT (\\Flagged)", "FETCH 1:5 (FLAGS)", "SEARCH ALL"] * 3
+    ):
+        untagged += [line for line in await reader.ok(f"x{number} {command}") if b"EXPUNGE" in line]
+    assert untagged == []  # sequence numbers did not move under these commands
+    assert len(whole_reads) == 1
+    lines = await reader.ok("y NOOP")
+    assert b"* 2 EXPUNGE\r\n" in lines
+    lines = await reader.ok("z SEARCH ALL")
+    assert lines[0] == b"* SEARCH 1 2 3 4\r\n"
+    assert len(whole_reads) == 1
+    await reader.close()

@@ -14,7 +14,12 @@ from releves_mailer.mailbox.imap.append import cmd_append
 from releves_mailer.mailbox.imap.connection import CommandContext, CommandError, Disconnect
 from releves_mailer.mailbox.imap.listing import cmd_list, cmd_lsub, send_status, status_items
 from releves_mailer.mailbox.imap.parser import ParseError, Parser
-from releves_mailer.mailbox.imap.qresync import QresyncParams, parse_qresync, resync
+from releves_mailer.mailbox.imap.qresync import (
+    QresyncParams,
+    parse_qresync,
+    resync,
+    vanished_since,
+)
 from releves_mailer.mailbox.imap.state import State
 from releves_mailer.mailbox.imap.view import SelectedView
 
@@ -104,16 +109,23 @@ async def _select(
         event=event,
         vanished=session.qresync,
     )
-    if not readonly:
-        claimed = await session.mailbox.claim_recent(info.id)
-        if claimed is not None:
-            low, high = claimed
-            start = bisect.bisect_left(view.uids, low)
-            view.recent = {u for u in view.uids[start:] if u < high}
-    else:
-        # EXAMINE shows \Recent without taking it from the next SELECT.
-        start = bisect.bisect_left(view.uids, info.recent_uid)
-        view.recent = set(view.uids[start:])
+    # QRESYNC's expunged UIDs are read while \Recent is claimed: two round trips at once.
+    vanished = vanished_since(session, view, qresync) if qresync is not None else None
+    try:
+        if not readonly:
+            claimed = await session.mailbox.claim_recent(info.id)
+            if claimed is not None:
+                low, high = claimed
+                start = bisect.bisect_left(view.uids, low)
+                view.recent = {u for u in view.uids[start:] if u < high}
+        else:
+            # EXAMINE shows \Recent without taking it from the next SELECT.
+            start = bisect.bisect_left(view.uids, info.recent_uid)
+            view.recent = set(view.uids[start:])
+    except BaseException:
+        if vanished is not None:
+            vanished.cancel()
+        raise
     session.view = view
     session.state = State.SELECTED
     view.send_flags(session.send)
@@ -125,7 +137,7 @@ async def _select(
     session.send(b"* OK [UIDNEXT %d] Predicted next UID" % view.uidnext)
     session.send(b"* OK [HIGHESTMODSEQ %d] Highest" % view.modseq)
     if qresync is not None:
-        await resync(session, view, qresync)
+        await resync(session, view, qresync, vanished)
     mode = "READ-ONLY" if readonly else "READ-WRITE"
     session.ok(context, "Select completed", mode)
 

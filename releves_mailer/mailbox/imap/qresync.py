@@ -10,6 +10,7 @@ and not needed.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,14 @@ from releves_mailer.mailbox.imap.view import SelectedView
 if TYPE_CHECKING:
     from releves_mailer.mailbox.imap.session import ImapSession
 
-__all__ = ["QresyncParams", "format_ranges", "parse_qresync", "resync", "send_vanished_earlier"]
+__all__ = [
+    "QresyncParams",
+    "format_ranges",
+    "parse_qresync",
+    "resync",
+    "send_vanished_earlier",
+    "vanished_since",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +73,33 @@ def parse_qresync(session: ImapSession, parser: Parser) -> QresyncParams:
     return QresyncParams(uidvalidity, modseq, known)
 
 
-async def resync(session: ImapSession, view: SelectedView, params: QresyncParams) -> None:
-    """After SELECT's responses: what vanished and what changed since ``params.modseq``."""
+def vanished_since(
+    session: ImapSession, view: SelectedView, params: QresyncParams
+) -> asyncio.Future[list[tuple[int, int]]] | None:
+    """The UID ranges expunged since the client's MODSEQ, read from now on (SELECT reads
+    them while it claims ``\\Recent``); ``None`` when the client's UIDVALIDITY is stale."""
     if params.uidvalidity != view.uidvalidity:
-        return
+        return None
     largest = max(view.uidnext - 1, 1)
     within = params.known_uids.resolve(largest) if params.known_uids is not None else None
-    gone = await session.mailbox.vanished(
-        view.folder_id, params.modseq, within, snapshot=(view.uids, view.uidnext)
+    return asyncio.ensure_future(
+        session.mailbox.vanished(
+            view.folder_id, params.modseq, within, snapshot=(view.uids, view.uidnext)
+        )
     )
+
+
+async def resync(
+    session: ImapSession,
+    view: SelectedView,
+    params: QresyncParams,
+    vanished: asyncio.Future[list[tuple[int, int]]] | None,
+) -> None:
+    """After SELECT's responses: what vanished (``vanished``, from :func:`vanished_since`)
+    and what changed since ``params.modseq``."""
+    if vanished is None:
+        return
+    gone = await vanished
     if gone:
         session.send(b"* VANISHED (EARLIER) " + format_ranges(gone))
     for seq, uid in enumerate(view.uids, 1):

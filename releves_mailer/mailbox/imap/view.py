@@ -40,7 +40,9 @@ class SelectedView:
     recent: set[int]
     keywords: set[str]
     event: asyncio.Event
-    expunge_pending: bool = False
+    #: UIDs expunged by others and not told yet: FETCH, STORE and SEARCH must not move
+    #: sequence numbers, so they wait for a command that may (NOOP, IDLE, CHECK...).
+    pending_gone: set[int] = field(default_factory=set)
     #: UIDs of the last ``SEARCH RETURN (SAVE)`` (RFC 5182 ``$``); expunged ones are skipped.
     saved: list[int] = field(default_factory=list)
     #: Searches kept up to date (RFC 5267 ``RETURN (UPDATE)``), and the UIDs added or whose
@@ -124,17 +126,22 @@ class SelectedView:
         head = await mailbox.folder_head(self.folder_id)
         if head is None:
             return False
-        if head == (self.modseq, self.uidnext):
+        tell_expunges = allow_expunge and bool(self.pending_gone)
+        if head == (self.modseq, self.uidnext) and not tell_expunges:
             return True
-        changes = await mailbox.changes(self.folder_id, self.modseq)
-        if changes is None:
-            return True
-        if changes.all_uids is not None:
-            if not allow_expunge:
-                self.expunge_pending = True
+        changes = None
+        if head != (self.modseq, self.uidnext):
+            changes = await mailbox.changes(self.folder_id, self.modseq)
+            if changes is None:
                 return True
-            still = set(changes.all_uids)
-            gone = [uid for uid in self.uids if uid not in still]
+            if changes.all_uids is not None:
+                # Remembered, so that the view moves on to the new MODSEQ now and the next
+                # commands do not read every UID of the folder again.
+                still = set(changes.all_uids)
+                self.pending_gone.update(uid for uid in self.uids if uid not in still)
+        if allow_expunge and self.pending_gone:
+            gone = [uid for uid in self.uids if uid in self.pending_gone]
+            self.pending_gone = set()
             if gone and before_expunge is not None:
                 before_expunge(gone)
             if self.vanished and gone:
@@ -148,7 +155,8 @@ class SelectedView:
                 for uid in gone:
                     self.meta.pop(uid, None)
                     self.recent.discard(uid)
-            self.expunge_pending = False
+        if changes is None:
+            return True
         last = self.uids[-1] if self.uids else 0
         new = [m for m in changes.changed if m.uid > last and m.uid not in self.meta]
         new_keywords = {
