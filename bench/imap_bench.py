@@ -521,30 +521,53 @@ def run_series(servers: list[Server], clients: int, repeat: int) -> None:
         order = servers if round_no % 2 == 0 else servers[::-1]
         plans = {server.name: steps(server, clients) for server in servers}
         for index in range(len(plans[servers[0].name])):
-            for server in order:
-                key, step = plans[server.name][index]
-                # The client's garbage collector would fire at random points of a measure
-                # and add its pauses to whichever server was then measured.
-                gc.collect()
-                gc.disable()
-                cpu = server.cpu_seconds()
-                client_cpu = client_cpu_seconds()
-                started = time.perf_counter()
-                try:
-                    result = step()
-                finally:
-                    elapsed = time.perf_counter() - started
-                    gc.enable()
-                if not isinstance(result, float):  # else timed inside: the CPU is not its
-                    server.client_cpu.setdefault(key, []).append(client_cpu_seconds() - client_cpu)
-                if isinstance(result, float):
-                    elapsed = result
-                server.series.setdefault(key, []).append(elapsed)
-                server.cpu.setdefault(key, []).append(server.cpu_seconds() - cpu)
+            key = plans[servers[0].name][index][0]
+            # Reads that change nothing are short and noisy: several samples a round, the
+            # servers alternating, for a steadier median.
+            samples = READ_SAMPLES if key in READS else 1
+            for sample in range(samples):
+                for server in order if sample % 2 == 0 else order[::-1]:
+                    measure(server, *plans[server.name][index])
         for server in servers:
             if server.client is not None:
                 server.client.logout()
                 server.client = None
+
+
+#: The measures that only read, and how many samples of each a round takes.
+READS = frozenset(
+    {
+        "UID FETCH 1:* (FLAGS ENVELOPE)",
+        "FETCH all bodies",
+        "same envelopes, raw client",
+        "same bodies, raw client",
+        "UID SEARCH SINCE",
+        "SORT by date",
+    }
+)
+READ_SAMPLES = 5
+
+
+def measure(server: Server, key: str, step: Callable[[], object]) -> None:
+    """Run ``step`` on ``server`` and record its wall time, the server's and the bench's CPU."""
+    # The client's garbage collector would fire at random points of a measure and add its
+    # pauses to whichever server was then measured.
+    gc.collect()
+    gc.disable()
+    cpu = server.cpu_seconds()
+    client_cpu = client_cpu_seconds()
+    started = time.perf_counter()
+    try:
+        result = step()
+    finally:
+        elapsed = time.perf_counter() - started
+        gc.enable()
+    if isinstance(result, float):  # timed inside: the bench's CPU is not the measure's
+        elapsed = result
+    else:
+        server.client_cpu.setdefault(key, []).append(client_cpu_seconds() - client_cpu)
+    server.series.setdefault(key, []).append(elapsed)
+    server.cpu.setdefault(key, []).append(server.cpu_seconds() - cpu)
 
 
 _COUNTS = (
