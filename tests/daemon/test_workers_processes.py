@@ -259,7 +259,10 @@ async def test_three_daemons_share_a_night_and_finish_a_killed_one(
     by_worker = {connection_id: worker for connection_id, worker in rows}
     unlogged = connection_ids - set(total)
     assert all(f":{victim.pid}:" in (by_worker[key] or "") for key in unlogged), unlogged
-    assert sum(bool(counts) for counts in logged[1:]) == 2  # both survivors refreshed some
+    # The survivors finished the night. Whether both got a share depends on how fast each
+    # started on a loaded machine (one once did it all while the other was still starting):
+    # the sharing itself is shown by the killed daemon's claims, finished by the others.
+    assert any(logged[1:])
 
     # The dead worker's claims were finished by the others.
     taken_over = await rows_finished_by_others(database, held, victim.pid)
