@@ -285,3 +285,22 @@ async def test_an_expunge_by_another_session_waits_and_is_read_once(
     assert lines[0] == b"* SEARCH 1 2 3 4\r\n"
     assert len(whole_reads) == 1
     await reader.close()
+
+
+async def test_a_flag_changed_by_another_session_shows_in_the_next_fetch(
+    server: ImapServer, store: MessageStore
+) -> None:
+    """The early read of the first batch stands after a flag change (the same messages),
+    and the flags sent are the new ones."""
+    await put(store, ADDRESS, sample_message(subject="first"))
+    reader = await RawClient.connect(server.port)
+    await reader.ok("a SELECT INBOX")
+    other = await RawClient.connect(server.port)
+    await other.ok("a SELECT INBOX")
+    await other.ok("b STORE 1 +FLAGS (\\Flagged)")
+    await other.close()
+    lines = await reader.ok("b FETCH 1 (FLAGS ENVELOPE)")
+    fetched = [line for line in lines if b" FETCH (" in line]
+    assert fetched and all(b"\\Flagged" in line for line in fetched)
+    assert any(b'"first"' in line for line in fetched)
+    await reader.close()

@@ -154,16 +154,19 @@ class ImapServer:
         if not addresses:
             return 0
         stamps = await self.authenticator.credential_stamps(addresses)
-        ended = 0
-        for address in addresses:
-            stamp = stamps.get(address)
-            for session in list(self._per_login.get(address, ())):
-                if session.credential_stamp != stamp and not session.closing:
-                    await session.shutdown(b"Credentials changed or account deactivated")
-                    ended += 1
-        if ended:
-            _log.info("IMAP: %d session(s) ended, credentials changed", ended)
-        return ended
+        ending = [
+            session
+            for address in addresses
+            for session in self._per_login.get(address, ())
+            if session.credential_stamp != stamps.get(address) and not session.closing
+        ]
+        # At once: a client that does not read its BYE holds its own shutdown only.
+        await asyncio.gather(
+            *(s.shutdown(b"Credentials changed or account deactivated") for s in ending)
+        )
+        if ending:
+            _log.info("IMAP: %d session(s) ended, credentials changed", len(ending))
+        return len(ending)
 
     async def _check_credentials_forever(self) -> None:
         while True:
