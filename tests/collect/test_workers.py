@@ -54,7 +54,8 @@ from releves_mailer.signing.smime import SmimeSigner
 from releves_mailer.statements.storage import CutOutcome
 from tests.conftest import POSTGRES_URL_VARIABLE
 from tests.factories import Spec, build_portfolio
-from tests.notify.test_outbox import Relay, enqueue, free_port, outbox_for
+from tests.notify.test_outbox import Relay, enqueue, outbox_for
+from tests.ports import free_port
 
 DOMAIN = "releves.example"
 ON_POSTGRES = bool(os.environ.get(POSTGRES_URL_VARIABLE))

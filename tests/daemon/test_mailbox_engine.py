@@ -4,7 +4,6 @@ in ``test_dovecot_engine.py``, against the real Dovecot."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,9 @@ from releves_mailer.daemon.engine import dovecot_engine
 from releves_mailer.mailbox.dovecot.lmtp import LmtpSink
 from releves_mailer.mailbox.dovecot.setup import DovecotPorts, write_dovecot_config
 from tests.datadirs import initialised_data_dir
+from tests.ports import free_ports
 
 POSTGRES = "postgresql+asyncpg://releves@127.0.0.1:5432/releves"
-
-
-def closed_ports(count: int) -> list[int]:
-    """Ports nothing listens on (bound, then released)."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 async def dovecot_config(tmp_path: Path, *, url: str = POSTGRES) -> Config:
@@ -62,7 +50,7 @@ async def test_a_missing_dovecot_setup_is_named(tmp_path: Path) -> None:
 
 async def test_the_webmail_and_the_readers_use_dovecot(tmp_path: Path) -> None:
     config = await dovecot_config(tmp_path)
-    imap, imaps_port, lmtp = closed_ports(3)
+    imap, imaps_port, lmtp = free_ports(3)
     write_dovecot_config(
         config.data_dir / "dovecot",
         database_url=config.database_url,

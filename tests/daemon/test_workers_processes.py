@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from releves_mailer.signing.secrets import KeyRing
 from tests.conftest import POSTGRES_URL_VARIABLE
 from tests.daemon.test_kill_during_delivery import PASSWORD, add_daily_redevables
 from tests.datadirs import initialised_data_dir
+from tests.ports import free_port, free_ports
 
 # Not marked slow (about 20 s; slow tests run on SQLite only, and this one is for
 # PostgreSQL).
@@ -95,19 +95,6 @@ async def build(directory: Path, url: str) -> Config:
     finally:
         await database.dispose()
     return config
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports, all probed at once (three daemons picking their HTTP port with
-    ``--http-port 0`` at the same instant may pick the same one)."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def port_taken(data_dir: Path) -> bool:
@@ -242,7 +229,7 @@ async def test_three_daemons_share_a_night_and_finish_a_killed_one(
                 if daemons[index].poll() is not None and port_taken(folders[index]):
                     # Another process took its HTTP port between the probe and the bind.
                     (folders[index] / "daemon.log").unlink()
-                    daemons[index] = start_daemon(folders[index], url, free_ports(1)[0])
+                    daemons[index] = start_daemon(folders[index], url, free_port())
                 assert daemons[index].poll() is None, "a surviving daemon stopped on its own"
             await asyncio.sleep(1)
         assert not any(work.values()), work

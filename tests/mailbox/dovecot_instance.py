@@ -8,7 +8,6 @@ import contextlib
 import imaplib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,21 +18,11 @@ import pytest
 
 from releves_mailer.config import Config
 from releves_mailer.mailbox.dovecot.setup import DovecotPorts, DovecotSetup, write_dovecot_config
+from tests.ports import free_ports
 
 __all__ = ["DOVECOT", "auth_ready", "dovecot_for", "reachable_folder", "running_dovecot"]
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def auth_ready(port: int, seconds: float = 60) -> None:
@@ -71,7 +60,7 @@ async def running_dovecot(
         pytest.skip(
             "Dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd dovecot-pgsql)"
         )
-    imap, imaps, lmtp = _free_ports(3)
+    imap, imaps, lmtp = free_ports(3)
     setup = write_dovecot_config(
         folder,
         database_url=database_url,

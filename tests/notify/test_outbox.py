@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
@@ -21,6 +20,7 @@ from releves_mailer.db.models import MailMessage, OutboxMessage, OutboxState
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.signing.smime import SmimeSigner
+from tests.ports import free_port
 
 
 class Relay:
@@ -55,12 +55,6 @@ class Relay:
             self.server.close()
             await self.server.wait_closed()
             self.server = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

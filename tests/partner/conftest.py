@@ -53,7 +53,8 @@ from releves_mailer.web.app import create_app
 from releves_mailer.web.server import HttpServer
 from tests.factories import Holder, Spec, add_portfolio
 from tests.fakes.powens_server import FakePowens, WebviewOutcome
-from tests.notify.test_outbox import Relay, free_port
+from tests.notify.test_outbox import Relay
+from tests.ports import free_port
 
 #: Has four test bank accounts (chèque, chèque USD, carte, livret) with seed 1.
 SIREN = "800000036"

@@ -25,8 +25,9 @@ from releves_mailer.db.migrate import upgrade
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.portfolio.accounts import AccountInput, create_account
 from tests.factories import PASSWORD, make_nic, make_siren
-from tests.notify.test_outbox import Relay, free_port
+from tests.notify.test_outbox import Relay
 from tests.partner.conftest import START, cli_data_dir, plain_text, remote_entry_mails
+from tests.ports import free_port
 
 ROOT = MainGroup(
     name="releves-mailer",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
-import socket
 
 import aiohttp
 import pytest
@@ -21,6 +20,7 @@ from releves_mailer.clock import ManualClock
 from releves_mailer.collect.errors import ErrorClass
 from releves_mailer.collect.provider import ProviderAccess, ProviderError
 from tests.fakes.powens_server import FakeConnection, FakePowens
+from tests.ports import free_port
 
 from .conftest import RecordedSleep
 
@@ -203,9 +203,7 @@ async def test_timeouts_are_retried(
 async def test_connection_refused_is_transient(
     session: aiohttp.ClientSession, clock: ManualClock, sleep: RecordedSleep
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     client = PowensClient(
         session,
         domain="fake-sandbox",

@@ -33,6 +33,7 @@ from tests.delivery.conftest import statement_mail
 from tests.factories import PASSWORD
 from tests.mailbox.dovecot_instance import auth_ready
 from tests.mailservers import DOMAIN
+from tests.ports import free_port
 from tests.web.portal.conftest import csrf_of
 from tests.web.portal.webmail.harness import DEDICATED, OWN, cfonb_of, open_bed, signing_certificate
 
@@ -81,12 +82,6 @@ namespace inbox {{
   separator = /
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_dovecot() -> tuple[Path, Path, int] | str:
