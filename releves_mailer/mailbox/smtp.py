@@ -14,6 +14,8 @@ Nobody may forge a statement through it:
   ``smtp.max_message_size`` bytes (552), an envelope at most 100 recipients.
 
 Password guessing over AUTH is limited by the login guard shared with IMAP and the portal.
+A session past AUTH sends no more mail once its password changed or its account was
+deactivated: each MAIL re-reads the credentials and a change ends the session (421).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any, Protocol
@@ -76,6 +79,14 @@ def sink_deliverer(sink: MessageSink, domain: str) -> DeliverFunction:
         await sink.deliver_many([MailDelivery(address, raw, key) for address in addresses])
 
     return deliver
+
+
+@dataclass(frozen=True, slots=True)
+class _Login:
+    """What AUTH leaves on the session: who, and the stamp of the credentials used."""
+
+    address: str
+    stamp: bytes
 
 
 def _peer_host(session: Session) -> str:
@@ -133,7 +144,16 @@ class InboundHandler:
     def _sender(session: Session) -> str | None:
         """The authenticated user's own address, or ``None`` for an unauthenticated client."""
         data: Any = session.auth_data  # what _check put in its AuthResult
-        return data if session.authenticated and isinstance(data, str) else None
+        return data.address if session.authenticated and isinstance(data, _Login) else None
+
+    async def _credentials_changed(self, session: Session) -> bool:
+        """Whether the password of the session's login changed, or its account was
+        deactivated, since its AUTH."""
+        data: Any = session.auth_data
+        if not session.authenticated or not isinstance(data, _Login):
+            return False
+        stamps = await self._authenticator.credential_stamps([data.address])
+        return stamps.get(data.address) != data.stamp
 
     def _anonymous(self, session: Session) -> bool:
         """Neither authenticated nor from a trusted network: may not send at all."""
@@ -149,6 +169,11 @@ class InboundHandler:
     ) -> str:
         if self._anonymous(session):
             return "530 5.7.0 Authentication required"
+        if await self._credentials_changed(session):
+            # The reply goes out first: the close waits for the write buffer to drain.
+            if server.transport is not None:
+                asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.7.0 Credentials changed or account deactivated"
         sender = self._sender(session)
         if sender is not None and address.lower() != sender:
             return "553 5.7.1 Sender address is not the address you authenticated as"
@@ -253,7 +278,12 @@ class InboundHandler:
             )
         if address is None:
             return AuthResult(success=False, handled=False)  # aiosmtpd answers 535 5.7.8
-        return AuthResult(success=True, auth_data=address.lower())
+        address = address.lower()
+        # Read after the password check: a change in between shows at the next MAIL.
+        stamp = (await self._authenticator.credential_stamps([address])).get(address)
+        if stamp is None:  # deactivated meanwhile
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=_Login(address, stamp))
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
         try:

@@ -1,14 +1,17 @@
-"""A password changed or an account deactivated ends the IMAP sessions it had opened.
+"""A password changed or an account deactivated ends the mail sessions it had opened.
 
 The change is made in the database, as the portal, the command line or another daemon
-makes it; the IMAP server notices it at its next check of the logged-in sessions.
+makes it. The IMAP server notices it at its next check of the logged-in sessions; an SMTP
+session past AUTH at its next MAIL, before it can submit anything more.
 """
 
 from __future__ import annotations
 
 import asyncio
+from email.message import EmailMessage
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 from sqlalchemy import select
 
@@ -17,7 +20,7 @@ from releves_mailer.db import Database
 from releves_mailer.db.models import PortalAccount
 from releves_mailer.portfolio.accounts import set_password
 from tests.factories import PASSWORD
-from tests.mailservers import mail_servers
+from tests.mailservers import DOMAIN, inbox_subjects, mail_servers, smtp_client
 
 pytestmark = pytest.mark.usefixtures("family")
 
@@ -135,3 +138,78 @@ async def test_a_deactivated_account_loses_an_idle_session_at_the_periodic_check
             await Client.login(servers.imap_port, "agence")
         for client in (idle, cabinet):
             await client.close()
+
+
+def note(subject: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = f"agence@{DOMAIN}"
+    mail["To"] = f"cabinet@{DOMAIN}"
+    mail["Subject"] = subject
+    mail.set_content("Bonjour,\n")
+    return mail
+
+
+async def set_agence(
+    database: Database, clock: ManualClock, *, password: str | None = None, active: bool = True
+) -> None:
+    async with database.session() as session:
+        found = await session.scalar(select(PortalAccount).where(PortalAccount.login == "agence"))
+        assert found is not None
+        if password is not None:
+            await set_password(session, clock, found, password)
+        found.active = active
+
+
+@pytest.mark.parametrize("change", ["password", "deactivation"])
+async def test_an_smtp_session_past_auth_sends_nothing_more_after_the_change(
+    database: Database, clock: ManualClock, tmp_path: Path, change: str
+) -> None:
+    async with mail_servers(database, clock, tmp_path) as servers:
+        async with smtp_client(servers, "agence", PASSWORD) as client:
+            errors, _ = await client.send_message(note("avant"))
+            assert errors == {}
+            if change == "password":
+                await set_agence(database, clock, password=NEW_PASSWORD)
+            else:
+                await set_agence(database, clock, active=False)
+            with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+                await client.send_message(note("après"))
+            assert caught.value.code == 421
+            assert "Credentials changed" in caught.value.message
+            # The server hung up: the session can do nothing more.
+            with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+                await client.noop()
+        if change == "password":
+            # The new password opens a new session, which sends; the old one is refused.
+            async with smtp_client(servers, "agence", NEW_PASSWORD) as again:
+                errors, _ = await again.send_message(note("de nouveau"))
+                assert errors == {}
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+                async with smtp_client(servers, "agence", PASSWORD):
+                    pass
+        else:
+            await set_agence(database, clock, active=True)
+        subjects = await asyncio.to_thread(inbox_subjects, servers.imap_port, "cabinet")
+        expected = ["avant", "de nouveau"] if change == "password" else ["avant"]
+        assert subjects == expected
+
+
+async def test_an_smtp_session_with_unchanged_credentials_goes_on(
+    database: Database, clock: ManualClock, tmp_path: Path
+) -> None:
+    async with (
+        mail_servers(database, clock, tmp_path) as servers,
+        smtp_client(servers, "agence", PASSWORD) as client,
+    ):
+        for index in range(3):
+            errors, _ = await client.send_message(note(f"message {index}"))
+            assert errors == {}
+        # Another account's change does not concern it.
+        async with database.session() as session:
+            cabinet = await session.scalar(
+                select(PortalAccount).where(PortalAccount.login == "cabinet")
+            )
+            assert cabinet is not None
+            await set_password(session, clock, cabinet, NEW_PASSWORD)
+        errors, _ = await client.send_message(note("message 3"))
+        assert errors == {}
