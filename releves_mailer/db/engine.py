@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -102,6 +105,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._side: dict[str, AsyncEngine] = {}
+        self._quick = _QuickReader(self.url.database) if self.is_sqlite else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -138,7 +142,65 @@ class Database:
         if engine is not None:
             await engine.dispose()
 
+    async def quick_rows(self, sql: str, parameters: Mapping[str, Any]) -> list[Any]:
+        """The rows of one small read-only query (``sql`` with ``:name`` parameters), for the
+        reads a server repeats on every command.
+
+        On an SQLite file it runs on a read-only connection of its own, in one hand-over to
+        SQLite's thread: SQLAlchemy's aiosqlite adaptor takes four a statement (cursor,
+        execute, fetch, close) plus the commit and the pool's reset, some 2 ms a query on a
+        loaded 2-core machine against 0.3 ms. The read sees every committed change (WAL, no
+        transaction held between queries). Elsewhere, a plain connection of the engine.
+        """
+        if self._quick is not None and self._quick.usable:
+            return await self._quick.rows(sql, parameters)
+        async with self.engine.connect() as connection:
+            return list((await connection.execute(text(sql), parameters)).all())
+
     async def dispose(self) -> None:
+        if self._quick is not None:
+            await self._quick.close()
         for engine in self._side.values():
             await engine.dispose()
         await self.engine.dispose()
+
+
+class _QuickReader:
+    """A read-only connection to an SQLite file, living in a thread of its own (opened on
+    first use, closed by :meth:`close`; a later use opens it again)."""
+
+    def __init__(self, path: str | None) -> None:
+        # ":memory:" would be another, empty database; a "file:" URI keeps its own options.
+        self.usable = bool(path) and path != ":memory:" and not str(path).startswith("file:")
+        self._uri = f"file:{path}?mode=ro"
+        self._connection: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def rows(self, sql: str, parameters: Mapping[str, Any]) -> list[Any]:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-quick-read")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._read, sql, parameters)
+
+    def _read(self, sql: str, parameters: Mapping[str, Any]) -> list[Any]:
+        if self._connection is None:
+            connection = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+            connection.execute("PRAGMA busy_timeout=30000")
+            self._connection = connection
+        cursor = self._connection.execute(sql, parameters)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(thread, self._close_connection)
+        thread.shutdown(wait=False)
+
+    def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()

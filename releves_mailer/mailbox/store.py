@@ -68,6 +68,8 @@ _VIEW_CACHE_SIZE = 64
 _FIXED_CACHE_SIZE = 16
 #: Octets of ENVELOPE data kept in memory, all folders together.
 ENVELOPE_CACHE_BYTES = 32 * 1024 * 1024
+#: A folder's (HIGHESTMODSEQ, UIDNEXT), which tells whether a selected view is current.
+_HEAD_QUERY = "SELECT highestmodseq, uidnext FROM mail_folder WHERE id = :folder"
 #: The columns of a message that never change, kept in memory per folder.
 _FIXED_COLUMNS = frozenset({"blob", "internal_date", "size"})
 
@@ -424,15 +426,9 @@ class MessageStore(FolderStore):
         return metas
 
     async def folder_head(self, folder_id: int) -> tuple[int, int] | None:
-        async with self._sessionmaker() as session:
-            row = (
-                await session.execute(
-                    select(MailFolder.highestmodseq, MailFolder.uidnext).where(
-                        MailFolder.id == folder_id
-                    )
-                )
-            ).one_or_none()
-        return None if row is None else (row[0], row[1])
+        # Every IMAP command of a selected folder starts here: the database's quick path.
+        rows = await self.database.quick_rows(_HEAD_QUERY, {"folder": folder_id})
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None:
         async with self._session() as session:

@@ -112,7 +112,8 @@ async def _select(
     # QRESYNC's expunged UIDs are read while \Recent is claimed: two round trips at once.
     vanished = vanished_since(session, view, qresync) if qresync is not None else None
     try:
-        if not readonly:
+        if not readonly and info.recent_uid < info.uidnext:
+            # (Nothing new since the last claim, as the view was read: no transaction.)
             claimed = await session.mailbox.claim_recent(info.id)
             if claimed is not None:
                 low, high = claimed
