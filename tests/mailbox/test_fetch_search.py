@@ -304,3 +304,41 @@ async def test_a_flag_changed_by_another_session_shows_in_the_next_fetch(
     assert fetched and all(b"\\Flagged" in line for line in fetched)
     assert any(b'"first"' in line for line in fetched)
     await reader.close()
+
+
+async def test_a_session_does_not_read_back_its_own_stores(
+    server: ImapServer, store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Store after store, the view stays current without reading the changes back; a
+    change by another session in between is still read, and told."""
+    for index in range(3):
+        await put(store, ADDRESS, sample_message(subject=f"n{index}"))
+    reads: list[int] = []
+    changes = store.changes
+
+    async def spy(folder_id: int, since_modseq: int) -> FolderChanges | None:
+        reads.append(since_modseq)
+        return await changes(folder_id, since_modseq)
+
+    monkeypatch.setattr(store, "changes", spy)
+    client = await RawClient.connect(server.port)
+    await client.ok("a ENABLE CONDSTORE")
+    await client.ok("b SELECT INBOX")
+    modseqs = []
+    for number, flag in enumerate(["\\Seen", "\\Flagged", "$Label1", "\\Answered"]):
+        lines = await client.ok(f"s{number} STORE {number % 3 + 1} +FLAGS.SILENT ({flag})")
+        found = [line for line in lines if b" FETCH (" in line]
+        modseqs += [int(line.split(b"MODSEQ (")[1].split(b")")[0]) for line in found]
+    assert reads == []
+    assert modseqs == sorted(set(modseqs)) and len(modseqs) == 4
+
+    other = await RawClient.connect(server.port)
+    await other.ok("a SELECT INBOX")
+    await other.ok("b STORE 2 +FLAGS (\\Deleted)")
+    await other.close()
+    lines = await client.ok("t STORE 1 +FLAGS.SILENT (\\Draft)")
+    assert len(reads) == 1
+    lines = await client.ok("u FETCH 1:3 (FLAGS)")
+    flags = {int(line.split()[1]): line for line in lines if b" FETCH (" in line}
+    assert b"\\Deleted" in flags[2] and b"\\Draft" in flags[1] and b"$Label1" in flags[3]
+    await client.close()

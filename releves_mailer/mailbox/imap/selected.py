@@ -99,6 +99,10 @@ async def cmd_store(session: ImapSession, context: CommandContext, parser: Parse
     for meta in updated:
         view.set_meta(meta)
         changed.add(meta.uid)
+    if updated and updated[0].modseq == view.modseq + 1:
+        # Nothing happened between the view's MODSEQ and this change (each change takes the
+        # next one): the view is current, the next command need not read the changes back.
+        view.modseq = updated[0].modseq
     new_keywords = {f for m in updated for f in m.flags if not f.startswith("\\")}
     if new_keywords - view.keywords:
         view.keywords |= new_keywords
