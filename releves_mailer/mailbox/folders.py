@@ -100,6 +100,15 @@ FOLDER_COLUMNS = (
     FOLDERS.c.recent_uid,
     FOLDERS.c.special_use,
 )
+#: One-statement reads every IMAP command makes, for the database's quick path (see
+#: ``Database.quick_rows``): a folder by its owner and name, and by its id.
+_FOLDER_SELECT = (
+    f"SELECT {', '.join(column.name for column in FOLDER_COLUMNS)} FROM {FOLDERS.name} "
+)
+FOLDER_BY_NAME_SQL = _FOLDER_SELECT + "WHERE owner = :owner AND name = :name"
+FOLDER_BY_ID_SQL = _FOLDER_SELECT + "WHERE id = :folder"
+#: The expunges a client knew of (at or before its MODSEQ).
+_KNOWN_GONE_SQL = "SELECT uid FROM mail_expunged WHERE folder_id = :folder AND modseq <= :modseq"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -284,8 +293,8 @@ class FolderStore:
             return [folder_info(row) for row in rows]
 
     async def get_folder(self, owner: str, name: str) -> FolderInfo | None:
-        async with self._session() as session:
-            return await self._get_folder(session, owner, name)
+        rows = await self.database.quick_rows(FOLDER_BY_NAME_SQL, {"owner": owner, "name": name})
+        return FolderInfo(*rows[0]) if rows else None
 
     async def create_folder(self, owner: str, name: str, special_use: str = "") -> FolderInfo:
         async with self._session() as session:
@@ -424,23 +433,27 @@ class FolderStore:
         Expunges older than the record of expunges (schema 0013) are thus reported too,
         which RFC 7162 allows (a client ignores UIDs it does not know).
         """
+        if snapshot is not None:
+            # One statement: the quick path, no transaction.
+            present, uidnext = snapshot
+            rows = await self.database.quick_rows(
+                _KNOWN_GONE_SQL, {"folder": folder_id, "modseq": since_modseq}
+            )
+            return _gaps(present, {row[0] for row in rows}, uidnext, within)
         async with self._session() as session:
-            if snapshot is not None:
-                present, uidnext = snapshot
-            else:
-                info = await self._folder_by_id(session, folder_id)
-                if info is None:
-                    raise NoSuchFolder("Mailbox does not exist")
-                uidnext = info.uidnext
-                present = list(
-                    (
-                        await session.execute(
-                            select(MailMessage.uid)
-                            .where(MailMessage.folder_id == folder_id)
-                            .order_by(MailMessage.uid)
-                        )
-                    ).scalars()
-                )
+            info = await self._folder_by_id(session, folder_id)
+            if info is None:
+                raise NoSuchFolder("Mailbox does not exist")
+            uidnext = info.uidnext
+            present = list(
+                (
+                    await session.execute(
+                        select(MailMessage.uid)
+                        .where(MailMessage.folder_id == folder_id)
+                        .order_by(MailMessage.uid)
+                    )
+                ).scalars()
+            )
             known_gone = set(
                 (
                     await session.execute(
