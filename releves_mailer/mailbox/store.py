@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from releves_mailer.clock import Clock
 from releves_mailer.db import Database
+from releves_mailer.db.engine import QuickQuery
 from releves_mailer.db.models.mailbox import (
     MailDelivered,
-    MailExpunged,
     MailFolder,
     MailMessage,
 )
@@ -69,8 +69,19 @@ _VIEW_CACHE_SIZE = 64
 _FIXED_CACHE_SIZE = 16
 #: Octets of ENVELOPE data kept in memory, all folders together.
 ENVELOPE_CACHE_BYTES = 32 * 1024 * 1024
-#: A folder's (HIGHESTMODSEQ, UIDNEXT), which tells whether a selected view is current.
+#: The reads of a selected folder, on the database's quick path (``Database.quick_reads``):
+#: its (HIGHESTMODSEQ, UIDNEXT), which tells whether a view is current; its messages, all or
+#: those changed since a MODSEQ, by UID; the UIDs expunged since a MODSEQ.
 _HEAD_QUERY = "SELECT highestmodseq, uidnext FROM mail_folder WHERE id = :folder"
+_ALL_METAS_SQL = (
+    "SELECT uid, flags, modseq FROM mail_message WHERE folder_id = :folder ORDER BY uid"
+)
+_METAS_SINCE_SQL = (
+    "SELECT uid, flags, modseq FROM mail_message WHERE folder_id = :folder AND modseq > :modseq"
+    " ORDER BY uid"
+)
+_ALL_UIDS_SQL = "SELECT uid FROM mail_message WHERE folder_id = :folder ORDER BY uid"
+_GONE_SINCE_SQL = "SELECT uid FROM mail_expunged WHERE folder_id = :folder AND modseq > :modseq"
 #: The columns of a message that never change, kept in memory per folder.
 _FIXED_COLUMNS = frozenset({"blob", "internal_date", "size"})
 
@@ -369,66 +380,37 @@ class MessageStore(FolderStore):
 
     async def load_view(self, folder_id: int) -> tuple[FolderInfo, list[MessageMeta]]:
         """The folder and its messages; the list is shared, callers must not change it."""
+        folder_only = (FOLDER_BY_ID_SQL, {"folder": folder_id})
         cached = self._views.get(folder_id)
         if cached is not None:
-            # Many clients selecting one big box, nothing changed since: one quick read.
-            rows = await self.database.quick_rows(FOLDER_BY_ID_SQL, {"folder": folder_id})
-            if not rows:
+            known, old = cached
+            since = {"folder": folder_id, "modseq": known.highestmodseq}
+            # One snapshot: the folder, and only what changed and went since the cached
+            # list (nothing, mostly: many clients polling one big box share one list).
+            folder, changed, gone = await self.database.quick_reads(
+                [folder_only, (_METAS_SINCE_SQL, since), (_GONE_SINCE_SQL, since)]
+            )
+            if not folder:
                 raise NoSuchFolder("Mailbox does not exist")
-            current, (known, old) = FolderInfo(*rows[0]), cached
-            if (current.uidvalidity, current.highestmodseq, current.uidnext) == (
-                known.uidvalidity,
-                known.highestmodseq,
-                known.uidnext,
+            info = FolderInfo(*folder[0])
+            # Another process may have deleted the folder and made one of the same id: its
+            # counters would not be past the cached ones (or its UIDVALIDITY differs).
+            if (
+                info.uidvalidity == known.uidvalidity
+                and info.highestmodseq >= known.highestmodseq
+                and info.uidnext >= known.uidnext
             ):
-                return current, old
-        async with self._session() as session:
-            info = await self._folder_by_id(session, folder_id)
-            if info is None:
-                raise NoSuchFolder("Mailbox does not exist")
-            if cached is not None:
-                known, old = cached
-                # Another process may have deleted the folder and made one of the same id:
-                # its counters would not be past the cached ones (or its UIDVALIDITY differs).
-                if (
-                    info.uidvalidity == known.uidvalidity
-                    and info.highestmodseq >= known.highestmodseq
-                    and info.uidnext >= known.uidnext
-                ):
-                    if (info.highestmodseq, info.uidnext) == (known.highestmodseq, known.uidnext):
-                        # Nothing changed (a MODSEQ bump comes with any change): many
-                        # clients polling one big box share one list.
-                        return info, old
-                    # Only what changed since the cached list: two index ranges.
-                    changed = await self._metas_since(session, folder_id, known.highestmodseq)
-                    gone: set[int] = set()
-                    if info.expunge_modseq > known.highestmodseq:
-                        gone = set(
-                            (
-                                await session.execute(
-                                    select(MailExpunged.uid).where(
-                                        MailExpunged.folder_id == folder_id,
-                                        MailExpunged.modseq > known.highestmodseq,
-                                    )
-                                )
-                            ).scalars()
-                        )
-                    return info, self._keep_view(info, _merged(old, changed, gone))
-            metas = await self._metas_since(session, folder_id, None)
-        return info, self._keep_view(info, metas)
-
-    async def _metas_since(
-        self, session: AsyncSession, folder_id: int, since_modseq: int | None
-    ) -> list[MessageMeta]:
-        """The messages of a folder (changed after ``since_modseq`` if given), by UID."""
-        columns = MESSAGES.c
-        query = select(columns.uid, columns.flags, columns.modseq).where(
-            columns.folder_id == folder_id
+                if (info.highestmodseq, info.uidnext) == (known.highestmodseq, known.uidnext):
+                    return info, old
+                merged = _merged(old, _metas(changed), {uid for (uid,) in gone})
+                return info, self._keep_view(info, merged)
+        folder, rows = await self.database.quick_reads(
+            [folder_only, (_ALL_METAS_SQL, {"folder": folder_id})]
         )
-        if since_modseq is not None:
-            query = query.where(columns.modseq > since_modseq)
-        rows = (await session.execute(query.order_by(columns.uid))).all()
-        return [MessageMeta(uid, flags_of(flags), modseq) for uid, flags, modseq in rows]
+        if not folder:
+            raise NoSuchFolder("Mailbox does not exist")
+        info = FolderInfo(*folder[0])
+        return info, self._keep_view(info, _metas(rows))
 
     def _keep_view(self, info: FolderInfo, metas: list[MessageMeta]) -> list[MessageMeta]:
         folder_id = info.id
@@ -444,32 +426,23 @@ class MessageStore(FolderStore):
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None:
-        async with self._session() as session:
-            info = await self._folder_by_id(session, folder_id)
-            if info is None:
-                return None
-            if info.highestmodseq <= since_modseq:
-                return FolderChanges(info, [], None)
-            rows = (
-                await session.execute(
-                    select(MailMessage.uid, MailMessage.flags, MailMessage.modseq)
-                    .where(MailMessage.folder_id == folder_id, MailMessage.modseq > since_modseq)
-                    .order_by(MailMessage.uid)
-                )
-            ).all()
-            all_uids: list[int] | None = None
-            if info.expunge_modseq > since_modseq:
-                all_uids = list(
-                    (
-                        await session.execute(
-                            select(MailMessage.uid)
-                            .where(MailMessage.folder_id == folder_id)
-                            .order_by(MailMessage.uid)
-                        )
-                    ).scalars()
-                )
-        changed = [MessageMeta(uid, flags_of(flags), modseq) for uid, flags, modseq in rows]
-        return FolderChanges(info, changed, all_uids)
+        reads: list[QuickQuery] = [
+            (FOLDER_BY_ID_SQL, {"folder": folder_id}),
+            (_METAS_SINCE_SQL, {"folder": folder_id, "modseq": since_modseq}),
+        ]
+        folder, changed = await self.database.quick_reads(reads)
+        if not folder:
+            return None
+        info = FolderInfo(*folder[0])
+        if info.expunge_modseq <= since_modseq:
+            return FolderChanges(info, _metas(changed), None)
+        # Expunges since: every UID present, in the same snapshot as the rest.
+        reads.append((_ALL_UIDS_SQL, {"folder": folder_id}))
+        folder, changed, present = await self.database.quick_reads(reads)
+        if not folder:
+            return None
+        info = FolderInfo(*folder[0])
+        return FolderChanges(info, _metas(changed), [uid for (uid,) in present])
 
     async def claim_recent(self, folder_id: int) -> tuple[int, int] | None:
         async with self._session() as session:
@@ -720,6 +693,10 @@ class MessageStore(FolderStore):
         return target.uidvalidity, mapping
 
     # endregion
+
+
+def _metas(rows: Iterable[Any]) -> list[MessageMeta]:
+    return [MessageMeta(uid, flags_of(flags), modseq) for uid, flags, modseq in rows]
 
 
 def _merged(
