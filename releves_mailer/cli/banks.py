@@ -260,27 +260,42 @@ async def show(app: AppContext, account_id: int, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
-async def _switch(app: AppContext, account_id: int, active: bool) -> None:
-    async with open_services(app.config, SystemClock()) as services:
+async def _switch(app: AppContext, account_id: int, active: bool, at: str | None) -> None:
+    clock: Clock = SystemClock() if at is None else ManualClock(parse_datetime(at))
+    async with open_services(app.config, clock) as services:
         account = await services.banks.set_active(account_id, active)
     word = "réactivé" if active else "désactivé"
-    click.echo(f"Compte bancaire {account.id} ({account.label}, {account.iban or '-'}) {word}.")
+    click.echo(
+        f"Compte bancaire {account.id} ({account.label}, {account.iban or '-'}) {word} "
+        f"le {_when(clock.now())}."
+    )
+
+
+#: ``--at`` of the commands that change a bank account on a simulated timeline.
+_at_option = click.option(
+    "--at",
+    "at",
+    metavar="AAAA-MM-JJTHH:MM",
+    help="Moment du changement sur la chronologie simulée (heure de Paris ; défaut : maintenant).",
+)
 
 
 @banks.command(name="deactivate")
 @click.argument("account_id", type=int)
+@_at_option
 @async_command
-async def deactivate(app: AppContext, account_id: int) -> None:
+async def deactivate(app: AppContext, account_id: int, at: str | None) -> None:
     """Désactive un compte bancaire : il n'est plus collecté."""
-    await _switch(app, account_id, False)
+    await _switch(app, account_id, False, at)
 
 
 @banks.command(name="reactivate")
 @click.argument("account_id", type=int)
+@_at_option
 @async_command
-async def reactivate(app: AppContext, account_id: int) -> None:
+async def reactivate(app: AppContext, account_id: int, at: str | None) -> None:
     """Réactive un compte bancaire : la collecte reprend depuis la dernière date relevée."""
-    await _switch(app, account_id, True)
+    await _switch(app, account_id, True, at)
 
 
 @banks.command(name="transactions")

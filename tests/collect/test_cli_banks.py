@@ -177,3 +177,33 @@ def test_ambiguous_siren_is_resolved_by_login(data_dir: Path) -> None:
     result = run(data_dir, "connect", "404833048", "--account", "autre")
     assert result.exit_code == 0, result.output
     assert "TEST PRM2 BIS" in result.output
+
+
+def test_deactivate_and_reactivate_on_a_simulated_timeline(data_dir: Path) -> None:
+    """``--at`` dates the switch (Paris time) as ``connect --at`` does: the dates the next
+    refresh starts from are the simulated ones."""
+    connected = run(data_dir, "connect", "732829320", "--at", "2026-03-02T09:00")
+    assert connected.exit_code == 0, connected.output
+    first = json.loads(run(data_dir, "list", "--json").output)[0]["id"]
+
+    off = run(data_dir, "deactivate", str(first), "--at", "2026-03-10T09:30")
+    assert off.exit_code == 0, off.output
+    assert "désactivé le 10/03/2026 09:30." in off.output
+    on = run(data_dir, "reactivate", str(first), "--at", "2026-03-20T18:00")
+    assert "réactivé le 20/03/2026 18:00." in on.output
+    shown = json.loads(run(data_dir, "show", str(first), "--json").output)
+    assert shown["actif"] is True and shown["date_desactivation"] is None
+    assert shown["date_activation"].startswith("2026-03-20T17:00")  # UTC
+    switches = [
+        (event["type"], event["date"][:16])
+        for event in shown["evenements"]
+        if event["type"] in ("compte désactivé", "compte réactivé")
+    ]
+    assert switches == [
+        ("compte désactivé", "2026-03-10T08:30"),
+        ("compte réactivé", "2026-03-20T17:00"),
+    ]
+
+    bad = run(data_dir, "deactivate", str(first), "--at", "10/03/2026")
+    assert bad.exit_code != 0
+    assert "date et heure invalides « 10/03/2026 »" in bad.output
