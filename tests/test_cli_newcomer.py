@@ -18,7 +18,8 @@ from sqlalchemy import select
 from releves_mailer.cli.errors import os_error_message
 from releves_mailer.db import Database
 from releves_mailer.db.models import BankAccount, PortalAccount, Redevable, Statement
-from releves_mailer.services.demo import SECONDARY_LOGIN, build_demo_data
+from releves_mailer.services import demo
+from releves_mailer.services.demo import SECONDARY_LOGIN
 from tests.datadirs import initialised_data_dir
 
 #: English words click or the system would print.
@@ -100,8 +101,13 @@ async def test_a_taken_port_names_the_server_and_its_option(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-async def test_list_commands_take_account_and_dates_read_jj_mm_aaaa(tmp_path: Path) -> None:
-    built = await build_demo_data(tmp_path / "demo", "mot de passe de la demo")
+async def test_list_commands_take_account_and_dates_read_jj_mm_aaaa(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demo's accounts and periodicities, over 15 nights instead of 90: enough
+    # statements of each account for the lists (the whole history is test_demo's).
+    monkeypatch.setattr(demo, "HISTORY_DAYS", 15)
+    built = await demo.build_demo_data(tmp_path / "demo", "mot de passe de la demo")
     config_file = built.config.source
     database = Database(built.config.database_url)
     try:
@@ -126,7 +132,7 @@ async def test_list_commands_take_account_and_dates_read_jj_mm_aaaa(tmp_path: Pa
             )
     finally:
         await database.dispose()
-    assert own and own < all_accounts
+    assert own and own < all_accounts and own_statements
 
     listed = run(config_file, "banks", "list", "--account", SECONDARY_LOGIN, "--json")
     assert listed.returncode == 0, listed.stderr
