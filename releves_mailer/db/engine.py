@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -183,7 +184,8 @@ class _QuickReader:
     def __init__(self, path: str | None) -> None:
         # ":memory:" would be another, empty database; a "file:" URI keeps its own options.
         self.usable = bool(path) and path != ":memory:" and not str(path).startswith("file:")
-        self._uri = f"file:{path}?mode=ro"
+        # A URI, for mode=ro: the path's "#", "%" (and any non-ASCII) percent-encoded.
+        self._uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
         self._connection: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
 

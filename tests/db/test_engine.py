@@ -62,6 +62,24 @@ async def test_quick_rows_see_every_commit_at_once(database: Database) -> None:
     assert await database.quick_rows(query, {"id": 2}) == []
 
 
+async def test_quick_rows_of_a_folder_whose_name_a_uri_would_misread(tmp_path: Path) -> None:
+    """The read-only connection opens its file by URI: a "#" (a fragment in a URI), "%" and
+    accents in the data directory's path must not change which file it opens. ("?" is
+    already refused by SQLAlchemy's URL, where it starts the options.)"""
+    folder = tmp_path / "Relevés clients #2 à 100%"
+    folder.mkdir()
+    database = Database(f"sqlite+aiosqlite:///{folder / 'base.db'}")
+    try:
+        async with database.session() as session:
+            await session.execute(text("CREATE TABLE quick_probe (n INTEGER)"))
+            await session.execute(text("INSERT INTO quick_probe VALUES (5)"))
+        rows = await database.quick_rows("SELECT n FROM quick_probe", {})
+        assert [tuple(row) for row in rows] == [(5,)]
+    finally:
+        await database.dispose()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [folder.name]  # noqa: ASYNC240
+
+
 async def test_quick_rows_cannot_write_an_sqlite_file(tmp_path: Path) -> None:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'quick.db'}")
     try:
