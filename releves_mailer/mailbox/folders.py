@@ -107,8 +107,9 @@ _FOLDER_SELECT = (
 )
 FOLDER_BY_NAME_SQL = _FOLDER_SELECT + "WHERE owner = :owner AND name = :name"
 FOLDER_BY_ID_SQL = _FOLDER_SELECT + "WHERE id = :folder"
-#: The expunges a client knew of (at or before its MODSEQ).
+#: The expunges a client knew of (at or before its MODSEQ), and those made after one.
 _KNOWN_GONE_SQL = "SELECT uid FROM mail_expunged WHERE folder_id = :folder AND modseq <= :modseq"
+GONE_SINCE_SQL = "SELECT uid FROM mail_expunged WHERE folder_id = :folder AND modseq > :modseq"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -44,6 +44,7 @@ from releves_mailer.mailbox.contracts import (
 )
 from releves_mailer.mailbox.folders import (
     FOLDER_BY_ID_SQL,
+    GONE_SINCE_SQL,
     IN_CHUNK,
     MESSAGES,
     FolderStore,
@@ -71,8 +72,8 @@ _FIXED_CACHE_SIZE = 16
 ENVELOPE_CACHE_BYTES = 32 * 1024 * 1024
 #: The reads of a selected folder, on the database's quick path (``Database.quick_reads``):
 #: its (HIGHESTMODSEQ, UIDNEXT), which tells whether a view is current; its messages, all or
-#: those changed since a MODSEQ, by UID; the UIDs expunged since a MODSEQ.
-_HEAD_QUERY = "SELECT highestmodseq, uidnext FROM mail_folder WHERE id = :folder"
+#: those changed since a MODSEQ, by UID (the folder and expunge reads: ``folders``).
+_HEAD_SQL = "SELECT highestmodseq, uidnext FROM mail_folder WHERE id = :folder"
 _ALL_METAS_SQL = (
     "SELECT uid, flags, modseq FROM mail_message WHERE folder_id = :folder ORDER BY uid"
 )
@@ -81,7 +82,6 @@ _METAS_SINCE_SQL = (
     " ORDER BY uid"
 )
 _ALL_UIDS_SQL = "SELECT uid FROM mail_message WHERE folder_id = :folder ORDER BY uid"
-_GONE_SINCE_SQL = "SELECT uid FROM mail_expunged WHERE folder_id = :folder AND modseq > :modseq"
 #: The columns of a message that never change, kept in memory per folder.
 _FIXED_COLUMNS = frozenset({"blob", "internal_date", "size"})
 
@@ -388,7 +388,7 @@ class MessageStore(FolderStore):
             # One snapshot: the folder, and only what changed and went since the cached
             # list (nothing, mostly: many clients polling one big box share one list).
             folder, changed, gone = await self.database.quick_reads(
-                [folder_only, (_METAS_SINCE_SQL, since), (_GONE_SINCE_SQL, since)]
+                [folder_only, (_METAS_SINCE_SQL, since), (GONE_SINCE_SQL, since)]
             )
             if not folder:
                 raise NoSuchFolder("Mailbox does not exist")
@@ -422,7 +422,7 @@ class MessageStore(FolderStore):
 
     async def folder_head(self, folder_id: int) -> tuple[int, int] | None:
         # Every IMAP command of a selected folder starts here: the database's quick path.
-        rows = await self.database.quick_rows(_HEAD_QUERY, {"folder": folder_id})
+        rows = await self.database.quick_rows(_HEAD_SQL, {"folder": folder_id})
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     async def changes(self, folder_id: int, since_modseq: int) -> FolderChanges | None:
