@@ -49,6 +49,7 @@ from releves_mailer.config import AuthSection, ImapSection  # noqa: E402
 from releves_mailer.daemon.gc_tuning import tune_garbage_collector  # noqa: E402
 from releves_mailer.db import Database  # noqa: E402
 from releves_mailer.db.migrate import upgrade  # noqa: E402
+from releves_mailer.listeners import reserve_port  # noqa: E402
 from releves_mailer.mailbox.imap.server import ImapServer  # noqa: E402
 from releves_mailer.mailbox.sink import MailDelivery  # noqa: E402
 from releves_mailer.mailbox.store import MessageStore  # noqa: E402
@@ -212,12 +213,6 @@ def peak_rss_kb(pid: int) -> int:
 # region dovecot ##############################################################################
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_dovecot(
     base: Path, mails: list[tuple[bytes, dt.datetime]], port: int = 0
 ) -> tuple[subprocess.Popen[bytes], int] | None:
@@ -243,7 +238,7 @@ def start_dovecot(
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
     for directory in (base.parent, base):
         directory.chmod(0o755)  # the mail user (nobody) must reach the Maildir
-    port = port or free_port()
+    port = port or reserve_port()
     config = base / "dovecot.conf"
     config.write_text(
         f"""

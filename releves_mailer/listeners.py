@@ -23,6 +23,9 @@ instead of ``loop.create_server``, so that one place decides who may take a desc
 A connection counts until its socket is closed, whoever closes it (the protocol, a TLS
 layer put on top later, the server stopping): the limiter keeps the accepted socket and
 forgets it once its descriptor is gone, so no protocol needs to report back.
+
+:func:`reserve_ports` serves the one caller that must name a port before its server binds
+it (the HTTP port chosen for ``--http-port 0``, which the portal's links carry).
 """
 
 from __future__ import annotations
@@ -366,3 +369,39 @@ def _lowest_free(sock: socket.socket) -> int:
     probe = os.dup(sock.fileno())
     os.close(probe)
     return probe
+
+
+def reserve_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports of ``host``, held for a server that will bind them.
+
+    A port merely probed and released can be handed by the kernel to any other socket before
+    the server binds it ("Address already in use", seen on loaded machines). So each port is
+    left in TIME_WAIT, its side of a local connection closed first: the kernel gives it to
+    no port-0 bind or outgoing connection for a minute, while a listener that binds it with
+    SO_REUSEADDR (:class:`Listener`, asyncio's, aiosmtpd's, Dovecot's) gets it at once.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # A wildcard address listens on the loopback too, and loopback is where we connect.
+    target = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    listeners: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listening = socket.socket(family, socket.SOCK_STREAM)
+            listeners.append(listening)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind((host, 0))
+            listening.listen(1)
+            port = int(listening.getsockname()[1])
+            with socket.create_connection((target, port)):
+                accepted, _ = listening.accept()
+                # The side that closes first keeps the TIME_WAIT: the accepted one, on our port.
+                accepted.close()
+        return [int(listening.getsockname()[1]) for listening in listeners]
+    finally:
+        for listening in listeners:
+            listening.close()
+
+
+def reserve_port(host: str = "127.0.0.1") -> int:
+    """One free port of ``host``, held for the server that will bind it (:func:`reserve_ports`)."""
+    return reserve_ports(1, host)[0]

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -43,6 +42,7 @@ from releves_mailer.db.claims import worker_identity
 from releves_mailer.db.migrate import SchemaOutOfDate, check_schema
 from releves_mailer.delivery.service import StatementDelivery
 from releves_mailer.files import PRIVATE_DIR, make_private_dir, write_atomically
+from releves_mailer.listeners import reserve_port
 from releves_mailer.logs import configure_logging, secrets_of
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.smtp import InboundHandler, SmtpServer, sink_deliverer
@@ -90,7 +90,7 @@ class ListenOverrides:
         http = config.http.model_copy(update=given(listen=listen, port=self.http_port))
         if http.port == 0:
             # Links carry the HTTP address, so its port must be known before the app is built.
-            http = http.model_copy(update={"port": _free_port(http.listen)})
+            http = http.model_copy(update={"port": reserve_port(http.listen)})
         default_url = f"http://{config.http.listen}:{config.http.port}"
         if config.http.public_url.rstrip("/") == default_url:
             host = "127.0.0.1" if http.listen in ("0.0.0.0", "") else http.listen  # noqa: S104
@@ -105,13 +105,6 @@ class ListenOverrides:
                 "http": http,
             }
         )
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def server_ssl_context(config: Config) -> ssl.SSLContext:

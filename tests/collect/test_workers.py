@@ -46,6 +46,7 @@ from releves_mailer.db.models import (
     StatementState,
 )
 from releves_mailer.delivery.service import StatementDelivery
+from releves_mailer.listeners import reserve_port
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.render import Renderer
@@ -55,7 +56,6 @@ from releves_mailer.statements.storage import CutOutcome
 from tests.conftest import POSTGRES_URL_VARIABLE
 from tests.factories import Spec, build_portfolio
 from tests.notify.test_outbox import Relay, enqueue, outbox_for
-from tests.ports import free_port
 
 DOMAIN = "releves.example"
 ON_POSTGRES = bool(os.environ.get(POSTGRES_URL_VARIABLE))
@@ -123,7 +123,7 @@ async def workers(
     """Three workers, each with its own pool on the test database; one counting bank; the
     outside relay every outbox sends to."""
     bank = CountingBank(TestBank(clock, seed=1))
-    relay = Relay(free_port())
+    relay = Relay(reserve_port())
     await relay.start()
     plan = RefreshPlan(claim_lease_seconds=LEASE_SECONDS)
     made: list[Worker] = []

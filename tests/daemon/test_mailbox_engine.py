@@ -10,10 +10,10 @@ import pytest
 
 from releves_mailer.config import Config, ConfigError, MailboxSection, load_config
 from releves_mailer.daemon.engine import dovecot_engine
+from releves_mailer.listeners import reserve_ports
 from releves_mailer.mailbox.dovecot.lmtp import LmtpSink
 from releves_mailer.mailbox.dovecot.setup import DovecotPorts, write_dovecot_config
 from tests.datadirs import initialised_data_dir
-from tests.ports import free_ports
 
 POSTGRES = "postgresql+asyncpg://releves@127.0.0.1:5432/releves"
 
@@ -50,7 +50,7 @@ async def test_a_missing_dovecot_setup_is_named(tmp_path: Path) -> None:
 
 async def test_the_webmail_and_the_readers_use_dovecot(tmp_path: Path) -> None:
     config = await dovecot_config(tmp_path)
-    imap, imaps_port, lmtp = free_ports(3)
+    imap, imaps_port, lmtp = reserve_ports(3)
     write_dovecot_config(
         config.data_dir / "dovecot",
         database_url=config.database_url,

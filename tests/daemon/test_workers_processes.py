@@ -43,12 +43,12 @@ from releves_mailer.db.models import (
     Statement,
     StatementState,
 )
+from releves_mailer.listeners import reserve_port, reserve_ports
 from releves_mailer.services.demo import create_demo_portfolio
 from releves_mailer.signing.secrets import KeyRing
 from tests.conftest import POSTGRES_URL_VARIABLE
 from tests.daemon.test_kill_during_delivery import PASSWORD, add_daily_redevables
 from tests.datadirs import initialised_data_dir
-from tests.ports import free_port, free_ports
 
 # Not marked slow (about 20 s; slow tests run on SQLite only, and this one is for
 # PostgreSQL).
@@ -195,7 +195,7 @@ async def test_three_daemons_share_a_night_and_finish_a_killed_one(
 
     daemons = [
         start_daemon(folder, url, port)
-        for folder, port in zip(folders, free_ports(len(folders)), strict=True)
+        for folder, port in zip(folders, reserve_ports(len(folders)), strict=True)
     ]
     victim = daemons[0]
     try:
@@ -229,7 +229,7 @@ async def test_three_daemons_share_a_night_and_finish_a_killed_one(
                 if daemons[index].poll() is not None and port_taken(folders[index]):
                     # Another process took its HTTP port between the probe and the bind.
                     (folders[index] / "daemon.log").unlink()
-                    daemons[index] = start_daemon(folders[index], url, free_port())
+                    daemons[index] = start_daemon(folders[index], url, reserve_port())
                 assert daemons[index].poll() is None, "a surviving daemon stopped on its own"
             await asyncio.sleep(1)
         assert not any(work.values()), work

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from releves_mailer.config import Config
+from releves_mailer.listeners import reserve_ports
 from releves_mailer.mailbox.dovecot.setup import DovecotPorts, DovecotSetup, write_dovecot_config
-from tests.ports import free_ports
 
 __all__ = ["DOVECOT", "auth_ready", "dovecot_for", "reachable_folder", "running_dovecot"]
 
@@ -60,7 +60,7 @@ async def running_dovecot(
         pytest.skip(
             "Dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd dovecot-pgsql)"
         )
-    imap, imaps, lmtp = free_ports(3)
+    imap, imaps, lmtp = reserve_ports(3)
     setup = write_dovecot_config(
         folder,
         database_url=database_url,

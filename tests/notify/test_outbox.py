@@ -17,10 +17,10 @@ from releves_mailer.clock import ManualClock
 from releves_mailer.config import RelaySection
 from releves_mailer.db import Database
 from releves_mailer.db.models import MailMessage, OutboxMessage, OutboxState
+from releves_mailer.listeners import reserve_port
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.signing.smime import SmimeSigner
-from tests.ports import free_port
 
 
 class Relay:
@@ -59,7 +59,7 @@ class Relay:
 
 @pytest.fixture
 async def relay() -> AsyncIterator[Relay]:
-    sink = Relay(free_port())
+    sink = Relay(reserve_port())
     yield sink
     await sink.stop()
 
@@ -188,7 +188,7 @@ async def test_recipient_rejected_for_good_is_not_retried(
 async def test_gives_up_after_three_days(
     database: Database, clock: ManualClock, tmp_path: Path
 ) -> None:
-    outbox = outbox_for(database, clock, tmp_path, free_port())
+    outbox = outbox_for(database, clock, tmp_path, reserve_port())
     await enqueue(outbox, database, 1)
     for _ in range(4 * 24):
         await outbox.send_due()

@@ -33,6 +33,7 @@ from releves_mailer.db.models import (
     OutboxMessage,
     SecureLink,
 )
+from releves_mailer.listeners import reserve_port
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.partner.alerts import AlertService
 from releves_mailer.partner.flow import PartnerFlow
@@ -54,7 +55,6 @@ from releves_mailer.web.server import HttpServer
 from tests.factories import Holder, Spec, add_portfolio
 from tests.fakes.powens_server import FakePowens, WebviewOutcome
 from tests.notify.test_outbox import Relay
-from tests.ports import free_port
 
 #: Has four test bank accounts (chèque, chèque USD, carte, livret) with seed 1.
 SIREN = "800000036"
@@ -307,10 +307,10 @@ async def _running(
 
 @pytest.fixture
 async def harness(database: Database, clock: ManualClock, tmp_path: Path) -> AsyncIterator[Harness]:
-    relay = Relay(free_port())
+    relay = Relay(reserve_port())
     await relay.start()
     try:
-        async with _running(database, clock, tmp_path, free_port(), relay) as running:
+        async with _running(database, clock, tmp_path, reserve_port(), relay) as running:
             yield running
     finally:
         await relay.stop()
@@ -334,9 +334,9 @@ async def powens_harness(
     database: Database, clock: ManualClock, tmp_path: Path
 ) -> AsyncIterator[PowensHarness]:
     """Both modes registered, Powens the default: links open the fake's Webview."""
-    relay = Relay(free_port())
+    relay = Relay(reserve_port())
     await relay.start()
-    port = free_port()
+    port = reserve_port()
     fake = FakePowens(clock, redirect_uris=[_settings(port).callback_url])
     await fake.start()
     http = aiohttp.ClientSession()

@@ -22,12 +22,12 @@ from releves_mailer.clock import ManualClock, SystemClock
 from releves_mailer.config import Config
 from releves_mailer.db import Database
 from releves_mailer.db.migrate import upgrade
+from releves_mailer.listeners import reserve_port
 from releves_mailer.notify.outbox import Outbox
 from releves_mailer.portfolio.accounts import AccountInput, create_account
 from tests.factories import PASSWORD, make_nic, make_siren
 from tests.notify.test_outbox import Relay
 from tests.partner.conftest import START, cli_data_dir, plain_text, remote_entry_mails
-from tests.ports import free_port
 
 ROOT = MainGroup(
     name="releves-mailer",
@@ -69,7 +69,7 @@ class Home:
 
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
-    relay_port = free_port()
+    relay_port = reserve_port()
     config = cli_data_dir(
         tmp_path, f'[relay]\nhost = "127.0.0.1"\nport = {relay_port}\nstarttls = false\n'
     )

@@ -19,8 +19,8 @@ from releves_mailer.aggregators.powens import (
 from releves_mailer.clock import ManualClock
 from releves_mailer.collect.errors import ErrorClass
 from releves_mailer.collect.provider import ProviderAccess, ProviderError
+from releves_mailer.listeners import reserve_port
 from tests.fakes.powens_server import FakeConnection, FakePowens
-from tests.ports import free_port
 
 from .conftest import RecordedSleep
 
@@ -203,7 +203,7 @@ async def test_timeouts_are_retried(
 async def test_connection_refused_is_transient(
     session: aiohttp.ClientSession, clock: ManualClock, sleep: RecordedSleep
 ) -> None:
-    port = free_port()
+    port = reserve_port()
     client = PowensClient(
         session,
         domain="fake-sandbox",

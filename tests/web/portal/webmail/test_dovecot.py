@@ -27,13 +27,13 @@ import pytest
 from releves_mailer.clock import ManualClock
 from releves_mailer.db import Database
 from releves_mailer.delivery.compose import build_signed_statement_mail
+from releves_mailer.listeners import reserve_port
 from releves_mailer.render import Renderer
 from releves_mailer.webmail.imap import ImapEndpoint
 from tests.delivery.conftest import statement_mail
 from tests.factories import PASSWORD
 from tests.mailbox.dovecot_instance import auth_ready
 from tests.mailservers import DOMAIN
-from tests.ports import free_port
 from tests.web.portal.conftest import csrf_of
 from tests.web.portal.webmail.harness import DEDICATED, OWN, cfonb_of, open_bed, signing_certificate
 
@@ -96,7 +96,7 @@ def start_dovecot() -> tuple[Path, Path, int] | str:
     # Dovecot's auth process reads it as its own user, whatever umask this process has (the
     # command line, run in-process by other tests, sets 077).
     (root / "users").chmod(0o644)
-    port = free_port()
+    port = reserve_port()
     config = root / "dovecot.conf"
     config.write_text(CONFIG.format(root=root, port=port), encoding="utf-8")
     # Not into pipes: the daemonised master keeps them open, and run() would wait for ever.
