@@ -293,9 +293,9 @@ class FakePowens:
         #: Every /auth/init (and /auth/renew without id_user) call: each one is billed.
         self.user_creations = 0
         self.requests: list[RecordedRequest] = []
-        #: Seconds every API answer takes.
-        self.delay = 0.0
-        self._slow: deque[float] = deque()
+        #: Cleared by :meth:`hold_calls`: API calls then wait, unanswered, until it is set.
+        self._answering = asyncio.Event()
+        self._answering.set()
         self._faults: list[_Fault] = []
         #: Server-side cap of the page size (forces pagination with limit=1000).
         self.page_size: int | None = None
@@ -558,9 +558,17 @@ class FakePowens:
         """The next ``count`` API calls answer 429 with that ``Retry-After`` (None: omitted)."""
         self._faults.append(_Fault(429, count, None, path, retry_after))
 
-    def slow_next(self, count: int, seconds: float) -> None:
-        """The next ``count`` API calls take ``seconds`` before answering."""
-        self._slow.extend([seconds] * count)
+    def hold_calls(self) -> None:
+        """API calls from now on are recorded, then left unanswered until :meth:`answer_calls`.
+
+        What a client's timeout must cut, whatever the machine's speed: a reply that merely
+        comes late may come in time on a slow machine, or a request be cut before it arrives.
+        """
+        self._answering.clear()
+
+    def answer_calls(self) -> None:
+        """The held calls, and the next ones, are answered."""
+        self._answering.set()
 
     def queue_webview(self, *outcomes: WebviewOutcome) -> None:
         self.webview_outcomes.extend(outcomes)
@@ -794,6 +802,17 @@ class FakePowens:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
 
+    async def _until_answering(self) -> None:
+        waits = [
+            asyncio.ensure_future(self._answering.wait()),
+            asyncio.ensure_future(self._closing.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not request.path.startswith("/2.0/"):
@@ -806,9 +825,8 @@ class FakePowens:
                 "Authorization" in request.headers,
             )
         )
-        delay = self.delay + (self._slow.popleft() if self._slow else 0.0)
-        if delay:
-            await self._pause(delay)
+        if not self._answering.is_set():
+            await self._until_answering()
         for fault in self._faults:
             if fault.remaining > 0 and (fault.path is None or fault.path in request.path):
                 fault.remaining -= 1

@@ -37,9 +37,26 @@ async def fake(clock: ManualClock) -> AsyncIterator[FakePowens]:
         yield server
 
 
+class SentRequests(list[tuple[str, str]]):
+    """What the client sent, ``(method, path)``, counted on its side: a request cut by a
+    timeout counts even if the server never read it."""
+
+    async def on_start(
+        self, _session: object, _context: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        self.append((params.method, params.url.path))
+
+
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as http:
+def sent() -> SentRequests:
+    return SentRequests()
+
+
+@pytest.fixture
+async def session(sent: SentRequests) -> AsyncIterator[aiohttp.ClientSession]:
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(sent.on_start)
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as http:
         yield http
 
 
@@ -62,7 +79,8 @@ def client(
         sleep=sleep,
         jitter=lambda: 0.5,
         retry=RetryPolicy(attempts=4, base_delay=1.0, max_delay=8.0),
-        timeouts=Timeouts(connect=2.0, request=2.0, sync=2.0),
+        # Generous: a test of timeouts holds the fake's answers and sets its own.
+        timeouts=Timeouts(connect=30.0, request=30.0, sync=30.0),
     )
 
 

@@ -25,7 +25,7 @@ from tests.fakes.powens_server import (
     WebviewOutcome,
 )
 
-from .conftest import RecordedSleep, access_of
+from .conftest import RecordedSleep, SentRequests, access_of
 
 REDIRECT = "https://releves.example.fr/powens/retour"
 
@@ -58,13 +58,14 @@ async def test_user_creation_is_never_retried_after_a_5xx(
 
 
 async def test_user_creation_timeout_is_not_retried(
-    fake: FakePowens, provider: PowensProvider, sleep: RecordedSleep
+    fake: FakePowens, provider: PowensProvider, sleep: RecordedSleep, sent: SentRequests
 ) -> None:
     provider.client.timeouts = type(provider.client.timeouts)(request=0.2)
-    fake.slow_next(1, 2.0)
+    fake.hold_calls()
     with pytest.raises(PowensAPIError, match="incertaine"):
         await provider.ensure_user(None)
-    assert len(fake.calls("POST", "/auth/init")) == 1
+    assert [path for _method, path in sent if path.endswith("/auth/init")] == ["/2.0/auth/init"]
+    assert sleep.waits == []
 
 
 async def test_user_creation_waits_out_a_429(

@@ -22,7 +22,7 @@ from releves_mailer.collect.provider import ProviderAccess, ProviderError
 from releves_mailer.listeners import reserve_port
 from tests.fakes.powens_server import FakeConnection, FakePowens
 
-from .conftest import RecordedSleep
+from .conftest import RecordedSleep, SentRequests
 
 
 async def test_429_waits_for_retry_after(
@@ -175,9 +175,19 @@ async def test_timeouts_are_retried(
     fake: FakePowens,
     session: aiohttp.ClientSession,
     clock: ManualClock,
-    sleep: RecordedSleep,
     access: ProviderAccess,
+    sent: SentRequests,
 ) -> None:
+    short = Timeouts(connect=1.0, request=0.2, sync=0.2)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        """Between attempts: after the second wait, the fake answers again (in time)."""
+        waits.append(seconds)
+        if len(waits) == 2 and answer_after_two:
+            client.timeouts = Timeouts(connect=30.0, request=30.0, sync=30.0)
+            fake.answer_calls()
+
     client = PowensClient(
         session,
         domain="fake-sandbox",
@@ -187,17 +197,25 @@ async def test_timeouts_are_retried(
         clock=clock,
         sleep=sleep,
         jitter=lambda: 0.0,
-        timeouts=Timeouts(connect=1.0, request=0.2, sync=0.2),
+        timeouts=short,
     )
     provider = PowensProvider(client, clock)
-    fake.slow_next(2, 2.0)
+    answer_after_two = True
+    fake.hold_calls()
     assert (await provider.connection_status(access)).ok
-    assert len(sleep.waits) == 2
-    fake.slow_next(10, 2.0)
+    assert len(waits) == 2 and len(sent) == 3
+
+    # Every attempt cut: the retry policy's four, then a transient error.
+    answer_after_two = False
+    client.timeouts = short
+    waits.clear()
+    sent.clear()
+    fake.hold_calls()
     with pytest.raises(ProviderError) as caught:
         await provider.connection_status(access)
     assert caught.value.code == "websiteUnavailable"
     assert "pas de réponse" in caught.value.detail
+    assert len(sent) == RetryPolicy().attempts and len(waits) == RetryPolicy().attempts - 1
 
 
 async def test_connection_refused_is_transient(
