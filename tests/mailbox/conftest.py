@@ -23,6 +23,8 @@ from releves_mailer.portfolio.logins import LocalBox
 
 DOMAIN = "example.test"
 PASSWORD = "s3cret pass"
+#: Seconds a test waits for what must come (a hang guard, not a measure of speed).
+WAIT = 60
 T = TypeVar("T")
 
 
@@ -128,7 +130,7 @@ async def server(server_factory: Callable[..., Any]) -> ImapServer:
     return result
 
 
-async def in_thread(function: Callable[[], T], limit: float = 30) -> T:
+async def in_thread(function: Callable[[], T], limit: float = WAIT) -> T:
     """Run a blocking client conversation off the loop that serves it."""
     return await asyncio.wait_for(asyncio.to_thread(function), limit)
 
@@ -183,16 +185,34 @@ class RawClient:
         self.greeting = b""
 
     @classmethod
-    async def connect(cls, port: int, login: bool = True) -> RawClient:
+    async def connect(cls, port: int, login: bool = True, first: bytes = b"") -> RawClient:
+        """A connection, its greeting read; with ``login``, logged in as ``demo``.
+
+        ``first`` (then the LOGIN) is sent before the greeting is read: the server finds it
+        waiting as soon as it has greeted, so a short pre-login idle timeout cannot run out
+        while this side, on a loaded machine, is slow to read the greeting and answer it."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         client = cls(reader, writer)
+        sent = first + (f'a0 LOGIN demo "{PASSWORD}"\r\n'.encode() if login else b"")
+        if sent:
+            await client.send(sent)
         client.greeting = await client.line()
         if login:
-            await client.ok(f'a0 LOGIN demo "{PASSWORD}"')
+            lines = await client.until_tagged(b"a0")
+            assert b" OK " in lines[-1], lines
         return client
 
     async def line(self) -> bytes:
-        return await asyncio.wait_for(self.reader.readuntil(b"\n"), 10)
+        return await asyncio.wait_for(self.reader.readuntil(b"\n"), WAIT)
+
+    async def until_closed(self) -> list[bytes]:
+        """Every line the server still sends, up to its closing the connection (EOF)."""
+        lines: list[bytes] = []
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), WAIT)
+            if not line:
+                return lines
+            lines.append(line)
 
     async def send(self, data: bytes | str) -> None:
         self.writer.write(data.encode() if isinstance(data, str) else data)
@@ -205,7 +225,7 @@ class RawClient:
             line = await self.line()
             while line.endswith(b"}\r\n") and b"{" in line:
                 size = int(line[line.rindex(b"{") + 1 : -3])
-                line += await asyncio.wait_for(self.reader.readexactly(size), 10)
+                line += await asyncio.wait_for(self.reader.readexactly(size), WAIT)
                 line += await self.line()
             lines.append(line)
             if line.startswith(tag + b" "):

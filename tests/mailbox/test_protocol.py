@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 
@@ -20,6 +18,8 @@ async def test_greeting_capability_and_logout(server: ImapServer) -> None:
     lines = await client.ok("c2 NOOP")
     lines = await client.ok("c3 LOGOUT")
     assert lines[0].startswith(b"* BYE")
+    # Then the server closes the connection, with nothing more to say.
+    assert await client.until_closed() == []
     await client.close()
 
 
@@ -86,7 +86,10 @@ async def test_connections_per_login_and_throttle(server_factory) -> None:  # ty
     lines = await third.command(f'a LOGIN demo "{PASSWORD}"')
     assert b"[LIMIT]" in lines[-1]
     await first.ok("z LOGOUT")
-    await asyncio.sleep(0.1)
+    # The server forgets the session before it closes the connection: once the end of the
+    # stream is read, its slot is free (however long the server took to get there).
+    assert await first.until_closed() == []
+    await first.close()
     await third.ok(f'b LOGIN demo "{PASSWORD}"')
     attacker = await RawClient.connect(server.port, login=False)
     for index in range(server.guard.config.max_failures_per_login_and_address):

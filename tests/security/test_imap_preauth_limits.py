@@ -22,16 +22,6 @@ from tests.mailbox.conftest import (  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.once
 
 
-async def rest_until_closed(client: RawClient) -> list[bytes]:
-    """Every line the server still sends, up to its closing the connection."""
-    lines: list[bytes] = []
-    while True:
-        line = await asyncio.wait_for(client.reader.readline(), 60)
-        if not line:
-            return lines
-        lines.append(line)
-
-
 async def login_with_literal(port: int, user: bytes, rest: bytes) -> list[bytes]:
     """``a LOGIN`` with the user name as a synchronising literal; the answer's lines."""
     client = await RawClient.connect(port, login=False)
@@ -58,7 +48,7 @@ async def test_synchronising_literal_too_large_gets_bye_and_no_continuation(
     server: ImapServer = await server_factory()
     client = await RawClient.connect(server.port, login=False)
     await client.send(b"a LOGIN {60000000}\r\n")
-    lines = await rest_until_closed(client)
+    lines = await client.until_closed()
     assert lines == [b"* BYE Literal size too large\r\n"]
     await client.close()
 
@@ -71,7 +61,7 @@ async def test_non_synchronising_literals_too_large_are_cut_off(server_factory) 
         for client in clients:
             await client.send(b"a LOGIN {60000000+}\r\n" + b"x" * 65536)
         for client in clients:
-            lines = await rest_until_closed(client)
+            lines = await client.until_closed()
             assert lines == [b"* BYE Literal size too large\r\n"]
     finally:
         for client in clients:
@@ -84,7 +74,7 @@ async def test_literal_just_over_the_limit_is_refused_and_under_it_accepted(
     server: ImapServer = await server_factory(preauth_max_literal_size=4096)
     client = await RawClient.connect(server.port, login=False)
     await client.send(b"a LOGIN {4097}\r\n")
-    assert await rest_until_closed(client) == [b"* BYE Literal size too large\r\n"]
+    assert await client.until_closed() == [b"* BYE Literal size too large\r\n"]
     await client.close()
 
     lines = await login_with_literal(server.port, b"u" * 4096, b" wrong")
@@ -102,13 +92,13 @@ async def test_long_line_before_login_gets_bye(server_factory) -> None:  # noqa:
     server: ImapServer = await server_factory()
     client = await RawClient.connect(server.port, login=False)
     await client.send(b"a LOGIN demo " + b"x" * 9000 + b"\r\n")
-    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
+    assert await client.until_closed() == [b"* BYE Command line too long\r\n"]
     await client.close()
 
     # A line with no end: refused once the buffer is full, without reading the rest.
     client = await RawClient.connect(server.port, login=False)
     client.writer.write(b"a LOGIN " + b"y" * 200_000)
-    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
+    assert await client.until_closed() == [b"* BYE Command line too long\r\n"]
     await client.close()
 
 
@@ -118,7 +108,7 @@ async def test_long_sasl_response_before_login_gets_bye(server_factory) -> None:
     await client.send(b"a AUTHENTICATE PLAIN\r\n")
     assert (await client.line()).startswith(b"+")
     await client.send(b"A" * 9000 + b"\r\n")
-    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
+    assert await client.until_closed() == [b"* BYE Command line too long\r\n"]
     await client.close()
 
 
@@ -133,25 +123,29 @@ async def test_long_line_after_login_is_bad_and_session_goes_on(server_factory) 
 
 async def test_idle_timeout_before_login(server_factory) -> None:  # noqa: F811
     server: ImapServer = await server_factory(preauth_idle_timeout_seconds=1)
-    client = await RawClient.connect(server.port, login=False)
+    # Timed from before the connection: the server's timer cannot start earlier, whereas
+    # the greeting may be read long after it started on a loaded machine.
     started = time.monotonic()
-    lines = await rest_until_closed(client)
+    client = await RawClient.connect(server.port, login=False)
+    lines = await client.until_closed()
     assert lines == [b"* BYE Autologout; idle for too long\r\n"]
     # It waited the timeout out (a lower bound holds on any machine, a loaded one too).
     assert time.monotonic() - started >= 0.9
     await client.close()
 
-    # A login literal announced and never sent: the same timeout.
-    client = await RawClient.connect(server.port, login=False)
-    await client.send(b"a LOGIN {4}\r\n")
+    # A login literal announced and never sent: the same timeout. The announcement goes
+    # before the greeting is read, so the timeout cannot run out before it is received.
+    client = await RawClient.connect(server.port, login=False, first=b"a LOGIN {4}\r\n")
     assert (await client.line()).startswith(b"+ ")
-    assert await rest_until_closed(client) == [b"* BYE Autologout; idle for too long\r\n"]
+    assert await client.until_closed() == [b"* BYE Autologout; idle for too long\r\n"]
     await client.close()
 
 
 async def test_logged_in_session_keeps_the_long_timeout(server_factory) -> None:  # noqa: F811
     server: ImapServer = await server_factory(preauth_idle_timeout_seconds=1)
+    # RawClient.connect sends its LOGIN before reading the greeting: it is received at once.
     client = await RawClient.connect(server.port)
+    # Silent for more than twice the pre-login timeout: the session is still there.
     await asyncio.sleep(2.5)
     await client.ok("b NOOP")
     await client.close()
@@ -176,13 +170,13 @@ async def test_long_id_before_login_is_answered_and_other_lines_still_get_bye(
     assert lines[-1].startswith(b"a OK"), lines
     # The session goes on, with the ordinary limit for every other command.
     await client.send(b"b LOGIN demo " + b"x" * 9000 + b"\r\n")
-    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
+    assert await client.until_closed() == [b"* BYE Command line too long\r\n"]
     await client.close()
 
     # Past 32 KiB, an ID line is refused like any other.
     client = await RawClient.connect(server.port, login=False)
     await client.send(b'a ID ("name" "' + b"n" * PREAUTH_ID_MAX_LINE + b'")\r\n')
-    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
+    assert await client.until_closed() == [b"* BYE Command line too long\r\n"]
     await client.close()
 
     # A literal's continuation line that looks like an ID command gets no larger limit.
@@ -190,5 +184,5 @@ async def test_long_id_before_login_is_answered_and_other_lines_still_get_bye(
     await client.send(b"a LOGIN {0}\r\n")
     assert (await client.line()).startswith(b"+ ")
     await client.send(b"x ID " + b"y" * 9000 + b"\r\n")
-    assert await rest_until_closed(client) == [b"* BYE Command line too long\r\n"]
+    assert await client.until_closed() == [b"* BYE Command line too long\r\n"]
     await client.close()
