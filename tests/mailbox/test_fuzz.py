@@ -1,4 +1,5 @@
-"""Random and mutated commands for a bounded time: no crash, no hang, fresh clients served."""
+"""Random and mutated commands, a fixed number of them: no crash, no hang, fresh clients
+served."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +21,8 @@ from .conftest import DOMAIN, RawClient, put, sample_message
 
 pytestmark = pytest.mark.once
 
-FUZZ_SECONDS = 4.0
+#: Commands sent, whatever the speed of the machine: the same ones on every run.
+FUZZ_COMMANDS = 80
 
 TEMPLATES = [
     b"FETCH 1:* (FLAGS UID BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]<0.10> BODYSTRUCTURE)",
@@ -102,17 +103,14 @@ async def test_fuzzed_commands_never_break_the_server(
     for index in range(3):
         await put(store, f"demo@{DOMAIN}", sample_message(subject=f"f{index}"))
     rng = random.Random(20260310)
-    deadline = time.monotonic() + FUZZ_SECONDS
-    sent = 0
     client = await RawClient.connect(server.port)
     await client.ok("s SELECT INBOX")
-    while time.monotonic() < deadline:
+    for sent in range(FUZZ_COMMANDS):
         if rng.random() < 0.15:
             payload = bytes(rng.randint(0, 255) for _ in range(rng.randint(1, 80)))
             line = payload.replace(b"\n", b"")
         else:
             line = b"f%d " % sent + mutate(rng, rng.choice(TEMPLATES))
-        sent += 1
         try:
             await client.send(line + b"\r\n")
             # Read whatever comes within a short time; a pending literal may swallow lines.
@@ -126,12 +124,7 @@ async def test_fuzzed_commands_never_break_the_server(
             await client.close()
             client = await RawClient.connect(server.port)
             await client.ok("s SELECT INBOX")
-        if sent % 200 == 0:
-            await client.close()
-            client = await RawClient.connect(server.port)
-            await client.ok("s SELECT INBOX")
     await client.close()
-    assert sent > 30
 
     fresh = await RawClient.connect(server.port)
     lines = await fresh.ok("t1 SELECT INBOX")
