@@ -194,7 +194,7 @@ async def test_imapclient_fetch_binary(server: ImapServer, store: MessageStore) 
 
 async def test_aioimaplib_fetch_binary(server: ImapServer, store: MessageStore) -> None:
     await put(store, ADDRESS, encoded_message(b"payload without NUL"))
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     assert (await client.login("demo", PASSWORD)).result == "OK"
     assert (await client.select("INBOX")).result == "OK"

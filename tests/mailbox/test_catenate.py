@@ -186,7 +186,7 @@ async def test_catenate_limits(server_factory: Callable[..., Any], store: Messag
 
 async def test_aioimaplib_catenate_of_a_url(server: ImapServer, store: MessageStore) -> None:
     await put(store, ADDRESS, MULTIPART)
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     assert (await client.login("demo", PASSWORD)).result == "OK"
     assert (await client.create("Copies")).result == "OK"

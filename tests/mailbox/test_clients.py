@@ -26,7 +26,7 @@ async def test_aioimaplib_idle_hears_delivery_at_once(
     # within the test's patience: what is observed is that it came, not how fast.
     server: ImapServer = await server_factory(poll_interval=3600)
     await put(store, ADDRESS, sample_message())
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     assert (await client.login("demo", PASSWORD)).result == "OK"
     assert (await client.select("INBOX")).result == "OK"
@@ -34,7 +34,7 @@ async def test_aioimaplib_idle_hears_delivery_at_once(
     await put(store, ADDRESS, sample_message(subject="new"))
     pushed = await asyncio.wait_for(client.wait_server_push(), 60)
     client.idle_done()
-    await asyncio.wait_for(idle, 5)
+    await asyncio.wait_for(idle, 60)
     await client.logout()
     assert any(b"2 EXISTS" in line for line in pushed)
 
@@ -42,11 +42,11 @@ async def test_aioimaplib_idle_hears_delivery_at_once(
 async def test_idle_hears_delivery_from_another_transaction_after_commit_only(
     server: ImapServer, store: MessageStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     await client.login("demo", PASSWORD)
     await client.select("INBOX")
-    idle = await client.idle_start(timeout=10)
+    idle = await client.idle_start(timeout=60)
     # A rolled-back delivery (its transaction fails after its rows went in) is never
     # announced.
     with monkeypatch.context() as patch:
@@ -54,9 +54,9 @@ async def test_idle_hears_delivery_from_another_transaction_after_commit_only(
         with pytest.raises(RuntimeError):
             await put(store, ADDRESS, sample_message(subject="rolled back"))
     await put(store, ADDRESS, sample_message(subject="kept"))
-    pushed = await asyncio.wait_for(client.wait_server_push(), 5)
+    pushed = await asyncio.wait_for(client.wait_server_push(), 60)
     client.idle_done()
-    await asyncio.wait_for(idle, 5)
+    await asyncio.wait_for(idle, 60)
     await client.logout()
     assert any(b"1 EXISTS" in line for line in pushed)
 

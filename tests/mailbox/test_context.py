@@ -140,7 +140,7 @@ async def test_update_pushed_to_an_idling_aioimaplib(
     server: ImapServer, store: MessageStore
 ) -> None:
     await put(store, ADDRESS, mail("first"))
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     await client.login("demo", PASSWORD)
     await client.select("INBOX")
@@ -150,9 +150,9 @@ async def test_update_pushed_to_an_idling_aioimaplib(
     await put(store, ADDRESS, mail("wanted"))
     pushed: list[bytes] = []
     while not any(b"ADDTO" in line for line in pushed):
-        pushed += await asyncio.wait_for(client.wait_server_push(), 30)
+        pushed += await asyncio.wait_for(client.wait_server_push(), 60)
     client.idle_done()
-    await asyncio.wait_for(idle, 5)
+    await asyncio.wait_for(idle, 60)
     await client.logout()
     assert any(line.endswith(b"ADDTO (0 2)") for line in pushed)
 
@@ -162,7 +162,7 @@ async def test_imapclient_sees_context_search(server: ImapServer, store: Message
         await put(store, ADDRESS, mail(f"m{number}"))
 
     def talk() -> tuple[bool, list[tuple[bytes, bytes]]]:
-        with IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=10) as client:
+        with IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=60) as client:
             client.login("demo", PASSWORD)
             client.select_folder("INBOX")
             raw = client._imap

@@ -154,7 +154,7 @@ async def test_imapclient_and_imaplib(server: ImapServer, store: MessageStore) -
         await put(store, ADDRESS, mail(subject))
 
     def talk() -> tuple[list[int], list[bytes], list[bytes], list[int]]:
-        with IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=10) as client:
+        with IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=60) as client:
             client.login("demo", PASSWORD)
             assert b"ESEARCH" in client.capabilities()
             client.select_folder("INBOX")
@@ -181,7 +181,7 @@ async def test_imapclient_and_imaplib(server: ImapServer, store: MessageStore) -
 async def test_aioimaplib(server: ImapServer, store: MessageStore) -> None:
     for subject in ("one", "two", "three"):
         await put(store, ADDRESS, mail(subject))
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     await client.login("demo", PASSWORD)
     await client.select("INBOX")

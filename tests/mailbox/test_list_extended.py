@@ -138,7 +138,7 @@ async def test_imapclient_lists(server: ImapServer) -> None:
 
 
 async def test_aioimaplib_list_extended(server: ImapServer) -> None:
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     assert (await client.login("demo", PASSWORD)).result == "OK"
     for name in ("Fruit/Apple", "Fruit/Banana"):

@@ -190,7 +190,7 @@ async def test_imapclient_qresync(server: ImapServer, store: MessageStore) -> No
 
 async def test_aioimaplib_idle_hears_vanished(server: ImapServer, store: MessageStore) -> None:
     await _box(store, 2)
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     assert (await client.login("demo", PASSWORD)).result == "OK"
     assert (await client.enable("QRESYNC")).result == "OK"
@@ -204,7 +204,7 @@ async def test_aioimaplib_idle_hears_vanished(server: ImapServer, store: Message
     while not any(b"VANISHED" in line for line in pushed):
         pushed += await asyncio.wait_for(client.wait_server_push(), 60)
     client.idle_done()
-    await asyncio.wait_for(idle, 5)
+    await asyncio.wait_for(idle, 60)
     await client.logout()
     await writer.close()
     assert b"VANISHED 2" in pushed

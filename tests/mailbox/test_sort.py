@@ -184,7 +184,7 @@ async def test_sort_with_imapclient_imaplib_and_aioimaplib(
         await put(store, ADDRESS, raw)
 
     def with_imapclient() -> tuple[list[int], list[int]]:
-        with IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=10) as client:
+        with IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=60) as client:
             client.login("demo", PASSWORD)
             assert client.has_capability("SORT")
             client.select_folder("INBOX")
@@ -193,7 +193,7 @@ async def test_sort_with_imapclient_imaplib_and_aioimaplib(
             return by_subject, by_date
 
     def with_imaplib() -> list[bytes]:
-        client = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+        client = imaplib.IMAP4("127.0.0.1", server.port, timeout=60)
         client.login("demo", PASSWORD)
         client.select("INBOX")
         typ, data = client.uid("SORT", "(DISPLAYFROM)", "UTF-8", "ALL")
@@ -206,7 +206,7 @@ async def test_sort_with_imapclient_imaplib_and_aioimaplib(
     assert by_date == [2, 5, 1, 4]
     assert await in_thread(with_imaplib) == [b"2 6 5 3 1 4"]
 
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     await client.login("demo", PASSWORD)
     await client.select("INBOX")

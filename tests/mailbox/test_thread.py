@@ -168,14 +168,14 @@ async def test_thread_with_imapclient_imaplib_and_aioimaplib(
         await put(store, ADDRESS, raw)
 
     def with_imapclient() -> tuple[object, object]:
-        with IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=10) as client:
+        with IMAPClient("127.0.0.1", port=server.port, ssl=False, timeout=60) as client:
             client.login("demo", PASSWORD)
             assert client.has_capability("THREAD=REFERENCES")
             client.select_folder("INBOX")
             return client.thread("REFERENCES"), client.thread("ORDEREDSUBJECT", ["SUBJECT", "C"])
 
     def with_imaplib() -> list[bytes]:
-        client = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+        client = imaplib.IMAP4("127.0.0.1", server.port, timeout=60)
         client.login("demo", PASSWORD)
         client.select("INBOX")
         typ, data = client.uid("THREAD", "REFERENCES", "UTF-8", "SUBJECT", "A")
@@ -188,7 +188,7 @@ async def test_thread_with_imapclient_imaplib_and_aioimaplib(
     assert by_subject == ((6, 7),)
     assert await in_thread(with_imaplib) == [b"(1 (2 3)(4))"]
 
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     await client.login("demo", PASSWORD)
     await client.select("INBOX")

@@ -88,7 +88,7 @@ async def test_imapclient_sees_names_created_in_utf8(server: ImapServer) -> None
 
 
 async def test_aioimaplib_enable_utf8(server: ImapServer) -> None:
-    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
     await client.wait_hello_from_server()
     assert (await client.login("demo", PASSWORD)).result == "OK"
     response = await client.enable("UTF8=ACCEPT")
