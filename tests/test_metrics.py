@@ -8,6 +8,7 @@ import datetime as dt
 import ipaddress
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,8 +21,10 @@ from releves_mailer.portfolio.auth import PasswordGuard
 from releves_mailer.portfolio.logins import LoginThrottled
 from releves_mailer.web.ops import is_allowed
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-async def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+
+async def samples(metrics: Metrics) -> Samples:
     text = (await metrics.exposition()).decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -30,18 +33,27 @@ async def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ..
     }
 
 
+async def until_sampled(metrics: Metrics, condition: Callable[[Samples], bool]) -> Samples:
+    """The samples once ``condition`` holds (a minute at most: a hang guard)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while not condition(found := await samples(metrics)):
+        assert loop.time() < deadline, found
+        await asyncio.sleep(0.02)
+    return found
+
+
 async def test_a_blocked_event_loop_is_measured() -> None:
     metrics = Metrics()
     stop = asyncio.Event()
     monitor = asyncio.create_task(LoopMonitor(metrics, interval=0.02).run(stop))
-    await asyncio.sleep(0.1)
+    count = ("releves_event_loop_stall_seconds_count", ())
+    # The monitor is running: it has measured one of its sleeps and began the next one at
+    # once (nothing of this test runs in between), a sleep that began before the block.
+    before = (await until_sampled(metrics, lambda found: found[count] >= 1))[count]
     time.sleep(0.3)  # noqa: ASYNC251 - the very blocking call the monitor must see
-    # The monitor slept at most 0.02 s before the block began: it woke at least 0.28 s late.
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        found = await samples(metrics)
-        if found[("releves_event_loop_stall_max_seconds", ())] > 0:
-            break
+    # That sleep was of 0.02 s: its measurement, the next one, says 0.28 s late at least.
+    found = await until_sampled(metrics, lambda found: found[count] > before)
     stop.set()
     await monitor
     assert found[("releves_event_loop_stall_max_seconds", ())] >= 0.25
