@@ -67,11 +67,14 @@ async def test_portal_and_mail_paths_in_the_daemon(tmp_path: Path) -> None:
             assert "Enregistré : 1 déclaration(s)" in uploaded.text
             started = await client.post("/portail/edi/analyse", data={"csrf": csrf_of(page.text)})
             assert started.status_code == 303
-            for _ in range(600):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60  # a hang guard
+            while True:
                 report = await client.get(started.headers["Location"])
                 if 'id="rapport"' in report.text:
                     break
                 assert "Merci de patienter" in report.text
+                assert loop.time() < deadline, "the analysis did not finish within 60 s"
                 await asyncio.sleep(0.05)
             assert "1 redevable(s) créé(s)" in report.text
 

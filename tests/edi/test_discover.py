@@ -244,10 +244,10 @@ async def test_portal_job_waits_for_a_running_analysis_then_gives_up(
     try:
         async with analysis_lock(database, clock, primary.id):
             number = jobs.start(primary.id)
-            for _ in range(500):
-                outcome = jobs.result(primary.id, number)
-                if outcome is not None:
-                    break
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60  # a hang guard: the job gives up after 0.05 s
+            while (outcome := jobs.result(primary.id, number)) is None:
+                assert loop.time() < deadline, "the job neither ran nor gave up"
                 await asyncio.sleep(0.01)
         assert isinstance(outcome, UserError) and "déjà en cours" in outcome.message
         assert isinstance(jobs.result(primary.id + 1, number), UserError)  # not its job
