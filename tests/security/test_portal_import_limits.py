@@ -13,13 +13,16 @@ import html
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aioimaplib
 import pytest
 
 from releves_mailer.daemon.main import Daemon
+from releves_mailer.portfolio import importer
 from tests.daemon.harness import (
     add_portal_account,
     daemon_config,
@@ -38,9 +41,25 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
         yield running
 
 
-async def test_a_million_line_import_blocks_nothing_and_stops_at_the_cap(daemon: Daemon) -> None:
+async def test_a_million_line_import_blocks_nothing_and_stops_at_the_cap(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file's parse is held at its start until IMAP has answered: were it run on the
+    # daemon's event loop (before the fix, a NOOP waited more than a minute), nothing could
+    # answer meanwhile, and the parse would go on only when its hang guard gave up.
     loop = asyncio.get_running_loop()
-    imap = aioimaplib.IMAP4(host="127.0.0.1", port=daemon.ports["imap"], timeout=30)
+    parsing = asyncio.Event()
+    go_on = threading.Event()
+    released: list[bool] = []
+    parse = importer.parse_import_file
+
+    def held_parse(data: bytes, **options: Any) -> Any:
+        loop.call_soon_threadsafe(parsing.set)
+        released.append(go_on.wait(60))
+        return parse(data, **options)
+
+    monkeypatch.setattr(importer, "parse_import_file", held_parse)
+    imap = aioimaplib.IMAP4(host="127.0.0.1", port=daemon.ports["imap"], timeout=60)
     await imap.wait_hello_from_server()
     async with portal_client(daemon) as client:
         form = await client.get("/portail/redevables/import")
@@ -51,18 +70,15 @@ async def test_a_million_line_import_blocks_nothing_and_stops_at_the_cap(daemon:
                 files={"fichier": ("gros.csv", b"x\n" * 1_000_000, "text/csv")},
             )
         )
-        # IMAP is probed on its own connection for as long as the import runs.
-        waits: list[float] = []
-        while not upload.done():
-            started = loop.time()
+        try:
+            await asyncio.wait_for(parsing.wait(), 60)
+            # IMAP answers on its own connection while the file is being read.
             assert (await imap.noop()).result == "OK"
-            waits.append(loop.time() - started)
-            await asyncio.sleep(0.05)
+        finally:
+            go_on.set()
         answer = await upload
     await imap.logout()
-    assert waits, "no IMAP probe ran during the import"
-    # Generous bound (a loaded CI box): before the fix a NOOP waited more than a minute.
-    assert max(waits) < 10, f"IMAP stalled {max(waits):.1f} s during the import"
+    assert released == [True], "the parse went on before IMAP answered"
 
     assert answer.status_code == 422
     page = html.unescape(answer.text)
