@@ -315,7 +315,9 @@ async def test_health_says_database_down(tmp_path: Path) -> None:
     await server.start()
     check.watch("http", server, server.limiter)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{server.port}", timeout=60
+        ) as client:
             status, document = await health(client)
     finally:
         await server.stop()
@@ -331,7 +333,7 @@ async def test_health_says_database_down(tmp_path: Path) -> None:
 
 async def test_monitoring_figures(database: Database, clock: ManualClock) -> None:
     """The outbox and statement figures of an empty database, then one waiting mail."""
-    monitoring = Monitoring(database, clock)
+    monitoring = Monitoring(database, clock, timeout=60)
     await monitoring.ping()
     empty = await monitoring.outbox()
     assert (empty.pending, empty.oldest_age, empty.failed) == (0, None, 0)

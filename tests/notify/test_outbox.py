@@ -89,7 +89,7 @@ def outbox_for(
         domain="releves.example",
         data_dir=tmp_path,
         local_sink=store,
-        timeout=5,
+        timeout=60,
     )
 
 
@@ -230,7 +230,7 @@ async def test_mails_are_signed_by_the_portal(
         domain="releves.example",
         data_dir=tmp_path,
         signer=signer,
-        timeout=5,
+        timeout=60,
     )
     await enqueue(outbox, database, 1)
     assert (await outbox.send_due()).sent == 1

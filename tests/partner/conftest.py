@@ -266,7 +266,7 @@ async def _running(
         RelaySection(host="127.0.0.1", port=relay.port, starttls=False),
         domain=settings.domain,
         data_dir=tmp_path,
-        timeout=5,
+        timeout=60,
     )
     renderer = Renderer()
     composer = MailComposer(renderer, settings, clock)

@@ -129,7 +129,7 @@ def test_add_mails_the_link_through_the_relay(home: Home) -> None:
                 home.config.relay,
                 domain=home.config.portal.domain,
                 data_dir=home.config.data_dir,
-                timeout=10,
+                timeout=60,
             )
             report = await outbox.send_due()
             assert report.sent == 1

@@ -262,7 +262,9 @@ async def test_an_unexpected_failure_is_a_french_500_with_the_headers() -> None:
     server = HttpServer(HttpSection(listen="127.0.0.1", port=0), app)
     await server.start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{server.port}", timeout=60
+        ) as client:
             answer = await client.get("/casse")
     finally:
         await server.stop()

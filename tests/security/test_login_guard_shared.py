@@ -103,7 +103,7 @@ async def test_attempts_in_flight_on_one_worker_count_on_the_other(
 
     # Three attempts being checked on the first worker fill the (address, login) limit.
     tasks = [asyncio.create_task(first.attempt("192.0.2.9", "demo", held)) for _ in range(3)]
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(60):  # a hang guard
         await all_in.wait()
     with pytest.raises(LoginThrottled):
         await other.attempt("192.0.2.9", "demo", right)

@@ -46,7 +46,7 @@ async def chromium_page(tmp_path: Path) -> AsyncIterator[Any]:
         )
         try:
             page = context.pages[0] if context.pages else await context.new_page()
-            page.set_default_timeout(15_000)
+            page.set_default_timeout(60_000)
             yield page
         finally:
             await context.close()

@@ -112,7 +112,7 @@ def start_dovecot() -> tuple[Path, Path, int] | str:
         why = (root / "start.log").read_text(encoding="utf-8", errors="replace").strip()
         shutil.rmtree(root, ignore_errors=True)
         return why
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a hang guard
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
