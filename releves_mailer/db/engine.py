@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from releves_mailer.db import sqlite_driver
 
 __all__ = ["Database", "QuickQuery"]
 
@@ -102,7 +104,7 @@ class Database:
                 options.setdefault("max_overflow", 0)
                 options.setdefault("pool_timeout", POOL_TIMEOUT)
                 options.setdefault("pool_use_lifo", True)
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        self.engine: AsyncEngine = create_async_engine(self._engine_url, **options)
         if self.is_sqlite:
             path = self.url.database
             event.listen(self.engine.sync_engine, "do_connect", lambda *_: _create_private(path))
@@ -114,6 +116,14 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def _engine_url(self) -> URL:
+        """The URL the engines open: aiosqlite's through our one-trip driver
+        (:mod:`~releves_mailer.db.sqlite_driver`) when the installed aiosqlite allows it."""
+        if self.url.drivername == "sqlite+aiosqlite" and sqlite_driver.AVAILABLE:
+            return self.url.set(drivername=f"sqlite+{sqlite_driver.DRIVER}")
+        return self.url
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -131,7 +141,7 @@ class Database:
         engine = self._side.get(name)
         if engine is None:
             engine = self._side[name] = create_async_engine(
-                self.url,
+                self._engine_url,
                 poolclass=AsyncAdaptedQueuePool,
                 pool_size=SIDE_POOL_SIZE,
                 max_overflow=0,
@@ -151,10 +161,12 @@ class Database:
         reads a server repeats on every command; rows are tuples (by position).
 
         On an SQLite file it runs on a read-only connection of its own, in one hand-over to
-        SQLite's thread: SQLAlchemy's aiosqlite adaptor takes four a statement (cursor,
-        execute, fetch, close) plus the commit and the pool's reset, some 2 ms a query on a
-        loaded 2-core machine against 0.3 ms. The read sees every committed change (WAL, no
-        transaction held between queries). Elsewhere, a plain connection of the engine.
+        SQLite's thread, outside the pool (sessions queued for a connection do not delay it)
+        and without the session, the pool's checkout and SQLAlchemy's result around it:
+        0.3 ms a query on a loaded 2-core machine, where a session takes 1 to 2 ms even on
+        the one-trip driver (``bench/db_session_bench.py``). The read sees every committed
+        change (WAL, no transaction held between queries). Elsewhere, a plain connection of
+        the engine.
         """
         return (await self.quick_reads([(sql, parameters)]))[0]
 
