@@ -134,7 +134,8 @@ async def test_idle_timeout_before_login(server_factory) -> None:  # noqa: F811
     await client.close()
 
     # A login literal announced and never sent: the same timeout. The announcement goes
-    # before the greeting is read, so the timeout cannot run out before it is received.
+    # before the greeting is read, and 3 s leave room for it to be read on a loaded CI.
+    server = await server_factory(preauth_idle_timeout_seconds=3)
     client = await RawClient.connect(server.port, login=False, first=b"a LOGIN {4}\r\n")
     assert (await client.line()).startswith(b"+ ")
     assert await client.until_closed() == [b"* BYE Autologout; idle for too long\r\n"]
@@ -142,11 +143,12 @@ async def test_idle_timeout_before_login(server_factory) -> None:  # noqa: F811
 
 
 async def test_logged_in_session_keeps_the_long_timeout(server_factory) -> None:  # noqa: F811
-    server: ImapServer = await server_factory(preauth_idle_timeout_seconds=1)
+    # 3 s: the LOGIN, sent with the connection, must be read within it even on a loaded CI.
+    server: ImapServer = await server_factory(preauth_idle_timeout_seconds=3)
     # RawClient.connect sends its LOGIN before reading the greeting: it is received at once.
     client = await RawClient.connect(server.port)
     # Silent for more than twice the pre-login timeout: the session is still there.
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(6.5)
     await client.ok("b NOOP")
     await client.close()
 
