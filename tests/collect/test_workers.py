@@ -204,6 +204,18 @@ def single_worker_refreshes(
     return count
 
 
+async def all_due_at_night(database: Database, clock: ManualClock) -> list[int]:
+    """Sets the clock to 04:00 of a night and makes every connection due (last checked two
+    days before); their ids."""
+    clock.set(dt.datetime(2026, 3, 3, 4, 0, tzinfo=dt.UTC))
+    async with database.session() as session:
+        ids = list((await session.scalars(select(BankConnection.id))).all())
+        await session.execute(
+            update(BankConnection).values(last_check_at=clock.now() - dt.timedelta(days=2))
+        )
+    return ids
+
+
 @needs_postgres
 async def test_three_workers_share_the_nights_each_piece_of_work_once(
     database: Database,
@@ -289,12 +301,7 @@ async def test_a_batch_held_by_one_worker_leaves_the_rest_to_another(
     other due connection at once and leaves that batch alone; each is refreshed once."""
     team, bank, _relay = workers
     await make_portfolio(database, clock, keyring, bank.bank, 6)
-    clock.set(dt.datetime(2026, 3, 3, 4, 0, tzinfo=dt.UTC))
-    async with database.session() as session:
-        ids = set((await session.scalars(select(BankConnection.id))).all())
-        await session.execute(
-            update(BankConnection).values(last_check_at=clock.now() - dt.timedelta(days=2))
-        )
+    ids = set(await all_due_at_night(database, clock))
     bank.refreshes.clear()
     held = HeldBank(bank)
     first = team[0]
@@ -346,12 +353,7 @@ async def test_claims_of_a_dead_worker_are_taken_over_after_the_lease(
     await make_portfolio(database, clock, keyring, bank.bank, 6)
     bank.refreshes.clear()
     # Every connection due (never refreshed in the simulated night).
-    clock.set(dt.datetime(2026, 3, 3, 4, 0, tzinfo=dt.UTC))
-    async with database.session() as session:
-        ids = list((await session.scalars(select(BankConnection.id))).all())
-        await session.execute(
-            update(BankConnection).values(last_check_at=clock.now() - dt.timedelta(days=2))
-        )
+    ids = await all_due_at_night(database, clock)
     held = await claim_as_ghost(database, BankConnection, ids[:4], clock.now())
     assert held == sorted(ids[:4])
 
@@ -394,12 +396,7 @@ async def test_claims_of_a_dead_process_of_this_host_are_taken_over_at_once(
 ) -> None:
     team, bank, _relay = workers
     await make_portfolio(database, clock, keyring, bank.bank, 3)
-    clock.set(dt.datetime(2026, 3, 3, 4, 0, tzinfo=dt.UTC))
-    async with database.session() as session:
-        ids = list((await session.scalars(select(BankConnection.id))).all())
-        await session.execute(
-            update(BankConnection).values(last_check_at=clock.now() - dt.timedelta(days=2))
-        )
+    ids = await all_due_at_night(database, clock)
     # A process of this host that claimed the connections and was killed (it has exited).
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
     await child.wait()
