@@ -8,13 +8,14 @@ from typing import Any
 
 import aioimaplib
 from aioimaplib.aioimaplib import Command
+from imapclient import IMAPClient
 
 from releves_mailer.mailbox.imap import mime
 from releves_mailer.mailbox.imap.catenate import MAX_CATENATE_PARTS
 from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 
-from .conftest import DOMAIN, PASSWORD, RawClient, put, sample_message
+from .conftest import DOMAIN, PASSWORD, RawClient, in_thread, put, sample_message
 
 ADDRESS = f"demo@{DOMAIN}"
 
@@ -207,3 +208,37 @@ async def test_aioimaplib_catenate_of_a_url(server: ImapServer, store: MessageSt
     await client.logout()
     assert b"The letter." in fetched.lines[1]
     assert b"\\Seen" in fetched.lines[0]
+
+
+async def test_imapclient_catenate_of_text_and_a_url(
+    server: ImapServer, store: MessageStore
+) -> None:
+    """imapclient has no CATENATE of its own: its raw command sends the 8-bit TEXT part as a
+    literal, followed by a URL part."""
+    await put(store, ADDRESS, MULTIPART)
+    text = "Relevé transféré :\r\n".encode()
+
+    def run() -> tuple[str, list[bytes], dict[int, dict[bytes, object]]]:
+        with IMAPClient("127.0.0.1", port=server.port, ssl=False) as client:
+            client.login("demo", PASSWORD)
+            assert b"CATENATE" in client.capabilities()
+            client.create_folder("Copies")
+            status, data = client._raw_command(
+                b"APPEND",
+                [
+                    b"Copies",
+                    b"(\\Seen)",
+                    b"CATENATE (TEXT",
+                    text,
+                    b'URL "/INBOX/;UID=1/;SECTION=1")',
+                ],
+                uid=False,
+            )
+            client.select_folder("Copies")
+            return status, data, client.fetch([1], ["FLAGS", "BODY.PEEK[]"])
+
+    status, data, fetched = await in_thread(run)
+    assert status == "OK", data
+    assert b"APPENDUID" in b" ".join(data), data
+    assert fetched[1][b"BODY[]"] == text + b"The letter."
+    assert b"\\Seen" in fetched[1][b"FLAGS"]  # type: ignore[operator]

@@ -6,7 +6,9 @@ import datetime as dt
 import re
 from typing import Any
 
+import aioimaplib
 import pytest
+from aioimaplib.aioimaplib import Command
 from imapclient import IMAPClient
 
 from releves_mailer.mailbox.contracts import MailboxLimits
@@ -171,3 +173,43 @@ async def test_multiappend_over_quota_stores_nothing(
     lines = await client.command(b"a2 APPEND INBOX " + b" ".join([_literal(message)] * 2))
     assert re.match(rb"a2 OK \[APPENDUID \d+ 1:2\]", lines[-1]), lines
     await client.close()
+
+
+async def test_aioimaplib_multiappend(server: ImapServer) -> None:
+    """aioimaplib sends one synchronising literal per APPEND: after the server's
+    continuation it writes the first message, and what follows it on the wire carries the
+    second message as a non-synchronising literal, as a client built on it would send a
+    MULTIAPPEND."""
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=60)
+    await client.wait_hello_from_server()
+    assert (await client.login("demo", PASSWORD)).result == "OK"
+    assert client.has_capability("MULTIAPPEND")
+    assert (await client.create("Archive")).result == "OK"
+    first = sample_message(subject="premier")
+    second = sample_message(subject="second")
+    protocol = client.protocol
+    protocol.literal_data = (
+        first + b' (\\Flagged) "02-Jan-2026 04:04:05 +0100" {%d+}\r\n' % len(second) + second
+    )
+    response = await protocol.execute(
+        Command(
+            "APPEND",
+            protocol.new_tag(),
+            "Archive",
+            "(\\Seen)",
+            f"{{{len(first)}}}",
+            loop=protocol.loop,
+        )
+    )
+    assert response.result == "OK", response
+    assert re.search(rb"\[APPENDUID \d+ 1:2\]", b" ".join(response.lines)), response.lines
+    assert (await client.select("Archive")).result == "OK"
+    fetched = await client.fetch("1:2", "(FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    await client.logout()
+    # aioimaplib gives the literals (the headers asked for) as bytearrays between the lines.
+    text = b"".join(bytes(line) for line in fetched.lines)
+    assert b"Subject: premier" in text
+    assert b"Subject: second" in text
+    assert b"1 FETCH (FLAGS (\\Seen \\Recent)" in text
+    assert b"2 FETCH (FLAGS (\\Flagged \\Recent)" in text
+    assert b'INTERNALDATE " 2-Jan-2026 03:04:05 +0000"' in text
