@@ -20,6 +20,7 @@ from releves_mailer.metrics import CountingGuard, LoopMonitor, Metrics
 from releves_mailer.portfolio.auth import PasswordGuard
 from releves_mailer.portfolio.logins import LoginThrottled
 from releves_mailer.web.ops import is_allowed
+from tests.waiting import polls
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -35,11 +36,10 @@ async def samples(metrics: Metrics) -> Samples:
 
 async def until_sampled(metrics: Metrics, condition: Callable[[Samples], bool]) -> Samples:
     """The samples once ``condition`` holds (a minute at most: a hang guard)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while not condition(found := await samples(metrics)):
-        assert loop.time() < deadline, found
-        await asyncio.sleep(0.02)
+    found: Samples = {}
+    async for _ in polls(lambda: str(found), every=0.02):
+        if condition(found := await samples(metrics)):
+            break
     return found
 
 

@@ -29,6 +29,7 @@ from tests.daemon.harness import a_redevable_with_a_link, daemon_config, powens_
 from tests.daemon.processes import start_serve, stop, wait_for_ports
 from tests.factories import PASSWORD
 from tests.fakes.powens_server import FakePowens, WebviewOutcome
+from tests.waiting import polls
 from tests.web.portal.conftest import csrf_of, log_in
 
 WRONG_PASSWORD = "pas le bon mot de passe 42"
@@ -147,11 +148,9 @@ async def portal_logins(base: str) -> None:
 
 
 async def until(condition: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not condition():
-        assert loop.time() < deadline, f"{what} did not happen within {WAIT:.0f} s"
-        await asyncio.sleep(0.1)
+    async for _ in polls(f"{what} did not happen", limit=WAIT):
+        if condition():
+            break
 
 
 def query_values(url: str) -> list[str]:

@@ -22,6 +22,7 @@ from releves_mailer.errors import UserError
 from releves_mailer.portfolio.redevables import create_redevable, validate_redevable
 from releves_mailer.services.edi import AnalysisJobs, EdiService
 from tests.edi.interchanges import ALL_PROCEDURES, Decl, company, interchange
+from tests.waiting import polls
 
 Family = tuple[PortalAccount, PortalAccount]
 
@@ -244,11 +245,10 @@ async def test_portal_job_waits_for_a_running_analysis_then_gives_up(
     try:
         async with analysis_lock(database, clock, primary.id):
             number = jobs.start(primary.id)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60  # a hang guard: the job gives up after 0.05 s
-            while (outcome := jobs.result(primary.id, number)) is None:
-                assert loop.time() < deadline, "the job neither ran nor gave up"
-                await asyncio.sleep(0.01)
+            # The job gives up after 0.05 s; the minute of polls is a hang guard.
+            async for _ in polls("the job neither ran nor gave up", every=0.01):
+                if (outcome := jobs.result(primary.id, number)) is not None:
+                    break
         assert isinstance(outcome, UserError) and "déjà en cours" in outcome.message
         assert isinstance(jobs.result(primary.id + 1, number), UserError)  # not its job
     finally:

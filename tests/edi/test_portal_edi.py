@@ -4,7 +4,6 @@ subscription option."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -32,6 +31,7 @@ from releves_mailer.web.portal.edi import setup as setup_edi
 from releves_mailer.web.server import HttpServer
 from tests.edi.interchanges import Decl, company, interchange
 from tests.factories import PASSWORD, add_subscribed_account
+from tests.waiting import polls
 from tests.web.portal.conftest import csrf_of, log_in
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -99,16 +99,13 @@ async def _client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _wait_report(client: httpx.AsyncClient, location: str) -> httpx.Response:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60  # a hang guard
-    while True:
+    async for _ in polls("the analysis did not finish", every=0.05):
         page = await client.get(location)
         if 'id="attente"' not in page.text:
-            return page
+            break
         assert page.headers["Refresh"] == "2"
         assert "L'analyse de vos dépôts EDI pour la création automatique" in page.text
-        assert loop.time() < deadline, "the analysis did not finish within 60 s"
-        await asyncio.sleep(0.05)
+    return page
 
 
 async def test_upload_then_analysis_through_the_waiting_page(

@@ -20,11 +20,10 @@ from releves_mailer.mailbox.imap.server import ImapServer
 from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PasswordGuard
 from releves_mailer.portfolio.logins import LocalBox
+from tests.waiting import WAIT
 
 DOMAIN = "example.test"
 PASSWORD = "s3cret pass"
-#: Seconds a test waits for what must come (a hang guard, not a measure of speed).
-WAIT = 60
 T = TypeVar("T")
 
 

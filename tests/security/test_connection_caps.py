@@ -27,6 +27,7 @@ import pytest
 from releves_mailer.config import HttpSection, ImapSection, SmtpSection
 from tests.factories import PASSWORD
 from tests.security.capped_daemon import DOMAIN, Child, capped_daemon
+from tests.waiting import polls
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_NOFILE, 127.0.0.2")
 
@@ -78,11 +79,9 @@ async def flood(
 
 async def logged(child: Child, text: str) -> None:
     """Wait until the daemon's log holds ``text`` (a minute at most: a hang guard)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while text not in child.log.read_text(encoding="utf-8"):
-        assert loop.time() < deadline, f"not logged within 60 s: {text}"
-        await asyncio.sleep(0.1)
+    async for _ in polls(f"not logged: {text}"):
+        if text in child.log.read_text(encoding="utf-8"):
+            break
 
 
 def imap_session(port: int) -> list[bytes]:

@@ -25,6 +25,7 @@ from releves_mailer.mailbox.store import MessageStore
 from releves_mailer.portfolio.auth import PortfolioAuthenticator
 from tests.factories import PASSWORD
 from tests.mailbox.conftest import imap_section, quick_guard
+from tests.waiting import polls
 
 pytestmark = [
     pytest.mark.usefixtures("family"),
@@ -117,11 +118,10 @@ async def test_a_login_storm_leaves_no_database_handle_behind(
 
         # Every client is gone: the count comes back to the baseline (at once or nearly; a
         # minute of patience is a hang guard).
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while (handles := database_handles(database)) > baseline:
-            assert loop.time() < deadline, f"{handles} handles on the database after the storm"
-            await asyncio.sleep(0.1)
+        handles = database_handles(database)
+        async for _ in polls(lambda: f"{handles} handles on the database after the storm"):
+            if (handles := database_handles(database)) <= baseline:
+                break
     finally:
         await server.stop()
         await store.close()
